@@ -1,0 +1,45 @@
+"""Prompt templates and the answer format, in one place.
+
+The default is EasyR1's reasoning prompt, which the paper most likely used: the model thinks inside
+<think></think> and puts the final answer in \\boxed{}.
+"""
+
+from __future__ import annotations
+
+from hallucue_mlx.data.item import Item
+
+EASYR1_SUFFIX = (
+    "You FIRST think about the reasoning process as an internal monologue and then provide the "
+    "final answer. The reasoning process MUST BE enclosed within <think> </think> tags. "
+    "The final answer MUST BE put in \\boxed{}."
+)
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+TEMPLATES = {
+    # name -> suffix appended after the question (and its choices)
+    "easyr1": EASYR1_SUFFIX,
+    # A short suffix for tiny models with small context; same answer format.
+    "short": "Think in <think> </think>, then give the final answer in \\boxed{}.",
+}
+
+
+def format_choices(choices: tuple[str, ...]) -> str:
+    """Multiple-choice options as 'A. ...' lines; the gold answer of such items is the letter."""
+    return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+
+
+def build_prompt(item: Item, template: str = "easyr1") -> str:
+    """The user-turn text for an item (the image is added by the chat template)."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown prompt template {template!r}; choose one of {sorted(TEMPLATES)}")
+    parts = [item.question.strip()]
+    if item.choices and "A." not in item.question:
+        parts.append("Choices:\n" + format_choices(item.choices))
+    parts.append(TEMPLATES[template])
+    return "\n".join(p for p in parts if p)
+
+
+def format_answer(think: str, answer: str) -> str:
+    """The target completion format used for warm-up and checked by the format reward."""
+    return f"<think>{think}</think> \\boxed{{{answer}}}"
