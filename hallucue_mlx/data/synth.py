@@ -157,9 +157,11 @@ def _bars(rng: random.Random, version: str, size: int):
     font = _font(12)
     color = COLORS[rng.choice(list(COLORS))]
     base, unit, width = size - 18, (size - 28) / 9, size / 4
+    # Jitter widths and offsets so that no two items share an image (splits stay disjoint).
+    shift, gap = rng.uniform(-3, 3), rng.uniform(8, 12)
     for i, h in enumerate(heights):
-        x0 = i * width + 5
-        draw.rectangle((x0, base - h * unit, x0 + width - 10, base), fill=color)
+        x0 = i * width + 5 + shift
+        draw.rectangle((x0, base - h * unit, x0 + width - gap, base), fill=color)
         draw.text((x0 + width / 2 - 8, base + 2), BAR_LETTERS[i], font=font, fill=(0, 0, 0))
     best = BAR_LETTERS[heights.index(max(heights))]
     values = ", ".join(f"{BAR_LETTERS[i]} = {h}" for i, h in enumerate(heights))
