@@ -1,0 +1,300 @@
+"""Accuracy with confidence intervals, modality diagnostics and paired tests over evaluation records.
+
+A record is one JSON object per item and condition, as written by evaluation, with at least the keys
+id, version, task, corruption, response, extracted, gold, correct, format_ok, response_tokens,
+truncated, grader_error, and optionally benchmark, chance or n_choices. Records of one model only:
+items are matched across conditions by (benchmark, id).
+
+Everything here is a pure function returning plain dicts, lists, floats and None (never NaN), so
+the result can be written as JSON as is.
+
+- Accuracy intervals are Wilson score intervals (good coverage at small n and near 0 or 1, where
+  the normal approximation is not).
+- Differences between two conditions are paired on items present in both: a percentile bootstrap
+  over items for the interval of the accuracy difference, the exact McNemar test for its p-value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+Record = dict[str, Any]
+
+# Condition names as evaluation writes them in the `corruption` field.
+CLEAN, BLANK, RANDOM, TEXT_REMOVAL = "none", "blank", "random", "text_removal"
+
+# An extracted answer that declines to answer is not a hallucination.
+_ABSTAIN_RE = re.compile(
+    r"cannot|can't|can not|unable|not (?:be )?(?:determin|possible|enough|sufficient|given|provided)"
+    r"|insufficient|unknown|undetermin|no (?:image|figure|diagram|information)|\bn/?a\b|none of",
+    re.IGNORECASE,
+)
+
+
+# ----------------------------------------------------------------------------- basic statistics
+
+
+def wilson_ci(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n (95% for z=1.96); (0, 1) when n is 0."""
+    if n < 0 or not 0 <= k <= n:
+        raise ValueError(f"wilson_ci needs 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if k == 0 else max(0.0, center - half)
+    hi = 1.0 if k == n else min(1.0, center + half)
+    return lo, hi
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value for b and c discordant pairs (binomial, p=1/2)."""
+    if b < 0 or c < 0:
+        raise ValueError(f"mcnemar_p needs non-negative counts, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired_bootstrap_ci(
+    a_correct: Sequence[float],
+    b_correct: Sequence[float],
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(mean of a - b, lo, hi): percentile bootstrap over paired items, deterministic per seed."""
+    a = np.asarray(a_correct, dtype=np.float64)
+    b = np.asarray(b_correct, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(
+            f"paired_bootstrap_ci needs two equal-length lists, got {a.shape} and {b.shape}"
+        )
+    if a.size == 0:
+        raise ValueError("paired_bootstrap_ci needs at least one paired item")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // diff.size)  # bound memory of the index matrix
+    for start in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - start)
+        idx = rng.integers(0, diff.size, size=(rows, diff.size))
+        means[start : start + rows] = diff[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(diff.mean()), float(lo), float(hi)
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def _key(r: Record) -> tuple[str, str]:
+    return str(r.get("benchmark", "")), str(r["id"])
+
+
+def _need(records: Sequence[Record], *keys: str) -> None:
+    for i, r in enumerate(records):
+        for k in keys:
+            if k not in r:
+                raise ValueError(
+                    f"record {i} (id {r.get('id', '?')!r}) has no {k!r} field; "
+                    "metrics need evaluation records with id, corruption and correct"
+                )
+
+
+def by_condition(records: Iterable[Record]) -> dict[str, list[Record]]:
+    """Records grouped by their `corruption` field, in first-seen order."""
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        groups[str(r["corruption"])].append(r)
+    return dict(groups)
+
+
+def _index(records: Sequence[Record], what: str) -> dict[tuple[str, str], Record]:
+    out: dict[tuple[str, str], Record] = {}
+    for r in records:
+        k = _key(r)
+        if k in out:
+            raise ValueError(
+                f"item {k[1]!r} (benchmark {k[0]!r}) appears twice in {what}; pass the records "
+                "of one model and one condition, one per item"
+            )
+        out[k] = r
+    return out
+
+
+def _accuracy(records: Sequence[Record]) -> float | None:
+    return sum(bool(r["correct"]) for r in records) / len(records) if records else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _chance(r: Record) -> float | None:
+    """Chance accuracy of one item: 1/number of options, 0 for open answers, None if unknown."""
+    if r.get("chance") is not None:
+        return float(r["chance"])
+    n = r.get("n_choices", r.get("choices"))
+    if n is None:
+        return None
+    n = n if isinstance(n, int) else len(n)
+    return 1.0 / n if n > 0 else 0.0
+
+
+def _groups(records: Sequence[Record], field: str) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        groups[str(r.get(field, ""))].append(r)
+    return {k: {"n": len(v), "accuracy": _accuracy(v)} for k, v in sorted(groups.items())}
+
+
+def summarize(records: Sequence[Record]) -> dict[str, dict[str, Any]]:
+    """Per condition: accuracy with its Wilson 95% interval, format/truncation rates, response
+    length, grader errors, accuracy by version and task, and mean chance accuracy.
+
+    `chance` is None unless every record carries chance, n_choices or choices.
+    """
+    _need(records, "id", "corruption", "correct")
+    out: dict[str, dict[str, Any]] = {}
+    for cond, rs in by_condition(records).items():
+        k = sum(bool(r["correct"]) for r in rs)
+        tokens = [float(r["response_tokens"]) for r in rs if r.get("response_tokens") is not None]
+        chances = [_chance(r) for r in rs]
+        out[cond] = {
+            "n": len(rs),
+            "accuracy": k / len(rs),
+            "ci95": list(wilson_ci(k, len(rs))),
+            "format_rate": _mean([float(bool(r.get("format_ok"))) for r in rs]),
+            "mean_response_tokens": _mean(tokens),
+            "truncated_rate": _mean([float(bool(r.get("truncated"))) for r in rs]),
+            "grader_errors": sum(1 for r in rs if r.get("grader_error")),
+            "by_version": _groups(rs, "version"),
+            "by_task": _groups(rs, "task"),
+            "chance": None if any(c is None for c in chances) else _mean(chances),  # type: ignore[arg-type]
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------- paired comparisons
+
+
+def _paired(records_a: Sequence[Record], records_b: Sequence[Record]) -> list[tuple[bool, bool]]:
+    a = _index(records_a, "the first condition")
+    b = _index(records_b, "the second condition")
+    return [(bool(a[k]["correct"]), bool(b[k]["correct"])) for k in a if k in b]
+
+
+def flip_table(records_a: Sequence[Record], records_b: Sequence[Record]) -> dict[str, int]:
+    """How items present in both lists moved: right in both, only in a, only in b, in neither."""
+    table = {"both_right": 0, "a_only": 0, "b_only": 0, "both_wrong": 0}
+    for ra, rb in _paired(records_a, records_b):
+        name = ("both_right" if rb else "a_only") if ra else ("b_only" if rb else "both_wrong")
+        table[name] += 1
+    return table
+
+
+def paired_gain(
+    records_a: Sequence[Record],
+    records_b: Sequence[Record],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """Accuracy of a minus b on shared items, with bootstrap CI, flips and McNemar p; None if none shared."""
+    pairs = _paired(records_a, records_b)
+    if not pairs:
+        return None
+    a = [float(x) for x, _ in pairs]
+    b = [float(y) for _, y in pairs]
+    diff, lo, hi = paired_bootstrap_ci(a, b, n_boot=n_boot, seed=seed)
+    flips = flip_table(records_a, records_b)
+    return {
+        "n": len(pairs),
+        "accuracy_a": sum(a) / len(a),
+        "accuracy_b": sum(b) / len(b),
+        "diff": diff,
+        "ci95": [lo, hi],
+        "flips": flips,
+        "mcnemar_p": mcnemar_p(flips["a_only"], flips["b_only"]),
+    }
+
+
+# ----------------------------------------------------------------------------- hallucination
+
+
+def answered(r: Record) -> bool:
+    """The model committed to an answer: a non-empty extracted answer that is not an abstention."""
+    ext = r.get("extracted")
+    return isinstance(ext, str) and ext.strip() != "" and _ABSTAIN_RE.search(ext) is None
+
+
+def hallucination(records: Sequence[Record]) -> dict[str, Any]:
+    """Under a corruption that removed the needed information: how often the model still answered,
+    and how many of those answers were right by chance."""
+    hits = [r for r in records if answered(r)]
+    lucky = sum(bool(r["correct"]) for r in hits)
+    return {
+        "n": len(records),
+        "answered": len(hits),
+        "rate": len(hits) / len(records) if records else None,
+        "ci95": list(wilson_ci(len(hits), len(records))),
+        "answered_correct": lucky,
+        "answered_correct_rate": lucky / len(hits) if hits else None,
+    }
+
+
+def diagnostics(
+    records: Sequence[Record],
+    clean: str = CLEAN,
+    blank: str = BLANK,
+    random: str = RANDOM,
+    text: str = TEXT_REMOVAL,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Modality diagnostics of one model's records across conditions.
+
+    vision_gain = clean - blank, random_image_gain = clean - random, text_gain = clean - text
+    removal (each paired, None when a condition is missing); blind_accuracy = accuracy under blank
+    images; vision_gain_by_version splits the vision gain by modality version (MathVerse);
+    hallucination: per corrupted condition, the share of items answered anyway.
+    """
+    _need(records, "id", "corruption", "correct")
+    groups = by_condition(records)
+    base = groups.get(clean, [])
+
+    def gain(other: str) -> dict[str, Any] | None:
+        return paired_gain(base, groups[other], n_boot, seed) if other in groups else None
+
+    blind = None
+    if blank in groups:
+        rs = groups[blank]
+        k = sum(bool(r["correct"]) for r in rs)
+        blind = {"n": len(rs), "accuracy": k / len(rs), "ci95": list(wilson_ci(k, len(rs)))}
+
+    by_version: dict[str, Any] = {}
+    if blank in groups:
+        versions = sorted({str(r.get("version", "")) for r in base})
+        for v in versions:
+            a = [r for r in base if str(r.get("version", "")) == v]
+            b = [r for r in groups[blank] if str(r.get("version", "")) == v]
+            by_version[v] = paired_gain(a, b, n_boot, seed)
+
+    return {
+        "vision_gain": gain(blank),
+        "random_image_gain": gain(random),
+        "text_gain": gain(text),
+        "blind_accuracy": blind,
+        "vision_gain_by_version": by_version,
+        "hallucination": {c: hallucination(rs) for c, rs in groups.items() if c != clean},
+    }

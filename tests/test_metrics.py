@@ -1,0 +1,180 @@
+"""Metrics on small hand-made records whose answers are known by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from hallucue_mlx.metrics import (
+    answered,
+    diagnostics,
+    flip_table,
+    hallucination,
+    mcnemar_p,
+    paired_bootstrap_ci,
+    summarize,
+    wilson_ci,
+)
+
+
+def rec(
+    id: str,
+    corruption: str,
+    correct: bool,
+    extracted: str | None = "1",
+    version: str = "text_dominant",
+    task: str = "count",
+    **extra: object,
+) -> dict:
+    r = {
+        "id": id,
+        "version": version,
+        "task": task,
+        "corruption": corruption,
+        "response": "",
+        "extracted": extracted,
+        "gold": "1",
+        "correct": correct,
+        "format_ok": True,
+        "response_tokens": 10,
+        "truncated": False,
+        "grader_error": None,
+    }
+    r.update(extra)
+    return r
+
+
+def test_wilson_known_values() -> None:
+    assert wilson_ci(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_ci(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_ci(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_ci(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_ci(11, 10)
+
+
+def test_mcnemar_exact() -> None:
+    assert mcnemar_p(1, 9) == pytest.approx(0.0215, abs=1e-4)
+    assert mcnemar_p(9, 1) == mcnemar_p(1, 9)
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(0, 5) == pytest.approx(2 / 32)
+    # large counts do not overflow
+    assert 0 < mcnemar_p(1000, 1200) < 0.001
+
+
+def test_paired_bootstrap_deterministic_and_sane() -> None:
+    a = [1, 1, 1, 1, 1, 1, 1, 1, 0, 0] * 5
+    b = [1, 0, 0, 0, 1, 0, 1, 0, 0, 1] * 5
+    d1 = paired_bootstrap_ci(a, b, n_boot=500, seed=3)
+    assert d1 == paired_bootstrap_ci(a, b, n_boot=500, seed=3)
+    assert d1 != paired_bootstrap_ci(a, b, n_boot=500, seed=4)
+    mean, lo, hi = d1
+    assert mean == pytest.approx(0.4)
+    assert lo < mean < hi and lo > 0.1 and hi < 0.7
+    # identical conditions: zero difference, degenerate interval
+    assert paired_bootstrap_ci(a, a, n_boot=100) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        paired_bootstrap_ci([1, 0], [1])
+
+
+def test_flip_table_uses_shared_ids_only() -> None:
+    a = [
+        rec("1", "none", True),
+        rec("2", "none", True),
+        rec("3", "none", False),
+        rec("4", "none", False),
+    ]
+    a.append(rec("only_a", "none", True))
+    b = [rec("1", "blank", True), rec("2", "blank", False), rec("3", "blank", True)]
+    b += [rec("4", "blank", False), rec("only_b", "blank", True)]
+    assert flip_table(a, b) == {"both_right": 1, "a_only": 1, "b_only": 1, "both_wrong": 1}
+    with pytest.raises(ValueError, match="appears twice"):
+        flip_table(a + [rec("1", "none", False)], b)
+
+
+def test_summarize_by_condition() -> None:
+    records = [
+        rec("1", "none", True, version="text_dominant", task="count", n_choices=4),
+        rec("2", "none", True, version="vision_only", task="bar", n_choices=4),
+        rec("3", "none", False, version="vision_only", task="bar", n_choices=0, truncated=True),
+        rec(
+            "4", "none", True, version="vision_only", task="count", n_choices=2, response_tokens=30
+        ),
+        rec("1", "blank", False, grader_error="RuntimeError: boom"),
+        rec("2", "blank", True, format_ok=False, response_tokens=None),
+    ]
+    s = summarize(records)
+    assert set(s) == {"none", "blank"}
+    clean = s["none"]
+    assert clean["n"] == 4 and clean["accuracy"] == 0.75
+    assert clean["ci95"] == pytest.approx(list(wilson_ci(3, 4)))
+    assert clean["mean_response_tokens"] == 15.0
+    assert clean["truncated_rate"] == 0.25
+    assert clean["grader_errors"] == 0
+    assert clean["by_version"] == {
+        "text_dominant": {"n": 1, "accuracy": 1.0},
+        "vision_only": {"n": 3, "accuracy": pytest.approx(2 / 3)},
+    }
+    assert clean["by_task"]["bar"] == {"n": 2, "accuracy": 0.5}
+    assert clean["chance"] == pytest.approx((0.25 + 0.25 + 0.0 + 0.5) / 4)
+    blank = s["blank"]
+    assert blank["grader_errors"] == 1 and blank["format_rate"] == 0.5
+    assert blank["mean_response_tokens"] == 10.0
+    assert blank["chance"] is None  # records do not say how many options
+    json.dumps(s)  # plain JSON, no NaN
+    with pytest.raises(ValueError, match="'correct'"):
+        summarize([{"id": "x", "corruption": "none"}])
+
+
+def test_hallucination_counts() -> None:
+    rs = [
+        rec("1", "blank", True, extracted="B"),
+        rec("2", "blank", False, extracted="12"),
+        rec("3", "blank", False, extracted=""),
+        rec("4", "blank", False, extracted=None),
+        rec("5", "blank", False, extracted="\\text{cannot be determined}"),
+    ]
+    assert [answered(r) for r in rs] == [True, True, False, False, False]
+    h = hallucination(rs)
+    assert h["n"] == 5 and h["answered"] == 2 and h["rate"] == 0.4
+    assert h["answered_correct"] == 1 and h["answered_correct_rate"] == 0.5
+
+
+def test_diagnostics_gains() -> None:
+    # 10 items: clean right on 8; blank keeps 2 of those and gets 1 other right by luck;
+    # random keeps 4; text removal keeps all 8 (the image holds the conditions).
+    clean = [
+        rec(str(i), "none", i < 8, version="vision_only" if i < 5 else "text_dominant")
+        for i in range(10)
+    ]
+    blank = [rec(str(i), "blank", i in (5, 6, 9), version=clean[i]["version"]) for i in range(10)]
+    rand = [rec(str(i), "random", i in (0, 1, 5, 6)) for i in range(10)]
+    text = [rec(str(i), "text_removal", i < 8) for i in range(10)]
+    d = diagnostics(clean + blank + rand + text, n_boot=500, seed=1)
+    vg = d["vision_gain"]
+    assert vg["n"] == 10 and vg["accuracy_a"] == 0.8 and vg["accuracy_b"] == pytest.approx(0.3)
+    assert vg["diff"] == pytest.approx(0.5)
+    assert vg["flips"] == {"both_right": 2, "a_only": 6, "b_only": 1, "both_wrong": 1}
+    assert vg["mcnemar_p"] == pytest.approx(mcnemar_p(6, 1))
+    assert vg["ci95"][0] < 0.5 < vg["ci95"][1]
+    assert d["random_image_gain"]["diff"] == pytest.approx(0.4)
+    assert d["text_gain"]["diff"] == 0.0 and d["text_gain"]["mcnemar_p"] == 1.0
+    assert d["blind_accuracy"]["accuracy"] == pytest.approx(0.3)
+    # vision-only items 0-4 all lost; text-dominant items 5-7 kept, 9 gained by luck
+    assert d["vision_gain_by_version"]["vision_only"]["diff"] == pytest.approx(1.0)
+    assert d["vision_gain_by_version"]["text_dominant"]["diff"] == pytest.approx(0.0)
+    assert set(d["hallucination"]) == {"blank", "random", "text_removal"}
+    assert d["hallucination"]["blank"]["answered_correct"] == 3
+    json.dumps(d)
+
+
+def test_diagnostics_pairs_on_shared_items_and_missing_conditions() -> None:
+    clean = [rec(str(i), "none", True) for i in range(4)]
+    blank = [rec(str(i), "blank", False) for i in range(2)]  # only items 0 and 1 were run
+    d = diagnostics(clean + blank, n_boot=200)
+    assert d["vision_gain"]["n"] == 2 and d["vision_gain"]["diff"] == 1.0
+    assert d["random_image_gain"] is None and d["text_gain"] is None
+    assert math.isclose(d["blind_accuracy"]["accuracy"], 0.0)
