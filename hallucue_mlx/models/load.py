@@ -1,0 +1,215 @@
+"""One loader for every supported model: a Hugging Face id or a local directory, plus an adapter.
+
+Built on mlx-vlm (`mlx_vlm.utils`), with errors that say what to do: a missing path, an
+unsupported architecture, an offline hub, pickle weights, an adapter trained on another model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+# mlx-vlm model_type -> family used by this project (SmolVLM2's "smolvlm" is Idefics3 inside).
+SUPPORTED_MODEL_TYPES = {
+    "qwen2_5_vl": "qwen2_5_vl",
+    "qwen2_vl": "qwen2_vl",
+    "idefics3": "idefics3",
+    "smolvlm": "idefics3",
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+class ModelLoadError(ValueError):
+    """A model or adapter could not be loaded; the message says why and how to fix it."""
+
+
+def _example_hint() -> str:
+    return (
+        "give a local directory containing config.json or a Hugging Face id like "
+        "Qwen/Qwen2.5-VL-3B-Instruct"
+    )
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """The local directory of `model`: the path itself, or the hub snapshot (downloaded if needed)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelLoadError(f"model {str(model)!r} has no config.json: {_example_hint()}")
+        return path
+    name = str(model)
+    if not _HUB_ID.match(name) or name.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model {name!r} not found: {_example_hint()}")
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    patterns = ["*.json", "*.jsonl", "*.safetensors", "*.py", "*.model", "*.txt", "*.jinja"]
+    try:
+        return Path(snapshot_download(repo_id=name, allow_patterns=patterns))
+    except GatedRepoError as e:
+        raise ModelLoadError(
+            f"model {name!r} is gated on the Hugging Face hub: accept its licence on the model "
+            "page and log in with `hf auth login`"
+        ) from e
+    except RepositoryNotFoundError as e:
+        raise ModelLoadError(
+            f"model {name!r} not found on the Hugging Face hub: {_example_hint()}"
+        ) from e
+    except (LocalEntryNotFoundError, OSError) as e:
+        # Offline mode, no network, or a partial cache all end here.
+        raise ModelLoadError(
+            f"model {name!r} is not in the local Hugging Face cache and the hub cannot be reached "
+            "(offline or HF_HUB_OFFLINE=1). Run once online to download it, or pass a local "
+            "directory with the converted model."
+        ) from e
+
+
+def read_config(model_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((model_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read {model_dir / 'config.json'}: {e}") from e
+
+
+def family_of_config(config: dict[str, Any], where: str = "config.json") -> str:
+    """The project family ("qwen2_5_vl", "qwen2_vl", "idefics3") of a config dict."""
+    from mlx_vlm.utils import get_model_type
+
+    model_type = get_model_type(config)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelLoadError(
+            f"{where}: model_type {model_type!r} is not supported; supported model types are "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (Qwen2.5-VL, Qwen2-VL, SmolVLM/Idefics3)"
+        )
+    return SUPPORTED_MODEL_TYPES[model_type]
+
+
+def model_family(model: Any) -> str:
+    """Family of a loaded model, a config dict, or a local model directory."""
+    config = getattr(model, "config", None)  # checked first: an mlx nn.Module is a dict too
+    if config is not None:
+        model_type = getattr(config, "model_type", None)
+        return family_of_config({"model_type": model_type}, f"{type(model).__name__}.config")
+    if isinstance(model, dict):
+        return family_of_config(model)
+    if isinstance(model, (str, Path)):
+        model_dir = resolve_model_dir(model)
+        return family_of_config(read_config(model_dir), str(model_dir / "config.json"))
+    raise ModelLoadError(f"cannot tell the family of {type(model).__name__}: no config.model_type")
+
+
+def _check_safetensors(model_dir: Path) -> None:
+    if any(model_dir.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelLoadError(
+            f"{model_dir} holds only pickle weights ({', '.join(pickles[:3])}); hallucue-mlx loads "
+            "safetensors only, because unpickling can run arbitrary code. Convert the checkpoint "
+            "with `python -m mlx_vlm.convert --hf-path <dir> --mlx-path <out>` or use a "
+            "safetensors release of the model."
+        )
+    raise ModelLoadError(f"{model_dir} has no *.safetensors weights")
+
+
+def _linear_dims(module) -> tuple[int, int] | None:
+    """(out, in) of an nn.Linear / nn.QuantizedLinear, None for anything else."""
+    weight = getattr(module, "weight", None)
+    if weight is None or weight.ndim != 2:
+        return None
+    bits = getattr(module, "bits", None)
+    out_dims, in_dims = weight.shape
+    return (out_dims, in_dims * 32 // bits) if bits else (out_dims, in_dims)
+
+
+def _adapter_mismatches(model, saved: dict) -> list[str]:
+    """Adapter tensors that do not fit the base model, checked before anything is attached."""
+    modules = dict(model.named_modules())
+    problems = []
+    for key, array in saved.items():
+        path, _, leaf = key.rpartition(".")
+        module = modules.get(path)
+        if module is None:
+            problems.append(f"{key} has no module {path!r} in the model")
+            continue
+        dims = _linear_dims(module)
+        if leaf not in ("lora_a", "lora_b") or dims is None:
+            continue
+        out_dims, in_dims = dims
+        want = (in_dims, array.shape[1]) if leaf == "lora_a" else (array.shape[0], out_dims)
+        if tuple(array.shape) != want:
+            problems.append(f"{key}: adapter {tuple(array.shape)} vs model {want}")
+    return problems
+
+
+def _apply_adapter(model, adapter: str | Path, model_name: str):
+    """Attach a saved LoRA adapter with mlx-vlm's mechanism, refusing one made for another model."""
+    import mlx.core as mx
+    from mlx_vlm.utils import apply_lora_layers
+
+    adapter_path = Path(adapter).expanduser()
+    weights_file = adapter_path
+    if adapter_path.is_dir():
+        weights_file = adapter_path / "adapters.safetensors"
+        if not weights_file.is_file():
+            weights_file = adapter_path / "weights.safetensors"
+    if not weights_file.is_file():
+        raise ModelLoadError(
+            f"adapter {str(adapter)!r} not found: give the adapter directory (adapters.safetensors "
+            "and adapter_config.json) or its .safetensors file"
+        )
+    # mlx-vlm loads adapter weights with strict=False, which skips shape checks: check first.
+    problems = _adapter_mismatches(model, mx.load(str(weights_file)))
+    if problems:
+        raise ModelLoadError(
+            f"adapter {str(adapter)!r} does not fit base model {model_name!r}: "
+            f"{len(problems)} tensors do not match (e.g. {problems[0]}). "
+            "Load the adapter with the base model it was trained on."
+        )
+    try:
+        model = apply_lora_layers(model, adapter_path)
+    except (FileNotFoundError, ValueError, AttributeError, KeyError) as e:
+        raise ModelLoadError(
+            f"cannot apply adapter {str(adapter)!r} to base model {model_name!r} (was it "
+            f"trained on another base model?): {e}"
+        ) from e
+    model.eval()
+    return model
+
+
+def load_model(
+    model: str | Path,
+    adapter: str | Path | None = None,
+    *,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load (model, processor) from a hub id or local directory, with an optional LoRA adapter.
+
+    `dtype` is one of backend.DTYPES; None means "auto" (float32 on CPU, bfloat16 on Metal/CUDA).
+    Floating-point parameters (adapter included) are cast to it.
+    """
+    import mlx_vlm
+
+    from hallucue_mlx.backend import resolve_dtype
+
+    mx_dtype = resolve_dtype(dtype or "auto")
+    model_dir = resolve_model_dir(model)
+    family_of_config(read_config(model_dir), str(model_dir / "config.json"))
+    _check_safetensors(model_dir)
+    try:
+        loaded, processor = mlx_vlm.load(str(model_dir), trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        raise ModelLoadError(f"cannot load model {str(model)!r} from {model_dir}: {e}") from e
+    if adapter is not None:
+        loaded = _apply_adapter(loaded, adapter, str(model))
+    loaded.set_dtype(mx_dtype)
+    return loaded, processor
