@@ -50,9 +50,24 @@ def eval_() -> None:
 
 
 @app.command()
-def corrupt() -> None:
+def corrupt(
+    benchmark: str = typer.Option("synth", "--benchmark", "-b", help="Benchmark name (see `data list`)."),
+    n: int = typer.Option(6, "--n", help="Number of items (rows of the picture)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subset and of the random-image donors."),
+    out: Path = typer.Option(Path("gallery.png"), "--out", help="PNG file to write."),
+    data: str | None = typer.Option(None, "--data", help="Local copy of the benchmark (folder or file)."),
+    split: str | None = typer.Option(None, "--split", help="Split (default: the benchmark's evaluation split)."),
+) -> None:
     """Write a gallery picture of items under every corruption, side by side."""
-    _not_yet("corrupt")
+    from hallucue_mlx.data.bench import BenchmarkError
+    from hallucue_mlx.gallery import gallery_for
+
+    try:
+        path = gallery_for(benchmark, out, n=n, seed=seed, split=split, path=data)
+    except BenchmarkError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {path}")
 
 
 @app.command()
@@ -64,13 +79,33 @@ def report() -> None:
 @data_app.command("list")
 def data_list() -> None:
     """List the benchmarks hallucue-mlx can load."""
-    _not_yet("data list")
+    from hallucue_mlx.data.bench import print_benchmarks
+
+    print_benchmarks()
 
 
 @data_app.command("prepare")
-def data_prepare() -> None:
+def data_prepare(
+    benchmark: str = typer.Argument(..., help="Benchmark name (see `data list`)."),
+    n: int | None = typer.Option(None, "--n", help="Subset size (default: the whole split)."),
+    split: str | None = typer.Option(None, "--split", help="Split (default: the benchmark's evaluation split)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the stratified subset."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: data/<benchmark>-<split>-n<N>-s<seed>)."),
+    data: str | None = typer.Option(None, "--data", help="Read from a local copy instead of the hub."),
+) -> None:
     """Cache a seeded compact subset of a benchmark locally (images included)."""
-    _not_yet("data prepare")
+    from hallucue_mlx.data.bench import BenchmarkError, get_adapter
+    from hallucue_mlx.data.subset import prepare_subset
+
+    try:
+        split = split or get_adapter(benchmark).default_split
+        out = out or Path("data") / f"{benchmark}-{split}-n{n if n is not None else 'all'}-s{seed}"
+        manifest = prepare_subset(benchmark, n, out, split=split, seed=seed, path=data)
+    except BenchmarkError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {len(manifest.ids)} items of {benchmark}/{split} to {out} "
+               f"(content hash {manifest.content_hash[:12]})")
 
 
 @model_app.command("path")

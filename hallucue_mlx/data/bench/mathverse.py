@@ -1,0 +1,104 @@
+"""MathVerse testmini: 788 problems x 5 modality versions, plus the text-only config.
+
+Columns relied on (dataset card of AI4Math/MathVerse, configs testmini and testmini_text_only, and
+lmms-eval's tasks/mathverse/utils.py): sample_index, problem_index, problem_version ('Text Dominant',
+'Text Lite', 'Vision Intensive', 'Vision Dominant', 'Vision Only'; text-only rows say 'Text Only'),
+question (multi-choice options inline after 'Choices:'), image (an image; an empty string in the
+text-only config), answer (a letter for multi-choice), question_type ('multi-choice'/'free-form'),
+metadata (split, source, subject, subfield), query_wo, query_cot, question_for_eval.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hallucue_mlx.data.bench.common import (
+    Adapter,
+    Row,
+    RowContext,
+    is_number,
+    parse_options,
+    read_image,
+    strip_image_tokens,
+    text,
+)
+from hallucue_mlx.data.item import Item
+
+# Vision Only rows have an empty question: the whole problem is in the image.
+EMPTY_QUESTION = "Answer the question shown in the image."
+
+
+def version_name(problem_version: str) -> str:
+    """'Vision Intensive' -> 'vision_intensive' (Item.version names); 'Text Only' -> 'text_only'."""
+    return re.sub(r"[^a-z]+", "_", problem_version.strip().lower()).strip("_")
+
+
+def split_choices(question: str) -> tuple[str, tuple[str, ...]]:
+    """MathVerse puts options after 'Choices:'; return (stem, options) or (question, ())."""
+    m = re.search(r"\n?\s*Choices?\s*:\s*\n?", question)
+    if not m:
+        return question, ()
+    options = parse_options(question[m.end() :])
+    if not options:
+        return question, ()
+    return question[: m.start()].strip(), options
+
+
+def key(row: Row, index: int) -> tuple[str, tuple[str, ...]]:
+    return text(row["sample_index"]), (
+        text(row["question_type"]),
+        version_name(text(row["problem_version"])),
+    )
+
+
+def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
+    multi = text(row["question_type"]).strip() == "multi-choice"
+    question = strip_image_tokens(text(row["question"]))
+    choices: tuple[str, ...] = ()
+    if multi:
+        question, choices = split_choices(question)
+    answer = text(row["answer"]).strip()
+    kind = "choice" if multi else ("number" if is_number(answer) else "free")
+    meta = row.get("metadata") or {}
+    return Item(
+        id=item_id,
+        benchmark="mathverse",
+        split=split,
+        question=question or EMPTY_QUESTION,
+        answer=answer,
+        image=read_image(row["image"], ctx, item_id, "image"),
+        choices=choices,
+        task=text(meta.get("subject") if isinstance(meta, dict) else ""),
+        version=version_name(text(row["problem_version"])),
+        answer_kind=kind,
+        meta={
+            "problem_index": text(row["problem_index"]),
+            "question_type": text(row["question_type"]),
+            "query_wo": text(row.get("query_wo")),
+            "question_for_eval": text(row.get("question_for_eval")),
+            "metadata": dict(meta) if isinstance(meta, dict) else {},
+        },
+    )
+
+
+ADAPTER = Adapter(
+    name="mathverse",
+    hub_id="AI4Math/MathVerse",
+    splits=("testmini", "testmini_text_only"),
+    default_split="testmini",
+    answer_kinds=("choice", "number", "free"),
+    description="MathVerse testmini: each problem in 5 versions from text-dominant to vision-only.",
+    required=(
+        "sample_index",
+        "problem_index",
+        "problem_version",
+        "question",
+        "image",
+        "answer",
+        "question_type",
+    ),
+    image_columns=("image",),
+    key=key,
+    to_item=to_item,
+    config_for=lambda split: split,  # the hub configs are named like their only split
+)
