@@ -1,0 +1,272 @@
+"""The GRPO objective as plain functions, with TRL's definitions and metric names.
+
+References: TRL's GRPOTrainer documentation ("Loss Types", "Logged metrics"):
+https://huggingface.co/docs/trl/main/en/grpo_trainer. Per token, with ratio r = pi / pi_old
+(pi_old: the behaviour log-probs kept by the rollout, at the sampling temperature):
+
+    l = -min(r * A, clip(r, 1 - epsilon, 1 + epsilon_high) * A) + beta * KL_k3(pi || pi_ref)
+
+    grpo:     mean over sequences of (sum_t l / |o_i|)
+    dapo:     sum of l over all completion tokens / number of completion tokens (bnpo: same here,
+              one process, the whole generation batch in one loss)
+    dr_grpo:  sum of l / (number of sequences * max_completion_length)
+
+importance_sampling_level="sequence" (GSPO) uses one ratio per sequence,
+exp(mean_t(log pi - log pi_old)). The KL reference is the same model with LoRA switched off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx_vlm.models.cache import create_causal_mask
+
+from hallucue_mlx.rollout import PromptInputs, lm_head, prefill
+
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
+SCALE_REWARDS = ("group", "batch", "none")
+
+
+@dataclass
+class LossConfig:
+    loss_type: str = "dapo"
+    epsilon: float = 0.2
+    epsilon_high: float | None = None  # None: same as epsilon
+    beta: float = 0.0
+    importance_sampling_level: str = "token"
+    max_completion_length: int = 256  # dr_grpo's constant normaliser
+    temperature: float = 1.0  # log-probs are taken at the sampling temperature
+
+    def validate(self) -> None:
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type {self.loss_type!r} is not one of {LOSS_TYPES}")
+        if self.importance_sampling_level not in ("token", "sequence"):
+            raise ValueError("importance_sampling_level must be 'token' or 'sequence'")
+        if (
+            self.epsilon < 0
+            or (self.epsilon_high is not None and self.epsilon_high < 0)
+            or self.beta < 0
+        ):
+            raise ValueError("epsilon, epsilon_high and beta must be >= 0")
+
+
+# ---------------------------------------------------------------- advantages
+
+
+def group_advantages(
+    rewards: np.ndarray, group_size: int, scale_rewards: str = "group"
+) -> tuple[np.ndarray, dict]:
+    """(r - group mean) / (std + 1e-4), TRL's scale_rewards: std per group, over the batch, or none.
+
+    std is the unbiased one (torch.std, as TRL). Returns advantages and the reward metrics
+    reward, reward_std, frac_reward_zero_std.
+    """
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards {scale_rewards!r} is not one of {SCALE_REWARDS}")
+    r = np.asarray(rewards, np.float64)
+    if r.size % group_size:
+        raise ValueError(f"{r.size} rewards do not split into groups of {group_size}")
+    g = r.reshape(-1, group_size)
+    mean = g.mean(axis=1, keepdims=True)
+    ddof = 1 if group_size > 1 else 0
+    group_std = g.std(axis=1, ddof=ddof, keepdims=True)
+    if scale_rewards == "batch":
+        std = np.full_like(g, r.std(ddof=1 if r.size > 1 else 0))
+    else:
+        std = np.broadcast_to(group_std, g.shape)
+    adv = g - mean
+    if scale_rewards != "none":
+        adv = adv / (std + 1e-4)
+    zero = np.isclose(std, 0.0)
+    metrics = {
+        "reward": float(r.mean()),
+        "reward_std": float(std[:, 0].mean()) if scale_rewards != "batch" else float(std[0, 0]),
+        "frac_reward_zero_std": float(zero.mean()),
+    }
+    return adv.reshape(-1).astype(np.float32), metrics
+
+
+# ---------------------------------------------------------------- log-probs
+
+
+def completion_logprobs(
+    model: nn.Module,
+    prompts: list[PromptInputs],
+    completion_ids: mx.array,
+    bias: mx.array,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[mx.array, mx.array | None]:
+    """Per-token log-probs (B, T) of right-padded completions, B = len(prompts) * G, rows grouped by
+    prompt. Each prompt runs once (batch 1, reusing its cached image features) and its KV cache is
+    tiled over its G completions, so the prompt is not recomputed G times. Gradients flow through
+    both. Optionally the per-token entropy (no gradient)."""
+    lm = model.language_model
+    B, T = completion_ids.shape
+    G = B // len(prompts)
+    t = temperature if temperature > 0 else 1.0
+    out_lp, out_ent = [], []
+    for p, prompt in enumerate(prompts):
+        ids = completion_ids[p * G : (p + 1) * G]
+        first, cache = prefill(model, prompt)
+        for c in cache:
+            c.keys = mx.repeat(c.keys, G, axis=0)
+            c.values = mx.repeat(c.values, G, axis=0)
+        L = prompt.length
+        if T > 1:
+            pos = mx.broadcast_to(
+                (mx.arange(T - 1) + L + prompt.rope_delta)[None, None], (3, G, T - 1)
+            )
+            mask = create_causal_mask(T - 1, offset=L)
+            h = lm.model(ids[:, :-1], mask=mask, cache=cache, position_ids=pos)
+            logits = mx.concatenate(
+                [mx.repeat(first[:, None], G, axis=0), lm_head(model, h)], axis=1
+            )
+        else:
+            logits = mx.repeat(first[:, None], G, axis=0)
+        logits = (logits.astype(mx.float32) + bias) / t
+        logp_all = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        out_lp.append(mx.take_along_axis(logp_all, ids[..., None], axis=-1)[..., 0])
+        if with_entropy:
+            lp = mx.stop_gradient(logp_all)
+            out_ent.append(-(mx.exp(lp) * lp).sum(axis=-1))
+    logps = mx.concatenate(out_lp, axis=0)
+    return logps, (mx.concatenate(out_ent, axis=0) if with_entropy else None)
+
+
+# ---------------------------------------------------------------- objective
+
+
+def _masked_mean(x: mx.array, mask: mx.array) -> mx.array:
+    return (x * mask).sum() / mx.maximum(mask.sum(), 1.0)
+
+
+def k3_kl(logps: mx.array, ref_logps: mx.array) -> mx.array:
+    """Schulman's k3 estimator of KL(pi || pi_ref) per token: exp(d) - d - 1, d = ref - logp."""
+    d = ref_logps - logps
+    return mx.exp(d) - d - 1
+
+
+def grpo_loss(
+    logps: mx.array,
+    old_logps: mx.array,
+    advantages: mx.array,
+    mask: mx.array,
+    cfg: LossConfig,
+    ref_logps: mx.array | None = None,
+) -> tuple[mx.array, dict[str, mx.array]]:
+    """The clipped surrogate (+ beta * KL) reduced per cfg.loss_type; returns (loss, metrics).
+
+    logps, old_logps, ref_logps, mask: (B, T); advantages: (B,). mask is 1 on completion tokens
+    (the final EOS included), 0 on padding.
+    """
+    mask = mask.astype(mx.float32)
+    old = mx.stop_gradient(old_logps)
+    log_ratio = logps - old
+    if cfg.importance_sampling_level == "sequence":
+        log_w = ((log_ratio * mask).sum(-1) / mx.maximum(mask.sum(-1), 1.0))[:, None]
+    else:
+        log_w = log_ratio
+    ratio = mx.exp(log_w)
+    eps_low = cfg.epsilon
+    eps_high = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
+    adv = mx.stop_gradient(advantages)[:, None]
+    per_token = -mx.minimum(ratio * adv, mx.clip(ratio, 1 - eps_low, 1 + eps_high) * adv)
+    kl = None
+    if ref_logps is not None:
+        kl = k3_kl(logps, mx.stop_gradient(ref_logps))
+        if cfg.beta:
+            per_token = per_token + cfg.beta * kl
+    if cfg.loss_type == "grpo":
+        loss = ((per_token * mask).sum(-1) / mx.maximum(mask.sum(-1), 1.0)).mean()
+    elif cfg.loss_type in ("dapo", "bnpo"):
+        loss = (per_token * mask).sum() / mx.maximum(mask.sum(), 1.0)
+    else:  # dr_grpo
+        loss = (per_token * mask).sum() / (mask.shape[0] * cfg.max_completion_length)
+
+    ratio_b = mx.broadcast_to(ratio, mask.shape)
+    low = ((ratio_b < 1 - eps_low) & (adv < 0)).astype(mx.float32)
+    high = ((ratio_b > 1 + eps_high) & (adv > 0)).astype(mx.float32)
+    metrics = {
+        "clip_ratio/low_mean": mx.stop_gradient(_masked_mean(low, mask)),
+        "clip_ratio/high_mean": mx.stop_gradient(_masked_mean(high, mask)),
+        "clip_ratio/region_mean": mx.stop_gradient(_masked_mean(mx.maximum(low, high), mask)),
+    }
+    if kl is not None:
+        metrics["kl"] = mx.stop_gradient(_masked_mean(kl, mask))
+    return loss, metrics
+
+
+# ---------------------------------------------------------------- the batch the loss sees
+
+
+@dataclass
+class PolicyBatch:
+    """One rollout batch, ready for the loss: rows grouped by prompt (G rows per prompt)."""
+
+    prompts: list[PromptInputs]
+    completion_ids: mx.array  # (B, T) int32, right-padded
+    mask: mx.array  # (B, T) float32
+    old_logps: mx.array  # (B, T) behaviour log-probs from the rollout
+    advantages: mx.array  # (B,)
+    ref_logps: mx.array | None = None  # (B, T) LoRA-off log-probs, when beta > 0 or KL is logged
+
+
+def make_batch(
+    prompts: list[PromptInputs],
+    completions: list[list[int]],
+    logprobs: list[list[float]],
+    advantages: np.ndarray,
+    pad_id: int = 0,
+) -> PolicyBatch:
+    """Pad completions (grouped by prompt, equal group sizes) into arrays."""
+    B = len(completions)
+    if B % len(prompts):
+        raise ValueError(f"{B} completions do not split evenly over {len(prompts)} prompts")
+    T = max(1, max(len(c) for c in completions))
+    ids = np.full((B, T), pad_id, np.int32)
+    lps = np.zeros((B, T), np.float32)
+    mask = np.zeros((B, T), np.float32)
+    for i, (c, lp) in enumerate(zip(completions, logprobs)):
+        ids[i, : len(c)] = c
+        lps[i, : len(c)] = lp
+        mask[i, : len(c)] = 1
+    return PolicyBatch(
+        prompts,
+        mx.array(ids),
+        mx.array(mask),
+        mx.array(lps),
+        mx.array(np.asarray(advantages, np.float32)),
+    )
+
+
+def policy_loss(
+    model: nn.Module, batch: PolicyBatch, cfg: LossConfig, bias: mx.array
+) -> tuple[mx.array, dict[str, mx.array]]:
+    """Loss forward for nn.value_and_grad(model, policy_loss): log-probs of the sampled tokens under
+    the current policy, then grpo_loss; metrics include entropy (TRL's name)."""
+    logps, ent = completion_logprobs(
+        model, batch.prompts, batch.completion_ids, bias, cfg.temperature, with_entropy=True
+    )
+    loss, metrics = grpo_loss(
+        logps, batch.old_logps, batch.advantages, batch.mask, cfg, batch.ref_logps
+    )
+    metrics["entropy"] = _masked_mean(ent, batch.mask)
+    return loss, metrics
+
+
+def reference_logprobs(
+    model: nn.Module, batch: PolicyBatch, bias: mx.array, temperature: float
+) -> mx.array:
+    """Log-probs under the base model (every LoRA scale 0), no gradient."""
+    from hallucue_mlx.models.lora import lora_disabled
+
+    with lora_disabled(model):
+        ref, _ = completion_logprobs(model, batch.prompts, batch.completion_ids, bias, temperature)
+        # evaluate while LoRA is off: the graph reads the scales when it is built, but be explicit
+        ref = mx.stop_gradient(ref)
+        mx.eval(ref)
+    return ref

@@ -1,0 +1,384 @@
+"""Batched rollouts: encode a prompt once, prefill once, decode its G completions as one batch.
+
+Used by GRPO training (sampling at temperature T) and by evaluation (greedy, T=0). Per prompt the
+image goes through the vision tower once; its features are kept on the `PromptInputs` and reused
+by the loss forward. Several prompts decode together (left-padded KV caches with a mask).
+
+Sampled token ids and their log-probs at the sampling temperature are kept (TRL's convention);
+decoded text is for rewards and logs only and is never re-tokenized. Image/video placeholder and
+vision start/end tokens are banned while sampling, in the loss forward too, so both see the same
+distribution. Positions are always passed explicitly: Qwen2/2.5-VL's language model caches M-RoPE
+positions between calls and reuses stale ones on a text-only forward after an image forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx_vlm.models.cache import ConcatenateKVCache, KVCache
+
+from hallucue_mlx.data.item import Item
+
+# Finite, so entropy terms p*log p stay 0 (not NaN) on banned tokens.
+BANNED_LOGIT = -1e9
+SUPPORTED_FAMILIES = ("qwen2_5_vl", "qwen2_vl")
+
+
+@dataclass
+class PromptInputs:
+    """One encoded prompt: token ids with image placeholders expanded, explicit M-RoPE positions and
+    the image features (computed once, reused by the rollout and the loss forward)."""
+
+    input_ids: mx.array  # (L,) int32
+    position_ids: mx.array  # (3, 1, L)
+    rope_delta: int  # the next text position after the prompt is L + rope_delta
+    image_features: mx.array | None  # (n_image_tokens, hidden) or None for a text-only prompt
+    text: str = ""
+    pixel_values: mx.array | None = None
+    image_grid_thw: mx.array | None = None
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass
+class Completion:
+    ids: list[int]  # sampled ids, including the final EOS when the sequence stopped
+    logprobs: list[float]  # log-prob of each sampled id at the sampling temperature
+    text: str  # decoded without special tokens
+    truncated: bool  # hit max_tokens without EOS
+
+
+@dataclass
+class Episode:
+    """The unit that flows from rollout to reward to loss to the log."""
+
+    item_id: str
+    group: int  # index of the prompt within the step
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    text: str
+    truncated: bool
+    reward: float = 0.0
+    accuracy: float = 0.0
+    format: float = 0.0
+    grader_error: bool = False
+    advantage: float = 0.0
+    corruption: str = "none"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- model plumbing
+
+
+def _check_family(model: nn.Module) -> None:
+    mt = getattr(model.config, "model_type", "")
+    if mt not in SUPPORTED_FAMILIES:
+        raise ValueError(
+            f"rollout supports model types {SUPPORTED_FAMILIES}, got {mt!r}; "
+            "use a Qwen2-VL or Qwen2.5-VL checkpoint"
+        )
+
+
+def lm_head(model: nn.Module, h: mx.array) -> mx.array:
+    lm = model.language_model
+    if lm.args.tie_word_embeddings:
+        return lm.model.embed_tokens.as_linear(h)
+    return lm.lm_head(h)
+
+
+def banned_token_ids(model: nn.Module, processor: Any) -> list[int]:
+    """Placeholder tokens that must never be sampled, plus ids past the tokenizer's vocabulary."""
+    cfg = model.config
+    ids = {
+        getattr(cfg, name, None)
+        for name in (
+            "image_token_id",
+            "video_token_id",
+            "vision_start_token_id",
+            "vision_end_token_id",
+        )
+    }
+    tok = getattr(processor, "tokenizer", processor)
+    pad = (
+        tok.convert_tokens_to_ids("<|vision_pad|>") if "<|vision_pad|>" in tok.get_vocab() else None
+    )
+    ids.add(pad)
+    vocab = model.language_model.args.vocab_size
+    ids |= set(range(len(tok), vocab))
+    return sorted(i for i in ids if isinstance(i, int) and 0 <= i < vocab)
+
+
+def logit_bias(model: nn.Module, processor: Any) -> mx.array:
+    """(V,) additive bias: BANNED_LOGIT on banned ids, 0 elsewhere."""
+    vocab = model.language_model.args.vocab_size
+    bias = np.zeros(vocab, np.float32)
+    bias[banned_token_ids(model, processor)] = BANNED_LOGIT
+    return mx.array(bias)
+
+
+def eos_token_ids(model: nn.Module, processor: Any) -> list[int]:
+    ids = getattr(model.config, "eos_token_id", None)
+    ids = list(ids) if isinstance(ids, (list, tuple)) else ([] if ids is None else [ids])
+    tok = getattr(processor, "tokenizer", processor)
+    for t in (getattr(tok, "eos_token_id", None), tok.convert_tokens_to_ids("<|im_end|>")):
+        if (
+            isinstance(t, int)
+            and t >= 0
+            and t not in ids
+            and t != getattr(tok, "unk_token_id", None)
+        ):
+            ids.append(t)
+    if not ids:
+        raise ValueError(
+            "the model config and tokenizer name no EOS token; set eos_token_id in config.json"
+        )
+    return ids
+
+
+def prompt_embeddings(model: nn.Module, prompt: PromptInputs) -> mx.array:
+    """(1, L, D) input embeddings with the (cached, frozen) image features at the image tokens."""
+    ids = prompt.input_ids
+    emb = model.language_model.model.embed_tokens(ids[None])
+    if prompt.image_features is None:
+        return emb
+    is_img = ids == model.config.image_token_id
+    idx = mx.maximum(mx.cumsum(is_img.astype(mx.int32)) - 1, 0)
+    feats = mx.stop_gradient(prompt.image_features).astype(emb.dtype)[idx]
+    return mx.where(is_img[None, :, None], feats[None], emb)
+
+
+def prefill(model: nn.Module, prompt: PromptInputs) -> tuple[mx.array, list[ConcatenateKVCache]]:
+    """Run the prompt once; returns the last position's logits (1, V) and the filled KV cache."""
+    lm = model.language_model
+    cache = [ConcatenateKVCache() for _ in lm.model.layers]
+    h = lm.model(
+        None,
+        inputs_embeds=prompt_embeddings(model, prompt),
+        cache=cache,
+        position_ids=prompt.position_ids,
+    )
+    return lm_head(model, h[:, -1:, :])[:, 0], cache
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_prompt(
+    processor: Any,
+    model: nn.Module,
+    item_or_text: Item | str,
+    image: Any = None,
+    template: str = "easyr1",
+) -> PromptInputs:
+    """Chat template + processor for one prompt; computes the image features (lazily, once).
+
+    An Item brings its own image (None: a text-only prompt) and its prompt text via
+    prompts.build_prompt(item, template); a plain string is used as the user text as is.
+    """
+    from mlx_vlm.prompt_utils import apply_chat_template
+    from mlx_vlm.utils import prepare_inputs
+
+    from hallucue_mlx.prompts import build_prompt
+
+    _check_family(model)
+    if isinstance(item_or_text, Item):
+        text = build_prompt(item_or_text, template)
+        image = item_or_text.image if image is None else image
+    else:
+        text = item_or_text
+    images = [image] if image is not None else []
+    chat = apply_chat_template(processor, model.config, text, num_images=len(images))
+    if images:
+        inputs = prepare_inputs(
+            processor, images=images, prompts=[chat], image_token_index=model.config.image_token_id
+        )
+    else:
+        inputs = prepare_inputs(processor, prompts=[chat])
+    ids = inputs["input_ids"][0].astype(mx.int32)
+    lm = model.language_model
+    pixel_values = inputs.get("pixel_values")
+    grid = inputs.get("image_grid_thw")
+    if pixel_values is not None:
+        pos, delta = lm.get_rope_index(ids[None], grid, None, None)
+        delta = int(delta.reshape(-1)[0].item())
+        vt = model.vision_tower
+        pixel_values = pixel_values.astype(vt.patch_embed.proj.weight.dtype)
+        feats = vt(pixel_values, grid, output_hidden_states=False)
+        n_img = int((ids == model.config.image_token_id).sum().item())
+        if feats.shape[0] != n_img:
+            raise ValueError(
+                f"prompt has {n_img} image tokens but the vision tower gave {feats.shape[0]} features"
+            )
+        feats = mx.stop_gradient(feats)
+    else:
+        pos = mx.broadcast_to(mx.arange(ids.shape[0])[None, None], (3, 1, ids.shape[0]))
+        delta, feats = 0, None
+    return PromptInputs(
+        input_ids=ids,
+        position_ids=pos.astype(mx.int32),
+        rope_delta=delta,
+        image_features=feats,
+        text=text,
+        pixel_values=pixel_values,
+        image_grid_thw=grid,
+    )
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def _sample(
+    logits: mx.array, bias: mx.array, temperature: float, top_p: float, key: mx.array
+) -> tuple[mx.array, mx.array]:
+    """Token ids (B,) and their log-probs at the sampling temperature (T=0: greedy, log-probs at T=1)."""
+    logits = logits.astype(mx.float32) + bias
+    if temperature == 0:
+        logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        tok = mx.argmax(logits, axis=-1)
+    else:
+        logits = logits / temperature
+        logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        if top_p < 1.0:
+            # keep the smallest set of tokens whose mass reaches top_p; log-probs stay untruncated (TRL)
+            order = mx.argsort(-logp, axis=-1)
+            sorted_lp = mx.take_along_axis(logp, order, axis=-1)
+            cum = mx.cumsum(mx.exp(sorted_lp), axis=-1)
+            drop_sorted = (cum - mx.exp(sorted_lp)) >= top_p
+            drop = mx.put_along_axis(mx.zeros_like(drop_sorted), order, drop_sorted, axis=-1)
+            tok = mx.random.categorical(mx.where(drop, -mx.inf, logp), key=key)
+        else:
+            tok = mx.random.categorical(logp, key=key)
+    lp = mx.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
+    return tok.astype(mx.int32), lp
+
+
+def generate(
+    model: nn.Module,
+    processor: Any,
+    prompts: Sequence[PromptInputs],
+    n: int = 1,
+    temperature: float = 0.0,
+    max_tokens: int = 256,
+    key: mx.array | None = None,
+    top_p: float = 1.0,
+) -> list[list[Completion]]:
+    """n completions for each prompt, all decoded as one batch of len(prompts) * n rows.
+
+    Returns one list of n Completions per prompt. The same key gives the same samples.
+    """
+    if n < 1 or max_tokens < 1 or not prompts:
+        raise ValueError(
+            f"generate needs n >= 1, max_tokens >= 1 and prompts; got n={n}, max_tokens={max_tokens}, {len(prompts)} prompts"
+        )
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(
+            f"temperature must be >= 0 and top_p in (0, 1]; got {temperature}, {top_p}"
+        )
+    key = mx.random.key(0) if key is None else key
+    lm = model.language_model
+    tok = getattr(processor, "tokenizer", processor)
+    bias = logit_bias(model, processor)
+    eos = mx.array(eos_token_ids(model, processor), dtype=mx.int32)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else int(eos[0].item())
+    P, B = len(prompts), len(prompts) * n
+    lengths = [p.length for p in prompts]
+    Lmax = max(lengths)
+
+    # Prefill each prompt once, then lay the caches out left-padded and tiled n times.
+    firsts, caches = zip(*(prefill(model, p) for p in prompts))
+    first_logits = mx.repeat(mx.concatenate(firsts, axis=0), n, axis=0)
+    decode_cache = []
+    for layer in range(len(lm.model.layers)):
+        ks, vs = [], []
+        for p, c in enumerate(caches):
+            k, v = c[layer].keys, c[layer].values
+            padn = Lmax - lengths[p] + 0
+            if padn:
+                k = mx.concatenate(
+                    [mx.zeros((1, k.shape[1], padn, k.shape[3]), k.dtype), k], axis=2
+                )
+                v = mx.concatenate(
+                    [mx.zeros((1, v.shape[1], padn, v.shape[3]), v.dtype), v], axis=2
+                )
+            ks.append(k)
+            vs.append(v)
+        k = mx.repeat(mx.concatenate(ks, axis=0), n, axis=0)
+        v = mx.repeat(mx.concatenate(vs, axis=0), n, axis=0)
+        # room for every new token up front: updates then write in place
+        extra_k = mx.zeros((B, k.shape[1], max_tokens, k.shape[3]), k.dtype)
+        extra_v = mx.zeros((B, v.shape[1], max_tokens, v.shape[3]), v.dtype)
+        c = KVCache()
+        c.keys, c.values = (
+            mx.concatenate([k, extra_k], axis=2),
+            mx.concatenate([v, extra_v], axis=2),
+        )
+        c.offset = Lmax
+        decode_cache.append(c)
+    mask = None
+    if len(set(lengths)) > 1:
+        starts = mx.repeat(mx.array([Lmax - L for L in lengths]), n)
+        mask = (mx.arange(Lmax + max_tokens)[None] >= starts[:, None])[:, None, None, :]
+    # next text position of each row, t tokens after the prompt: L + delta + t
+    base = mx.repeat(mx.array([p.length + p.rope_delta for p in prompts], dtype=mx.int32), n)
+
+    keys = mx.random.split(key, max_tokens)
+    y, lp = _sample(first_logits, bias, temperature, top_p, keys[0])
+    done = (y[:, None] == eos[None]).any(axis=1)
+    toks, lps = [y], [lp]
+    mx.async_eval(y, lp, done)
+    for t in range(1, max_tokens):
+        pos = mx.broadcast_to((base + (t - 1))[None, :, None], (3, B, 1))
+        h = lm.model(y[:, None], mask=mask, cache=decode_cache, position_ids=pos)
+        y_new, lp_new = _sample(lm_head(model, h[:, -1]), bias, temperature, top_p, keys[t])
+        y_new = mx.where(done, pad_id, y_new)
+        done_new = done | (y_new[:, None] == eos[None]).any(axis=1)
+        mx.async_eval(y_new, lp_new, done_new)
+        if done.all().item():  # the previous step already finished every row
+            break
+        toks.append(y_new)
+        lps.append(lp_new)
+        y, done = y_new, done_new
+    ids = np.array(mx.stack(toks, axis=1))
+    logps = np.array(mx.stack(lps, axis=1))
+
+    eos_set = set(np.array(eos).tolist())
+    out: list[list[Completion]] = []
+    for p in range(P):
+        group = []
+        for r in range(p * n, (p + 1) * n):
+            row = ids[r].tolist()
+            stop = next((i for i, x in enumerate(row) if x in eos_set), None)
+            length = len(row) if stop is None else stop + 1
+            body = row[:length] if stop is None else row[:stop]
+            group.append(
+                Completion(
+                    ids=row[:length],
+                    logprobs=logps[r, :length].tolist(),
+                    text=tok.decode(body, skip_special_tokens=True),
+                    truncated=stop is None,
+                )
+            )
+        out.append(group)
+    return out
+
+
+def generate_group(
+    model: nn.Module,
+    processor: Any,
+    prompt: PromptInputs,
+    n: int,
+    temperature: float,
+    max_tokens: int,
+    key: mx.array | None = None,
+    top_p: float = 1.0,
+) -> list[Completion]:
+    """G completions of one prompt after a single prefill."""
+    return generate(model, processor, [prompt], n, temperature, max_tokens, key, top_p)[0]

@@ -1,0 +1,194 @@
+"""Rollout engine: log-probs equal a fresh loss forward under every corruption, stale M-RoPE state
+cannot leak, sampling is seeded, banned tokens never appear, EOS/truncation, batched = single."""
+
+from __future__ import annotations
+
+import os
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from hallucue_mlx.grpo import completion_logprobs, make_batch  # noqa: E402
+from hallucue_mlx.rollout import (  # noqa: E402
+    banned_token_ids,
+    encode_prompt,
+    eos_token_ids,
+    generate,
+    generate_group,
+    logit_bias,
+)
+
+TEMPLATE = "short"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from hallucue_mlx.models.tiny import build_tiny_random
+
+    return build_tiny_random(
+        tmp_path_factory.mktemp("tiny"),
+        text_hidden=64,
+        text_layers=2,
+        text_heads=4,
+        kv_heads=2,
+        vision_hidden=32,
+        vision_depth=1,
+        vision_heads=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_dir):
+    import mlx_vlm
+
+    return mlx_vlm.load(str(tiny_dir))
+
+
+@pytest.fixture(scope="module")
+def items():
+    from hallucue_mlx.data.synth import load_synth
+
+    return load_synth("train", n=6, seed=0)
+
+
+def _recompute_diff(model, proc, prompts, temperature=0.7, n=3, max_tokens=12, seed=0):
+    groups = generate(
+        model,
+        proc,
+        prompts,
+        n=n,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        key=mx.random.key(seed),
+    )
+    comps = [c for g in groups for c in g]
+    batch = make_batch(
+        prompts, [c.ids for c in comps], [c.logprobs for c in comps], np.zeros(len(comps))
+    )
+    lp, _ = completion_logprobs(
+        model, prompts, batch.completion_ids, logit_bias(model, proc), temperature
+    )
+    mask = np.array(batch.mask)
+    diff = np.abs(np.array(lp) - np.array(batch.old_logps)) * mask
+    return diff.sum() / mask.sum(), groups
+
+
+@pytest.mark.parametrize("corruption", ["none", "blank", "random", "text_removal"])
+def test_loss_forward_logprobs_equal_rollout_logprobs(loaded, items, corruption):
+    model, proc = loaded
+    pool = items
+    if corruption != "none":
+        from hallucue_mlx.corrupt import Corruption, apply
+
+        pool = [it for it, _ in apply(items, Corruption(corruption, 1.0, seed=0))]
+    prompts = [encode_prompt(proc, model, it, template=TEMPLATE) for it in pool[:3]]
+    mean_diff, groups = _recompute_diff(model, proc, prompts)
+    assert mean_diff < 1e-3
+    assert all(len(g) == 3 for g in groups)
+
+
+def test_text_only_after_image_forward_is_correct(tiny_dir, loaded, items):
+    """Qwen-VL caches M-RoPE positions; a text-only prompt right after an image prompt must not
+    reuse them: compare with a freshly loaded model that never saw an image."""
+    import mlx_vlm
+
+    model, proc = loaded
+    img_prompt = encode_prompt(proc, model, items[0], template=TEMPLATE)
+    text_prompt = encode_prompt(proc, model, items[1].with_(image=None), template=TEMPLATE)
+    assert img_prompt.rope_delta != 0 and text_prompt.rope_delta == 0
+    generate_group(model, proc, img_prompt, 2, 0.7, 8, mx.random.key(1))
+    # the model's own forward with an image leaves cached position state behind
+    ids = img_prompt.input_ids[None]
+    model(ids, pixel_values=img_prompt.pixel_values, image_grid_thw=img_prompt.image_grid_thw)
+    after = generate_group(model, proc, text_prompt, 2, 0.7, 8, mx.random.key(2))
+    mean_diff, _ = _recompute_diff(model, proc, [text_prompt])
+    assert mean_diff < 1e-3
+    fresh, fproc = mlx_vlm.load(str(tiny_dir))
+    ref = generate_group(
+        fresh,
+        fproc,
+        encode_prompt(fproc, fresh, items[1].with_(image=None), template=TEMPLATE),
+        2,
+        0.7,
+        8,
+        mx.random.key(2),
+    )
+    assert [c.ids for c in after] == [c.ids for c in ref]
+    np.testing.assert_allclose(after[0].logprobs, ref[0].logprobs, atol=1e-4)
+
+
+def test_seeded_sampling(loaded, items):
+    model, proc = loaded
+    p = encode_prompt(proc, model, items[0], template=TEMPLATE)
+    a = generate_group(model, proc, p, 4, 1.0, 10, mx.random.key(7))
+    b = generate_group(model, proc, p, 4, 1.0, 10, mx.random.key(7))
+    c = generate_group(model, proc, p, 4, 1.0, 10, mx.random.key(8))
+    assert [x.ids for x in a] == [x.ids for x in b]
+    assert [x.ids for x in a] != [x.ids for x in c]
+    assert len({tuple(x.ids) for x in a}) > 1  # the group is not one sample repeated
+
+
+def test_batched_prompts_equal_single_prompt_greedy(loaded, items):
+    """Prompts of different lengths share one left-padded decode batch."""
+    model, proc = loaded
+    prompts = [
+        encode_prompt(proc, model, items[0], template=TEMPLATE),
+        encode_prompt(proc, model, "What is 2 plus 3?", None),
+        encode_prompt(proc, model, items[2], template="easyr1"),
+    ]
+    assert len({p.length for p in prompts}) == 3
+    batched = generate(model, proc, prompts, n=2, temperature=0.0, max_tokens=10)
+    for p, g in zip(prompts, batched):
+        single = generate_group(model, proc, p, 1, 0.0, 10)[0]
+        assert g[0].ids == single.ids == g[1].ids
+        np.testing.assert_allclose(g[0].logprobs, single.logprobs, atol=1e-4)
+
+
+def _head_weight(model):
+    lm = model.language_model
+    return lm.model.embed_tokens if lm.args.tie_word_embeddings else lm.lm_head
+
+
+def test_banned_tokens_never_sampled_and_eos_stops(tiny_dir, items):
+    import mlx_vlm
+
+    model, proc = mlx_vlm.load(str(tiny_dir))
+    banned = banned_token_ids(model, proc)
+    img_id = model.config.image_token_id
+    assert {img_id, model.config.video_token_id, model.config.vision_start_token_id} <= set(banned)
+    p = encode_prompt(proc, model, items[0], template=TEMPLATE)
+    head = _head_weight(model)
+    w = np.array(head.weight)
+    # make the image placeholder the model's favourite token
+    w[img_id] = 50.0 * w.std() * np.sign(np.random.default_rng(0).standard_normal(w.shape[1]))
+    head.weight = mx.array(w)
+    from hallucue_mlx.rollout import prefill
+
+    first, _ = prefill(model, p)
+    assert int(mx.argmax(first, axis=-1).item()) == img_id
+    out = generate_group(model, proc, p, 3, 1.0, 12, mx.random.key(0))
+    assert all(img_id not in c.ids and not set(c.ids) & set(banned) for c in out)
+    assert all(c.truncated and len(c.ids) == 12 for c in out)
+    # now make EOS the favourite: every completion is exactly [eos], not truncated, empty text
+    eos = eos_token_ids(model, proc)[0]
+    w[eos] = w[img_id]
+    w[img_id] = 0
+    head.weight = mx.array(w)
+    out = generate_group(model, proc, p, 3, 1.0, 12, mx.random.key(0))
+    assert all(
+        c.ids == [eos] and not c.truncated and c.text == "" and len(c.logprobs) == 1 for c in out
+    )
+
+
+def test_encode_prompt_image_tokens_and_text_positions(loaded, items):
+    model, proc = loaded
+    p = encode_prompt(proc, model, items[0], template=TEMPLATE)
+    assert items[0].image.size == (112, 112)
+    assert int((p.input_ids == model.config.image_token_id).sum()) == 16
+    assert p.image_features.shape[0] == 16
+    t = encode_prompt(proc, model, "hello", None)
+    assert t.image_features is None
+    np.testing.assert_array_equal(np.array(t.position_ids[0, 0]), np.arange(t.length))
