@@ -38,9 +38,38 @@ def run() -> None:
 
 
 @app.command()
-def train() -> None:
+def train(
+    config: Path | None = typer.Option(None, "--config", help="YAML/JSON file of TrainConfig fields."),
+    corruption: str | None = typer.Option(None, help="none, blank, random or text_removal."),
+    ratio: float | None = typer.Option(None, help="Share of training items corrupted (0-1)."),
+    steps: int | None = typer.Option(None, help="Training steps (rollout batches)."),
+    out: Path = typer.Option(Path("runs/train"), help="Output folder (metrics, checkpoints, adapter)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
+    model: str | None = typer.Option(None, help="Base model directory or Hugging Face id."),
+    set_: list[str] = typer.Option([], "--set", help="Override any TrainConfig field: key=value."),
+) -> None:
     """LoRA GRPO training with corruption-aware rollouts."""
-    _not_yet("train")
+    from hallucue_mlx.train import load_config_file, make_config, resume_hint
+    from hallucue_mlx.train import train as run_train
+
+    overrides: dict = load_config_file(config) if config else {}
+    for kv in set_:
+        if "=" not in kv:
+            raise typer.BadParameter(f"--set takes key=value, got {kv!r}")
+        k, v = kv.split("=", 1)
+        overrides[k.strip()] = v.strip()
+    for k, v in (("corruption", corruption), ("corruption_ratio", ratio), ("steps", steps), ("model", model)):
+        if v is not None:
+            overrides[k] = v
+    try:
+        cfg = make_config(**overrides)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    result = run_train(cfg, None, out, resume=resume)
+    if result.interrupted:
+        typer.echo(f"Stopped after step {result.steps_done}; checkpoint saved. Resume with: {resume_hint(out)}", err=True)
+        raise typer.Exit(130)
+    typer.echo(f"Done: {result.steps_done} steps; adapter in {result.adapter_dir}")
 
 
 @app.command(name="eval")

@@ -1,0 +1,213 @@
+"""The training loop: resume gives the same adapter as an uninterrupted run, non-finite updates are
+skipped then abort, metrics.jsonl has TRL's names, config parsing, the CLI command."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import hallucue_mlx.rewards as rewards  # noqa: E402
+from hallucue_mlx.train import (  # noqa: E402
+    TrainConfig,
+    TrainingDiverged,
+    _StopFlag,
+    latest_checkpoint,
+    make_config,
+    step_indices,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from hallucue_mlx.models.tiny import build_tiny_random
+
+    return build_tiny_random(
+        tmp_path_factory.mktemp("tiny"),
+        text_hidden=64,
+        text_layers=2,
+        text_heads=4,
+        kv_heads=2,
+        vision_hidden=32,
+        vision_depth=1,
+        vision_heads=2,
+    )
+
+
+def _fake_score(response, item, cfg=None):
+    """A reward with spread inside every group (a random tiny model never answers right)."""
+    acc = float(sum(response.encode()) % 3 == 0)
+    fmt = float(len(response) % 2 == 0)
+    return rewards.Reward(
+        0.9 * acc + 0.1 * fmt, acc, fmt, rewards.Grade(None, bool(acc), bool(fmt))
+    )
+
+
+def _cfg(**kw):
+    base = dict(
+        steps=4,
+        n_train=8,
+        prompts_per_step=2,
+        num_generations=3,
+        max_completion_length=8,
+        eval_every=0,
+        save_every=2,
+        num_iterations=2,
+        beta=0.01,
+        learning_rate=1e-2,
+        warmup_steps=1,
+        prompt_template="short",
+        corruption="blank",
+        corruption_ratio=0.5,
+    )
+    base.update(kw)
+    return make_config(**base)
+
+
+def _adapter(path):
+    return {k: np.array(v) for k, v in mx.load(str(path / "adapters.safetensors")).items()}
+
+
+def _step_lines(path):
+    drop = {"rollout_time", "update_time", "step_time", "rollout_tokens_per_s", "peak_memory_gb"}
+    lines = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in d.items() if k not in drop} for d in lines if "event" not in d]
+
+
+def test_resume_gives_the_same_adapter(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(rewards, "score", _fake_score)
+    cfg = _cfg()
+    straight = train(cfg, tiny_dir, tmp_path / "a", quiet=True)
+    assert straight.steps_done == 4 and straight.adapter_dir is not None
+    first = train(cfg, tiny_dir, tmp_path / "b", quiet=True, stop_after=2)
+    assert first.interrupted and first.steps_done == 2 and first.adapter_dir is None
+    assert latest_checkpoint(tmp_path / "b").name == "step_000002"
+    resumed = train(cfg, tiny_dir, tmp_path / "b", resume=True, quiet=True)
+    assert resumed.steps_done == 4
+    a, b = _adapter(tmp_path / "a" / "adapter"), _adapter(tmp_path / "b" / "adapter")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert max(np.abs(v).max() for k, v in a.items() if k.endswith("lora_b")) > 0  # it trained
+    la, lb = _step_lines(tmp_path / "a"), _step_lines(tmp_path / "b")
+    assert [d["step"] for d in lb] == [1, 2, 3, 4]
+    assert la == lb
+    rec = la[0]
+    for name in (
+        "reward",
+        "reward_std",
+        "frac_reward_zero_std",
+        "kl",
+        "entropy",
+        "accuracy",
+        "format",
+        "clip_ratio/low_mean",
+        "clip_ratio/high_mean",
+        "clip_ratio/region_mean",
+        "completions/mean_length",
+        "completions/max_length",
+        "completions/clipped_ratio",
+        "reward/accuracy/mean",
+        "reward/format/mean",
+        "grad_norm",
+        "learning_rate",
+    ):
+        assert name in rec, name
+    assert rec["kl"] == 0.0  # step 0: policy = reference
+    assert 0 < rec["corrupted_fraction"] < 1 or rec["corrupted_fraction"] in (0.0, 0.5, 1.0)
+    rollouts = (tmp_path / "a" / "rollouts.jsonl").read_text().splitlines()
+    assert len(rollouts) == 4 * 2 * 3
+
+
+def test_non_finite_updates_are_skipped_then_abort(tiny_dir, tmp_path, monkeypatch):
+    def nan_score(response, item, cfg=None):
+        return rewards.Reward(float("nan"), 0.0, 0.0, rewards.Grade(None, False, False))
+
+    monkeypatch.setattr(rewards, "score", nan_score)
+    cfg = _cfg(max_bad_steps=3, num_iterations=1, steps=5, corruption="none")
+    with pytest.raises(TrainingDiverged, match="3 non-finite updates in a row"):
+        train(cfg, tiny_dir, tmp_path / "nan", quiet=True)
+    lines = _step_lines(tmp_path / "nan")
+    assert [d["skipped_updates"] for d in lines] == [1, 1]
+    assert all("warning" in d for d in lines)
+
+
+def test_data_order_is_a_seeded_permutation_per_epoch():
+    seen = [i for s in range(4) for i in step_indices(s, 2, 8, seed=3)]
+    assert sorted(seen) == list(range(8))  # one epoch covers every item once
+    assert seen != list(range(8))
+    assert step_indices(5, 2, 8, 3) == step_indices(5, 2, 8, 3)
+
+
+def test_config_parsing_and_preset():
+    cfg = make_config(
+        preset="paper",
+        beta="0.05",
+        lora_targets="q_proj,v_proj",
+        epsilon_high="none",
+        grad_checkpoint="true",
+        steps="7",
+    )
+    assert cfg.num_generations == 5 and cfg.temperature == 0.7
+    assert (
+        cfg.beta == 0.05 and cfg.lora_targets == ["q_proj", "v_proj"] and cfg.epsilon_high is None
+    )
+    assert cfg.grad_checkpoint is True and cfg.steps == 7
+    assert TrainConfig().beta == 0.01  # the paper's value is the default
+    with pytest.raises(ValueError, match="unknown training setting"):
+        make_config(betta="1")
+    with pytest.raises(ValueError, match="loss_type"):
+        make_config(loss_type="ppo")
+
+
+def test_ctrl_c_finishes_the_step_then_a_second_one_stops():
+    flag = _StopFlag()
+    flag._handle(2, None)
+    assert flag.requested
+    with pytest.raises(KeyboardInterrupt):
+        flag._handle(2, None)
+
+
+def test_cli_train(tiny_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from hallucue_mlx.cli import app
+
+    monkeypatch.setattr(rewards, "score", _fake_score)
+    out = tmp_path / "cli"
+    args = [
+        "train",
+        "--model",
+        str(tiny_dir),
+        "--out",
+        str(out),
+        "--steps",
+        "1",
+        "--corruption",
+        "blank",
+        "--ratio",
+        "1.0",
+        "--set",
+        "n_train=4",
+        "--set",
+        "prompts_per_step=2",
+        "--set",
+        "num_generations=2",
+        "--set",
+        "max_completion_length=6",
+        "--set",
+        "eval_every=0",
+        "--set",
+        "prompt_template=short",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert (out / "adapter" / "adapters.safetensors").is_file()
+    cfg = json.loads((out / "train_config.json").read_text())
+    assert cfg["corruption"] == "blank" and cfg["steps"] == 1 and cfg["num_generations"] == 2
