@@ -1,11 +1,33 @@
 """Device, dtype and BLAS: what MLX runs on here and how fast.
 
 fp32 on CPU (bf16 and quantized matmuls have no fast CPU path), bf16 on Metal/CUDA.
+
+The mlx-cpu wheel for Linux links a reference BLAS (fp32 GEMM about 8 GFLOPS). The PyPI package
+cmeel-openblas ships an OpenBLAS that is 30-60x faster; it needs libgfortran.so.5 and
+libquadmath.so.0, which the mlx-cpu wheel vendors under hashed names. Preloading only works
+from process start, so `ensure_fast_blas()` starts the process again once with LD_PRELOAD set.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+NO_FAST_BLAS_ENV = "HALLUCUE_NO_FAST_BLAS"  # set to 1 to opt out
+ACTIVE_ENV = "HALLUCUE_FAST_BLAS_ACTIVE"  # guard: set in the restarted process
+PACKAGES = ("hallucue-mlx", "mlx", "mlx-cpu", "mlx-lm", "mlx-vlm", "transformers", "datasets")
+PACKAGES += ("math-verify", "cmeel-openblas")
+
+
+# ---------------------------------------------------------------- device and dtype
 
 
 def backend_name() -> str:
@@ -22,13 +44,13 @@ def backend_name() -> str:
     return "gpu"
 
 
-def dtype_name(choice: str = "auto") -> str:
+def dtype_name(choice: str = "auto", backend: str | None = None) -> str:
     """Resolve "auto" to float32 on CPU and bfloat16 on a GPU; pass explicit choices through."""
     if choice not in DTYPES:
         raise ValueError(f"dtype {choice!r} is not one of {DTYPES}")
     if choice != "auto":
         return choice
-    return "float32" if backend_name() == "cpu" else "bfloat16"
+    return "float32" if (backend or backend_name()) == "cpu" else "bfloat16"
 
 
 def resolve_dtype(choice: str = "auto"):
@@ -36,3 +58,215 @@ def resolve_dtype(choice: str = "auto"):
     import mlx.core as mx
 
     return getattr(mx, dtype_name(choice))
+
+
+# ---------------------------------------------------------------- fast BLAS on Linux CPU
+
+
+@dataclass(frozen=True)
+class FastBlasEnv:
+    """What to preload and where its dependencies are; `env` holds the variables to set."""
+
+    openblas: Path
+    lib_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _site_dirs() -> list[Path]:
+    spec = importlib.util.find_spec("mlx")  # finds the package without loading libmlx
+    dirs = [Path(p).parent for p in (spec.submodule_search_locations or [])] if spec else []
+    dirs += [Path(p) for p in sys.path if p]
+    return list(dict.fromkeys(d for d in dirs if d.is_dir()))
+
+
+def _find_first(dirs: list[Path], sub: str, pattern: str) -> Path | None:
+    for d in dirs:
+        hits = sorted((d / sub).glob(pattern)) if (d / sub).is_dir() else []
+        if hits:
+            return hits[0]
+    return None
+
+
+def fast_blas_env(cache_dir: Path | None = None) -> FastBlasEnv | None:
+    """Build the private library folder and the LD_PRELOAD/LD_LIBRARY_PATH to use, or None.
+
+    None when not on Linux, when mlx is not the CPU wheel with its vendored gfortran, or when
+    cmeel-openblas is not installed.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    dirs = _site_dirs()
+    openblas = _find_first(dirs, "cmeel.prefix/lib", "libopenblas.so.0")
+    gfortran = _find_first(dirs, "mlx_cpu.libs", "libgfortran*.so.5*")
+    quadmath = _find_first(dirs, "mlx_cpu.libs", "libquadmath*.so.0*")
+    if openblas is None or gfortran is None or quadmath is None:
+        return None
+    lib_dir = cache_dir or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "hallucue-mlx", "blas"
+    )
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    # Standard names for OpenBLAS; the hashed name too, which the vendored gfortran asks for.
+    links = {"libgfortran.so.5": gfortran, "libquadmath.so.0": quadmath, quadmath.name: quadmath}
+    for name, target in links.items():
+        link = lib_dir / name
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            continue
+        tmp = lib_dir / f".{name}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        os.replace(tmp, link)  # atomic: concurrent processes never see a missing link
+    preload = [p for p in os.environ.get("LD_PRELOAD", "").split(":") if p]
+    libpath = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
+    env = {
+        "LD_PRELOAD": ":".join([str(openblas), *preload]),
+        "LD_LIBRARY_PATH": ":".join([str(lib_dir), *libpath]),
+        ACTIVE_ENV: "1",
+    }
+    return FastBlasEnv(openblas=openblas, lib_dir=lib_dir, env=env)
+
+
+def fast_blas_loaded() -> bool:
+    """True if an OpenBLAS is mapped into this process (Linux; False elsewhere)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+    return "libopenblas" in maps
+
+
+def _wants_fast_blas() -> bool:
+    return (
+        sys.platform.startswith("linux")
+        and os.environ.get(NO_FAST_BLAS_ENV, "") not in ("1", "true", "yes")
+        and not os.environ.get(ACTIVE_ENV)
+        and "libopenblas" not in os.environ.get("LD_PRELOAD", "")
+    )
+
+
+def ensure_fast_blas(argv: list[str] | None = None) -> None:
+    """Start this process again with OpenBLAS preloaded, once; returns only if nothing to do.
+
+    Opt out with HALLUCUE_NO_FAST_BLAS=1. `argv` defaults to the original command line.
+    """
+    if not _wants_fast_blas():
+        return
+    setup = fast_blas_env()
+    if setup is None:
+        return
+    args = argv if argv is not None else list(getattr(sys, "orig_argv", [])[1:] or sys.argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *args], {**os.environ, **setup.env})
+
+
+def exec_with_fast_blas(cmd: list[str]) -> None:
+    """Replace this process by `cmd` with OpenBLAS preloaded where possible (else as is)."""
+    if not cmd:
+        raise SystemExit("usage: python -m hallucue_mlx.fastblas <command> [args...]")
+    env = dict(os.environ)
+    if _wants_fast_blas() and (setup := fast_blas_env()) is not None:
+        env.update(setup.env)
+    os.execvpe(cmd[0], cmd, env)
+
+
+# ---------------------------------------------------------------- measurements and doctor
+
+
+def matmul_gflops(n: int = 1024, reps: int = 3, dtype: str = "float32") -> float:
+    """Best-of-`reps` GFLOPS of an n x n x n matmul on MLX's default device."""
+    import mlx.core as mx
+
+    a = mx.random.normal((n, n)).astype(getattr(mx, dtype))
+    b = mx.random.normal((n, n)).astype(getattr(mx, dtype))
+    mx.eval(a @ b)  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        mx.eval(a @ b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What `hallucue-mlx doctor` reports."""
+
+    versions: dict[str, str]
+    platform: str
+    python: str
+    backend: str
+    device: str
+    dtype: str
+    gflops: float
+    fast_blas: bool
+    advice: str
+
+
+# Below this on CPU the reference BLAS is almost certainly in use (it measures about 8).
+SLOW_GFLOPS = 30.0
+
+
+def diagnose(reps: int = 3) -> Diagnosis:
+    import mlx.core as mx
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "-"
+    backend = backend_name()
+    gflops = matmul_gflops(reps=reps)
+    loaded = fast_blas_loaded()
+    advice = ""
+    if backend == "cpu" and sys.platform.startswith("linux") and not loaded:
+        if fast_blas_env() is None:
+            advice = (
+                "MLX uses its slow reference BLAS: install cmeel-openblas "
+                "(pip install cmeel-openblas) so hallucue-mlx can preload OpenBLAS."
+            )
+        elif os.environ.get(NO_FAST_BLAS_ENV):
+            advice = f"Fast BLAS is off because {NO_FAST_BLAS_ENV} is set: unset it."
+        else:
+            advice = (
+                "MLX uses its slow reference BLAS in this process: run commands through "
+                "`hallucue-mlx ...` or `python -m hallucue_mlx.fastblas <command>`."
+            )
+    elif backend == "cpu" and gflops < SLOW_GFLOPS:
+        advice = "fp32 matmul is slow on this CPU; expect long runs."
+    return Diagnosis(
+        versions=versions,
+        platform=platform.platform(),
+        python=platform.python_version(),
+        backend=backend,
+        device=str(mx.default_device()),
+        dtype=dtype_name("auto", backend),
+        gflops=gflops,
+        fast_blas=loaded,
+        advice=advice,
+    )
+
+
+def print_diagnosis(d: Diagnosis, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="hallucue-mlx doctor", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for name, version in d.versions.items():
+        table.add_row(name, version)
+    table.add_row("platform", f"{d.platform} (Python {d.python})")
+    table.add_row(
+        "MLX backend", {"cpu": "CPU", "metal": "Metal", "cuda": "CUDA"}.get(d.backend, d.backend)
+    )
+    table.add_row("default device", d.device)
+    table.add_row("compute dtype", d.dtype)
+    table.add_row("fp32 matmul 1024^3", f"{d.gflops:.1f} GFLOPS")
+    if d.backend == "cpu" and sys.platform.startswith("linux"):
+        blas = "OpenBLAS (preloaded)" if d.fast_blas else "reference BLAS (slow)"
+        table.add_row("CPU BLAS", blas)
+    console.print(table)
+    if d.advice:
+        console.print(f"[yellow]{d.advice}[/yellow]")

@@ -26,9 +26,11 @@ def _not_yet(name: str) -> None:
 
 
 @app.command()
-def doctor() -> None:
+def doctor(reps: int = typer.Option(3, help="Timed repetitions of the 1024^3 matmul.")) -> None:
     """Print versions, the MLX backend and device, and a measured matmul speed."""
-    _not_yet("doctor")
+    from hallucue_mlx.backend import diagnose, print_diagnosis
+
+    print_diagnosis(diagnose(reps=reps))
 
 
 @app.command()
@@ -150,6 +152,10 @@ def model_build_tiny(out: Optional[Path] = typer.Option(None, help="Output direc
 
 
 def main() -> None:
+    from hallucue_mlx.backend import ensure_fast_blas
+
+    # On Linux CPU, restarts this process once with OpenBLAS preloaded (HALLUCUE_NO_FAST_BLAS=1 skips).
+    ensure_fast_blas()
     app()
 
 
