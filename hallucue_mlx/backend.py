@@ -156,7 +156,10 @@ def ensure_fast_blas(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else list(getattr(sys, "orig_argv", [])[1:] or sys.argv)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *args], {**os.environ, **setup.env})
+    try:
+        os.execve(sys.executable, [sys.executable, *args], {**os.environ, **setup.env})
+    except OSError:
+        return  # could not restart: carry on with the slow BLAS (doctor will say so)
 
 
 def exec_with_fast_blas(cmd: list[str]) -> None:
