@@ -1,0 +1,34 @@
+"""Rebuild the embedded model hallucue-tiny deterministically from its seed.
+
+    python scripts/build_tiny_model.py --out hallucue_mlx/assets/hallucue-tiny
+
+Prints one JSON line per probe (accuracy and vision gain against time) and the final eval.json.
+Same as `hallucue-mlx model build-tiny --out DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hallucue_mlx.backend import ensure_fast_blas
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-minutes", type=float, default=None)
+    args = ap.parse_args()
+    ensure_fast_blas()
+    from hallucue_mlx.models.warmup import WarmupConfig, build_tiny
+
+    cfg = WarmupConfig(seed=args.seed)
+    if args.max_minutes is not None:
+        cfg = WarmupConfig(seed=args.seed, max_minutes=args.max_minutes)
+    result = build_tiny(args.out, cfg, log=lambda s: print(s, flush=True))
+    print(json.dumps(result["eval"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
