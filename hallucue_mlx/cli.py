@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -142,13 +141,24 @@ def data_prepare(
 @model_app.command("path")
 def model_path() -> None:
     """Print the directory of the shipped hallucue-tiny model."""
-    _not_yet("model path")
+    from hallucue_mlx.models import embedded_model_path
+
+    typer.echo(str(embedded_model_path()))
 
 
 @model_app.command("build-tiny")
-def model_build_tiny(out: Optional[Path] = typer.Option(None, help="Output directory.")) -> None:
-    """Rebuild hallucue-tiny deterministically from its seed."""
-    _not_yet("model build-tiny")
+def model_build_tiny(
+    out: Path = typer.Option(..., help="Output directory for the rebuilt model."),
+    seed: int = typer.Option(0, help="Seed of the build (the shipped model uses 0)."),
+    max_minutes: float = typer.Option(50.0, help="Wall-clock budget of the warm-up."),
+) -> None:
+    """Rebuild hallucue-tiny deterministically from its seed (about 30-45 min on 2 CPU cores)."""
+    import json
+
+    from hallucue_mlx.models.warmup import WarmupConfig, build_tiny
+
+    result = build_tiny(out, WarmupConfig(seed=seed, max_minutes=max_minutes), log=typer.echo)
+    typer.echo(json.dumps(result["eval"], indent=2))
 
 
 def main() -> None:

@@ -33,8 +33,24 @@ def _example_hint() -> str:
     )
 
 
+EMBEDDED_NAME = "hallucue-tiny"
+
+
+def embedded_model_path() -> Path:
+    """The directory of the shipped hallucue-tiny model (inside the installed package)."""
+    return Path(__file__).resolve().parent.parent / "assets" / EMBEDDED_NAME
+
+
 def resolve_model_dir(model: str | Path) -> Path:
     """The local directory of `model`: the path itself, or the hub snapshot (downloaded if needed)."""
+    if str(model) == EMBEDDED_NAME:
+        path = embedded_model_path()
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"the embedded model is missing from {path}: reinstall hallucue-mlx, or rebuild it "
+                "with `hallucue-mlx model build-tiny --out DIR` and pass --model DIR"
+            )
+        return path
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
