@@ -496,11 +496,17 @@ def train(
     quiet: bool = False,
     stop_after: int | None = None,
     model_and_processor: tuple[Any, Any] | None = None,
+    items: list | None = None,
+    eval_items: list | None = None,
+    on_step: Any = None,
 ) -> TrainResult:
     """Run (or resume) GRPO; writes metrics.jsonl, rollouts.jsonl, checkpoints/ and adapter/ in out_dir.
 
     stop_after: stop (with a checkpoint) once this many steps are done in total, as if interrupted.
     model_and_processor: an already loaded base model (tests, benchmarks) instead of loading one.
+    items / eval_items: the training / held-out items (the grid loads them, local copies included)
+    instead of loading config.benchmark's splits; pass the same ones again on resume.
+    on_step(step, record): called after each step and periodic evaluation (live views).
     """
     from hallucue_mlx.rewards import RewardConfig, score
 
@@ -539,8 +545,10 @@ def train(
     bias = logit_bias(model, processor)
     tok = getattr(processor, "tokenizer", processor)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    if items is None:
+        items = load_items(cfg.benchmark, cfg.train_split, cfg.n_train, cfg.seed)
     pool = corrupted_pool(
-        load_items(cfg.benchmark, cfg.train_split, cfg.n_train, cfg.seed),
+        items,
         cfg.corruption,
         cfg.corruption_ratio,
         cfg.seed,
@@ -549,7 +557,11 @@ def train(
         raise ValueError(f"no training items in {cfg.benchmark}/{cfg.train_split}")
     eval_pools: dict[str, list] = {}
     if cfg.eval_every and cfg.n_eval:
-        held = load_items(cfg.benchmark, cfg.eval_split, cfg.n_eval, cfg.seed)
+        held = (
+            eval_items[: cfg.n_eval]
+            if eval_items is not None
+            else load_items(cfg.benchmark, cfg.eval_split, cfg.n_eval, cfg.seed)
+        )
         eval_pools["clean"] = [(it, None) for it in held]
         if cfg.corruption != "none":
             eval_pools[cfg.corruption] = corrupted_pool(held, cfg.corruption, 1.0, cfg.seed)
@@ -726,6 +738,8 @@ def train(
             result.steps_done = step
             last_step_time.append(rec["step_time"])
             view.update(step, rec)
+            if on_step is not None:
+                on_step(step, rec)
             if eval_pools and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
                 run_eval(step)
                 view.note(result.evals[-1])
