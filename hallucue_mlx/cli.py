@@ -101,9 +101,18 @@ def corrupt(
 
 
 @app.command()
-def report() -> None:
+def report(
+    run_dir: Path = typer.Argument(..., help="Run folder written by `hallucue-mlx run` (finished or partial)."),
+) -> None:
     """Rebuild report.md and figures of a run folder from its records."""
-    _not_yet("report")
+    from hallucue_mlx.report import ReportError, write_report
+
+    try:
+        path = write_report(run_dir)
+    except ReportError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {path} (figures in {path.parent / 'figures'}, tables in {path.parent / 'tables'})")
 
 
 @data_app.command("list")
