@@ -18,13 +18,14 @@ exp(mean_t(log pi - log pi_old)). The KL reference is the same model with LoRA s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx_vlm.models.cache import create_causal_mask
+from mlx_vlm.models.cache import ConcatenateKVCache, create_causal_mask
 
-from hallucue_mlx.rollout import PromptInputs, lm_head, prefill
+from hallucue_mlx.rollout import PromptInputs, lm_head, prompt_embeddings
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -92,6 +93,27 @@ def group_advantages(
 # ---------------------------------------------------------------- log-probs
 
 
+def _shared_prefix_layer(layer, hp, hc, pos_p, pos_c, mask_c, G):
+    """One decoder layer over a prompt (batch 1) and its G continuations, which attend to the
+    prompt's keys/values tiled G times. The KV cache lives only inside this call, so the call can
+    be wrapped in mx.checkpoint."""
+    c = ConcatenateKVCache()
+    hp = layer(hp, "causal", c, pos_p)
+    if hc is None:
+        return hp, None
+    c.keys, c.values = mx.repeat(c.keys, G, axis=0), mx.repeat(c.values, G, axis=0)
+    return hp, layer(hc, mask_c, c, pos_c)
+
+
+def _checkpointed(layer):
+    def inner(params, *args):
+        layer.update(params)
+        return _shared_prefix_layer(layer, *args)
+
+    ck = mx.checkpoint(inner)
+    return lambda *args: ck(layer.trainable_parameters(), *args)
+
+
 def completion_logprobs(
     model: nn.Module,
     prompts: list[PromptInputs],
@@ -99,34 +121,36 @@ def completion_logprobs(
     bias: mx.array,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    checkpoint: bool = False,
 ) -> tuple[mx.array, mx.array | None]:
     """Per-token log-probs (B, T) of right-padded completions, B = len(prompts) * G, rows grouped by
-    prompt. Each prompt runs once (batch 1, reusing its cached image features) and its KV cache is
-    tiled over its G completions, so the prompt is not recomputed G times. Gradients flow through
-    both. Optionally the per-token entropy (no gradient)."""
-    lm = model.language_model
+    prompt. Each prompt runs once (batch 1, reusing its cached image features) and its keys/values
+    are tiled over its G completions, so the prompt is not recomputed G times. Gradients flow
+    through both. checkpoint=True recomputes each layer in the backward pass (less memory).
+    Optionally the per-token entropy (no gradient)."""
+    inner = model.language_model.model
     B, T = completion_ids.shape
     G = B // len(prompts)
     t = temperature if temperature > 0 else 1.0
     out_lp, out_ent = [], []
     for p, prompt in enumerate(prompts):
         ids = completion_ids[p * G : (p + 1) * G]
-        first, cache = prefill(model, prompt)
-        for c in cache:
-            c.keys = mx.repeat(c.keys, G, axis=0)
-            c.values = mx.repeat(c.values, G, axis=0)
         L = prompt.length
+        hp = prompt_embeddings(model, prompt)
+        hc = pos_c = mask_c = None
         if T > 1:
-            pos = mx.broadcast_to(
+            hc = inner.embed_tokens(ids[:, :-1])
+            pos_c = mx.broadcast_to(
                 (mx.arange(T - 1) + L + prompt.rope_delta)[None, None], (3, G, T - 1)
             )
-            mask = create_causal_mask(T - 1, offset=L)
-            h = lm.model(ids[:, :-1], mask=mask, cache=cache, position_ids=pos)
-            logits = mx.concatenate(
-                [mx.repeat(first[:, None], G, axis=0), lm_head(model, h)], axis=1
-            )
-        else:
-            logits = mx.repeat(first[:, None], G, axis=0)
+            mask_c = create_causal_mask(T - 1, offset=L)
+        for layer in inner.layers:
+            run = _checkpointed(layer) if checkpoint else partial(_shared_prefix_layer, layer)
+            hp, hc = run(hp, hc, prompt.position_ids, pos_c, mask_c, G)
+        first = lm_head(model, inner.norm(hp[:, -1:]))  # predicts the first completion token
+        logits = mx.repeat(first, G, axis=0)
+        if hc is not None:
+            logits = mx.concatenate([logits, lm_head(model, inner.norm(hc))], axis=1)
         logits = (logits.astype(mx.float32) + bias) / t
         logp_all = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         out_lp.append(mx.take_along_axis(logp_all, ids[..., None], axis=-1)[..., 0])
@@ -244,12 +268,12 @@ def make_batch(
 
 
 def policy_loss(
-    model: nn.Module, batch: PolicyBatch, cfg: LossConfig, bias: mx.array
+    model: nn.Module, batch: PolicyBatch, cfg: LossConfig, bias: mx.array, checkpoint: bool = False
 ) -> tuple[mx.array, dict[str, mx.array]]:
     """Loss forward for nn.value_and_grad(model, policy_loss): log-probs of the sampled tokens under
     the current policy, then grpo_loss; metrics include entropy (TRL's name)."""
     logps, ent = completion_logprobs(
-        model, batch.prompts, batch.completion_ids, bias, cfg.temperature, with_entropy=True
+        model, batch.prompts, batch.completion_ids, bias, cfg.temperature, True, checkpoint
     )
     loss, metrics = grpo_loss(
         logps, batch.old_logps, batch.advantages, batch.mask, cfg, batch.ref_logps

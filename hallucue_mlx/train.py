@@ -471,12 +471,6 @@ class TrainView:
         self.console.print(f"eval @ step {rec['step']}: " + ", ".join(parts))
 
 
-def _enable_grad_checkpoint(model: nn.Module) -> None:
-    from mlx_lm.tuner.trainer import grad_checkpoint
-
-    grad_checkpoint(model.language_model.model.layers[0])
-
-
 def _finite(*xs: mx.array) -> bool:
     return all(math.isfinite(float(x.item())) for x in xs)
 
@@ -533,8 +527,6 @@ def train(
     )
     if not hasattr(model, "_hallucue_lora"):
         apply_lora(model, cfg.lora())
-    if cfg.grad_checkpoint:
-        _enable_grad_checkpoint(model)
     opt = make_optimizer(cfg)
     if ckpt is not None:
         extra = _restore(ckpt, model, opt)
@@ -577,7 +569,9 @@ def train(
             ]
             p.write_text("".join(ln + "\n" for ln in keep) if resume else "")
 
-    loss_and_grad = nn.value_and_grad(model, lambda b: policy_loss(model, b, lcfg, bias))
+    loss_and_grad = nn.value_and_grad(
+        model, lambda b: policy_loss(model, b, lcfg, bias, cfg.grad_checkpoint)
+    )
     bad_in_row = int(extra.get("bad_in_row", 0))
     result = TrainResult(out, None, start_step)
     last_step_time: list[float] = []

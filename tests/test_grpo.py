@@ -202,3 +202,22 @@ def test_kl_zero_at_step_zero_and_reference_is_the_base_model(tiny_dir):
     batch.ref_logps = ref
     _, m = policy_loss(model, batch, cfg, bias)
     assert float(m["kl"]) > 0.0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir):
+    model, proc = _load(tiny_dir)
+    apply_lora(model, LoraConfig(rank=4))
+    _randomize_b(model)
+    bias = logit_bias(model, proc)
+    batch = _rollout_batch(model, proc, np.array([1.0, -1.0, 0.0, 0.5, -0.5, 0.0]))
+    cfg = LossConfig(loss_type="dapo", temperature=1.0)
+    batch.old_logps = batch.old_logps - 0.05  # ratio != 1 so the loss value is informative too
+    results = []
+    for ck in (False, True):
+        vg = nn.value_and_grad(model, lambda b, ck=ck: policy_loss(model, b, cfg, bias, ck))
+        (loss, _), grads = vg(batch)
+        results.append((float(loss), dict(tree_flatten(grads))))
+    (l0, g0), (l1, g1) = results
+    assert l0 == pytest.approx(l1, abs=1e-6) and l0 != 0.0
+    for k in g0:
+        np.testing.assert_allclose(np.array(g1[k]), np.array(g0[k]), atol=1e-6)
