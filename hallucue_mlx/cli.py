@@ -33,9 +33,43 @@ def doctor(reps: int = typer.Option(3, help="Timed repetitions of the 1024^3 mat
 
 
 @app.command()
-def run() -> None:
+def run(
+    config: str | None = typer.Option(None, "--config", help="Run config YAML, or a shipped one by name (default: the packaged default.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: section.key=value (YAML value), repeatable."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default: the config's output.dir; with --quick, that plus -quick). Rerunning continues it."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke run: a few steps and items, every cell still run."),
+    force: bool = typer.Option(False, "--force", help="Discard earlier results in the run folder and start over."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config with every key's help, then exit."),
+) -> None:
     """Run the whole comparison grid (train under each corruption x evaluate under each) and report."""
-    _not_yet("run")
+    import shlex
+    import sys
+
+    from hallucue_mlx.config import ConfigError, dump_yaml, load_config
+    from hallucue_mlx.config import quick as quick_config
+    from hallucue_mlx.data.bench import BenchmarkError
+    from hallucue_mlx.grid import GridError, GridInterrupted, run_grid
+    from hallucue_mlx.models.load import ModelLoadError
+
+    try:
+        cfg = load_config(config, set_)
+        if print_config:
+            typer.echo(dump_yaml(quick_config(cfg) if quick else cfg), nl=False)
+            return
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    out = out or Path(cfg.output.dir + ("-quick" if quick else ""))
+    again = "hallucue-mlx run " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--force")
+    try:
+        run_grid(cfg, out, quick=quick, force=force)
+    except (GridInterrupted, KeyboardInterrupt) as e:
+        typer.echo(f"\nstopped ({e or 'Ctrl-C'}); finished cells and checkpoints are kept in {out}. "
+                   f"Continue with: {again.strip()}", err=True)
+        raise typer.Exit(130) from None
+    except (ConfigError, GridError, BenchmarkError, ModelLoadError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

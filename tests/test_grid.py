@@ -1,0 +1,271 @@
+"""The grid: its cell list, a quick end-to-end run on a tiny random model (results.json schema,
+manifest, folder layout), resume after interruption giving identical results, and refusing a run
+folder made with another config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from hallucue_mlx.config import load_config  # noqa: E402
+from hallucue_mlx.grid import (  # noqa: E402
+    BASE,
+    GridError,
+    GridInterrupted,
+    cells,
+    comparable,
+    plan,
+    run_grid,
+)
+
+CONDS = ["none", "blank", "random", "text_removal"]
+
+
+# ---------------------------------------------------------------- the cell list (no model)
+
+
+def test_default_cells_cross_every_model_condition_and_split():
+    cfg = load_config(None)
+    cs = cells(cfg)
+    assert len(cs) == 5 * 2 * 4 == len(set(cs))
+    assert {c.train for c in cs} == {BASE, *CONDS}
+    assert {c.eval for c in cs} == set(CONDS)
+    assert {(c.benchmark, c.split) for c in cs} == {("synth", "test"), ("synth", "train")}
+    # the paper's eight settings: trained corrupted or not x evaluated corrupted or not x split
+    settings = {(c.train != "none", c.eval != "none", c.split) for c in cs if c.train != BASE}
+    assert len(settings) == 8
+    assert cs[0].train == BASE and cs[0].eval == "none" and cs[0].split == "test"
+
+
+def test_custom_conditions_and_benchmarks():
+    cfg = load_config(
+        "paper-qwen25vl-3b",
+        [
+            "grid.train_conditions=[blank, random]",
+            "grid.eval_conditions=[none, blank]",
+            "grid.include_base=false",
+        ],
+    )
+    cs = cells(cfg)
+    assert {c.train for c in cs} == {"blank", "random"}
+    assert {c.eval for c in cs} == {"none", "blank"}
+    tests = {c.benchmark for c in cs if c.split == "test"}
+    assert tests == {"mathverse", "mathvista", "mathvision", "wemath"}
+    assert {c.benchmark for c in cs if c.split == "train"} == {"geometry3k"}
+    assert len(cs) == 2 * (4 + 1) * 2
+
+
+def test_plan_trains_each_model_before_evaluating_it():
+    cfg = load_config(None, ["grid.train_conditions=[none, blank]"])
+    names = [t.name for t in plan(cfg)]
+    assert names == [
+        "eval base on synth-test",
+        "eval base on synth-train",
+        "train none",
+        "eval none on synth-test",
+        "eval none on synth-train",
+        "train blank",
+        "eval blank on synth-test",
+        "eval blank on synth-train",
+    ]
+
+
+# ---------------------------------------------------------------- end to end on a tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from hallucue_mlx.models.tiny import build_tiny_random
+
+    return build_tiny_random(
+        tmp_path_factory.mktemp("tiny"),
+        text_hidden=64,
+        text_layers=2,
+        text_heads=4,
+        kv_heads=2,
+        vision_hidden=32,
+        vision_depth=1,
+        vision_heads=2,
+    )
+
+
+def _overrides(tiny_dir, *extra):
+    return [
+        f"model.id={tiny_dir}",
+        "train.max_completion_length=6",
+        "eval.max_tokens=6",
+        "train.eval_every=1",  # exercises the periodic held-out evaluation too
+        "train.n_eval=2",
+        *extra,
+    ]
+
+
+def _cfg(tiny_dir, *extra):
+    return load_config(None, _overrides(tiny_dir, *extra))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_dir, tmp_path_factory):
+    """An uninterrupted quick grid: (run folder, results.json content)."""
+    out = tmp_path_factory.mktemp("ref")
+    path = run_grid(_cfg(tiny_dir), out, quick=True, quiet=True, report=False)
+    return out, json.loads(path.read_text())
+
+
+def test_quick_grid_writes_results_manifest_and_layout(tiny_dir, reference):
+    out, res = reference
+    for key in ("model", "benchmarks", "train_conditions", "eval_conditions", "cells", "timing"):
+        assert key in res
+    assert res["model"] == str(tiny_dir) and res["benchmarks"] == ["synth"]
+    assert res["train_conditions"] == CONDS and res["eval_conditions"] == CONDS
+    cfg = _cfg(tiny_dir)
+    assert len(res["cells"]) == len(cells(cfg)) == 40
+    for c in res["cells"]:
+        assert c["train"] in (BASE, *CONDS) and c["eval"] in CONDS
+        assert c["benchmark"] == "synth" and c["split"] in ("test", "train")
+        assert c["n"] == (8 if c["split"] == "test" else 4)
+        lo, hi = c["ci95"]
+        assert 0 <= lo <= c["accuracy"] <= hi <= 1
+        assert 0 <= c["format_rate"] <= 1 and c["mean_response_tokens"] >= 0
+        # the number agrees with the records it was computed from
+        recs = [
+            json.loads(x)
+            for x in (out / "eval" / c["train"] / f"synth-{c['split']}" / "records.jsonl")
+            .read_text()
+            .splitlines()
+        ]
+        mine = [r for r in recs if r["corruption"] == c["eval"]]
+        assert len(mine) == c["n"]
+        assert c["accuracy"] == sum(r["correct"] for r in mine) / len(mine)
+    assert res["timing"]["total_s"] > 0 and set(res["timing"]["train_s"]) == set(CONDS)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in ("config", "config_hash", "versions", "platform", "device", "git", "seeds"):
+        assert key in manifest
+    assert manifest["quick"] is True and manifest["versions"]["mlx"]
+    assert set(manifest["subsets"]) == {"train", "synth-test", "synth-train"}
+    assert len(manifest["subsets"]["synth-test"]["content_hash"]) == 64
+    for cond in CONDS:
+        d = out / "train" / cond
+        assert (d / "adapter" / "adapters.safetensors").is_file()
+        steps = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+        assert [s["step"] for s in steps if "event" not in s] == [1, 2]
+        assert res["training"][cond]["steps"] == 2
+
+
+def test_rerun_keeps_everything_and_gives_the_same_results(tiny_dir, reference):
+    out, res = reference
+    stamp = (out / "eval" / "none" / "synth-test" / "records.jsonl").stat().st_mtime_ns
+    t = time.perf_counter()
+    path = run_grid(_cfg(tiny_dir), out, quick=True, quiet=True, report=False)
+    assert time.perf_counter() - t < 10  # nothing retrained or re-evaluated
+    assert (out / "eval" / "none" / "synth-test" / "records.jsonl").stat().st_mtime_ns == stamp
+    again = json.loads(path.read_text())
+    assert comparable(again) == comparable(res)
+    assert again["timing"]["sessions"] == res["timing"]["sessions"] + 1
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tiny_dir, reference, tmp_path):
+    _, res = reference
+    cfg = _cfg(tiny_dir)
+    with pytest.raises(GridInterrupted, match="blank"):
+        run_grid(cfg, tmp_path, quick=True, quiet=True, report=False, stop_training_at=("blank", 1))
+    d = tmp_path / "train" / "blank"
+    assert (d / "checkpoints" / "latest").is_file() and not (d / "done.json").exists()
+    assert not (tmp_path / "results.json").exists()
+    path = run_grid(cfg, tmp_path, quick=True, quiet=True, report=False)
+    assert comparable(json.loads(path.read_text())) == comparable(res)
+
+
+def test_interrupted_evaluation_resumes(tiny_dir, reference, tmp_path):
+    _, res = reference
+    cfg = _cfg(tiny_dir)
+    with pytest.raises(GridInterrupted):
+        run_grid(cfg, tmp_path, quick=True, quiet=True, report=False, stop_after_tasks=4)
+    # as if killed between a condition's part and the combined records file
+    ev = tmp_path / "eval" / "none" / "synth-test"
+    (ev / "records.jsonl").unlink()
+    (ev / "parts" / "random.done.json").unlink()
+    path = run_grid(cfg, tmp_path, quick=True, quiet=True, report=False)
+    assert comparable(json.loads(path.read_text())) == comparable(res)
+
+
+def test_a_changed_config_is_refused_with_a_clear_message(tiny_dir, reference, tmp_path):
+    out, _ = reference
+    with pytest.raises(GridError, match=r"train\.learning_rate.*--force"):
+        run_grid(
+            _cfg(tiny_dir, "train.learning_rate=1e-3"), out, quick=True, quiet=True, report=False
+        )
+    with pytest.raises(GridError, match="--quick run"):
+        run_grid(_cfg(tiny_dir, "train.steps=1"), out, quiet=True, report=False)
+    # results without a manifest cannot be checked
+    (tmp_path / "eval").mkdir()
+    with pytest.raises(GridError, match="no manifest.json"):
+        run_grid(_cfg(tiny_dir), tmp_path, quick=True, quiet=True, report=False)
+
+
+def test_force_starts_over_and_keeps_foreign_files(tiny_dir, tmp_path):
+    cfg = _cfg(
+        tiny_dir, "grid.train_conditions=[blank]", "grid.eval_conditions=[none]", "train.steps=1"
+    )
+    run_grid(cfg, tmp_path, quick=True, quiet=True, report=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    other = _cfg(tiny_dir, "grid.train_conditions=[none]", "grid.eval_conditions=[none]")
+    with pytest.raises(GridError):
+        run_grid(other, tmp_path, quick=True, quiet=True, report=False)
+    path = run_grid(other, tmp_path, quick=True, quiet=True, report=False, force=True)
+    res = json.loads(path.read_text())
+    assert res["train_conditions"] == ["none"] and not (tmp_path / "train" / "blank").exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# ---------------------------------------------------------------- SIGKILL mid-training
+
+
+_CHILD = """
+import sys
+from hallucue_mlx.config import load_config
+from hallucue_mlx.grid import run_grid
+run_grid(load_config(None, sys.argv[2:]), sys.argv[1], quiet=True, report=False)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_rerun_gives_identical_results(tiny_dir, tmp_path):
+    over = _overrides(
+        tiny_dir,
+        "grid.train_conditions=[none, blank]",
+        "grid.eval_conditions=[none, blank]",
+        "data.train.n=16",
+        "data.eval.synth.n=8",
+        "data.train_slice_n=4",
+        "train.steps=12",
+        "train.save_every=2",
+        "train.prompts_per_step=2",
+        "train.num_generations=2",
+    )
+    ref = run_grid(load_config(None, over), tmp_path / "ref", quiet=True, report=False)
+    out = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(out), *over], env=env)
+    latest = out / "train" / "blank" / "checkpoints" / "latest"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if latest.is_file() and json.loads(latest.read_text() or "{}").get("step", 0) >= 4:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed mid-training"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (out / "train" / "blank" / "done.json").exists()
+    path = run_grid(load_config(None, over), out, quiet=True, report=False)
+    assert comparable(json.loads(path.read_text())) == comparable(json.loads(ref.read_text()))
