@@ -88,6 +88,9 @@ class RunData:
     manifest: dict[str, Any] | None
     results: dict[str, Any] | None
     problems: list[str] = field(default_factory=list)  # data problems found while reading
+    split_names: dict[str, str] = field(
+        default_factory=dict
+    )  # benchmark -> its split read as "test"
 
     @property
     def models(self) -> list[str]:
@@ -164,6 +167,7 @@ def load_run(run_dir: Path) -> RunData:
     cfg = (manifest or {}).get("config") if isinstance((manifest or {}).get("config"), dict) else {}
 
     records: dict[tuple[str, str, str], list[Record]] = {}
+    split_names: dict[str, str] = {}
     for path in sorted((root / "eval").glob("*/*/records.jsonl")):
         model, cell = path.parent.parent.name, path.parent.name
         bench, _, split = cell.rpartition("-")
@@ -182,7 +186,18 @@ def load_run(run_dir: Path) -> RunData:
         for r in good:
             r.setdefault("benchmark", bench)
         if good:
-            records[(model, bench, split)] = _dedupe(good, str(path.relative_to(root)), problems)
+            # the benchmark's evaluation split (test, testmini, ...) plays the test role
+            role = "train" if split == "train" else "test"
+            if role != split:
+                split_names.setdefault(bench, split)
+            key = (model, bench, role)
+            if key in records:
+                problems.append(
+                    f"`{path.relative_to(root)}`: a second {role}-role split of {bench} for "
+                    f"{model}; merged with the first."
+                )
+            where = str(path.relative_to(root))
+            records[key] = _dedupe(records.get(key, []) + good, where, problems)
 
     curves: dict[str, list[dict[str, Any]]] = {}
     eval_curves: dict[str, list[dict[str, Any]]] = {}
@@ -227,6 +242,7 @@ def load_run(run_dir: Path) -> RunData:
         manifest=manifest,
         results=results,
         problems=problems,
+        split_names=split_names,
     )
 
 
@@ -244,6 +260,8 @@ def missing_pieces(run: RunData) -> list[str]:
             out.append(
                 f"{model_label(cond)} (train condition `{cond}`): no training metrics (`train/{cond}/metrics.jsonl`)."
             )
+    if not run.records:
+        out.append("No evaluation records yet (`eval/<model>/<benchmark>-<split>/records.jsonl`).")
     for model in run.models:
         for bench in run.benchmarks:
             if (model, bench, "test") not in run.records:
@@ -963,7 +981,7 @@ def _smooth(values: list[float], weight: float = 0.6) -> list[float]:
 
 
 CURVE_PANELS = (
-    ("reward", "reward (0.9·accuracy + 0.1·format)", 1.0),
+    ("reward", "mean reward", 1.0),
     ("accuracy", "rollout accuracy %", 100.0),
     ("completions/mean_length", "completion length (tokens)", 1.0),
     ("kl", "KL to base (k3)", 1.0),
@@ -971,6 +989,8 @@ CURVE_PANELS = (
 
 
 def fig_curves(run: RunData, figdir: Path) -> Path | None:
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     conds = [c for c in run.train_conditions if run.curves.get(c)]
     if not conds:
@@ -988,17 +1008,24 @@ def fig_curves(run: RunData, figdir: Path) -> Path | None:
             if not pts:
                 continue
             steps, vals = zip(*pts)
-            ax.plot(steps, vals, color=colors[c], alpha=0.2, lw=1)
-            ax.plot(steps, _smooth(list(vals)), color=colors[c], lw=1.8, label=model_label(c))
+            # light smoothing, lighter still for short runs where it would mostly add lag
+            weight = min(0.6, len(vals) / 50)
+            ax.plot(steps, vals, color=colors[c], alpha=0.25, lw=1)
+            ax.plot(
+                steps, _smooth(list(vals), weight), color=colors[c], lw=1.8, label=model_label(c)
+            )
             drawn = True
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(color="#eeeeee")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if not drawn:
+            ax.set_xticks([])
+            ax.set_yticks([])
             ax.text(
                 0.5,
                 0.5,
-                f"`{key}` not logged",
+                f"{key} not logged",
                 ha="center",
                 va="center",
                 transform=ax.transAxes,
@@ -1231,12 +1258,14 @@ def _run_info(run: RunData) -> list[str]:
         "- Eval conditions: " + ", ".join(f"{eval_label(c)} (`{c}`)" for c in run.eval_conditions)
     )
     timing = (run.results or {}).get("timing")
-    if isinstance(timing, dict) and timing:
-        items = ", ".join(
-            f"{k} {v:.0f} s" if isinstance(v, (int, float)) else f"{k} {v}"
-            for k, v in sorted(timing.items())
-        )
-        lines.append(f"- Timing: {items}")
+    if isinstance(timing, dict):
+        # top-level numbers only: per-cell timings live in results.json
+        items = [f"{k} {v:.0f} s" for k, v in sorted(timing.items()) if isinstance(v, (int, float))]
+        if items:
+            lines.append(f"- Timing: {', '.join(items)}")
+    if run.split_names:
+        names = ", ".join(f"{b}: `{s}`" for b, s in sorted(run.split_names.items()))
+        lines.append(f"- Evaluation split read as the test split: {names}")
     errs = sum(1 for rs in run.records.values() for r in rs if r.get("grader_error"))
     lines.append(
         f"- Grader errors in the records: {errs}"

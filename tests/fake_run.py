@@ -125,7 +125,7 @@ def _curve(cond: str, steps: int) -> list[dict[str, Any]]:
                 "loss": 0.0,
                 "kl": 0.002 * s * (1 + 0.15 * TRAIN_CONDITIONS.index(cond)),
                 "entropy": 0.9,
-                "completions/mean_length": 60 - (0.3 + 0.1 * len(cond)) * s + 3 * math.cos(s),
+                "completions/mean_length": 60 - (0.3 + 0.03 * len(cond)) * s + 3 * math.cos(s),
             }
         )
         if s % 10 == 0:
@@ -210,7 +210,7 @@ def make_fake_run(
             "train_conditions": list(TRAIN_CONDITIONS),
             "eval_conditions": list(EVAL_CONDITIONS),
             "cells": cells,
-            "timing": {"total_s": 1234.5},
+            "timing": {"total_s": 1234.5, "cells": {"base/synth": 12.0}},
         }
         (root / "results.json").write_text(json.dumps(out, indent=2))
     return root

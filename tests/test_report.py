@@ -218,7 +218,11 @@ def test_partial_run_says_what_is_missing(tmp_path: Path) -> None:
     )
     with (run / "eval" / "base" / "synth-test" / "records.jsonl").open("a") as f:
         f.write('{"id": "synth-test-9999", "corrup')  # killed mid-write
+    # a real benchmark's evaluation split may be called testmini: it plays the test role
+    (run / "eval" / "base" / "mathvista-test").rename(run / "eval" / "base" / "mathvista-testmini")
     md = write_report(run).read_text()
+    assert "Evaluation split read as the test split: mathvista: `testmini`" in md
+    assert "| base | 48.0 [41.2, 54.9] | 48.3 [" in md
     assert "## Missing or incomplete" in md
     assert "`results.json` is missing" in md
     assert "GRPO-RI (train condition `random`): no training metrics" in md
@@ -250,6 +254,7 @@ def test_early_runs_base_only_or_training_only(tmp_path: Path) -> None:
     )
     md = write_report(only_train).read_text()
     assert "_No evaluation records yet._" in md
+    assert "- No evaluation records yet (`eval/" in md
     assert "- GRPO: 5 steps logged, last step 5, final reward 0.500." in md
     assert (only_train / "figures" / "training_curves.png").stat().st_size > 10_000
 
@@ -266,5 +271,6 @@ def test_cli_report(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["report", str(run)])
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and (run / "report.md").exists()
+    assert "- Timing: total_s 1234 s\n" in (run / "report.md").read_text()  # nested timing skipped
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert res.exit_code == 1 and "does not exist" in res.output
