@@ -107,10 +107,53 @@ def train(
     typer.echo(f"Done: {result.steps_done} steps; adapter in {result.adapter_dir}")
 
 
+_EVAL_FLAGS = {
+    "conditions": "--corruption", "ratio": "--ratio", "temperature": "--temperature",
+    "samples_per_item": "--samples", "max_tokens": "--max-tokens", "batch_size": "--batch-size",
+    "top_p": "--top-p", "seed": "--seed", "template": "--template",
+}
+
+
 @app.command(name="eval")
-def eval_() -> None:
+def eval_(
+    model: str = typer.Option("hallucue-tiny", "--model", help="Model directory or Hugging Face id (default: the embedded hallucue-tiny)."),
+    adapter: str | None = typer.Option(None, "--adapter", help="LoRA adapter directory to apply."),
+    benchmark: str = typer.Option("synth", "--benchmark", "-b", help="Benchmark name (see `data list`)."),
+    split: str | None = typer.Option(None, "--split", help="Split (default: the benchmark's evaluation split)."),
+    data: str | None = typer.Option(None, "--data", help="Local copy of the benchmark (folder or file)."),
+    n: int | None = typer.Option(None, "--n", help="Seeded stratified subset of N items (default: all)."),
+    corruption: str = typer.Option("none,blank,random,text_removal", "--corruption", help="Comma-separated conditions: none, blank, random, text_removal."),
+    ratio: float = typer.Option(1.0, "--ratio", help="Share of items corrupted under each corruption (0-1)."),
+    temperature: float = typer.Option(0.0, "--temperature", help="Sampling temperature (0: greedy)."),
+    samples: int = typer.Option(1, "--samples", help="Responses per item (more than 1 needs --temperature > 0)."),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Maximum response tokens (reasoning models need 1024+)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Prompts decoded together."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass when sampling (1: off)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the item subset, corruptions and sampling."),
+    template: str = typer.Option("easyr1", "--template", help="Prompt template: easyr1 or short."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: runs/eval/<benchmark>-<split>-<model>); reruns resume."),
+) -> None:
     """Evaluate a model (and adapter) on a benchmark under each corruption."""
-    _not_yet("eval")
+    from hallucue_mlx.data.bench import BenchmarkError, get_adapter
+    from hallucue_mlx.evaluate import EvalConfig, EvalConfigError, evaluate_benchmark
+    from hallucue_mlx.models.load import ModelLoadError
+
+    if n is not None and n <= 0:
+        raise typer.BadParameter(f"{n} is invalid; valid: an integer >= 1 (omit for the whole split)", param_hint="--n")
+    try:
+        cfg = EvalConfig(
+            conditions=corruption, ratio=ratio, temperature=temperature, samples_per_item=samples,
+            max_tokens=max_tokens, batch_size=batch_size, top_p=top_p, seed=seed, template=template,
+        )
+    except EvalConfigError as e:
+        raise typer.BadParameter(str(e), param_hint=_EVAL_FLAGS.get(e.key, e.key)) from None
+    try:
+        split = split or get_adapter(benchmark).default_split
+        out = out or Path("runs/eval") / f"{benchmark}-{split or 'all'}-{Path(model).name}"
+        evaluate_benchmark(model, benchmark, cfg, adapter=adapter, split=split, data=data, n=n, out_dir=out)
+    except (BenchmarkError, ModelLoadError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

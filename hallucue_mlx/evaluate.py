@@ -1,0 +1,645 @@
+"""Evaluation under corruption: item -> (corruption) -> batched answer -> per-item record -> summary.
+
+For each condition the items are corrupted as a pool (corrupt.apply), each prompt is encoded once
+(image features included), and a batch of prompts is decoded together after one prefill per prompt
+(rollout.generate). Every response is graded with rewards.grade against the original item's gold.
+
+Output folder layout (all writes are atomic: a temp file, then a rename):
+
+    records.jsonl         one JSON object per item x condition x sample, conditions in run order
+    summary.json          {"<condition>": metrics.summarize(...) + coverage, "diagnostics": ...,
+                           "meta": {...}}
+    parts/<cond>.jsonl    the records of one finished condition
+    parts/<cond>.done.json  its done-marker: record count and the fingerprint of the settings
+
+A rerun with the same folder skips every condition whose part is complete and was made with the
+same model, items and settings; a part made with other settings is an error, never silently mixed.
+
+Determinism: corruption choices and sampling keys derive from `seed` (sampling keys per condition
+and batch, so with temperature > 0 the samples also depend on batch_size). Greedy decoding does not
+depend on batch_size up to float rounding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hallucue_mlx.corrupt import CORRUPTIONS, Corruption, CorruptionRecord, apply, coverage
+from hallucue_mlx.data.item import VERSIONS, Item
+from hallucue_mlx.prompts import TEMPLATES
+
+RECORDS_FILE = "records.jsonl"
+SUMMARY_FILE = "summary.json"
+PARTS_DIR = "parts"
+# Top-level keys of summary.json that are not condition names.
+SUMMARY_EXTRA_KEYS = ("diagnostics", "meta")
+# Keys every record carries (metrics reads id, corruption, correct; the rest are for inspection).
+RECORD_KEYS = (
+    "id",
+    "benchmark",
+    "split",
+    "version",
+    "task",
+    "answer_kind",
+    "corruption",
+    "corruption_applied",
+    "corruption_changed",
+    "corruption_detail",
+    "question",
+    "sample",
+    "response",
+    "extracted",
+    "gold",
+    "correct",
+    "format_ok",
+    "response_tokens",
+    "truncated",
+    "grader_error",
+    "n_choices",
+    "model",
+)
+
+
+# ================================================================ configuration
+
+
+class EvalConfigError(ValueError):
+    """A bad EvalConfig value; `key` names the field (the CLI maps it to its flag)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a model is evaluated; embedded as the `eval` section of a run config."""
+
+    conditions: tuple[str, ...] = _f(
+        CORRUPTIONS, f"Conditions to evaluate under, in order; any of {', '.join(CORRUPTIONS)}."
+    )
+    ratio: float = _f(1.0, "Share of items corrupted under each corrupted condition (0-1).")
+    temperature: float = _f(0.0, "Sampling temperature; 0 is greedy decoding.")
+    samples_per_item: int = _f(
+        1, "Responses per item and condition (more than 1 needs temperature > 0)."
+    )
+    max_tokens: int = _f(
+        64,
+        "Maximum response tokens; longer responses are cut and flagged truncated. 64 fits the "
+        "tiny synth models' short answers; reasoning models need 1024 or more.",
+    )
+    batch_size: int = _f(
+        16, "Prompts per generate call (each prompt decodes samples_per_item rows)."
+    )
+    top_p: float = _f(1.0, "Nucleus sampling mass when temperature > 0 (1: off).")
+    seed: int = _f(0, "Seed of the corruption choices (random-image donors, ratio) and sampling.")
+    template: str = _f("easyr1", f"Prompt template; one of {', '.join(sorted(TEMPLATES))}.")
+
+    def __post_init__(self) -> None:
+        conds = self.conditions
+        if isinstance(conds, str):  # "none,blank" from a CLI flag or a YAML scalar
+            conds = tuple(c.strip() for c in conds.split(",") if c.strip())
+        conds = tuple(conds)
+        object.__setattr__(self, "conditions", conds)
+        valid = ", ".join(CORRUPTIONS)
+        if not conds:
+            raise EvalConfigError("conditions", f"eval.conditions is empty; valid: {valid}")
+        bad = [c for c in conds if c not in CORRUPTIONS]
+        if bad:
+            raise EvalConfigError(
+                "conditions",
+                f"eval.conditions has unknown condition(s) {', '.join(map(repr, bad))}; "
+                f"valid: {valid}",
+            )
+        if len(set(conds)) != len(conds):
+            raise EvalConfigError(
+                "conditions", f"eval.conditions lists a condition twice: {', '.join(conds)}"
+            )
+        _check_number("ratio", self.ratio, 0.0, 1.0, "a number in [0, 1]")
+        _check_number("temperature", self.temperature, 0.0, math.inf, "a number >= 0 (0: greedy)")
+        _check_number("top_p", self.top_p, 0.0, 1.0, "a number in (0, 1]")
+        if self.top_p == 0:
+            raise EvalConfigError("top_p", "eval.top_p = 0 is invalid; valid: a number in (0, 1]")
+        for name in ("samples_per_item", "max_tokens", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise EvalConfigError(
+                    name, f"eval.{name} = {v!r} is invalid; valid: an integer >= 1"
+                )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise EvalConfigError(
+                "seed", f"eval.seed = {self.seed!r} is invalid; valid: an integer >= 0"
+            )
+        if self.template not in TEMPLATES:
+            raise EvalConfigError(
+                "template",
+                f"eval.template = {self.template!r} is unknown; valid: {', '.join(sorted(TEMPLATES))}",
+            )
+        if self.samples_per_item > 1 and self.temperature == 0:
+            raise EvalConfigError(
+                "samples_per_item",
+                f"eval.samples_per_item = {self.samples_per_item} with eval.temperature = 0 gives "
+                "identical greedy samples; valid: temperature > 0, or samples_per_item = 1",
+            )
+
+
+def _check_number(name: str, v: Any, lo: float, hi: float, valid: str) -> None:
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or not math.isfinite(v)
+        or not lo <= v <= hi
+    ):
+        raise EvalConfigError(name, f"eval.{name} = {v!r} is invalid; valid: {valid}")
+
+
+def config_help() -> dict[str, str]:
+    """Help text of every EvalConfig field (for docs, CLI and the YAML config)."""
+    return {f.name: f.metadata["help"] for f in fields(EvalConfig)}
+
+
+# ================================================================ results
+
+
+@dataclass
+class EvalResult:
+    """What `evaluate` returns: every record, the summary (as in summary.json) and timing."""
+
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    out_dir: Path | None = None
+    seconds: float = 0.0  # wall time of the conditions actually run (not the skipped ones)
+    items_evaluated: int = 0  # item x condition pairs generated in this call
+    skipped: list[str] = field(default_factory=list)  # conditions resumed from out_dir
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items_evaluated / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def grader_errors(self) -> int:
+        return sum(1 for r in self.records if r.get("grader_error"))
+
+
+# ================================================================ files
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _jsonl(records: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def load_records(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a records.jsonl file, or of an evaluation folder holding one."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / RECORDS_FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"no evaluation records at {p}; run `hallucue-mlx eval --out DIR`")
+    out = []
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p} line {i} is not JSON ({e}); rerun the evaluation") from e
+    return out
+
+
+def build_summary(
+    records: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """summary.json's content: per condition metrics.summarize plus corruption coverage, the
+    modality diagnostics, and meta (settings, grader errors)."""
+    from hallucue_mlx.metrics import diagnostics, summarize
+
+    if not records:
+        return {"diagnostics": None, "meta": dict(meta or {})}
+    summary: dict[str, Any] = summarize(records)
+    for cond, s in summary.items():
+        rs = [r for r in records if r["corruption"] == cond]
+        applied = [r for r in rs if r.get("corruption_applied")]
+        s["corruption_applied_rate"] = len(applied) / len(rs)
+        s["corruption_changed_rate"] = sum(bool(r.get("corruption_changed")) for r in rs) / len(rs)
+    # Diagnostics pair items across conditions: one record per item, so sample 0 only.
+    first = [r for r in records if r.get("sample", 0) == 0]
+    summary["diagnostics"] = diagnostics(first)
+    summary["meta"] = {
+        **(meta or {}),
+        "grader_errors": sum(1 for r in records if r.get("grader_error")),
+        "diagnostics_note": "paired on sample 0 of each item",
+    }
+    return summary
+
+
+def summarize_dir(out_dir: str | Path, write: bool = True) -> dict[str, Any]:
+    """Recompute the summary of an evaluation folder from its records.jsonl (and rewrite it)."""
+    out = Path(out_dir)
+    records = load_records(out)
+    meta: dict[str, Any] = {}
+    old = out / SUMMARY_FILE
+    if old.is_file():
+        meta = {
+            k: v
+            for k, v in json.loads(old.read_text()).get("meta", {}).items()
+            if k != "grader_errors"
+        }
+    summary = build_summary(records, meta)
+    if write:
+        _write_atomic(old, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _fingerprint(items: Sequence[Item], cfg: EvalConfig, model_name: str) -> dict[str, Any]:
+    """Everything that changes a condition's records; a part made with another is not reused."""
+    ids = hashlib.sha256("\x1f".join(f"{it.benchmark}/{it.id}" for it in items).encode())
+    # batch_size matters only when sampling (keys are drawn per batch), top_p likewise
+    skip = {"conditions"} | ({"batch_size", "top_p"} if cfg.temperature == 0 else set())
+    fp = {
+        "model": model_name,
+        "items": f"{len(items)} items, sha256 {ids.hexdigest()[:16]}",
+        **{k: v for k, v in asdict(cfg).items() if k not in skip},
+    }
+    return json.loads(json.dumps(fp))  # tuples -> lists, so it compares equal to a reloaded one
+
+
+def _done_part(out_dir: Path, cond: str, fp: dict[str, Any], expected: int) -> list | None:
+    """The records of a finished condition made with the same settings, else None."""
+    part, done = out_dir / PARTS_DIR / f"{cond}.jsonl", out_dir / PARTS_DIR / f"{cond}.done.json"
+    if not (part.is_file() and done.is_file()):
+        return None
+    marker = json.loads(done.read_text())
+    old = marker.get("fingerprint", {})
+    if old != fp:
+        diff = [
+            f"{k}: {old.get(k)!r} there vs {fp.get(k)!r} now" for k in fp if old.get(k) != fp[k]
+        ]
+        raise ValueError(
+            f"{out_dir} already holds {cond!r} records made with other settings "
+            f"({'; '.join(diff) or 'different keys'}); use another --out folder or delete "
+            f"{part.parent}"
+        )
+    records = load_records(part)
+    if len(records) != expected or marker.get("n_records") != expected:
+        return None  # incomplete or damaged: redo the condition
+    return records
+
+
+def _save_part(out_dir: Path, cond: str, records: list, fp: dict[str, Any]) -> None:
+    parts = out_dir / PARTS_DIR
+    parts.mkdir(parents=True, exist_ok=True)
+    _write_atomic(parts / f"{cond}.jsonl", _jsonl(records))
+    marker = {"condition": cond, "n_records": len(records), "fingerprint": fp}
+    _write_atomic(parts / f"{cond}.done.json", json.dumps(marker, indent=2) + "\n")
+
+
+# ================================================================ records
+
+
+def _n_choices(item: Item) -> int | None:
+    """Options of the item: 0 for open answers (chance 0), None when a choice item's options are
+    only in the image (chance unknown)."""
+    if item.choices:
+        return len(item.choices)
+    return None if item.answer_kind == "choice" else 0
+
+
+def make_record(
+    item: Item,
+    shown: Item,
+    crec: CorruptionRecord,
+    sample: int,
+    completion: Any,
+    model_name: str = "",
+) -> dict[str, Any]:
+    """One evaluation record: the original item's gold, the shown (corrupted) question, the grade."""
+    from hallucue_mlx.rewards import grade
+
+    g = grade(completion.text, item)
+    # tokens of the answer itself: the final EOS of a finished response is not counted
+    n_tokens = len(completion.ids) - (0 if completion.truncated else 1)
+    return {
+        "id": item.id,
+        "benchmark": item.benchmark,
+        "split": item.split,
+        "version": item.version,
+        "task": item.task,
+        "answer_kind": item.answer_kind,
+        "corruption": crec.corruption,
+        "corruption_applied": crec.applied,
+        "corruption_changed": crec.changed,
+        "corruption_detail": crec.detail,
+        "question": shown.question,
+        "sample": sample,
+        "response": completion.text,
+        "extracted": g.extracted,
+        "gold": item.answer,
+        "correct": g.correct,
+        "format_ok": g.format_ok,
+        "response_tokens": n_tokens,
+        "truncated": completion.truncated,
+        "grader_error": g.grader_error,
+        "n_choices": _n_choices(item),
+        "model": model_name,
+    }
+
+
+def _batch_key(seed: int, cond: str, batch: int) -> Any:
+    import mlx.core as mx
+
+    digest = hashlib.sha256(f"eval\x1f{seed}\x1f{cond}\x1f{batch}".encode()).digest()
+    return mx.random.key(int.from_bytes(digest[:4], "big"))
+
+
+def evaluate_condition(
+    model: Any,
+    processor: Any,
+    items: Sequence[Item],
+    cfg: EvalConfig,
+    cond: str,
+    *,
+    model_name: str = "",
+    on_batch: Any = None,
+) -> list[dict[str, Any]]:
+    """Records of one condition: corrupt the pool, encode each prompt once, generate in batches.
+
+    `on_batch(n_items)` is called after each batch (progress)."""
+    from hallucue_mlx.rollout import encode_prompt, generate
+
+    pool = apply(items, Corruption(cond, cfg.ratio, cfg.seed))
+    records: list[dict[str, Any]] = []
+    for b, start in enumerate(range(0, len(pool), cfg.batch_size)):
+        chunk = pool[start : start + cfg.batch_size]
+        prompts = [
+            encode_prompt(processor, model, shown, template=cfg.template) for shown, _ in chunk
+        ]
+        outs = generate(
+            model,
+            processor,
+            prompts,
+            n=cfg.samples_per_item,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            key=_batch_key(cfg.seed, cond, b),
+            top_p=cfg.top_p,
+        )
+        for (shown, crec), item, group in zip(chunk, items[start : start + len(chunk)], outs):
+            for s, completion in enumerate(group):
+                records.append(make_record(item, shown, crec, s, completion, model_name))
+        if on_batch is not None:
+            on_batch(len(chunk))
+    return records
+
+
+# ================================================================ the entry point
+
+
+def evaluate(
+    model: Any,
+    processor: Any,
+    items: list[Item],
+    cfg: EvalConfig,
+    *,
+    out_dir: Path | None = None,
+    model_name: str = "",
+    progress: bool = True,
+    console: Any = None,
+) -> EvalResult:
+    """Evaluate `model` on `items` under each of cfg.conditions.
+
+    With `out_dir`, records and summary are written there and finished conditions from an earlier
+    call with the same settings are reused (resume). With `progress`, a rich progress bar runs and
+    the results table is printed at the end.
+    """
+    from rich.console import Console
+
+    if not items:
+        raise ValueError("evaluate needs at least one item; check --benchmark, --split and --n")
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("item ids must be unique within an evaluation pool")
+    console = console or Console()
+    out = Path(out_dir) if out_dir is not None else None
+    fp = _fingerprint(items, cfg, model_name)
+    expected = len(items) * cfg.samples_per_item
+
+    done: dict[str, list] = {}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for cond in cfg.conditions:
+            recs = _done_part(out, cond, fp, expected)
+            if recs is not None:
+                done[cond] = recs
+    todo = [c for c in cfg.conditions if c not in done]
+    if done and progress:
+        console.print(f"resuming: {', '.join(done)} already done in {out}")
+
+    by_cond: dict[str, list] = dict(done)
+    t0 = time.perf_counter()
+    with _progress(console, enabled=progress and bool(todo)) as bar:
+        task = bar.add_task("eval", total=len(items) * len(todo))
+        for cond in todo:
+            bar.update(task, description=f"eval [bold]{cond}[/bold]")
+            recs = evaluate_condition(
+                model,
+                processor,
+                items,
+                cfg,
+                cond,
+                model_name=model_name,
+                on_batch=lambda k: bar.advance(task, k),
+            )
+            by_cond[cond] = recs
+            if out is not None:
+                _save_part(out, cond, recs, fp)
+    seconds = time.perf_counter() - t0
+
+    records = [r for cond in cfg.conditions for r in by_cond[cond]]
+    meta = {
+        "model": model_name,
+        "n_items": len(items),
+        "benchmarks": sorted({it.benchmark for it in items}),
+        "config": json.loads(json.dumps(asdict(cfg))),
+        "text_removal_coverage": _tr_coverage(by_cond),
+    }
+    summary = build_summary(records, meta)
+    if out is not None:
+        _write_atomic(out / RECORDS_FILE, _jsonl(records))
+        _write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    result = EvalResult(records, summary, out, seconds, len(items) * len(todo), list(done))
+    if progress:
+        print_table(summary, console=console, title=_title(model_name, items))
+        if todo:
+            console.print(
+                f"{result.items_evaluated} item-conditions in {seconds:.1f} s "
+                f"({result.items_per_s:.2f} items/s)"
+                + (f"; records in {out / RECORDS_FILE}" if out is not None else ""),
+                soft_wrap=True,
+            )
+    return result
+
+
+def evaluate_benchmark(
+    model: str,
+    benchmark: str,
+    cfg: EvalConfig,
+    *,
+    adapter: str | None = None,
+    split: str | None = None,
+    data: str | None = None,
+    n: int | None = None,
+    out_dir: Path | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """`hallucue-mlx eval`: load the model (and adapter) and the benchmark items, then evaluate.
+
+    Items are a seeded subset of n (cfg.seed), stratified as data.bench.load_benchmark does."""
+    from hallucue_mlx.data.bench import load_benchmark
+    from hallucue_mlx.models.load import load_model
+
+    if n is not None and n <= 0:
+        raise ValueError(
+            f"n = {n} is invalid; valid: an integer >= 1 (or none for the whole split)"
+        )
+    items = load_benchmark(benchmark, split, path=data, n=n, seed=cfg.seed)
+    loaded, processor = load_model(model, adapter)
+    name = str(model) + (f" + {adapter}" if adapter else "")
+    return evaluate(
+        loaded, processor, items, cfg, out_dir=out_dir, model_name=name, progress=progress
+    )
+
+
+def _tr_coverage(by_cond: dict[str, list]) -> float | None:
+    recs = by_cond.get("text_removal")
+    if not recs:
+        return None
+    return coverage(
+        [
+            CorruptionRecord(
+                r["id"], r["corruption"], r["corruption_applied"], r["corruption_changed"]
+            )
+            for r in recs
+            if r.get("sample", 0) == 0
+        ]
+    )
+
+
+def _title(model_name: str, items: Sequence[Item]) -> str:
+    benches = ", ".join(sorted({it.benchmark for it in items}))
+    return f"{model_name or 'model'} on {benches} ({len(items)} items)"
+
+
+# ================================================================ progress and table
+
+
+def _progress(console: Any, enabled: bool) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class _Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("-- items/s" if speed is None else f"{speed:.2f} items/s", style="cyan")
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+    )
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def conditions_of(summary: dict[str, Any]) -> list[str]:
+    """Condition names of a summary (its keys other than SUMMARY_EXTRA_KEYS), in order."""
+    return [k for k in summary if k not in SUMMARY_EXTRA_KEYS]
+
+
+def print_table(summary: dict[str, Any], console: Any = None, title: str = "") -> None:
+    """Rows: conditions; columns: n, accuracy, 95% CI, format, mean tokens, and accuracy per
+    modality version (all in %). Corruption coverage and grader errors follow as notes."""
+    from rich.console import Console
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    console = console or Console()
+    conds = conditions_of(summary)
+    found = {v for c in conds for v in summary[c]["by_version"]}
+    versions = [v for v in VERSIONS if v in found] + sorted(found - set(VERSIONS))
+    table = Table(title=title or "evaluation", caption="accuracy, 95% CI and format in %")
+    table.add_column("condition", style="bold", no_wrap=True)
+    for name in ("n", "accuracy", "95% CI", "format", "mean tokens"):
+        table.add_column(name, justify="right", no_wrap=name != "mean tokens")
+    for v in versions:
+        n = summary[conds[0]]["by_version"].get(v, {}).get("n", 0)
+        table.add_column(f"{(v or '(none)').replace('_', ' ')} (n={n})", justify="right")
+    notes = []
+    for c in conds:
+        s = summary[c]
+        lo, hi = s["ci95"]
+        tokens = s["mean_response_tokens"]
+        row = [
+            c,
+            str(s["n"]),
+            _pct(s["accuracy"]),
+            f"{_pct(lo)}-{_pct(hi)}",
+            _pct(s["format_rate"]),
+            "-" if tokens is None else f"{tokens:.1f}",
+        ]
+        for v in versions:
+            g = s["by_version"].get(v)
+            row.append("-" if g is None else _pct(g["accuracy"]))
+        table.add_row(*row)
+        changed = s.get("corruption_changed_rate")
+        if c != "none" and changed is not None and changed < 1:
+            notes.append(f"{c} changed {_pct(changed)}% of the items (the rest were shown as is)")
+    # Piped output (files, CI logs) gets the table's natural width rather than a folded one.
+    width = console.width
+    if not console.is_terminal:
+        wide = console.options.update(max_width=400)
+        console.width = max(width, Measurement.get(console, wide, table).maximum)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+    for note in notes:
+        console.print(f"note: {note}")
+    errors = summary.get("meta", {}).get("grader_errors", 0)
+    if errors:
+        console.print(
+            f"[yellow]{errors} responses could not be graded (grader errors, counted wrong); "
+            "see `grader_error` in the records[/yellow]"
+        )
