@@ -397,10 +397,10 @@ def validate(cfg: RunConfig) -> None:
         )
     if not 0 < cfg.grid.ratio <= 1:
         raise ConfigError(f"grid.ratio must be in (0, 1], got {cfg.grid.ratio}")
-    if cfg.train.prompt_template not in TEMPLATES:
+    if cfg.train.prompt_template not in (*TEMPLATES, "auto"):
         raise ConfigError(
             f"train.prompt_template: {cfg.train.prompt_template!r} is not valid; choose from "
-            f"{', '.join(TEMPLATES)}"
+            f"{', '.join(TEMPLATES)}, auto"
         )
     _check_bounds(cfg.train, "train", TRAIN_MIN)
     try:
@@ -618,6 +618,15 @@ def dump_yaml(cfg: RunConfig, comments: bool = True) -> str:
 # ================================================================ derived per-cell configs
 
 
+def prompt_template(cfg: RunConfig) -> str:
+    """train.prompt_template with 'auto' resolved: 'short' for hallucue-tiny (the format it was
+    warmed up with), 'easyr1' (the paper's) for any other model."""
+    t = cfg.train.prompt_template
+    if t != "auto":
+        return t
+    return "short" if Path(cfg.model.id).name == "hallucue-tiny" else "easyr1"
+
+
 def train_config_for(cfg: RunConfig, condition: str) -> TrainConfig:
     """The TrainConfig of one grid training: the shared settings plus this cell's corruption."""
     return replace(
@@ -630,6 +639,7 @@ def train_config_for(cfg: RunConfig, condition: str) -> TrainConfig:
         corruption=condition,
         corruption_ratio=cfg.grid.ratio if condition != "none" else 1.0,
         seed=cfg.seed,
+        prompt_template=prompt_template(cfg),
     )
 
 
@@ -639,7 +649,7 @@ def eval_config_for(cfg: RunConfig) -> Any:
         cfg.eval,
         conditions=tuple(cfg.grid.eval_conditions),
         seed=cfg.seed,
-        template=cfg.train.prompt_template,
+        template=prompt_template(cfg),
     )
 
 

@@ -16,7 +16,7 @@ Run folder:
     eval/<model>/<benchmark>-<test|train>/   records.jsonl, summary.json, parts/ (evaluate())
     results.json                  one row per cell (see `results`), plus wall-clock `timing`
     timing.json                   seconds per task, summed over sessions
-    report.md, figures/           written by hallucue_mlx.report
+    report.md, figures/, tables/  written by hallucue_mlx.report
 
 Resume: rerunning on the same folder skips finished trainings (done.json) and finished evaluation
 conditions (evaluate's done parts), and continues an interrupted training from its last checkpoint;
@@ -55,7 +55,7 @@ RESULTS = "results.json"
 TIMING = "timing.json"
 DONE = "done.json"
 # What --force removes (only what the grid writes: never the whole folder).
-OWNED_PATHS = (MANIFEST, RESULTS, TIMING, "train", "eval", "report.md", "figures")
+OWNED_PATHS = (MANIFEST, RESULTS, TIMING, "train", "eval", "report.md", "figures", "tables")
 
 
 class GridError(RuntimeError):
@@ -356,32 +356,34 @@ class GridView:
         self.n_done = 0
         if quiet:
             return
-        from rich.console import Console
+        from rich.console import Console, Group
+        from rich.live import Live
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.text import Text
 
         self.console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("[bold]grid"),
             BarColumn(),
             TextColumn("{task.fields[done]}/{task.total:.0f} tasks"),
             TimeElapsedColumn(),
             TextColumn("ETA {task.fields[eta]}"),
-            TextColumn("reward {task.fields[reward]}"),
             console=self.console,
-            refresh_per_second=2,
         )
-        self.task = self.progress.add_task(
-            "starting", total=len(tasks), done=0, eta="?", reward="-"
+        self.task = self.progress.add_task("grid", total=len(tasks), done=0, eta="?")
+        self.status = Text("starting")
+        self.live = Live(
+            Group(self.progress, self.status), console=self.console, refresh_per_second=2
         )
 
     def __enter__(self) -> GridView:
         if not self.quiet:
-            self.progress.start()
+            self.live.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if not self.quiet:
-            self.progress.stop()
+            self.live.stop()
 
     def eta(self) -> str:
         total = 0.0
@@ -404,9 +406,11 @@ class GridView:
         self.remaining[kind] = max(0.0, self.remaining[kind] - units)
 
     def show(self, description: str, completed: float | None = None) -> None:
+        """Name the cell in progress (and move the bar within a training)."""
         if self.quiet:
             return
-        kw: dict[str, Any] = {"description": description, "eta": self.eta(), "reward": self.reward}
+        self.status.plain = f"now: {description}   latest reward: {self.reward}"
+        kw: dict[str, Any] = {"eta": self.eta()}
         if completed is not None:
             kw["completed"] = completed
         self.progress.update(self.task, **kw)
@@ -416,7 +420,7 @@ class GridView:
         if self.quiet:
             return
         self.progress.update(self.task, completed=self.n_done, done=self.n_done, eta=self.eta())
-        self.progress.console.print(message)
+        self.console.print(message)
 
 
 # ================================================================ running
@@ -615,9 +619,9 @@ def _run_training(
         last[0], last[1] = now, step
         if "reward" in rec:
             view.reward = f"{rec['reward']:.3f}"
-        view.show(f"{name}: step {step}/{tcfg.steps}", view.n_done + step / tcfg.steps)
+        view.show(f"GRPO under {cond}: step {step}/{tcfg.steps}", view.n_done + step / tcfg.steps)
 
-    view.show(f"{name}: step {start}/{tcfg.steps}" + (" (resumed)" if resume else ""))
+    view.show(f"GRPO under {cond}: step {start}/{tcfg.steps}" + (" (resumed)" if resume else ""))
     stop_after = None
     if stop_training_at is not None and stop_training_at[0] == cond:
         stop_after = stop_training_at[1]
@@ -670,7 +674,7 @@ def _run_eval(
     from hallucue_mlx.evaluate import evaluate
 
     for k, cond in enumerate(conds):
-        view.show(f"{task.name} under {cond} ({len(items)} items)")
+        view.show(f"{task.model} model, {task.target.dirname}, under {cond} ({len(items)} items)")
         t0 = time.perf_counter()
         res = evaluate(
             model,
@@ -813,11 +817,14 @@ def _print_summary(path: Path) -> None:
 
 
 def _write_report(out: Path, quiet: bool) -> None:
+    from hallucue_mlx.report import write_report
+
     try:
-        from hallucue_mlx.report import write_report  # type: ignore[import-not-found]
-    except ImportError:  # the report module is being written alongside this one
-        return
-    path = write_report(out)
+        path = write_report(out)
+    except Exception:
+        # results.json is already written: say how to rebuild once the cause is fixed
+        print(f"writing the report failed; rebuild it with: hallucue-mlx report {out}")
+        raise
     if not quiet:
         print(f"report: {path}")
 

@@ -83,7 +83,7 @@ def test_every_key_has_help():
         ({"data": {"eval": [{"name": "nope"}]}}, "data.eval[0].name", "mathverse"),
         ({"data": {"train": {"name": "synth", "split": "dev"}}}, "data.train.split", "train"),
         ({"train": {"prompt_template": "long"}}, "train.prompt_template", "easyr1"),
-        ({"train": {"loss_type": "ppo"}}, "loss_type", "dr_grpo"),
+        ({"train": {"loss_type": "ppo", "prompt_template": "short"}}, "loss_type", "dr_grpo"),
     ],
 )
 def test_unknown_keys_and_bad_choices_name_the_key_and_the_valid_ones(data, must_name, must_list):
@@ -212,6 +212,14 @@ def test_config_hash_follows_results_not_output_dir():
     assert C.config_hash(a) == C.config_hash(load_config(None, ["output.dir=elsewhere"]))
     assert C.config_hash(a) != C.config_hash(load_config(None, ["train.steps=3"]))
     assert C.config_hash(a) != C.config_hash(C.quick(a))
+
+
+def test_auto_template_follows_the_model():
+    tiny = from_dict({"train": {"prompt_template": "auto"}})
+    assert C.eval_config_for(tiny).template == "short"
+    assert C.train_config_for(tiny, "none").prompt_template == "short"
+    big = from_dict({"train": {"prompt_template": "auto"}, "model": {"id": "org/some-vlm"}})
+    assert C.eval_config_for(big).template == "easyr1"
 
 
 def test_quick_keeps_every_cell_but_shrinks_the_work():
