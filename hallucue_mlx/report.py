@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hallucue_mlx.metrics import Record, diagnostics, paired_bootstrap_ci, paired_gain, summarize
+from hallucue_mlx.metrics import Record, diagnostics, paired_bootstrap_ci, summarize
 
 # ============================================================================ names and labels
 
@@ -145,10 +145,11 @@ def _names(value: Any) -> list[str] | None:
 
 
 def _dedupe(recs: list[Record], where: str, problems: list[str]) -> list[Record]:
-    """One record per (benchmark, id, condition): the last one wins (a resumed cell may repeat)."""
+    """One record per (benchmark, id, condition, sample): the last wins (a resumed cell may repeat)."""
     seen: dict[tuple[str, str, str], Record] = {}
     for r in recs:
-        seen[(str(r.get("benchmark", "")), str(r["id"]), str(r["corruption"]))] = r
+        key = (str(r.get("benchmark", "")), str(r["id"]), str(r["corruption"]), r.get("sample", 0))
+        seen[key] = r
     if len(seen) < len(recs):
         problems.append(f"`{where}`: {len(recs) - len(seen)} repeated record(s); kept the last.")
     return list(seen.values())
@@ -338,18 +339,55 @@ class T1Cell:
     n: int
     accuracy: float
     ci95: tuple[float, float]  # Wilson for a benchmark, bootstrap for AVG
-    delta: dict[str, Any] | None  # paired_gain vs base (diff, ci95, n, mcnemar_p), None for base
+    delta: dict[str, Any] | None  # paired_diff vs base (diff, ci95, n), None for base
 
 
-def _macro_weights(cells: dict[str, list[Record]]) -> tuple[list[str], list[float]]:
-    """Item keys and weights so that a plain mean over items is the mean over benchmarks."""
-    keys, weights = [], []
-    n_total, n_b = sum(len(v) for v in cells.values()), len(cells)
-    for bench, recs in cells.items():
-        for r in recs:
-            keys.append(f"{bench}\x00{r['id']}")
-            weights.append(n_total / (n_b * len(recs)))
-    return keys, weights
+def first_samples(recs: Sequence[Record]) -> list[Record]:
+    """Sample 0 of each item: what paired record-level diagnostics use (as evaluation does)."""
+    return [r for r in recs if r.get("sample", 0) == 0]
+
+
+def _item_scores(recs: Sequence[Record]) -> dict[str, float]:
+    """Per item id, mean correctness over its samples (0 or 1 with one sample), in record order."""
+    tot: dict[str, list[float]] = {}
+    for r in recs:
+        tot.setdefault(str(r["id"]), []).append(float(bool(r["correct"])))
+    return {k: sum(v) / len(v) for k, v in tot.items()}
+
+
+def paired_diff(
+    per_a: dict[str, Sequence[Record]], per_b: dict[str, Sequence[Record]] | None = None
+) -> dict[str, Any] | None:
+    """Macro-averaged accuracy of a minus b over benchmarks, paired on shared items, with a
+    bootstrap CI (metrics.paired_bootstrap_ci); without b, the accuracy of a with its CI.
+
+    Items are weighted n_total / (n_benchmarks * n_benchmark) so that the plain mean the bootstrap
+    resamples equals the unweighted mean over benchmarks (the paper's AVG); with one benchmark every
+    weight is 1. None when some benchmark has no shared item.
+    """
+    xa_by, xb_by = {}, {}
+    for bench, recs in per_a.items():
+        sa = _item_scores(recs)
+        sb = _item_scores(per_b[bench]) if per_b is not None else {}
+        ids = [k for k in sa if k in sb] if per_b is not None else list(sa)
+        if not ids:
+            return None
+        xa_by[bench] = [sa[k] for k in ids]
+        xb_by[bench] = [sb[k] for k in ids] if per_b is not None else [0.0] * len(ids)
+    n_total = sum(len(v) for v in xa_by.values())
+    xa, xb = [], []
+    for bench in xa_by:
+        w = n_total / (len(xa_by) * len(xa_by[bench]))
+        xa += [w * x for x in xa_by[bench]]
+        xb += [w * x for x in xb_by[bench]]
+    diff, lo, hi = paired_bootstrap_ci(xa, xb, N_BOOT, BOOT_SEED)
+    return {
+        "n": n_total,
+        "diff": diff,
+        "ci95": [lo, hi],
+        "accuracy_a": sum(xa) / n_total,
+        "accuracy_b": sum(xb) / n_total,
+    }
 
 
 def table1_cells(
@@ -358,8 +396,7 @@ def table1_cells(
     """(model, benchmark or 'AVG') -> accuracy, CI and paired delta vs base under one eval condition.
 
     AVG is the unweighted mean over benchmarks (as in the paper), given only when a model has
-    every benchmark; its intervals come from a bootstrap over items reweighted so that their
-    plain mean is that macro average (paired with base on shared items for the delta).
+    every benchmark. Deltas are paired on shared items (per-item mean over samples).
     """
     out: dict[tuple[str, str], T1Cell] = {}
     for model in run.models:
@@ -370,39 +407,17 @@ def table1_cells(
                 continue
             per[bench] = recs
             s = summarize(recs)[cond]
-            delta = None
-            if model != "base":
-                delta = paired_gain(recs, run.cell("base", bench, split, cond), N_BOOT, BOOT_SEED)
+            base = run.cell("base", bench, split, cond)
+            delta = paired_diff({bench: recs}, {bench: base}) if model != "base" and base else None
             out[(model, bench)] = T1Cell(s["n"], s["accuracy"], tuple(s["ci95"]), delta)
         if per and len(per) == len(run.benchmarks):
-            out[(model, "AVG")] = _avg_cell(run, model, per, split, cond)
+            avg = paired_diff(per)
+            assert avg is not None
+            base = {b: run.cell("base", b, split, cond) for b in per}
+            delta = paired_diff(per, base) if model != "base" and all(base.values()) else None
+            n = sum(len(v) for v in per.values())
+            out[(model, "AVG")] = T1Cell(n, avg["diff"], tuple(avg["ci95"]), delta)
     return out
-
-
-def _avg_cell(
-    run: RunData, model: str, per: dict[str, list[Record]], split: str, cond: str
-) -> T1Cell:
-    keys, w = _macro_weights(per)
-    a = [wi * float(bool(r["correct"])) for wi, r in zip(w, (r for v in per.values() for r in v))]
-    acc, lo, hi = paired_bootstrap_ci(a, [0.0] * len(a), N_BOOT, BOOT_SEED)
-    delta = None
-    base = {b: run.cell("base", b, split, cond) for b in per}
-    if model != "base" and all(base.values()):
-        # pair on items both models have, per benchmark, then reweight to the macro average
-        shared = {}
-        for b, recs in per.items():
-            ids = {r["id"] for r in base[b]}
-            shared[b] = [r for r in recs if r["id"] in ids]
-        if all(shared.values()):
-            bidx = {(b, r["id"]): r for b in base for r in base[b]}
-            keys, w = _macro_weights(shared)
-            flat = [(b, r) for b, v in shared.items() for r in v]
-            xa = [wi * float(bool(r["correct"])) for wi, (_, r) in zip(w, flat)]
-            xb = [wi * float(bool(bidx[(b, r["id"])]["correct"])) for wi, (b, r) in zip(w, flat)]
-            d, dlo, dhi = paired_bootstrap_ci(xa, xb, N_BOOT, BOOT_SEED)
-            delta = {"n": len(flat), "diff": d, "ci95": [dlo, dhi]}
-    n = sum(len(v) for v in per.values())
-    return T1Cell(n, acc, (lo, hi), delta)
 
 
 def table1(run: RunData, cells: dict[tuple[str, str], T1Cell]) -> Table:
@@ -604,7 +619,10 @@ def diagnostics_all(run: RunData, split: str = "test") -> dict[tuple[str, str], 
         for model in run.models:
             recs = run.records.get((model, bench, split))
             if recs and any(r["corruption"] == "none" for r in recs):
-                out[(model, bench)] = diagnostics(recs, n_boot=N_BOOT, seed=BOOT_SEED)
+                # record-level pairing: sample 0 of each item, as evaluation's own summary does
+                out[(model, bench)] = diagnostics(
+                    first_samples(recs), n_boot=N_BOOT, seed=BOOT_SEED
+                )
     return out
 
 
@@ -1193,7 +1211,7 @@ def reading(
     for model in [m for m in run.train_conditions if m != "none" and m in run.eval_conditions]:
         for b in run.benchmarks:
             a, r = run.cell(model, b, "test", model), run.cell("none", b, "test", model)
-            g = paired_gain(a, r, N_BOOT, BOOT_SEED) if a and r else None
+            g = paired_diff({b: a}, {b: r}) if a and r else None
             if g is None:
                 continue
             nums = f"{pct(g['accuracy_a'])}% vs {pct(g['accuracy_b'])}%, {signed(g['diff'])} points, {_ci_words(g['ci95'])}"
@@ -1214,7 +1232,7 @@ def reading(
                 a_tr = sum(bool(r["correct"]) for r in tr) / len(tr)
                 a_te = sum(bool(r["correct"]) for r in te) / len(te)
                 out.append(
-                    f"{model_label(model)} scored {pct(a_tr)}% on a {len(tr)}-item slice of the {b} "
+                    f"{model_label(model)} scored {pct(a_tr)}% on a {len({r['id'] for r in tr})}-item slice of the {b} "
                     f"train split against {pct(a_te)}% on its test split (clean; different items, "
                     "so no paired test)."
                 )
@@ -1228,18 +1246,7 @@ def _vs_grpo(run: RunData, model: str, key: str) -> dict[str, Any] | None:
     per_b = {b: run.cell("none", b, "test", "none") for b in benches}
     if not all(per_a.values()) or not all(per_b.values()):
         return None
-    if key != "AVG":
-        return paired_gain(per_a[key], per_b[key], N_BOOT, BOOT_SEED)
-    shared = {b: [r for r in per_a[b] if r["id"] in {x["id"] for x in per_b[b]}] for b in benches}
-    if not all(shared.values()):
-        return None
-    bidx = {(b, r["id"]): r for b in benches for r in per_b[b]}
-    _, w = _macro_weights(shared)
-    flat = [(b, r) for b, v in shared.items() for r in v]
-    xa = [wi * float(bool(r["correct"])) for wi, (_, r) in zip(w, flat)]
-    xb = [wi * float(bool(bidx[(b, r["id"])]["correct"])) for wi, (b, r) in zip(w, flat)]
-    d, lo, hi = paired_bootstrap_ci(xa, xb, N_BOOT, BOOT_SEED)
-    return {"diff": d, "ci95": [lo, hi], "n": len(flat)}
+    return paired_diff(per_a, per_b)
 
 
 # ============================================================================ report.md
@@ -1266,6 +1273,15 @@ def _run_info(run: RunData) -> list[str]:
     if run.split_names:
         names = ", ".join(f"{b}: `{s}`" for b, s in sorted(run.split_names.items()))
         lines.append(f"- Evaluation split read as the test split: {names}")
+    samples = 1 + max(
+        (int(r.get("sample", 0)) for rs in run.records.values() for r in rs), default=0
+    )
+    if samples > 1:
+        lines.append(
+            f"- Up to {samples} samples per item: accuracies average the samples (their Wilson "
+            "intervals count samples as independent, so they are too narrow); deltas pair per-item "
+            "means; modality diagnostics use sample 0."
+        )
     errs = sum(1 for rs in run.records.values() for r in rs if r.get("grader_error"))
     lines.append(
         f"- Grader errors in the records: {errs}"

@@ -274,3 +274,30 @@ def test_cli_report(tmp_path: Path) -> None:
     assert "- Timing: total_s 1234 s\n" in (run / "report.md").read_text()  # nested timing skipped
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_several_samples_per_item(tmp_path: Path) -> None:
+    run = make_fake_run(tmp_path / "samples", n_test={"synth": 60}, n_train=20, steps=5)
+    base0 = accuracy(run, "base", "synth-test", "none")  # sample 0, before sample 1 is added
+    grpo0 = accuracy(run, "none", "synth-test", "none")
+    for model in ("base", "none"):
+        path = run / "eval" / model / "synth-test" / "records.jsonl"
+        recs = [json.loads(ln) for ln in path.read_text().splitlines()]
+        # a second sample per item: right on every clean item for GRPO, wrong everywhere for base
+        extra = [
+            {**r, "sample": 1, "correct": model == "none" and r["corruption"] == "none"}
+            for r in recs
+        ]
+        rows = [{**r, "sample": 0} for r in recs] + extra
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    md = write_report(run).read_text()
+    assert "- Up to 2 samples per item" in md
+    t1 = {
+        (r["train_condition"], r["benchmark"]): r for r in read_csv(run / "tables" / "table1.csv")
+    }
+    assert float(t1[("base", "synth")]["accuracy"]) == pytest.approx(base0 / 2, abs=1e-4)
+    assert int(t1[("base", "synth")]["n"]) == 120
+    # per-item means: base (b + 0) / 2, GRPO (g + 1) / 2, paired on the 60 items
+    d = float(t1[("none", "synth")]["delta_vs_base"])
+    assert d == pytest.approx((grpo0 + 1) / 2 - base0 / 2, abs=1e-4)
+    assert int(t1[("none", "synth")]["n_paired"]) == 60
