@@ -410,7 +410,9 @@ def table1_cells(
             base = run.cell("base", bench, split, cond)
             delta = paired_diff({bench: recs}, {bench: base}) if model != "base" and base else None
             out[(model, bench)] = T1Cell(s["n"], s["accuracy"], tuple(s["ci95"]), delta)
-        if per and len(per) == len(run.benchmarks):
+        if len(per) == 1 and len(run.benchmarks) == 1:
+            out[(model, "AVG")] = out[(model, next(iter(per)))]  # AVG of one benchmark is itself
+        elif per and len(per) == len(run.benchmarks):
             avg = paired_diff(per)
             assert avg is not None
             base = {b: run.cell("base", b, split, cond) for b in per}
@@ -871,8 +873,9 @@ def fig_matrix(run: RunData, figdir: Path) -> Path | None:
                     grid[i, j] = 100 * summ[cond]["accuracy"]
         finite = grid[np.isfinite(grid)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 100.0)
-        if hi - lo < 1:
-            lo, hi = lo - 1, hi + 1
+        if hi - lo < 1:  # all cells (nearly) equal: keep a sane 0-100 colour range
+            lo, hi = max(0.0, lo - 1), min(100.0, hi + 1)
+            lo, hi = (lo, lo + 1) if hi - lo < 1 else (lo, hi)
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
@@ -906,9 +909,10 @@ def fig_gains(run: RunData, cells: dict[tuple[str, str], T1Cell], figdir: Path) 
     trained = [
         m for m in run.train_conditions if any((m, b) in cells for b in [*run.benchmarks, "AVG"])
     ]
+    avg = ["AVG"] if len(run.benchmarks) > 1 else []  # with one benchmark AVG repeats it
     cols = [
         b
-        for b in [*run.benchmarks, "AVG"]
+        for b in [*run.benchmarks, *avg]
         if any((m, b) in cells and cells[(m, b)].delta for m in trained)
     ]
     if not trained or not cols:
@@ -933,6 +937,10 @@ def fig_gains(run: RunData, cells: dict[tuple[str, str], T1Cell], figdir: Path) 
             )
             ax.errorbar(d, i, xerr=[[d - lo], [hi - d]], fmt="o", color=colors[m], capsize=3, ms=6)
         ax.axvline(0, color="#777777", lw=1, ls="--")
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(
+            min(lo, -1.0), max(hi, 1.0)
+        )  # at least +-1 point, so zero-width CIs read as such
         ax.set_title(b)
         ax.set_xlabel("Δ accuracy vs base (points)")
         ax.set_yticks(range(len(trained)), [model_label(m) for m in trained])
@@ -1014,6 +1022,8 @@ def fig_curves(run: RunData, figdir: Path) -> Path | None:
     if not conds:
         return None
     colors = model_colors(run)
+    # a line style per condition too: curves that coincide stay visible, and print in grey
+    styles = {c: ("-", "--", "-.", ":")[i % 4] for i, c in enumerate(run.train_conditions)}
     fig, axes = plt.subplots(2, 2, figsize=(9.5, 6.2), constrained_layout=True)
     for ax, (key, title, scale) in zip(axes.flat, CURVE_PANELS):
         drawn = False
@@ -1030,7 +1040,12 @@ def fig_curves(run: RunData, figdir: Path) -> Path | None:
             weight = min(0.6, len(vals) / 50)
             ax.plot(steps, vals, color=colors[c], alpha=0.25, lw=1)
             ax.plot(
-                steps, _smooth(list(vals), weight), color=colors[c], lw=1.8, label=model_label(c)
+                steps,
+                _smooth(list(vals), weight),
+                styles[c],
+                color=colors[c],
+                lw=1.8,
+                label=model_label(c),
             )
             drawn = True
         ax.set_title(title)
@@ -1267,7 +1282,11 @@ def _run_info(run: RunData) -> list[str]:
     timing = (run.results or {}).get("timing")
     if isinstance(timing, dict):
         # top-level numbers only: per-cell timings live in results.json
-        items = [f"{k} {v:.0f} s" for k, v in sorted(timing.items()) if isinstance(v, (int, float))]
+        items = [
+            f"{k} {v:.0f} s"
+            for k, v in sorted(timing.items())
+            if k.endswith("_s") and isinstance(v, (int, float))
+        ]
         if items:
             lines.append(f"- Timing: {', '.join(items)}")
     if run.split_names:

@@ -272,6 +272,13 @@ def test_cli_report(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and (run / "report.md").exists()
     assert "- Timing: total_s 1234 s\n" in (run / "report.md").read_text()  # nested timing skipped
+    # one benchmark: AVG is that benchmark's cell, Wilson interval included
+    t1 = {
+        (r["train_condition"], r["benchmark"]): r for r in read_csv(run / "tables" / "table1.csv")
+    }
+    for col in ("accuracy", "ci_lo", "ci_hi", "delta_vs_base"):
+        assert t1[("base", "AVG")][col] == t1[("base", "synth")][col]
+        assert t1[("none", "AVG")][col] == t1[("none", "synth")][col]
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert res.exit_code == 1 and "does not exist" in res.output
 
