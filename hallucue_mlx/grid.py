@@ -791,8 +791,11 @@ def _print_summary(path: Path) -> None:
     res = json.loads(path.read_text())
     console = Console()
     for split in ("test", "train"):
-        table = Table(title=f"accuracy % ({split} split; rows: training, columns: evaluation)")
-        table.add_column("model", style="bold")
+        table = Table(
+            title=f"accuracy % ({split} split)",
+            caption="rows: base or the training corruption; columns: benchmark, eval corruption",
+        )
+        table.add_column("trained", style="bold")
         benches = sorted({c["benchmark"] for c in res["cells"] if c["split"] == split})
         conds = res["eval_conditions"]
         for b in benches:

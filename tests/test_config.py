@@ -229,3 +229,20 @@ def test_quick_keeps_every_cell_but_shrinks_the_work():
     assert [s.name for s in q.data.eval] == [s.name for s in cfg.data.eval]
     assert q.train.steps < cfg.train.steps and all(s.n <= 8 for s in q.data.eval)
     assert q.data.train_slice_n <= 4 and q.eval.max_tokens <= 48
+
+
+def test_run_command_prints_the_resolved_config_and_names_bad_keys():
+    from typer.testing import CliRunner
+
+    from hallucue_mlx.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", "--print-config", "--set", "train.steps=3"])
+    assert res.exit_code == 0, res.output
+    printed = yaml.safe_load(res.output)
+    assert printed["train"]["steps"] == 3 and printed["model"]["id"] == "hallucue-tiny"
+    res = runner.invoke(app, ["run", "--print-config", "--quick"])
+    assert yaml.safe_load(res.output)["train"]["steps"] == 2
+    res = runner.invoke(app, ["run", "--set", "train.stepz=3"])
+    assert res.exit_code == 2
+    assert "train.stepz" in res.output and "prompts_per_step" in res.output
