@@ -70,7 +70,11 @@ class TrainConfig:
     n_train: int | None = _f(None, "Use only the first N training items (None: all).")
     eval_split: str = _f("test", "Held-out split for the periodic greedy evaluation.")
     n_eval: int = _f(48, "Held-out items per periodic evaluation condition (0: no evaluation).")
-    prompt_template: str = _f("easyr1", "Prompt template (prompts.TEMPLATES).")
+    prompt_template: str = _f(
+        "auto",
+        "Prompt template (prompts.TEMPLATES); auto: 'short' for hallucue-tiny (its warm-up "
+        "format), 'easyr1' (the paper's) otherwise.",
+    )
     corruption: str = _f("none", "Training corruption: none, blank, random, text_removal.")
     corruption_ratio: float = _f(1.0, "Share of training items corrupted (drawn once per item).")
     # rollouts
@@ -516,6 +520,9 @@ def train(
         saved = json.loads((ckpt / "state.json").read_text())["config"]
         # the saved run's settings win, except how long to run
         config = replace(TrainConfig(**saved), steps=config.steps)
+    if config.prompt_template == "auto":
+        tiny = Path(str(model_path or config.model)).name == "hallucue-tiny"
+        config = replace(config, prompt_template="short" if tiny else "easyr1")
     config.validate()
     cfg = config
     _write_json_atomic(out / "train_config.json", asdict(cfg))

@@ -211,3 +211,31 @@ def test_cli_train(tiny_dir, tmp_path, monkeypatch):
     assert (out / "adapter" / "adapters.safetensors").is_file()
     cfg = json.loads((out / "train_config.json").read_text())
     assert cfg["corruption"] == "blank" and cfg["steps"] == 1 and cfg["num_generations"] == 2
+
+
+@pytest.mark.slow
+def test_reward_curve_rises_on_a_learnable_reward(tiny_dir, tmp_path, monkeypatch):
+    """End to end: rewarding spaces in the text, 30 GRPO steps lift the mean reward several-fold."""
+
+    def spaces(response, item, cfg=None):
+        return rewards.Reward(
+            response.count(" ") / max(len(response), 1), 0.0, 0.0, rewards.Grade(None, False, False)
+        )
+
+    monkeypatch.setattr(rewards, "score", spaces)
+    cfg = _cfg(
+        steps=30,
+        n_train=64,
+        num_generations=8,
+        max_completion_length=16,
+        temperature=1.0,
+        beta=0.0,
+        learning_rate=2e-3,
+        warmup_steps=2,
+        num_iterations=1,
+        save_every=1000,
+        corruption="none",
+    )
+    train(cfg, tiny_dir, tmp_path / "toy", quiet=True)
+    r = [d["reward"] for d in _step_lines(tmp_path / "toy")]
+    assert np.mean(r[-5:]) > 2 * np.mean(r[:5]) and np.mean(r[-5:]) > 0.15
