@@ -657,7 +657,7 @@ def quick(cfg: RunConfig) -> RunConfig:
     """A smoke-run version: few steps and items, every cell still run."""
     t = replace(
         cfg.train,
-        steps=2,
+        steps=min(cfg.train.steps, 2),
         prompts_per_step=2,
         num_generations=2,
         max_completion_length=min(cfg.train.max_completion_length, 48),
@@ -665,11 +665,15 @@ def quick(cfg: RunConfig) -> RunConfig:
         save_every=1,
         warmup_steps=0,
     )
+
+    def few(n: int | None, k: int) -> int:
+        return k if n is None else min(n, k)
+
     data = replace(
         cfg.data,
-        train=replace(cfg.data.train, n=8),
-        eval=[replace(s, n=8) for s in cfg.data.eval],
-        train_slice_n=4,
+        train=replace(cfg.data.train, n=few(cfg.data.train.n, 8)),
+        eval=[replace(s, n=few(s.n, 8)) for s in cfg.data.eval],
+        train_slice_n=min(cfg.data.train_slice_n, 4),
     )
     ev = replace(cfg.eval, max_tokens=min(cfg.eval.max_tokens, 48), samples_per_item=1)
     ev = replace(ev, temperature=0.0) if ev.samples_per_item == 1 else ev

@@ -154,17 +154,23 @@ class GridData:
 
 
 def load_data(cfg: RunConfig) -> GridData:
-    from hallucue_mlx.data.bench import get_adapter, load_benchmark
+    from hallucue_mlx.data.bench import BenchmarkError, get_adapter, load_benchmark
     from hallucue_mlx.data.subset import SubsetManifest
 
     seed = cfg.data.seed
 
-    def load(spec: BenchmarkSpec, split: str) -> list:
-        return load_benchmark(spec.name, split, path=spec.path, n=spec.n, seed=seed)
+    def load(spec: BenchmarkSpec, split: str, key: str) -> list:
+        try:
+            return load_benchmark(spec.name, split, path=spec.path, n=spec.n, seed=seed)
+        except BenchmarkError as e:
+            raise BenchmarkError(
+                f"{key}: {e} In a run config the local copy goes in {key}.path "
+                f"(--set {key}.path=DIR)."
+            ) from None
 
     tspec = cfg.data.train
     tsplit = tspec.split or "train"
-    train_items = load(tspec, tsplit)
+    train_items = load(tspec, tsplit, "data.train")
     if not train_items:
         raise GridError(f"data.train: {tspec.name}/{tsplit} has no items")
     subsets = {"train": SubsetManifest.of(train_items, tspec.name, tsplit, seed, tspec.n).to_dict()}
@@ -176,7 +182,7 @@ def load_data(cfg: RunConfig) -> GridData:
             split = tsplit
         else:
             split = t.spec.split or get_adapter(t.benchmark).default_split
-            items = load(t.spec, split)
+            items = load(t.spec, split, f"data.eval.{t.benchmark}")
             n = t.spec.n
         if not items:
             raise GridError(f"evaluation data {t.dirname} ({t.benchmark}/{split}) has no items")
@@ -703,7 +709,8 @@ EXTRA_KEYS = ("truncated_rate", "grader_errors", "chance")
 
 def results(cfg: RunConfig, out: Path, data: GridData | None = None) -> dict[str, Any]:
     """results.json's content (without timing) from the records in out/eval."""
-    from hallucue_mlx.evaluate import SUMMARY_FILE, summarize_dir
+    from hallucue_mlx.evaluate import RECORDS_FILE, load_records
+    from hallucue_mlx.metrics import summarize
 
     summaries: dict[tuple[str, str], dict] = {}
     rows = []
@@ -712,9 +719,9 @@ def results(cfg: RunConfig, out: Path, data: GridData | None = None) -> dict[str
         key = (c.train, tdir)
         if key not in summaries:
             d = out / "eval" / c.train / tdir
-            if not (d / SUMMARY_FILE).is_file() and not (d / "records.jsonl").is_file():
+            if not (d / RECORDS_FILE).is_file():
                 raise GridError(f"no evaluation records in {d}; rerun the grid to finish it")
-            summaries[key] = summarize_dir(d, write=False)
+            summaries[key] = summarize(load_records(d))
         s = summaries[key].get(c.eval)
         if s is None:
             raise GridError(f"{out / 'eval' / c.train / tdir} has no {c.eval!r} records")

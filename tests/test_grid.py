@@ -230,6 +230,55 @@ def test_force_starts_over_and_keeps_foreign_files(tiny_dir, tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_grid_on_local_copies_of_real_benchmarks(tiny_dir, tmp_path):
+    """The paper config's data path: Geometry3K training items, MathVerse and MathVista test
+    subsets, all read from local copies (as `data prepare` writes them) by the real adapters."""
+    from tests import fixtures
+
+    geo, verse, vista = (
+        fixtures.geometry3k(tmp_path),
+        fixtures.mathverse(tmp_path),
+        fixtures.mathvista(tmp_path),
+    )
+    cfg = load_config(
+        "paper-qwen25vl-3b",
+        [
+            f"model.id={tiny_dir}",
+            f"data.train.path={geo}",
+            f"data.eval=[{{name: mathverse, split: testmini, n: 5, path: {verse}}}, "
+            f"{{name: mathvista, split: testmini, n: 4, path: {vista}}}]",
+            "grid.train_conditions=[blank]",
+            "grid.eval_conditions=[none, text_removal]",
+            "train.max_completion_length=4",
+            "eval.max_tokens=4",
+            "train.grad_checkpoint=false",
+        ],
+    )
+    path = run_grid(cfg, tmp_path / "run", quick=True, quiet=True, report=False)
+    res = json.loads(path.read_text())
+    assert res["benchmarks"] == ["mathverse", "mathvista"]
+    got = {(c["train"], c["benchmark"], c["split"], c["n"]) for c in res["cells"]}
+    assert got == {
+        (m, b, s, n)
+        for m in ("base", "blank")
+        for b, s, n in (
+            ("mathverse", "test", 5),
+            ("mathvista", "test", 4),
+            ("geometry3k", "train", 4),
+        )
+    }
+    with pytest.raises(Exception, match=r"data\.eval\.mathverse\.path"):
+        run_grid(
+            load_config(
+                "paper-qwen25vl-3b",
+                [f"data.train.path={geo}", "data.eval.mathverse.path=/nonexistent"],
+            ),
+            tmp_path / "bad",
+            quick=True,
+            quiet=True,
+        )
+
+
 # ---------------------------------------------------------------- SIGKILL mid-training
 
 
