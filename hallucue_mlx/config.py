@@ -395,6 +395,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             "grid.train_conditions is empty and grid.include_base is false: nothing to run"
         )
+    if cfg.model.adapter is not None and cfg.grid.train_conditions:
+        raise ConfigError(
+            "model.adapter is only supported for evaluation-only grids (grid.train_conditions: "
+            "[]); to train on top of an adapter, fuse it into the base model first"
+        )
     if not 0 < cfg.grid.ratio <= 1:
         raise ConfigError(f"grid.ratio must be in (0, 1], got {cfg.grid.ratio}")
     if cfg.train.prompt_template not in (*TEMPLATES, "auto"):

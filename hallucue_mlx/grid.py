@@ -38,7 +38,6 @@ from typing import Any
 
 from hallucue_mlx.config import (
     BenchmarkSpec,
-    ConfigError,
     RunConfig,
     config_hash,
     eval_config_for,
@@ -524,11 +523,6 @@ def run_grid(
     """
     if quick:
         cfg = quick_config(cfg)
-    if cfg.model.adapter is not None and cfg.grid.train_conditions:
-        raise ConfigError(
-            "model.adapter is only supported for evaluation-only grids (grid.train_conditions: "
-            "[]); to train on top of an adapter, fuse it into the base model first"
-        )
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     if force:

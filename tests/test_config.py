@@ -151,6 +151,9 @@ def test_empty_grids_are_refused():
         from_dict({"grid": {"train_conditions": [], "include_base": False}})
     with pytest.raises(ConfigError, match="data.eval is empty"):
         from_dict({"data": {"eval": []}})
+    with pytest.raises(ConfigError, match="model.adapter.*evaluation-only"):
+        from_dict({"model": {"adapter": "some/adapter"}})
+    from_dict({"model": {"adapter": "some/adapter"}, "grid": {"train_conditions": []}})
 
 
 def test_set_overrides_parse_yaml_values():
