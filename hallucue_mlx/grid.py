@@ -558,6 +558,7 @@ def run_grid(
                 raise GridInterrupted(f"stopped after {i} tasks (stop_after_tasks)")
             kind, units = cost[task]
             if task.kind == "train":
+                loaded.clear()  # free the evaluated model's memory before training loads its own
                 _run_training(cfg, out, task.model, data, held_out, view, timing, stop_training_at)
             else:
                 assert task.target is not None
