@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from typing import Any
 
 import mlx.core as mx
@@ -260,6 +261,12 @@ def _sample(
     return tok.astype(mx.int32), lp
 
 
+@lru_cache(maxsize=16)
+def _sampler(temperature: float, top_p: float):
+    """_sample compiled for one (temperature, top_p): fewer small ops per decoded token."""
+    return mx.compile(partial(_sample, temperature=temperature, top_p=top_p))
+
+
 def generate(
     model: nn.Module,
     processor: Any,
@@ -330,14 +337,15 @@ def generate(
     base = mx.repeat(mx.array([p.length + p.rope_delta for p in prompts], dtype=mx.int32), n)
 
     keys = mx.random.split(key, max_tokens)
-    y, lp = _sample(first_logits, bias, temperature, top_p, keys[0])
+    sample = _sampler(float(temperature), float(top_p))
+    y, lp = sample(first_logits, bias, key=keys[0])
     done = (y[:, None] == eos[None]).any(axis=1)
     toks, lps = [y], [lp]
     mx.async_eval(y, lp, done)
     for t in range(1, max_tokens):
         pos = mx.broadcast_to((base + (t - 1))[None, :, None], (3, B, 1))
         h = lm.model(y[:, None], mask=mask, cache=decode_cache, position_ids=pos)
-        y_new, lp_new = _sample(lm_head(model, h[:, -1]), bias, temperature, top_p, keys[t])
+        y_new, lp_new = sample(lm_head(model, h[:, -1]), bias, key=keys[t])
         y_new = mx.where(done, pad_id, y_new)
         done_new = done | (y_new[:, None] == eos[None]).any(axis=1)
         mx.async_eval(y_new, lp_new, done_new)
