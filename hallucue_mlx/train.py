@@ -121,6 +121,9 @@ class TrainConfig:
     save_every: int = _f(25, "Checkpoint every N steps (and at the end).")
     keep_checkpoints: int = _f(2, "How many step checkpoints to keep.")
     max_bad_steps: int = _f(5, "Abort after this many non-finite updates in a row.")
+    max_minutes: float | None = _f(
+        None, "Stop (as a finished run) after the step that crosses this much training time."
+    )
 
     def validate(self) -> None:
         if self.loss_type not in LOSS_TYPES:
@@ -381,6 +384,7 @@ class TrainResult:
     adapter_dir: Path | None
     steps_done: int
     interrupted: bool = False
+    time_up: bool = False  # stopped by max_minutes (a finished run, adapter saved)
     last_metrics: dict[str, Any] = field(default_factory=dict)
     evals: list[dict[str, Any]] = field(default_factory=list)
 
@@ -582,6 +586,7 @@ def train(
     bad_in_row = int(extra.get("bad_in_row", 0))
     result = TrainResult(out, None, start_step)
     last_step_time: list[float] = []
+    train_seconds = float(extra.get("train_seconds", 0.0))  # across resumes
 
     def run_eval(step: int) -> None:
         model.eval()
@@ -738,19 +743,25 @@ def train(
             result.last_metrics = rec
             result.steps_done = step
             last_step_time.append(rec["step_time"])
+            train_seconds += rec["step_time"]
             view.update(step, rec)
             if on_step is not None:
                 on_step(step, rec)
-            if eval_pools and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+            result.time_up = cfg.max_minutes is not None and train_seconds >= 60 * cfg.max_minutes
+            last = step == cfg.steps or result.time_up
+            if eval_pools and cfg.eval_every and (step % cfg.eval_every == 0 or last):
                 run_eval(step)
                 view.note(result.evals[-1])
-            stopping = stop.requested or step == end
+            stopping = stop.requested or step == end or result.time_up
             if step % cfg.save_every == 0 or stopping:
-                save_checkpoint(out, step, model, opt, cfg, {"bad_in_row": bad_in_row})
+                state = {"bad_in_row": bad_in_row, "train_seconds": train_seconds}
+                save_checkpoint(out, step, model, opt, cfg, state)
+            if result.time_up:
+                break
             if stop.requested:
                 result.interrupted = True
                 break
-    if result.steps_done >= cfg.steps:
+    if result.steps_done >= cfg.steps or result.time_up:
         result.adapter_dir = save_adapter(model, out / "adapter")
     elif stop_after is not None and step >= stop_after:
         result.interrupted = True

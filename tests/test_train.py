@@ -138,6 +138,13 @@ def test_non_finite_updates_are_skipped_then_abort(tiny_dir, tmp_path, monkeypat
     assert all("warning" in d for d in lines)
 
 
+def test_max_minutes_ends_the_run_with_an_adapter(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(rewards, "score", _fake_score)
+    res = train(_cfg(max_minutes=1e-6, num_iterations=1), tiny_dir, tmp_path / "t", quiet=True)
+    assert res.time_up and res.steps_done == 1 and res.adapter_dir is not None
+    assert latest_checkpoint(tmp_path / "t").name == "step_000001"
+
+
 def test_data_order_is_a_seeded_permutation_per_epoch():
     seen = [i for s in range(4) for i in step_indices(s, 2, 8, seed=3)]
     assert sorted(seen) == list(range(8))  # one epoch covers every item once
