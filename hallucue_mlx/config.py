@@ -182,8 +182,9 @@ TRAIN_MIN = {
     "beta": 0.0,
     "max_grad_norm": 0.0,
     "lora_alpha": 0.0,
+    "max_minutes": 0.0,
 }
-STRICT_POSITIVE = {"learning_rate", "lora_alpha", "ratio"}
+STRICT_POSITIVE = {"learning_rate", "lora_alpha", "ratio", "max_minutes"}
 
 
 def _owned(cls: type) -> dict[str, str]:

@@ -21,7 +21,8 @@ Run folder:
 Resume: rerunning on the same folder skips finished trainings (done.json) and finished evaluation
 conditions (evaluate's done parts), and continues an interrupted training from its last checkpoint;
 everything random derives from the seeds, so results.json equals an uninterrupted run's, except its
-`timing` entry (wall clock). A changed config or changed data is refused (new --out, or --force).
+`timing` entry (wall clock). Not so with a train.max_minutes budget: then the number of steps
+depends on the machine's speed. A changed config or changed data is refused (new --out, --force).
 """
 
 from __future__ import annotations
@@ -471,7 +472,9 @@ def _training_done(d: Path, steps: int) -> bool:
     if not marker.is_file() or not (d / "adapter" / "adapters.safetensors").is_file():
         return False
     try:
-        return int(json.loads(marker.read_text()).get("steps", -1)) == steps
+        done = json.loads(marker.read_text())
+        # a train.max_minutes budget ends a run early, as a finished one
+        return int(done.get("steps", -1)) == steps or bool(done.get("time_up"))
     except (json.JSONDecodeError, ValueError):
         return False
 
@@ -640,11 +643,12 @@ def _run_training(
         )
     finally:
         timing.add(name, time.perf_counter() - t0)
-    if result.interrupted or result.steps_done < tcfg.steps:
+    time_up = bool(getattr(result, "time_up", False))
+    if result.interrupted or (result.steps_done < tcfg.steps and not time_up):
         raise GridInterrupted(
             f"training {cond!r} stopped at step {result.steps_done}/{tcfg.steps} (checkpoint kept)"
         )
-    _write_json(d / DONE, {"steps": result.steps_done, "condition": cond})
+    _write_json(d / DONE, {"steps": result.steps_done, "condition": cond, "time_up": time_up})
     view.finish_task(f"[green]done[/green] {name} ({result.steps_done} steps)")
 
 

@@ -137,6 +137,7 @@ def test_wrong_types_name_the_key(data, key):
         ({"eval": {"max_tokens": -5}}, "eval.max_tokens"),
         ({"grid": {"ratio": 0}}, "grid.ratio"),
         ({"grid": {"ratio": 1.5}}, "grid.ratio"),
+        ({"train": {"max_minutes": 0}}, "train.max_minutes"),
     ],
 )
 def test_zero_and_negative_sizes_name_the_key(data, key):

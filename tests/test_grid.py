@@ -230,6 +230,27 @@ def test_force_starts_over_and_keeps_foreign_files(tiny_dir, tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_a_training_time_budget_ends_trainings_as_finished(tiny_dir, tmp_path):
+    cfg = _cfg(
+        tiny_dir,
+        "grid.train_conditions=[random]",
+        "grid.eval_conditions=[none]",
+        "grid.include_base=false",
+        "train.steps=50",
+        "train.max_minutes=0.00001",  # up after the first step
+        "train.eval_every=0",
+        "data.eval.synth.n=4",
+        "data.train_slice_n=2",
+    )
+    path = run_grid(cfg, tmp_path, quiet=True, report=False)
+    res = json.loads(path.read_text())
+    assert res["training"]["random"]["steps"] == 1
+    assert json.loads((tmp_path / "train" / "random" / "done.json").read_text())["time_up"]
+    t = time.perf_counter()
+    run_grid(cfg, tmp_path, quiet=True, report=False)  # kept, not retrained
+    assert time.perf_counter() - t < 5
+
+
 def test_grid_on_local_copies_of_real_benchmarks(tiny_dir, tmp_path):
     """The paper config's data path: Geometry3K training items, MathVerse and MathVista test
     subsets, all read from local copies (as `data prepare` writes them) by the real adapters."""
