@@ -67,7 +67,10 @@ def run(
         typer.echo(f"\nstopped ({e or 'Ctrl-C'}); finished cells and checkpoints are kept in {out}. "
                    f"Continue with: {again.strip()}", err=True)
         raise typer.Exit(130) from None
-    except (ConfigError, GridError, BenchmarkError, ModelLoadError) as e:
+    except ModelLoadError as e:
+        typer.echo(f"error: {e} (in a run config the model is model.id: --set model.id=...)", err=True)
+        raise typer.Exit(1) from None
+    except (ConfigError, GridError, BenchmarkError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
 
