@@ -254,7 +254,7 @@ def test_a_training_time_budget_ends_trainings_as_finished(tiny_dir, tmp_path):
 def test_grid_on_local_copies_of_real_benchmarks(tiny_dir, tmp_path):
     """The paper config's data path: Geometry3K training items, MathVerse and MathVista test
     subsets, all read from local copies (as `data prepare` writes them) by the real adapters."""
-    from tests import fixtures
+    import fixtures
 
     geo, verse, vista = (
         fixtures.geometry3k(tmp_path),
