@@ -239,7 +239,7 @@ def model_path() -> None:
 def model_build_tiny(
     out: Path = typer.Option(..., help="Output directory for the rebuilt model."),
     seed: int = typer.Option(0, help="Seed of the build (the shipped model uses 0)."),
-    max_minutes: float = typer.Option(50.0, help="Wall-clock budget of the warm-up."),
+    max_minutes: float = typer.Option(56.0, help="Wall-clock budget of the warm-up."),
 ) -> None:
     """Rebuild hallucue-tiny deterministically from its seed (about 30-45 min on 2 CPU cores)."""
     import json

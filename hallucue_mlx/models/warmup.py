@@ -44,7 +44,7 @@ WARMUP_SYNTH = SynthConfig(version_weights=(1.0, 1.0, 1.5, 1.5))
 @dataclass(frozen=True)
 class WarmupConfig:
     seed: int = 0
-    max_minutes: float = 50.0
+    max_minutes: float = 56.0
     max_steps: int = 12000
     batch_size: int = 8
     learning_rate: float = 3e-4
@@ -54,9 +54,11 @@ class WarmupConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     blank_share: float = 0.1  # of text-stated items shown with a blank image (see module doc)
-    probe_every: int = 800
+    probe_every: int = 600
     probe_items: int = 200
-    template: str = "short"  # the EasyR1 suffix doubles sequence length for a 5 M model; same answer format
+    template: str = (
+        "short"  # the EasyR1 suffix doubles sequence length for a 5 M model; same answer format
+    )
     text_hidden: int = 256
     text_layers: int = 4
     vision_hidden: int = 128
