@@ -630,6 +630,7 @@ def train(
             t_roll = time.perf_counter() - t0
             # ---- rewards and advantages
             episodes: list[Episode] = []
+            prompt_ids = [p.input_ids.tolist() for p in prompts]
             for g, ((it, rec), comps) in enumerate(zip(chosen, groups)):
                 for c in comps:
                     r = score(c.text, it, reward_cfg)
@@ -637,7 +638,7 @@ def train(
                         Episode(
                             item_id=it.id,
                             group=g,
-                            prompt_ids=[],
+                            prompt_ids=prompt_ids[g],
                             completion_ids=c.ids,
                             logprobs=c.logprobs,
                             text=c.text,
