@@ -232,17 +232,9 @@ def make_config(
 
 
 def load_items(benchmark: str, split: str, n: int | None, seed: int) -> list:
-    """Items of a benchmark split (synth built in; others through hallucue_mlx.data if present)."""
-    if benchmark == "synth":
-        from hallucue_mlx.data.synth import load_synth
+    """Items of a benchmark split, through the one benchmark entry point."""
+    from hallucue_mlx.data.bench import load_benchmark
 
-        return load_synth(split, n=n, seed=seed)
-    try:
-        from hallucue_mlx.data import load_benchmark  # type: ignore[attr-defined]
-    except ImportError as e:
-        raise ValueError(
-            f"benchmark {benchmark!r} is not available for training here; use benchmark='synth'"
-        ) from e
     return load_benchmark(benchmark, split, n=n, seed=seed)
 
 
