@@ -50,6 +50,7 @@ def run(
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.grid import GridError, GridInterrupted, run_grid
     from hallucue_mlx.models.load import ModelLoadError
+    from hallucue_mlx.train import TrainingDiverged
 
     try:
         cfg = load_config(config, set_)
@@ -69,6 +70,9 @@ def run(
         raise typer.Exit(130) from None
     except ModelLoadError as e:
         typer.echo(f"error: {e} (in a run config the model is model.id: --set model.id=...)", err=True)
+        raise typer.Exit(1) from None
+    except TrainingDiverged as e:
+        typer.echo(f"error: {e} Rerunning continues from that checkpoint: {again.strip()}", err=True)
         raise typer.Exit(1) from None
     except (ConfigError, GridError, BenchmarkError) as e:
         typer.echo(f"error: {e}", err=True)
@@ -103,9 +107,26 @@ def train(
         cfg = make_config(**overrides)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    result = run_train(cfg, None, out, resume=resume)
+    import shlex
+    import sys
+
+    from hallucue_mlx.data.bench import BenchmarkError
+    from hallucue_mlx.models.load import ModelLoadError
+    from hallucue_mlx.train import TrainingDiverged
+
+    # the same command with --resume: the saved settings win, and --steps etc. stay as given
+    again = "hallucue-mlx train " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--resume")
+    again = f"{again.strip()} --resume" if sys.argv[2:] else resume_hint(out)
+    try:
+        result = run_train(cfg, None, out, resume=resume)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, the last checkpoint stays
+        typer.echo(f"\nStopped at once (second Ctrl-C); the last checkpoint in {out} is kept. Resume with: {again}", err=True)
+        raise typer.Exit(130) from None
+    except (TrainingDiverged, ModelLoadError, BenchmarkError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
     if result.interrupted:
-        typer.echo(f"Stopped after step {result.steps_done}; checkpoint saved. Resume with: {resume_hint(out)}", err=True)
+        typer.echo(f"Stopped after step {result.steps_done}; checkpoint saved. Resume with: {again}", err=True)
         raise typer.Exit(130)
     typer.echo(f"Done: {result.steps_done} steps; adapter in {result.adapter_dir}")
 
@@ -157,6 +178,13 @@ def eval_(
     except (BenchmarkError, ModelLoadError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        import shlex
+        import sys
+
+        again = "hallucue-mlx eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        typer.echo(f"\nstopped (Ctrl-C); finished conditions are kept in {out}. Continue with: {again.strip()}", err=True)
+        raise typer.Exit(130) from None
 
 
 @app.command()

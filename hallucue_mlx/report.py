@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hallucue_mlx import atomic
 from hallucue_mlx.metrics import Record, diagnostics, paired_bootstrap_ci, summarize
 
 # ============================================================================ names and labels
@@ -832,8 +833,14 @@ def model_colors(run: RunData) -> dict[str, str]:
 
 def _save(fig: Any, figdir: Path, stem: str) -> Path:
     png = figdir / f"{stem}.png"
-    fig.savefig(png, dpi=150, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(figdir / f"{stem}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    # atomic (temp file, then rename): a kill mid-save never leaves a half-written figure
+    atomic.write_with(
+        png, lambda p: fig.savefig(p, dpi=150, bbox_inches="tight", metadata={"Software": None})
+    )
+    atomic.write_with(
+        figdir / f"{stem}.pdf",
+        lambda p: fig.savefig(p, bbox_inches="tight", metadata={"CreationDate": None}),
+    )
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -1330,9 +1337,9 @@ def write_report(run_dir: Path) -> Path:
     st = splits_table(run)
     tables += [t for t in (vt, st) if t is not None]
     for t in tables:
-        (tabdir / f"{t.name}.csv").write_text(t.csv())
-        (tabdir / f"{t.name}.md").write_text(t.markdown() + "\n")
-    (tabdir / "table1.tex").write_text(table1_latex(run, cells))
+        atomic.write_text(tabdir / f"{t.name}.csv", t.csv())
+        atomic.write_text(tabdir / f"{t.name}.md", t.markdown() + "\n")
+    atomic.write_text(tabdir / "table1.tex", table1_latex(run, cells))
 
     figs: dict[str, Path | None] = {
         "matrix": fig_matrix(run, figdir),
@@ -1467,6 +1474,4 @@ def write_report(run_dir: Path) -> Path:
     ]
     L += [f"| {k} | " + " | ".join(f"{v:.2f}" for v in vals) + " |" for k, vals in PAPER_3B.items()]
     L.append("")
-    path = root / "report.md"
-    path.write_text("\n".join(L))
-    return path
+    return atomic.write_text(root / "report.md", "\n".join(L))

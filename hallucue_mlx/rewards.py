@@ -365,6 +365,37 @@ def _grade_free(pred: str, item: Item) -> bool:
     return _norm_text(pred) == _norm_text(item.answer) != ""
 
 
+def gold_problem(item: Item) -> str | None:
+    """Why the item's gold answer cannot be graded (None when it can): checked when items are
+    loaded, so a bad gold fails fast instead of turning every response into a grader error."""
+    answer = item.answer.strip()
+    if not answer:
+        return "the gold answer is empty; write the answer (the option letter for a choice item)"
+    if item.answer_kind == "choice":
+        letters = LETTERS[: len(item.choices)] if item.choices else _DEFAULT_CHOICE_LETTERS
+        if _single_letter(answer, letters) is not None:
+            return None
+        hits = _option_matches(answer, item.choices, item.unit) if item.choices else []
+        if len(hits) == 1:
+            return None
+        return (
+            f"the gold answer {answer!r} of a choice item is neither an option letter "
+            f"({letters[0]}-{letters[-1]}) nor the text of exactly one option; write the letter "
+            f"of the correct option"
+        )
+    if item.answer_kind == "number":
+        try:
+            ok = _numbers(answer, item.unit, is_gold=True) is not None
+        except Exception:  # math-verify raising on the gold is the same problem
+            ok = False
+        if not ok:
+            return (
+                f"the gold answer {answer!r} of a number item is not a number; fix it, or set "
+                f"answer_kind to 'free' to grade it as an expression or text"
+            )
+    return None
+
+
 def is_correct(pred: str | None, item: Item) -> bool:
     """Strict correctness of an extracted answer; raises on a grader or gold-data problem."""
     if pred is None or not pred.strip():

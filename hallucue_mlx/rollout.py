@@ -234,9 +234,20 @@ def encode_prompt(
     images = [image] if image is not None else []
     chat = apply_chat_template(processor, model.config, text, num_images=len(images))
     if images:
-        inputs = prepare_inputs(
-            processor, images=images, prompts=[chat], image_token_index=model.config.image_token_id
-        )
+        try:
+            inputs = prepare_inputs(
+                processor,
+                images=images,
+                prompts=[chat],
+                image_token_index=model.config.image_token_id,
+            )
+        except ValueError as err:  # e.g. Qwen's limit on the aspect ratio (200:1)
+            name = item_or_text.id if isinstance(item_or_text, Item) else "(text prompt)"
+            w, h = image.size
+            raise ValueError(
+                f"item {name}: the model's processor cannot encode its {w}x{h} image ({err}). "
+                "Pad or crop the image to a less extreme shape, or drop the item."
+            ) from err
     else:
         inputs = prepare_inputs(processor, prompts=[chat])
     ids = inputs["input_ids"][0].astype(mx.int32)

@@ -29,6 +29,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from hallucue_mlx import atomic
 from hallucue_mlx.grpo import (
     LOSS_TYPES,
     SCALE_REWARDS,
@@ -143,6 +144,19 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("save_every", "keep_checkpoints", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("n_eval", "eval_every", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.n_train is not None and self.n_train < 1:
+            raise ValueError(f"n_train must be >= 1 or None (all items), got {self.n_train}")
+        for name in ("learning_rate", "lora_alpha"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be > 0 or None, got {self.max_minutes}")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0 for GRPO sampling")
         if not 0 <= self.corruption_ratio <= 1:
@@ -192,15 +206,37 @@ def _coerce(name: str, value: str) -> Any:
         if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
             raise ValueError(f"{name} takes true/false, got {value!r}")
         return value.lower() in ("1", "true", "yes")
-    if isinstance(default, int) and not isinstance(default, bool):
-        return int(value)
-    if isinstance(default, float) or "float" in str(f.type):
-        return float(value)
-    if isinstance(default, list):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if "int" in str(f.type):
-        return int(value)
+    try:
+        if isinstance(default, int) and not isinstance(default, bool):
+            return int(value)
+        if isinstance(default, float) or "float" in str(f.type):
+            return float(value)
+        if isinstance(default, list):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if "int" in str(f.type):
+            return int(value)
+    except ValueError:
+        kind = "an integer" if "int" in str(f.type) else "a number"
+        raise ValueError(f"{name} takes {kind}, got {value!r}") from None
     return value
+
+
+def _check_type(name: str, value: Any) -> None:
+    """A setting from a YAML/JSON file must have its field's type (ints pass as floats)."""
+    f = {f.name: f for f in fields(TrainConfig)}[name]
+    t = str(f.type)
+    ok = {
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    }
+    base = t.replace(" | None", "")
+    if value is None and "None" in t:
+        return
+    if base in ok and not ok[base](value):
+        raise ValueError(f"{name} takes {base}, got {value!r} ({type(value).__name__})")
 
 
 def make_config(
@@ -223,6 +259,8 @@ def make_config(
     unknown = sorted(set(parsed) - set(config_help()))
     if unknown:
         raise ValueError(f"unknown training settings {unknown}; known: {sorted(config_help())}")
+    for k, v in parsed.items():
+        _check_type(k, v)
     cfg = replace(cfg, **parsed)
     cfg.validate()
     return cfg
@@ -462,6 +500,10 @@ class TrainView:
             tps=f"{rec['rollout_tokens_per_s']:.0f}",
         )
 
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[yellow]{message}[/yellow]")
+
     def note(self, rec: dict) -> None:
         if self.quiet:
             return
@@ -469,6 +511,18 @@ class TrainView:
             f"{k.split('/')[1]} acc {v:.3f}" for k, v in rec.items() if k.endswith("/accuracy")
         ]
         self.console.print(f"eval @ step {rec['step']}: " + ", ".join(parts))
+
+
+def _jsonl_lines(path: Path) -> list[str]:
+    """The complete JSON lines of an appended log; a line torn by a kill mid-append is dropped."""
+    out = []
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            json.loads(ln)
+        except json.JSONDecodeError:
+            continue
+        out.append(ln)
+    return out
 
 
 def _finite(*xs: mx.array) -> bool:
@@ -565,12 +619,8 @@ def train(
     metrics_path, rollouts_path = out / "metrics.jsonl", out / "rollouts.jsonl"
     for p in (metrics_path, rollouts_path):
         if p.exists():
-            keep = [
-                ln
-                for ln in p.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= start_step
-            ]
-            p.write_text("".join(ln + "\n" for ln in keep) if resume else "")
+            keep = [ln for ln in _jsonl_lines(p) if json.loads(ln).get("step", 0) <= start_step]
+            atomic.write_text(p, "".join(ln + "\n" for ln in keep) if resume else "")
 
     loss_and_grad = nn.value_and_grad(
         model, lambda b: policy_loss(model, b, lcfg, bias, cfg.grad_checkpoint)
@@ -725,6 +775,10 @@ def train(
             }
             if skipped:
                 rec["warning"] = f"{skipped} non-finite update(s) skipped"
+                view.warn(
+                    f"step {step}: {rec['warning']} (non-finite loss or gradient; "
+                    f"{bad_in_row} in a row, the run stops at {cfg.max_bad_steps})"
+                )
             with metrics_path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
             with rollouts_path.open("a") as f:

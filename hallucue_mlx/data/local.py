@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hallucue_mlx import atomic
 from hallucue_mlx.data.bench.common import (
     Adapter,
     BenchmarkError,
@@ -23,6 +24,7 @@ from hallucue_mlx.data.bench.common import (
     is_number,
     parse_options,
     read_image,
+    read_jsonl,
     text,
 )
 from hallucue_mlx.data.item import ANSWER_KINDS, Item
@@ -43,28 +45,42 @@ def items_file(path: str | Path) -> Path | None:
 
 
 def _looks_local(p: Path) -> bool:
-    with p.open(encoding="utf-8") as f:
+    with p.open("rb") as f:
         first = f.readline()
     try:
-        row = json.loads(first)
+        # bad bytes are replaced here: read_rows then names the line that is not UTF-8
+        row = json.loads(first.decode("utf-8-sig", errors="replace"))
     except json.JSONDecodeError:
         return False
     return isinstance(row, dict) and all(k in row for k in REQUIRED)
 
 
 def read_rows(path: Path) -> list[Row]:
+    """The rows of an items.jsonl: each a JSON object with id, question and answer, ids unique.
+    Errors name the file and line."""
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BenchmarkError(
-                    f"local: {path} line {n} is not valid JSON ({err}); fix or remove that line."
-                ) from err
-            rows.append(row)
+    first_line: dict[str, int] = {}
+    for n, row in read_jsonl(path):
+        if not isinstance(row, dict):
+            raise BenchmarkError(
+                f"local: {path} line {n} is a JSON {type(row).__name__}, not an object; write "
+                f'one object per line, e.g. {{"id": "q1", "question": "...", "answer": "3"}}.'
+            )
+        missing = [k for k in REQUIRED if k not in row]
+        if missing:
+            raise BenchmarkError(
+                f"local: {path} line {n} has no {missing[0]!r}; every line needs "
+                f"{list(REQUIRED)}. Add it or remove that line."
+            )
+        item_id = text(row["id"])
+        if item_id in first_line:
+            raise BenchmarkError(
+                f"local: {path} lines {first_line[item_id]} and {n} have the same id "
+                f"{item_id!r}; ids must be unique (records, corruptions and subsets are keyed by "
+                f"id). Rename one of them or remove the duplicate."
+            )
+        first_line[item_id] = n
+        rows.append(row)
     return rows
 
 
@@ -91,27 +107,51 @@ def key(row: Row, index: int) -> tuple[str, tuple[str, ...]]:
 
 def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
     kind = _kind(row)
+    where = f"local: row {ctx.index} (id {item_id})"
     if kind not in ANSWER_KINDS:
         raise BenchmarkError(
-            f"local: row {ctx.index} (id {item_id}): answer_kind {kind!r} is not one of "
+            f"{where}: answer_kind {kind!r} is not one of "
             f"{ANSWER_KINDS}; fix that field or leave it out to infer it."
         )
+    question = text(row["question"])
+    try:
+        spans = tuple((int(a), int(b)) for a, b in row.get("condition_spans") or ())
+    except (TypeError, ValueError) as err:
+        raise BenchmarkError(
+            f"{where}: condition_spans must be a list of [start, end] integer pairs, got "
+            f"{row.get('condition_spans')!r}; fix or remove that field."
+        ) from err
+    bad = [s for s in spans if not 0 <= s[0] <= s[1] <= len(question)]
+    if bad:
+        raise BenchmarkError(
+            f"{where}: condition span {list(bad[0])} is outside the question "
+            f"({len(question)} characters); spans are [start, end) character offsets."
+        )
     precision = row.get("precision")
+    if isinstance(precision, float) and precision.is_integer():
+        precision = int(precision)
+    if precision is not None and (isinstance(precision, bool) or not isinstance(precision, int)):
+        raise BenchmarkError(
+            f"{where}: precision must be an integer number of decimals or null, got {precision!r}."
+        )
+    meta = row.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise BenchmarkError(f"{where}: meta must be a JSON object, got {meta!r}.")
     return Item(
         id=item_id,
         benchmark=text(row.get("benchmark")) or "local",
         split=text(row.get("split")) or split,
-        question=text(row["question"]),
+        question=question,
         answer=text(row["answer"]).strip(),
         image=read_image(row.get("image"), ctx, item_id, "image"),
         choices=_choices(row.get("choices")),
         task=text(row.get("task")),
         version=text(row.get("version")),
-        condition_spans=tuple((int(a), int(b)) for a, b in row.get("condition_spans") or ()),
+        condition_spans=spans,
         answer_kind=kind,
-        precision=int(precision) if precision is not None else None,
+        precision=precision,
         unit=text(row.get("unit")),
-        meta=dict(row.get("meta") or {}),
+        meta=dict(meta),
     )
 
 
@@ -173,6 +213,5 @@ def write_local(items: list[Item], out: str | Path) -> Path:
             "meta": {k: _jsonable(v) for k, v in it.meta.items()},
         }
         lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True))
-    path = out / ITEMS_FILE
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    # Written last and atomically: a folder killed mid-write has no items.jsonl a run would trust.
+    return atomic.write_text(out / ITEMS_FILE, "\n".join(lines) + "\n")

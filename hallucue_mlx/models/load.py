@@ -83,7 +83,8 @@ def resolve_model_dir(model: str | Path) -> Path:
         # Offline mode, no network, or a partial cache all end here.
         raise ModelLoadError(
             f"model {name!r} is not in the local Hugging Face cache and the hub cannot be reached "
-            "(offline or HF_HUB_OFFLINE=1). Run once online to download it, or pass a local "
+            "(offline or HF_HUB_OFFLINE=1), and there is no local directory "
+            f"{str(path.resolve())!r} either. Run once online to download it, or pass a local "
             "directory with the converted model."
         ) from e
 

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from hallucue_mlx.data.bench import geometry3k, mathverse, mathvision, mathvista, wemath
-from hallucue_mlx.data.bench.common import Adapter, BenchmarkError, Row, RowContext
+from hallucue_mlx.data.bench.common import (
+    Adapter,
+    BenchmarkError,
+    Row,
+    RowContext,
+    check_item,
+    decode_utf8,
+    read_jsonl,
+)
 from hallucue_mlx.data.item import Item
 from hallucue_mlx.data.subset import stratified_pick
 
@@ -156,12 +164,20 @@ def _from_path(adapter: Adapter, path: str, split: str) -> _Rows:
     if jsons:
         rows: list[Row] = []
         for f in _split_files(jsons, split):
-            content = f.read_text(encoding="utf-8")
             if f.suffix == ".jsonl":
-                rows.extend(json.loads(line) for line in content.splitlines() if line.strip())
-            else:
-                data = json.loads(content)
-                rows.extend(data if isinstance(data, list) else data.get(split, []))
+                rows.extend(row for _, row in read_jsonl(f))
+                continue
+            try:
+                data = json.loads(decode_utf8(f.read_bytes(), f))
+            except json.JSONDecodeError as err:
+                raise BenchmarkError(f"{f} is not valid JSON ({err}); fix the file.") from err
+            rows.extend(data if isinstance(data, list) else data.get(split, []))
+        bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise BenchmarkError(
+                f"{adapter.name}: row {bad} of {path} is {type(rows[bad]).__name__}, not an "
+                f"object of columns; each row must be a JSON object."
+            )
         return _ListRows(rows, str(path), base)
     raise BenchmarkError(
         f"{adapter.name}: found no dataset in {path} (no save_to_disk folder, parquet or json); "
@@ -281,6 +297,14 @@ def _build_rows(
 
     bench = name or adapter.name
     require_columns(bench, rows.columns, adapter.required, rows.source)
+    if isinstance(rows, _ListRows):  # JSON rows may each lack a column the others have
+        for i, r in enumerate(rows.rows):
+            missing = [c for c in adapter.required if c not in r]
+            if missing:
+                raise BenchmarkError(
+                    f"{bench}: row {i} of {rows.source} has no {missing[0]!r} column; every row "
+                    f"needs {list(adapter.required)}. Add it or drop that row."
+                )
     assert adapter.key is not None and adapter.to_item is not None
     keys = [adapter.key(r, i) for i, r in enumerate(rows.text_rows(adapter.image_columns))]
     seen: dict[str, int] = {}
@@ -290,10 +314,12 @@ def _build_rows(
         seen.setdefault(raw, len(ids) - 1)
     keys = [(i, stratum) for i, (_, stratum) in zip(ids, keys)]
     chosen = stratified_pick(keys, n, seed)
-    return [
-        adapter.to_item(rows.row(i), ids[i], split, RowContext(bench, i, rows.base_dir))
-        for i in chosen
-    ]
+    items = []
+    for i in chosen:
+        item = adapter.to_item(rows.row(i), ids[i], split, RowContext(bench, i, rows.base_dir))
+        check_item(item, f"{bench}: row {i} (id {ids[i]}) of {rows.source}")
+        items.append(item)
+    return items
 
 
 __all__ = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 from collections.abc import Callable
@@ -70,11 +71,15 @@ def is_number(s: str) -> bool:
 
 
 def read_image(value: Any, ctx: RowContext, item_id: str, column: str) -> Image.Image | None:
-    """An RGB PIL image from whatever a column holds: PIL, {'bytes','path'}, bytes, a path, or empty."""
+    """A decoded PIL image from whatever a column holds: PIL, {'bytes','path'}, bytes, a path, or
+    empty (None). Decoded in full here, so damaged bytes fail at load time naming the row; the
+    conversion to RGB happens in one place, when the Item is built (item.to_rgb)."""
     if isinstance(value, (list, tuple)):
         value = value[0] if value else None
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    where = f"{ctx.benchmark}: row {ctx.index} (id {item_id}), column {column!r}"
+    path: Path | None = None
     try:
         if isinstance(value, Image.Image):
             img = value
@@ -82,24 +87,86 @@ def read_image(value: Any, ctx: RowContext, item_id: str, column: str) -> Image.
             if value.get("bytes"):
                 img = Image.open(io.BytesIO(value["bytes"]))
             elif value.get("path"):
-                img = Image.open(_resolve(value["path"], ctx))
+                path = _resolve(value["path"], ctx)
+                img = Image.open(path)
             else:
                 return None
         elif isinstance(value, (bytes, bytearray)):
             img = Image.open(io.BytesIO(value))
         elif isinstance(value, (str, os.PathLike)):
-            img = Image.open(_resolve(str(value), ctx))
+            path = _resolve(str(value), ctx)
+            img = Image.open(path)
         else:
             raise TypeError(f"unsupported image value of type {type(value).__name__}")
         img.load()
-        return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, TypeError, ValueError) as err:
+        return img
+    except FileNotFoundError as err:
+        base = f" (relative paths are read from {ctx.base_dir})" if ctx.base_dir else ""
         raise BenchmarkError(
-            f"{ctx.benchmark}: row {ctx.index} (id {item_id}): the image in column {column!r} "
-            f"cannot be read ({type(err).__name__}: {err}). Check that the file or bytes are a "
-            f"valid PNG/JPEG, drop or fix that row, or re-create the data with "
-            f"`hallucue-mlx data prepare {ctx.benchmark}`."
+            f"{where}: the image file {path or err.filename} does not exist{base}. Fix the path, "
+            f"or set it to null for a text-only item, or drop that row."
         ) from err
+    except Image.DecompressionBombError as err:
+        raise BenchmarkError(
+            f"{where}: the image is too large to decode safely ({err}). Downscale it (the model "
+            f"sees at most its processor's max_pixels anyway) or drop that row."
+        ) from err
+    except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError) as err:
+        source = f"file {path}" if path is not None else "bytes"
+        raise BenchmarkError(
+            f"{where}: the image {source} cannot be decoded ({type(err).__name__}: {err}); it is "
+            f"damaged, truncated or not an image. Replace it with a valid PNG/JPEG or drop that row"
+            + (
+                " (or, if `hallucue-mlx data prepare` wrote the folder, run it again)"
+                if ctx.benchmark == "local"
+                else f", or re-create the data with `hallucue-mlx data prepare {ctx.benchmark}`"
+            )
+            + "."
+        ) from err
+
+
+def decode_utf8(data: bytes, path: Path) -> str:
+    """The text of a data file, or an error naming the line with bytes that are not UTF-8."""
+    try:
+        return data.decode("utf-8-sig")  # a leading byte-order mark is fine
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise BenchmarkError(
+            f"{path} line {line} is not UTF-8 (byte {data[err.start]:#04x} at offset "
+            f"{err.start}). Re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT` "
+            f"for Latin-1 text."
+        ) from None
+
+
+def read_jsonl(path: Path) -> list[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSONL file, with errors that name
+    the file and line."""
+    out = []
+    for n, line in enumerate(decode_utf8(path.read_bytes(), path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append((n, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise BenchmarkError(
+                f"{path} line {n} is not valid JSON ({err}); fix or remove that line."
+            ) from err
+    return out
+
+
+def check_item(item: Item, where: str) -> None:
+    """Fail fast on an item that cannot be asked or graded: an empty question (with no image to
+    carry it) or a gold answer the grader cannot read. `where` names the row."""
+    from hallucue_mlx.rewards import gold_problem
+
+    if not item.question.strip():
+        raise BenchmarkError(
+            f"{where}: the question is empty. Write the question text; for an image-only item "
+            f"write an instruction such as 'Answer the question shown in the image.'"
+        )
+    problem = gold_problem(item)
+    if problem is not None:
+        raise BenchmarkError(f"{where}: {problem}")
 
 
 def _resolve(path: str, ctx: RowContext) -> Path:

@@ -1,0 +1,121 @@
+"""Shared pieces of the reliability suite: a tiny random model, a local-format data folder
+builder, and `said`, which checks a user-facing message and (with HALLUCUE_MESSAGES=FILE set)
+records it, so docs/reliability.md quotes the messages the tests actually produced."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# The smallest model the real code paths accept: tests stay fast on two shared cores.
+TINY = dict(
+    text_hidden=64,
+    text_layers=2,
+    text_heads=4,
+    kv_heads=2,
+    vision_hidden=32,
+    vision_depth=1,
+    vision_heads=2,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    from hallucue_mlx.models.tiny import build_tiny_random
+
+    return build_tiny_random(tmp_path_factory.mktemp("tiny"), **TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    """(model, processor) of the tiny model, loaded once per session."""
+    from hallucue_mlx.models.load import load_model
+
+    return load_model(str(tiny_dir))
+
+
+def picture(size: tuple[int, int] = (64, 48), mode: str = "RGB") -> Image.Image:
+    """A small drawing (a dark triangle on a light background) in the given mode."""
+    img = Image.new("RGB", size, (240, 240, 230))
+    d = ImageDraw.Draw(img)
+    w, h = size
+    d.polygon([(2, h - 2), (w - 2, h - 2), (w // 2, 2)], fill=(30, 30, 30))
+    return img if mode == "RGB" else img.convert(mode)
+
+
+def write_items(root: Path, rows: list[dict], images: dict[str, Image.Image | bytes] | None = None):
+    """A local-format folder: items.jsonl from rows, and images/<name> from PIL images or bytes."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(exist_ok=True)
+    for name, img in (images or {}).items():
+        if isinstance(img, bytes):
+            (root / "images" / name).write_bytes(img)
+        else:
+            img.save(root / "images" / name)
+    (root / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    return root
+
+
+def row(i: int | str, **over) -> dict:
+    """A valid local-format row (a number question with an image), with fields overridden."""
+    r = {
+        "id": f"q{i}",
+        "question": "How many sides does the shape have?",
+        "answer": "3",
+        "image": f"images/q{i}.png",
+    }
+    r.update(over)
+    return r
+
+
+@pytest.fixture
+def said(request):
+    """said(case, message, *parts): assert each part is in the message, and record it."""
+
+    def check(case: str, message: str, *parts: str) -> str:
+        for p in parts:
+            assert p in message, f"{case}: {p!r} not in {message!r}"
+        out = os.environ.get("HALLUCUE_MESSAGES")
+        if out:
+            with open(out, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"case": case, "test": request.node.name, "message": message}))
+                f.write("\n")
+        return message
+
+    return check
+
+
+def train_tiny(model_dir: Path, out: Path, quiet: bool = True, **over):
+    """A few-step GRPO run of the tiny model on 4 synth items, through the public train()."""
+    from hallucue_mlx.data.synth import load_synth
+    from hallucue_mlx.models.load import load_model
+    from hallucue_mlx.train import make_config, train
+
+    settings = dict(
+        model=str(model_dir),
+        steps=3,
+        prompts_per_step=1,
+        num_generations=2,
+        max_completion_length=4,
+        eval_every=0,
+        n_eval=0,
+        save_every=1,
+        warmup_steps=0,
+        beta=0.0,
+        prompt_template="short",
+    )
+    settings.update(over)
+    cfg = make_config(**settings)
+    return train(
+        cfg,
+        out_dir=out,
+        quiet=quiet,
+        model_and_processor=load_model(str(model_dir)),
+        items=load_synth("train", n=4, seed=0),
+    )
