@@ -65,7 +65,7 @@ def run(
     try:
         run_grid(cfg, out, quick=quick, force=force)
     except (GridInterrupted, KeyboardInterrupt) as e:
-        typer.echo(f"\nstopped ({e or 'Ctrl-C'}); finished cells and checkpoints are kept in {out}. "
+        typer.echo(f"\nstopped ({str(e) or 'Ctrl-C'}); finished cells and checkpoints are kept in {out}. "
                    f"Continue with: {again.strip()}", err=True)
         raise typer.Exit(130) from None
     except ModelLoadError as e:

@@ -119,3 +119,81 @@ def train_tiny(model_dir: Path, out: Path, quiet: bool = True, **over):
         model_and_processor=load_model(str(model_dir)),
         items=load_synth("train", n=4, seed=0),
     )
+
+
+# ---------------------------------------------------------------- the CLI in a subprocess
+
+
+def grid_yaml(path: Path, model_dir: Path, steps: int = 3, **train_over) -> Path:
+    """A tiny run config: 8 synth training items, 4 test items, trainings under none and blank,
+    evaluations under none and blank, a checkpoint every step."""
+    import yaml
+
+    train = dict(
+        prompt_template="short",
+        num_generations=2,
+        prompts_per_step=2,
+        max_completion_length=6,
+        steps=steps,
+        save_every=1,
+        eval_every=0,
+        n_eval=0,
+        warmup_steps=0,
+    )
+    train.update(train_over)
+    cfg = {
+        "seed": 0,
+        "model": {"id": str(model_dir)},
+        "data": {
+            "train": {"name": "synth", "split": "train", "n": 8},
+            "eval": [{"name": "synth", "split": "test", "n": 4}],
+            "train_slice_n": 2,
+        },
+        "train": train,
+        "eval": {"max_tokens": 6, "batch_size": 4, "temperature": 0.0},
+        "grid": {"train_conditions": ["none", "blank"], "eval_conditions": ["none", "blank"]},
+    }
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+class Cli:
+    """`hallucue-mlx ARGS` in a subprocess; output goes to files (a full pipe never blocks it)."""
+
+    def __init__(self, args: list[str], log_dir: Path, name: str = "cli") -> None:
+        import subprocess
+        import sys
+
+        self.out_path, self.err_path = log_dir / f"{name}.out", log_dir / f"{name}.err"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OPENBLAS_NUM_THREADS": "1"}
+        env.pop("HALLUCUE_MESSAGES", None)
+        with self.out_path.open("w") as out, self.err_path.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hallucue_mlx.cli", *args], stdout=out, stderr=err, env=env
+            )
+
+    def wait_for(self, ready, timeout: float = 120.0, poll: float = 0.02) -> bool:
+        """Poll until ready() is true (True) or the process ends first (False)."""
+        import time
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if ready():
+                return True
+            if self.proc.poll() is not None:
+                return bool(ready())
+            time.sleep(poll)
+        raise TimeoutError(f"not ready after {timeout} s; stderr: {self.stderr()[-2000:]}")
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def finish(self, timeout: float = 180.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
