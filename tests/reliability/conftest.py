@@ -124,9 +124,17 @@ def train_tiny(model_dir: Path, out: Path, quiet: bool = True, **over):
 # ---------------------------------------------------------------- the CLI in a subprocess
 
 
-def grid_yaml(path: Path, model_dir: Path, steps: int = 3, **train_over) -> Path:
-    """A tiny run config: 8 synth training items, 4 test items, trainings under none and blank,
-    evaluations under none and blank, a checkpoint every step."""
+def grid_yaml(
+    path: Path,
+    model_dir: Path,
+    steps: int = 3,
+    n_test: int = 4,
+    max_tokens: int = 6,
+    batch_size: int = 4,
+    **train_over,
+) -> Path:
+    """A tiny run config: 8 synth training items, n_test test items, trainings under none and
+    blank, evaluations under none and blank, a checkpoint every step."""
     import yaml
 
     train = dict(
@@ -146,11 +154,11 @@ def grid_yaml(path: Path, model_dir: Path, steps: int = 3, **train_over) -> Path
         "model": {"id": str(model_dir)},
         "data": {
             "train": {"name": "synth", "split": "train", "n": 8},
-            "eval": [{"name": "synth", "split": "test", "n": 4}],
+            "eval": [{"name": "synth", "split": "test", "n": n_test}],
             "train_slice_n": 2,
         },
         "train": train,
-        "eval": {"max_tokens": 6, "batch_size": 4, "temperature": 0.0},
+        "eval": {"max_tokens": max_tokens, "batch_size": batch_size, "temperature": 0.0},
         "grid": {"train_conditions": ["none", "blank"], "eval_conditions": ["none", "blank"]},
     }
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
