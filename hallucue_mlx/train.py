@@ -235,8 +235,15 @@ def _check_type(name: str, value: Any) -> None:
     base = t.replace(" | None", "")
     if value is None and "None" in t:
         return
+    words = {
+        "bool": "true or false",
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "list[str]": "a list of strings",
+    }
     if base in ok and not ok[base](value):
-        raise ValueError(f"{name} takes {base}, got {value!r} ({type(value).__name__})")
+        raise ValueError(f"{name} takes {words[base]}, got {value!r} ({type(value).__name__})")
 
 
 def make_config(
