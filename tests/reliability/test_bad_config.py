@@ -72,7 +72,11 @@ def test_a_yaml_file_with_an_unknown_key_names_file_and_key(tmp_path, said):
     [
         ("unknown setting", {"stepz": "3"}, ["unknown training setting 'stepz'", "'steps'"]),
         ("text for an integer", {"steps": "ten"}, ["steps takes an integer, got 'ten'"]),
-        ("a list for an integer (YAML)", {"steps": [3]}, ["steps takes an integer, got [3] (list)"]),
+        (
+            "a list for an integer (YAML)",
+            {"steps": [3]},
+            ["steps takes an integer, got [3] (list)"],
+        ),
         ("zero save_every", {"save_every": "0"}, ["save_every must be >= 1, got 0"]),
         ("negative n_train", {"n_train": "-1"}, ["n_train must be >= 1 or None"]),
         ("zero prompts_per_step", {"prompts_per_step": 0}, ["prompts_per_step must be >= 1"]),
