@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import picture, row, write_items
+from reliability_helpers import picture, row, write_items
 
 from hallucue_mlx.data.bench import BenchmarkError, load_benchmark
 

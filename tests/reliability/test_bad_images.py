@@ -9,8 +9,8 @@ import io
 import datasets
 import numpy as np
 import pytest
-from conftest import picture, row, write_items
 from PIL import Image
+from reliability_helpers import picture, row, write_items
 
 from hallucue_mlx.data.bench import BenchmarkError, load_benchmark
 from hallucue_mlx.data.item import Item

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import TINY
+from reliability_helpers import TINY
 from typer.testing import CliRunner
 
 from hallucue_mlx.cli import app

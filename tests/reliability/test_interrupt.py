@@ -9,7 +9,7 @@ import shlex
 import signal
 
 import yaml
-from conftest import Cli, grid_yaml
+from reliability_helpers import Cli, grid_yaml
 
 
 def _latest_step(d) -> int:

@@ -14,7 +14,7 @@ import signal
 import time
 
 import pytest
-from conftest import Cli, grid_yaml
+from reliability_helpers import Cli, grid_yaml
 
 from hallucue_mlx.grid import comparable
 

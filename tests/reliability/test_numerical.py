@@ -8,7 +8,7 @@ import json
 
 import mlx.core as mx
 import pytest
-from conftest import train_tiny
+from reliability_helpers import train_tiny
 
 import hallucue_mlx.train as train_mod
 from hallucue_mlx.data.synth import load_synth

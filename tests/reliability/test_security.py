@@ -9,7 +9,7 @@ import shutil
 import sys
 
 import pytest
-from conftest import train_tiny
+from reliability_helpers import train_tiny
 
 from hallucue_mlx.models.load import ModelLoadError, load_model
 from hallucue_mlx.rewards import RewardConfig, score
