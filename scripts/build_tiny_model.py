@@ -19,13 +19,25 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-minutes", type=float, default=None)
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="WarmupConfig field"
+    )
     args = ap.parse_args()
     ensure_fast_blas()
+    from dataclasses import fields, replace
+
     from hallucue_mlx.models.warmup import WarmupConfig, build_tiny
 
-    cfg = WarmupConfig(seed=args.seed)
+    types = {f.name: type(f.default) for f in fields(WarmupConfig)}
+    overrides = {"seed": args.seed}
     if args.max_minutes is not None:
-        cfg = WarmupConfig(seed=args.seed, max_minutes=args.max_minutes)
+        overrides["max_minutes"] = args.max_minutes
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        if key not in types:
+            raise SystemExit(f"unknown WarmupConfig key {key!r}; valid: {sorted(types)}")
+        overrides[key] = types[key](value)
+    cfg = replace(WarmupConfig(), **overrides)
     result = build_tiny(args.out, cfg, log=lambda s: print(s, flush=True))
     print(json.dumps(result["eval"], indent=2))
 
