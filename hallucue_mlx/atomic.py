@@ -6,9 +6,11 @@ rerun would trust. The temporary name carries the process id, so two writers nev
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -26,3 +28,9 @@ def write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Write text (UTF-8) atomically."""
     return write_with(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, obj: Any, *, end: str = "\n", **json_kwargs: Any) -> Path:
+    """Write json.dumps(obj, **json_kwargs) + end atomically (callers keep their own formatting,
+    so files whose bytes feed a fingerprint stay the same)."""
+    return write_text(path, json.dumps(obj, **json_kwargs) + end)

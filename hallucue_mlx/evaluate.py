@@ -25,13 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hallucue_mlx import atomic
 from hallucue_mlx.corrupt import CORRUPTIONS, Corruption, CorruptionRecord, apply, coverage
 from hallucue_mlx.data.item import VERSIONS, Item
 from hallucue_mlx.prompts import TEMPLATES
@@ -196,12 +196,6 @@ class EvalResult:
 # ================================================================ files
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _jsonl(records: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
@@ -263,7 +257,7 @@ def summarize_dir(out_dir: str | Path, write: bool = True) -> dict[str, Any]:
         }
     summary = build_summary(records, meta)
     if write:
-        _write_atomic(old, json.dumps(summary, indent=2) + "\n")
+        atomic.write_json(old, summary, indent=2)
     return summary
 
 
@@ -305,9 +299,9 @@ def _done_part(out_dir: Path, cond: str, fp: dict[str, Any], expected: int) -> l
 def _save_part(out_dir: Path, cond: str, records: list, fp: dict[str, Any]) -> None:
     parts = out_dir / PARTS_DIR
     parts.mkdir(parents=True, exist_ok=True)
-    _write_atomic(parts / f"{cond}.jsonl", _jsonl(records))
+    atomic.write_text(parts / f"{cond}.jsonl", _jsonl(records))
     marker = {"condition": cond, "n_records": len(records), "fingerprint": fp}
-    _write_atomic(parts / f"{cond}.done.json", json.dumps(marker, indent=2) + "\n")
+    atomic.write_json(parts / f"{cond}.done.json", marker, indent=2)
 
 
 # ================================================================ records
@@ -481,8 +475,8 @@ def evaluate(
     }
     summary = build_summary(records, meta)
     if out is not None:
-        _write_atomic(out / RECORDS_FILE, _jsonl(records))
-        _write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        atomic.write_text(out / RECORDS_FILE, _jsonl(records))
+        atomic.write_json(out / SUMMARY_FILE, summary, indent=2)
     result = EvalResult(records, summary, out, seconds, len(items) * len(todo), list(done))
     if progress:
         print_table(summary, console=console, title=_title(model_name, items))

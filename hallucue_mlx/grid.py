@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hallucue_mlx import atomic
 from hallucue_mlx.config import (
     BenchmarkSpec,
     RunConfig,
@@ -335,12 +336,6 @@ def clear_run(out: Path) -> None:
             p.unlink()
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # ================================================================ live view
 
 
@@ -453,7 +448,7 @@ class _Timing:
         self.save()
 
     def save(self) -> None:
-        _write_json(self.path, {"tasks": self.tasks, "sessions": self.sessions})
+        atomic.write_json(self.path, {"tasks": self.tasks, "sessions": self.sessions}, indent=2)
 
     def summary(self) -> dict[str, Any]:
         train = {k[len("train ") :]: v for k, v in self.tasks.items() if k.startswith("train ")}
@@ -536,7 +531,7 @@ def run_grid(
     if old is not None:
         manifest["created"] = old.get("created", manifest["created"])
         manifest["resumed"] = [*old.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
-    _write_json(out / MANIFEST, manifest)
+    atomic.write_json(out / MANIFEST, manifest, indent=2)
 
     timing = _Timing.load(out / TIMING)
     timing.sessions += 1
@@ -648,7 +643,9 @@ def _run_training(
         raise GridInterrupted(
             f"training {cond!r} stopped at step {result.steps_done}/{tcfg.steps} (checkpoint kept)"
         )
-    _write_json(d / DONE, {"steps": result.steps_done, "condition": cond, "time_up": time_up})
+    atomic.write_json(
+        d / DONE, {"steps": result.steps_done, "condition": cond, "time_up": time_up}, indent=2
+    )
     view.finish_task(f"[green]done[/green] {name} ({result.steps_done} steps)")
 
 
@@ -780,7 +777,7 @@ def write_results(cfg: RunConfig, out: Path, data: GridData, timing: _Timing) ->
     res = results(cfg, out, data)
     res["timing"] = timing.summary()
     path = out / RESULTS
-    _write_json(path, res)
+    atomic.write_json(path, res, indent=2)
     return path
 
 

@@ -330,12 +330,6 @@ CKPT_DIR = "checkpoints"
 LATEST = "latest"
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     out_dir: Path, step: int, model: nn.Module, opt: optim.Optimizer, cfg: TrainConfig, extra: dict
 ) -> Path:
@@ -351,7 +345,7 @@ def save_checkpoint(
     mx.save_safetensors(str(tmpd / "optimizer.safetensors"), state)
     # RNG: every random draw of a step derives from (seed, step), so these two restore it exactly
     rng = {"seed": cfg.seed, "next_step": step}
-    _write_json_atomic(
+    atomic.write_json(
         tmpd / "state.json",
         {
             "step": step,
@@ -360,10 +354,12 @@ def save_checkpoint(
             "config": asdict(cfg),
             **extra,
         },
+        indent=2,
+        end="",
     )
     shutil.rmtree(d, ignore_errors=True)
     os.replace(tmpd, d)
-    _write_json_atomic(root / LATEST, {"checkpoint": d.name, "step": step})
+    atomic.write_json(root / LATEST, {"checkpoint": d.name, "step": step}, indent=2, end="")
     # prune old step checkpoints
     olds = sorted(p for p in root.glob("step_*") if p.is_dir() and p != d)
     for p in olds[: max(0, len(olds) - (cfg.keep_checkpoints - 1))]:
@@ -582,7 +578,7 @@ def train(
         config = replace(config, prompt_template="short" if tiny else "easyr1")
     config.validate()
     cfg = config
-    _write_json_atomic(out / "train_config.json", asdict(cfg))
+    atomic.write_json(out / "train_config.json", asdict(cfg), indent=2, end="")
 
     model, processor = (
         model_and_processor

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hallucue_mlx import atomic
 from hallucue_mlx.data.item import Item
 
 MANIFEST_FILE = "manifest.json"
@@ -87,9 +88,7 @@ class SubsetManifest:
         return d
 
     def save(self, path: str | Path) -> Path:
-        from hallucue_mlx import atomic
-
-        return atomic.write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return atomic.write_json(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> SubsetManifest:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,8 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
+
+from hallucue_mlx import atomic
 
 ADAPTER_WEIGHTS = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -192,12 +193,6 @@ def adapter_config(model: nn.Module) -> dict:
     }
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_adapter(model: nn.Module, out_dir: str | Path) -> Path:
     """Write adapters.safetensors + adapter_config.json (each atomically) into out_dir."""
     if not hasattr(model, "_hallucue_lora"):
@@ -207,12 +202,9 @@ def save_adapter(model: nn.Module, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = adapter_weights(model)
-    # The tmp name must keep the .safetensors suffix or MLX appends one.
-    tmp = out / ("tmp." + ADAPTER_WEIGHTS)
-    mx.save_safetensors(str(tmp), weights)
-    os.replace(tmp, out / ADAPTER_WEIGHTS)
-    text = json.dumps(adapter_config(model), indent=2)
-    _atomic_write_bytes(out / ADAPTER_CONFIG, lambda p: p.write_text(text))
+    # atomic's temp name keeps the .safetensors suffix (MLX would append one otherwise).
+    atomic.write_with(out / ADAPTER_WEIGHTS, lambda p: mx.save_safetensors(str(p), weights))
+    atomic.write_json(out / ADAPTER_CONFIG, adapter_config(model), indent=2, end="")
     return out
 
 

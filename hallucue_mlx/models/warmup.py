@@ -32,6 +32,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 from PIL import Image
 
+from hallucue_mlx import atomic
 from hallucue_mlx.data.item import Item
 from hallucue_mlx.data.synth import SynthConfig, make_item
 from hallucue_mlx.prompts import build_prompt, format_answer
@@ -194,9 +195,10 @@ def save_model_dir(model, src_dir: Path, out_dir: Path, dtype=mx.bfloat16) -> No
         k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v
         for k, v in tree_flatten(model.parameters())
     }
-    tmp = out_dir / "model.tmp.safetensors"
-    mx.save_safetensors(str(tmp), weights, metadata={"format": "mlx"})
-    tmp.replace(out_dir / "model.safetensors")
+    atomic.write_with(
+        out_dir / "model.safetensors",
+        lambda p: mx.save_safetensors(str(p), weights, metadata={"format": "mlx"}),
+    )
 
 
 def param_count(model) -> int:
@@ -218,12 +220,6 @@ def warmup_corpus(n: int = 4000, seed: int = 0) -> list[str]:
 def _mean(xs) -> float:
     xs = list(xs)
     return sum(xs) / len(xs) if xs else math.nan
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 def config_dict(cfg: WarmupConfig) -> dict:
@@ -399,7 +395,7 @@ def build_tiny(
     model.set_dtype(mx.float32)
     ev = probe(model, processor, load_synth("test", 600, seed=0), cfg.template)
     ev["misses"] = targets.check(ev)
-    write_json(out_dir / "eval.json", ev)
+    atomic.write_json(out_dir / "eval.json", ev, indent=2, sort_keys=True)
     build = {
         "config": config_dict(cfg),
         "kept_step": kept["step"],
@@ -407,5 +403,5 @@ def build_tiny(
         "history": history,
         "parameters": param_count(model),
     }
-    write_json(out_dir / "build.json", build)
+    atomic.write_json(out_dir / "build.json", build, indent=2, sort_keys=True)
     return {"eval": ev, "build": build}
