@@ -48,22 +48,11 @@ ALL = ("none", "blank", "random", "text_removal")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_dir):
     from hallucue_mlx.models.load import load_model
-    from hallucue_mlx.models.tiny import build_tiny_random
 
-    path = build_tiny_random(
-        tmp_path_factory.mktemp("tiny"),
-        text_hidden=64,
-        text_layers=2,
-        text_heads=4,
-        kv_heads=2,
-        vision_hidden=32,
-        vision_depth=1,
-        vision_heads=2,
-    )
-    model, processor = load_model(path)
-    return path, model, processor
+    model, processor = load_model(tiny_dir)
+    return tiny_dir, model, processor
 
 
 @pytest.fixture(scope="module")

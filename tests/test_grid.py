@@ -81,22 +81,6 @@ def test_plan_trains_each_model_before_evaluating_it():
 # ---------------------------------------------------------------- end to end on a tiny model
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from hallucue_mlx.models.tiny import build_tiny_random
-
-    return build_tiny_random(
-        tmp_path_factory.mktemp("tiny"),
-        text_hidden=64,
-        text_layers=2,
-        text_heads=4,
-        kv_heads=2,
-        vision_hidden=32,
-        vision_depth=1,
-        vision_heads=2,
-    )
-
-
 def _overrides(tiny_dir, *extra):
     return [
         f"model.id={tiny_dir}",

@@ -25,22 +25,6 @@ TEMPLATE = "short"
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from hallucue_mlx.models.tiny import build_tiny_random
-
-    return build_tiny_random(
-        tmp_path_factory.mktemp("tiny"),
-        text_hidden=64,
-        text_layers=2,
-        text_heads=4,
-        kv_heads=2,
-        vision_hidden=32,
-        vision_depth=1,
-        vision_heads=2,
-    )
-
-
-@pytest.fixture(scope="module")
 def loaded(tiny_dir):
     import mlx_vlm
 

@@ -1,24 +1,16 @@
-"""Fixtures of the reliability suite: a tiny random model and `said`, which checks a user-facing
-message and (with HALLUCUE_MESSAGES=FILE set) records it, so docs/reliability.md quotes the
-messages the tests actually produced. Plain helpers live in reliability_helpers.py."""
+"""Fixtures of the reliability suite: the tiny model loaded once (its folder, `tiny_dir`, comes
+from tests/conftest.py) and `said`, which checks a user-facing message and (with
+HALLUCUE_MESSAGES=FILE set) records it, so docs/reliability.md quotes the messages the tests
+actually produced. Plain helpers live in reliability_helpers.py."""
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
-from reliability_helpers import TINY
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    from hallucue_mlx.models.tiny import build_tiny_random
-
-    return build_tiny_random(tmp_path_factory.mktemp("tiny"), **TINY)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""Helpers of the reliability suite: the tiny model's size, local-format data folders, a
-few-step training, a tiny run config and the CLI in a subprocess."""
+"""Helpers of the reliability suite: local-format data folders, a few-step training, a tiny run
+config and the CLI in a subprocess."""
 
 from __future__ import annotations
 
@@ -8,17 +8,6 @@ import os
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-
-# The smallest model the real code paths accept: tests stay fast on two shared cores.
-TINY = dict(
-    text_hidden=64,
-    text_layers=2,
-    text_heads=4,
-    kv_heads=2,
-    vision_hidden=32,
-    vision_depth=1,
-    vision_heads=2,
-)
 
 
 def picture(size: tuple[int, int] = (64, 48), mode: str = "RGB") -> Image.Image:

@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-from reliability_helpers import TINY
 from typer.testing import CliRunner
 
 from hallucue_mlx.cli import app
@@ -62,12 +61,11 @@ def test_unsupported_architecture(tmp_path, tiny_dir, said):
     )
 
 
-def test_adapter_from_another_model_is_refused(tmp_path, tiny, tiny_dir, said):
+def test_adapter_from_another_model_is_refused(tmp_path, tiny, tiny_dir, build_tiny, said):
     """An adapter trained on a model of another width must not be attached silently."""
     from hallucue_mlx.models.lora import LoraConfig, apply_lora, save_adapter
-    from hallucue_mlx.models.tiny import build_tiny_random
 
-    other = build_tiny_random(tmp_path / "wider", **{**TINY, "text_hidden": 96, "text_heads": 4})
+    other = build_tiny(tmp_path / "wider", text_hidden=96, text_heads=4)
     model, _ = load_model(str(other))
     apply_lora(model, LoraConfig(rank=4))
     adapter = save_adapter(model, tmp_path / "adapter")

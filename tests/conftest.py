@@ -1,0 +1,44 @@
+"""Fixtures shared by every test folder: the tiny random Qwen2.5-VL the model-level tests run on.
+
+Built once per session (a few seconds); tests only read it (they write adapters and runs elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# The smallest model the real code paths accept: tests stay fast on two shared cores.
+TINY_SIZES = dict(
+    text_hidden=64,
+    text_layers=2,
+    text_heads=4,
+    kv_heads=2,
+    vision_hidden=32,
+    vision_depth=1,
+    vision_heads=2,
+)
+
+
+def tiny_sizes(**over: int) -> dict[str, int]:
+    """build_tiny_random's size arguments of the shared tiny model, with some overridden."""
+    return {**TINY_SIZES, **over}
+
+
+@pytest.fixture(scope="session")
+def build_tiny() -> Callable[..., Path]:
+    """build_tiny(dir, **sizes): a tiny random Qwen2.5-VL in dir, for a test that needs another size."""
+    from hallucue_mlx.models.tiny import build_tiny_random
+
+    return lambda path, **over: build_tiny_random(path, **tiny_sizes(**over))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, build_tiny) -> Path:
+    """The shared tiny model's folder."""
+    return build_tiny(tmp_path_factory.mktemp("tiny"))
