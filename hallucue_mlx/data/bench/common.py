@@ -57,6 +57,12 @@ def text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def metadata(row: Row) -> dict[str, Any]:
+    """The row's `metadata` column as a new dict ({} when missing or not a mapping)."""
+    meta = row.get("metadata")
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
 def strip_image_tokens(question: str) -> str:
     """Drop '<image>' / '<image1>' placeholders: the chat template places the image itself."""
     return re.sub(r"\s*<image\s*\d*>\s*", " ", question).strip()

@@ -17,6 +17,7 @@ from hallucue_mlx.data.bench.common import (
     Row,
     RowContext,
     is_number,
+    metadata,
     parse_options,
     read_image,
     strip_image_tokens,
@@ -59,7 +60,7 @@ def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
         question, choices = split_choices(question)
     answer = text(row["answer"]).strip()
     kind = "choice" if multi else ("number" if is_number(answer) else "free")
-    meta = row.get("metadata") or {}
+    meta = metadata(row)
     return Item(
         id=item_id,
         benchmark="mathverse",
@@ -68,7 +69,7 @@ def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
         answer=answer,
         image=read_image(row["image"], ctx, item_id, "image"),
         choices=choices,
-        task=text(meta.get("subject") if isinstance(meta, dict) else ""),
+        task=text(meta.get("subject")),
         version=version_name(text(row["problem_version"])),
         answer_kind=kind,
         meta={
@@ -76,7 +77,7 @@ def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
             "question_type": text(row["question_type"]),
             "query_wo": text(row.get("query_wo")),
             "question_for_eval": text(row.get("question_for_eval")),
-            "metadata": dict(meta) if isinstance(meta, dict) else {},
+            "metadata": meta,
         },
     )
 

@@ -15,6 +15,7 @@ from hallucue_mlx.data.bench.common import (
     BenchmarkError,
     Row,
     RowContext,
+    metadata,
     read_image,
     text,
 )
@@ -40,7 +41,7 @@ def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
         answer = LETTERS[stripped.index(answer)]
     answer_type = text(row.get("answer_type"))
     precision = row.get("precision")
-    meta = row.get("metadata") or {}
+    meta = metadata(row)
     image_value = row.get("decoded_image") or row.get("image")
     return Item(
         id=item_id,
@@ -50,7 +51,7 @@ def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
         answer=answer,
         image=read_image(image_value, ctx, item_id, "decoded_image"),
         choices=choices if multi else (),
-        task=text(meta.get("task") if isinstance(meta, dict) else ""),
+        task=text(meta.get("task")),
         answer_kind="choice"
         if multi
         else ("number" if answer_type in ("integer", "float") else "free"),
@@ -60,7 +61,7 @@ def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
             "question_type": text(row["question_type"]),
             "answer_type": answer_type,
             "query": text(row.get("query")),
-            "metadata": dict(meta) if isinstance(meta, dict) else {},
+            "metadata": meta,
         },
     )
 
