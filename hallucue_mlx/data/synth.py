@@ -96,6 +96,11 @@ class _Parts:
         return "".join(text), tuple(spans)
 
 
+def _stated(version: str, **sentences: str) -> list[tuple[str, bool]]:
+    """The sentence that states the visual fact in this version (a condition span), if any."""
+    return [(sentences[version], True)] if version in sentences else []
+
+
 def _count(rng: random.Random, version: str, size: int):
     k = rng.randint(1, 6)
     kind = rng.choice(["circle", "square"])
@@ -113,12 +118,11 @@ def _count(rng: random.Random, version: str, size: int):
         parts = [(f"How many {kind}s are in the image?", False)]
         answer, think = k, f"I count {k} {plural}."
     else:
-        parts = []
-        if version == "text_dominant":
-            parts.append((f"The image shows {k} {color} {plural}.", True))
-        elif version == "text_lite":
-            verb = "are" if k != 1 else "is"
-            parts.append((f"There {verb} {k} {plural}.", True))
+        parts = _stated(
+            version,
+            text_dominant=f"The image shows {k} {color} {plural}.",
+            text_lite=f"There {'are' if k != 1 else 'is'} {k} {plural}.",
+        )
         parts.append((f"Add {m} to the number of {kind}s.", True))
         parts.append(("What is the result?", False))
         answer, think = k + m, f"There are {k} {plural}. {k} + {m} = {k + m}."
@@ -140,11 +144,11 @@ def _digit(rng: random.Random, version: str, size: int):
         parts = [("What digit is shown in the image?", False)]
         answer, think = d, f"The digit is {d}."
     else:
-        parts = []
-        if version == "text_dominant":
-            parts.append((f"The image shows the digit {d} in large print.", True))
-        elif version == "text_lite":
-            parts.append((f"The digit is {d}.", True))
+        parts = _stated(
+            version,
+            text_dominant=f"The image shows the digit {d} in large print.",
+            text_lite=f"The digit is {d}.",
+        )
         parts.append((f"Add {m} to the digit.", True))
         parts.append(("What is the result?", False))
         answer, think = d + m, f"The digit is {d}. {d} + {m} = {d + m}."
@@ -165,13 +169,12 @@ def _bars(rng: random.Random, version: str, size: int):
         draw.text((x0 + width / 2 - 8, base + 2), BAR_LETTERS[i], font=font, fill=(0, 0, 0))
     best = BAR_LETTERS[heights.index(max(heights))]
     values = ", ".join(f"{BAR_LETTERS[i]} = {h}" for i, h in enumerate(heights))
-    parts = []
-    if version == "text_dominant":
-        parts.append((f"The bar chart shows four bars with heights {values}.", True))
-    elif version == "text_lite":
-        parts.append((f"Heights: {values}.", True))
-    elif version == "vision_dominant":
-        parts.append(("The bar chart shows four bars labelled A to D.", True))
+    parts = _stated(
+        version,
+        text_dominant=f"The bar chart shows four bars with heights {values}.",
+        text_lite=f"Heights: {values}.",
+        vision_dominant="The bar chart shows four bars labelled A to D.",
+    )
     parts.append(("Which bar is the tallest?", False))
     choices = tuple(f"bar {c}" for c in BAR_LETTERS)
     think = f"Bar {best} is the tallest."
@@ -188,13 +191,12 @@ def _color(rng: random.Random, version: str, size: int):
     cx, cy = rng.uniform(r + 4, size - r - 4), rng.uniform(r + 4, size - r - 4)
     _shape(draw, kind, cx, cy, r, COLORS[color])
     letter = BAR_LETTERS[names.index(color)]
-    parts = []
-    if version == "text_dominant":
-        parts.append((f"The image shows a {color} {kind} on a white background.", True))
-    elif version == "text_lite":
-        parts.append((f"The {kind} is {color}.", True))
-    elif version == "vision_dominant":
-        parts.append((f"The image shows a {kind}.", True))
+    parts = _stated(
+        version,
+        text_dominant=f"The image shows a {color} {kind} on a white background.",
+        text_lite=f"The {kind} is {color}.",
+        vision_dominant=f"The image shows a {kind}.",
+    )
     parts.append((f"What colour is the {kind}?", False))
     think = f"The {kind} is {color}."
     return img, parts, letter, tuple(names), "choice", think
