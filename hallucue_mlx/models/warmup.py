@@ -57,6 +57,7 @@ class WarmupConfig:
     blank_share: float = 0.1  # of text-stated items shown with a blank image (see module doc)
     probe_every: int = 600
     probe_items: int = 200
+    final_eval_items: int = 600  # synth test items behind eval.json
     template: str = (
         "short"  # the EasyR1 suffix doubles sequence length for a 5 M model; same answer format
     )
@@ -231,54 +232,25 @@ def timer() -> Callable[[], float]:
     return lambda: time.perf_counter() - t0
 
 
-# ---------------------------------------------------------------- probe (greedy, per item)
-
-
-def _greedy(model, processor, item: Item, template: str, max_tokens: int = 48) -> str:
-    """Greedy completion of one item; a small private decoder so the build needs nothing else."""
-    from mlx_vlm.models.cache import make_prompt_cache
-
-    tok = processor.tokenizer
-    enc = processor(
-        text=[chat_prompt(processor, item, template)], images=[item.image], return_tensors=None
-    )
-    ids = mx.array(np.asarray(enc["input_ids"]).reshape(1, -1))
-    pv = mx.array(np.asarray(enc["pixel_values"]), dtype=mx.float32)
-    grid = mx.array(np.asarray(enc["image_grid_thw"]))
-    cache = make_prompt_cache(model.language_model)
-    emb = model.get_input_embeddings(ids, pv, image_grid_thw=grid)
-    # Positions given explicitly and rope deltas passed on: no stale state between items.
-    out = model.language_model(
-        ids,
-        emb.inputs_embeds,
-        cache=cache,
-        position_ids=emb.position_ids,
-        rope_deltas=emb.rope_deltas,
-    )
-    eos = {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id}
-    out_ids: list[int] = []
-    nxt = mx.argmax(out.logits[:, -1], axis=-1)
-    for _ in range(max_tokens):
-        t = int(nxt.item())
-        if t in eos:
-            break
-        out_ids.append(t)
-        out = model.language_model(nxt[None], cache=cache, rope_deltas=emb.rope_deltas)
-        nxt = mx.argmax(out.logits[:, -1], axis=-1)
-    return tok.decode(out_ids)
+# ---------------------------------------------------------------- probe (greedy, batched)
 
 
 def probe(model, processor, items: list[Item], template: str) -> dict:
     """eval.json-shaped accuracy of greedy answers with clean and blank images."""
     from hallucue_mlx.rewards import grade
+    from hallucue_mlx.rollout import encode_prompt, generate
 
     result = {}
     for cond in ("clean", "blank"):
         rows = []
-        for it in items:
-            x = it if cond == "clean" else it.with_(image=blank_like(it.image))
-            g = grade(_greedy(model, processor, x, template), x)
-            rows.append((it.version, g.correct, g.format_ok))
+        shown = [it if cond == "clean" else it.with_(image=blank_like(it.image)) for it in items]
+        for i in range(0, len(shown), 32):
+            chunk = shown[i : i + 32]
+            prompts = [encode_prompt(processor, model, x, template=template) for x in chunk]
+            outs = generate(model, processor, prompts, n=1, temperature=0.0, max_tokens=48)
+            for x, out in zip(chunk, outs):
+                g = grade(out[0].text, x)
+                rows.append((x.version, g.correct, g.format_ok))
         by_version = {}
         for v in sorted({r[0] for r in rows}):
             sel = [r for r in rows if r[0] == v]
@@ -393,7 +365,7 @@ def build_tiny(
     # Final numbers on the synth test split (600 items), from the shipped weights.
     model, processor = mlx_vlm.load(str(out_dir))
     model.set_dtype(mx.float32)
-    ev = probe(model, processor, load_synth("test", 600, seed=0), cfg.template)
+    ev = probe(model, processor, load_synth("test", cfg.final_eval_items, seed=0), cfg.template)
     ev["misses"] = targets.check(ev)
     atomic.write_json(out_dir / "eval.json", ev, indent=2, sort_keys=True)
     build = {
