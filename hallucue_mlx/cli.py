@@ -234,7 +234,11 @@ def eval_(
     seed: int = typer.Option(
         0, "--seed", help="Seed of the item subset, corruptions and sampling."
     ),
-    template: str = typer.Option("easyr1", "--template", help="Prompt template: easyr1 or short."),
+    template: str = typer.Option(
+        "auto",
+        "--template",
+        help="Prompt template: easyr1, short, or auto (short for hallucue-tiny, else easyr1).",
+    ),
     out: Path | None = typer.Option(
         None,
         "--out",
@@ -245,6 +249,7 @@ def eval_(
     from hallucue_mlx.data.bench import BenchmarkError, get_adapter
     from hallucue_mlx.evaluate import EvalConfig, EvalConfigError, evaluate_benchmark
     from hallucue_mlx.models.load import ModelLoadError
+    from hallucue_mlx.prompts import resolve_template
 
     if n is not None and n <= 0:
         raise typer.BadParameter(
@@ -260,7 +265,7 @@ def eval_(
             batch_size=batch_size,
             top_p=top_p,
             seed=seed,
-            template=template,
+            template=resolve_template(template, model),
         )
     except EvalConfigError as e:
         raise typer.BadParameter(str(e), param_hint=_EVAL_FLAGS.get(e.key, e.key)) from None

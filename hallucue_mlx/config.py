@@ -627,10 +627,9 @@ def dump_yaml(cfg: RunConfig, comments: bool = True) -> str:
 def prompt_template(cfg: RunConfig) -> str:
     """train.prompt_template with 'auto' resolved: 'short' for hallucue-tiny (the format it was
     warmed up with), 'easyr1' (the paper's) for any other model."""
-    t = cfg.train.prompt_template
-    if t != "auto":
-        return t
-    return "short" if Path(cfg.model.id).name == "hallucue-tiny" else "easyr1"
+    from hallucue_mlx.prompts import resolve_template
+
+    return resolve_template(cfg.train.prompt_template, cfg.model.id)
 
 
 def train_config_for(cfg: RunConfig, condition: str) -> TrainConfig:

@@ -24,6 +24,16 @@ TEMPLATES = {
 }
 
 
+def resolve_template(template: str, model: str) -> str:
+    """'auto' -> 'short' for the embedded hallucue-tiny (the format it was warmed up with),
+    'easyr1' (the paper's) for any other model; any other name is returned as is."""
+    if template != "auto":
+        return template
+    from pathlib import Path
+
+    return "short" if Path(str(model)).name == "hallucue-tiny" else "easyr1"
+
+
 def format_choices(choices: tuple[str, ...]) -> str:
     """Multiple-choice options as 'A. ...' lines; the gold answer of such items is the letter."""
     return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))

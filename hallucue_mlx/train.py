@@ -574,8 +574,11 @@ def train(
         # the saved run's settings win, except how long to run
         config = replace(TrainConfig(**saved), steps=config.steps)
     if config.prompt_template == "auto":
-        tiny = Path(str(model_path or config.model)).name == "hallucue-tiny"
-        config = replace(config, prompt_template="short" if tiny else "easyr1")
+        from hallucue_mlx.prompts import resolve_template
+
+        config = replace(
+            config, prompt_template=resolve_template("auto", model_path or config.model)
+        )
     config.validate()
     cfg = config
     atomic.write_json(out / "train_config.json", asdict(cfg), indent=2, end="")
