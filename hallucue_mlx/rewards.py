@@ -353,12 +353,28 @@ def _mv_verify(gold: list[Any], pred: list[Any]) -> bool:
     return bool(math_verify.verify(gold, pred, timeout_seconds=None, raise_on_error=True))
 
 
+_MATH_WORDS = {"pi", "inf", "infty", "infinity", "oo", "nan"}
+
+
+def _is_word_answer(answer: str) -> bool:
+    """A gold made of plain words ("yellow", "left side"), graded as text, not as algebra."""
+    words = answer.strip().split()
+    return (
+        bool(words)
+        and all(re.fullmatch(r"[A-Za-z][A-Za-z'-]+", w) for w in words)
+        and answer.strip().lower() not in _MATH_WORDS
+    )
+
+
 def _grade_free(pred: str, item: Item) -> bool:
     gold_nums = _numbers(item.answer, item.unit, is_gold=True)
     if gold_nums is not None:
         pred_nums = _numbers(pred, item.unit)
         if pred_nums is not None:
             return _numbers_match(pred_nums, gold_nums, item.precision)
+    if _is_word_answer(item.answer):
+        # math-verify reads words as products of symbols: "wolley" would verify as "yellow".
+        return _norm_text(pred) == _norm_text(item.answer)
     gold = _mv_parse(item.answer, raise_on_error=True)
     if _mv_verify(gold, _mv_parse(pred, raise_on_error=False)):
         return True

@@ -98,6 +98,11 @@ class TrainConfig:
     num_iterations: int = _f(1, "Updates per rollout batch (mu).")
     accuracy_weight: float = _f(0.9, "Reward weight of answer accuracy.")
     format_weight: float = _f(0.1, "Reward weight of the <think>..</think> \\boxed{} format.")
+    reward_function: str | None = _f(
+        None,
+        "Your own reward, 'pkg.module:function' called as fn(response, item) -> float or "
+        "rewards.Reward; replaces the weighted accuracy + format reward (None: built-in).",
+    )
     # LoRA
     lora_rank: int = _f(8, "LoRA rank.")
     lora_alpha: float = _f(16.0, "LoRA alpha (scale = alpha / rank).")
@@ -161,6 +166,10 @@ class TrainConfig:
             raise ValueError("temperature must be > 0 for GRPO sampling")
         if not 0 <= self.corruption_ratio <= 1:
             raise ValueError(f"corruption_ratio must be in [0, 1], got {self.corruption_ratio}")
+        if self.reward_function is not None:
+            from hallucue_mlx.rewards import load_reward_function
+
+            load_reward_function(self.reward_function)  # fail before the model loads, naming it
 
     def lora(self) -> LoraConfig:
         return LoraConfig(
@@ -595,7 +604,11 @@ def train(
         extra = _restore(ckpt, model, opt)
         start_step = int(extra["step"])
 
-    reward_cfg = RewardConfig(accuracy_weight=cfg.accuracy_weight, format_weight=cfg.format_weight)
+    reward_cfg = RewardConfig(
+        accuracy_weight=cfg.accuracy_weight,
+        format_weight=cfg.format_weight,
+        function=cfg.reward_function,
+    )
     lcfg = cfg.loss()
     bias = logit_bias(model, processor)
     tok = getattr(processor, "tokenizer", processor)

@@ -515,3 +515,8 @@ BUILDERS = {
     "wemath": (wemath, "testmini"),
     "local": (local, ""),
 }
+
+
+def reward_spaces(response: str, item) -> float:
+    """A learnable user reward (train.reward_function): the share of spaces in the response."""
+    return response.count(" ") / max(len(response), 1)

@@ -100,6 +100,11 @@ CASES = [
     (boxed("x^2-1"), "x^2+1", "free", (), None, "", False),
     (boxed("Yes"), "yes", "free", (), None, "", True),
     (boxed("No"), "yes", "free", (), None, "", False),
+    # word golds are text, not algebra: math-verify would verify an anagram as a symbol product
+    (boxed("wolley"), "yellow", "free", (), None, "", False),
+    (boxed("\\text{Yellow}"), "yellow", "free", (), None, "", True),
+    (boxed("red"), "yellow", "free", (), None, "", False),
+    (boxed("x y"), "y x", "free", (), None, "", True),
     # numbers: several answers are wrong
     (boxed("5 or 6"), "5", "number", (), None, "", False),
     (boxed("5, 6"), "5", "number", (), None, "", False),

@@ -4,7 +4,14 @@ import hashlib
 
 import pytest
 
-from hallucue_mlx.data.synth import SYNTH_VERSIONS, TASKS, SynthConfig, load_synth, make_item
+from hallucue_mlx.data.synth import (
+    COLORS,
+    SYNTH_VERSIONS,
+    TASKS,
+    SynthConfig,
+    load_synth,
+    make_item,
+)
 
 
 def _digest(item):
@@ -44,6 +51,8 @@ def test_items_cover_every_task_and_version_and_are_well_formed():
         assert it.image.size == (112, 112) and it.image.mode == "RGB"
         if it.answer_kind == "choice":
             assert it.answer in "ABCD" and len(it.choices) == 4
+        elif it.task == "color":  # a one-word answer: no option letter to look up
+            assert it.answer_kind == "free" and it.answer in COLORS and not it.choices
         else:
             assert it.answer.isdigit()
 

@@ -205,15 +205,9 @@ def test_cli_train(tiny_dir, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_reward_curve_rises_on_a_learnable_reward(tiny_dir, tmp_path, monkeypatch):
-    """End to end: rewarding spaces in the text, 30 GRPO steps lift the mean reward several-fold."""
-
-    def spaces(response, item, cfg=None):
-        return rewards.Reward(
-            response.count(" ") / max(len(response), 1), 0.0, 0.0, rewards.Grade(None, False, False)
-        )
-
-    monkeypatch.setattr(rewards, "score", spaces)
+def test_reward_curve_rises_on_a_learnable_reward(tiny_dir, tmp_path):
+    """End to end, through the reward_function key: rewarding spaces in the text, 30 GRPO steps
+    lift the mean reward several-fold."""
     cfg = _cfg(
         steps=30,
         n_train=64,
@@ -226,7 +220,15 @@ def test_reward_curve_rises_on_a_learnable_reward(tiny_dir, tmp_path, monkeypatc
         num_iterations=1,
         save_every=1000,
         corruption="none",
+        reward_function="fixtures:reward_spaces",
     )
     train(cfg, tiny_dir, tmp_path / "toy", quiet=True)
     r = [d["reward"] for d in _step_lines(tmp_path / "toy")]
     assert np.mean(r[-5:]) > 2 * np.mean(r[:5]) and np.mean(r[-5:]) > 0.15
+
+
+def test_a_bad_reward_function_fails_before_the_model_loads(tmp_path):
+    with pytest.raises(ValueError, match="no_such_module"):
+        train(_cfg(reward_function="no_such_module:fn"), "no-such-model-dir", tmp_path / "x")
+    with pytest.raises(ValueError, match="has no callable 'nope'"):
+        make_config(reward_function="fixtures:nope").validate()

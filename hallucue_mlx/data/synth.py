@@ -9,8 +9,8 @@ modality versions:
 
 Tasks are visual skills a tiny vision tower can learn from scratch (field notes: reading and adding
 two digits from pixels stayed at chance): counting shapes, reading one large digit, the tallest of
-four bars, the colour of a shape. `condition_spans` mark the exact sentences that state conditions,
-so text removal cuts exactly those.
+four bars (multiple choice), the colour of a shape (one word). `condition_spans` mark the exact
+sentences that state conditions, so text removal cuts exactly those.
 """
 
 from __future__ import annotations
@@ -182,15 +182,15 @@ def _bars(rng: random.Random, version: str, size: int):
 
 
 def _color(rng: random.Random, version: str, size: int):
-    names = rng.sample(list(COLORS), 4)
-    color = names[0]
-    rng.shuffle(names)
+    # A free-form word answer, not a choice: a 4-layer model reads the colour from the image early
+    # but fails to map a colour name to a shuffled option letter (measured: think text right 10/10,
+    # letter at chance), which would grade a visual success as wrong.
+    color = rng.choice(list(COLORS))
     kind = rng.choice(["circle", "square", "triangle"])
     img, draw = _canvas(size)
     r = rng.uniform(22, 34)
     cx, cy = rng.uniform(r + 4, size - r - 4), rng.uniform(r + 4, size - r - 4)
     _shape(draw, kind, cx, cy, r, COLORS[color])
-    letter = BAR_LETTERS[names.index(color)]
     parts = _stated(
         version,
         text_dominant=f"The image shows a {color} {kind} on a white background.",
@@ -199,7 +199,7 @@ def _color(rng: random.Random, version: str, size: int):
     )
     parts.append((f"What colour is the {kind}?", False))
     think = f"The {kind} is {color}."
-    return img, parts, letter, tuple(names), "choice", think
+    return img, parts, color, (), "free", think
 
 
 _TASK_FNS = {"count": _count, "digit": _digit, "bars": _bars, "color": _color}
