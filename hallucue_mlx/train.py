@@ -91,6 +91,11 @@ class TrainConfig:
     # objective (TRL's names)
     loss_type: str = _f("dapo", "grpo, dr_grpo, dapo (bnpo): how per-token losses are averaged.")
     scale_rewards: str = _f("group", "Advantage scaling: group, batch or none.")
+    drop_zero_std_groups: bool = _f(
+        False,
+        "Leave groups whose rewards are all equal (zero advantage) out of the update (DAPO's "
+        "dynamic-sampling filter, without refilling): more signal per update on a peaked model.",
+    )
     epsilon: float = _f(0.2, "Lower clip range of the importance ratio.")
     epsilon_high: float | None = _f(None, "Upper clip range (None: epsilon). DAPO uses 0.28.")
     beta: float = _f(0.01, "KL coefficient (k3 estimator, LoRA-off reference). Paper: 0.01.")
@@ -311,6 +316,21 @@ def step_indices(step: int, per_step: int, n_items: int, seed: int) -> list[int]
     return out
 
 
+def updated_groups(rewards: list[float], group_size: int, drop_zero_std: bool) -> list[int]:
+    """The groups a step's update uses: all, or (drop_zero_std) those whose rewards differ.
+
+    A group with equal rewards has zero advantages: it adds no policy gradient, only KL and
+    tokens to average over. Dropping it is DAPO's dynamic-sampling filter without refilling the
+    batch. When no group has spread, all are kept (the update then carries only the KL term).
+    """
+    g = np.asarray(rewards, np.float64).reshape(-1, group_size)
+    every = list(range(len(g)))
+    if not drop_zero_std:
+        return every
+    spread = [i for i in every if np.ptp(g[i]) > 0]
+    return spread or every
+
+
 def step_key(seed: int, step: int) -> mx.array:
     return mx.random.key(seed * 1_000_003 + step)
 
@@ -332,7 +352,9 @@ def make_optimizer(cfg: TrainConfig) -> optim.Optimizer:
         )
     else:
         lr = decay
-    return optim.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+    # Bias correction as in PyTorch/TRL: MLX's default (off) makes the first ~100 updates 2-6x
+    # larger than the learning rate, which on a peaked model is enough to derail GRPO.
+    return optim.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay, bias_correction=True)
 
 
 CKPT_DIR = "checkpoints"
@@ -718,11 +740,15 @@ def train(
             )
             for e, a in zip(episodes, adv):
                 e.advantage = float(a)
+            used = updated_groups(
+                [e.reward for e in episodes], cfg.num_generations, cfg.drop_zero_std_groups
+            )
+            kept = [e for e in episodes if e.group in used]
             batch = make_batch(
-                prompts,
-                [e.completion_ids for e in episodes],
-                [e.logprobs for e in episodes],
-                adv,
+                [prompts[g] for g in used],
+                [e.completion_ids for e in kept],
+                [e.logprobs for e in kept],
+                np.array([e.advantage for e in kept], np.float32),
                 pad_id,
             )
             if cfg.beta > 0:
@@ -785,6 +811,7 @@ def train(
                 "corrupted_fraction": float(np.mean([e.corruption != "none" for e in episodes])),
                 "grader_errors": int(sum(e.grader_error for e in episodes)),
                 "skipped_updates": skipped,
+                "groups_updated": len(used),
                 "rollout_tokens": n_tok,
                 "rollout_tokens_per_s": n_tok / max(t_roll, 1e-9),
                 "rollout_time": t_roll,

@@ -19,8 +19,10 @@ from hallucue_mlx.train import (  # noqa: E402
     _StopFlag,
     latest_checkpoint,
     make_config,
+    make_optimizer,
     step_indices,
     train,
+    updated_groups,
 )
 
 
@@ -215,7 +217,7 @@ def test_reward_curve_rises_on_a_learnable_reward(tiny_dir, tmp_path):
         max_completion_length=16,
         temperature=1.0,
         beta=0.0,
-        learning_rate=2e-3,
+        learning_rate=6e-3,  # bias-corrected AdamW: the early steps are lr, not 3-6x lr
         warmup_steps=2,
         num_iterations=1,
         save_every=1000,
@@ -232,3 +234,34 @@ def test_a_bad_reward_function_fails_before_the_model_loads(tmp_path):
         train(_cfg(reward_function="no_such_module:fn"), "no-such-model-dir", tmp_path / "x")
     with pytest.raises(ValueError, match="has no callable 'nope'"):
         make_config(reward_function="fixtures:nope").validate()
+
+
+def test_updated_groups_drop_only_groups_without_reward_spread():
+    rewards = [1, 1, 1, 0, 1, 0, 0.1, 0.1, 0.1]  # groups of 3: equal, spread, equal
+    assert updated_groups(rewards, 3, drop_zero_std=False) == [0, 1, 2]
+    assert updated_groups(rewards, 3, drop_zero_std=True) == [1]
+    # nothing to learn from anywhere: keep every group (the KL term still applies)
+    assert updated_groups([0.0] * 6, 3, drop_zero_std=True) == [0, 1]
+
+
+def test_dropping_zero_std_groups_updates_on_the_rest(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(rewards, "score", _fake_score)
+    cfg = _cfg(steps=3, prompts_per_step=3, drop_zero_std_groups=True, corruption="none")
+    train(cfg, tiny_dir, tmp_path / "d", quiet=True)
+    lines = _step_lines(tmp_path / "d")
+    assert len(lines) == 3
+    for d in lines:
+        spread = round(3 * (1 - d["frac_reward_zero_std"]))
+        assert d["groups_updated"] == (spread or 3)
+
+
+def test_first_update_moves_each_weight_by_the_learning_rate():
+    """AdamW with bias correction (as PyTorch/TRL): the first step is lr * sign(grad), not the
+    ~3x larger step of MLX's uncorrected default that derailed GRPO on a peaked model."""
+    cfg = make_config(learning_rate=1e-3, warmup_steps=0, weight_decay=0.0, steps=10)
+    opt = make_optimizer(cfg)
+    w = {"w": mx.zeros((64,))}
+    g = {"w": mx.random.normal((64,), key=mx.random.key(0)) * 1e-4}
+    new = opt.apply_gradients(g, w)
+    step = np.abs(np.array(new["w"]))
+    assert np.allclose(step, 1e-3, rtol=1e-2), step[:4]  # eps 1e-8 shaves a little

@@ -315,6 +315,9 @@ def build_tiny(
         log(
             f"hallucue-tiny: {param_count(model) / 1e6:.2f} M parameters, vocabulary {model.config.text_config.vocab_size}"
         )
+        # MLX's AdamW without bias correction, as in the measured recipe that this build follows
+        # (its first ~100 updates are a few times larger than the scheduled rate; the 50-step
+        # warm-up absorbs that). GRPO, by contrast, uses bias correction (train.make_optimizer).
         opt = optim.AdamW(learning_rate=lr_schedule(cfg), weight_decay=cfg.weight_decay)
         loss_and_grad = nn.value_and_grad(model, sft_loss)
         probes, history, kept = probe_set(cfg), [], None
