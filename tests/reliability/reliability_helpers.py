@@ -118,6 +118,12 @@ def grid_yaml(
     return path
 
 
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Cli:
     """`hallucue-mlx ARGS` in a subprocess; output goes to files (a full pipe never blocks it)."""
 
@@ -130,7 +136,13 @@ class Cli:
         env.pop("HALLUCUE_MESSAGES", None)
         with self.out_path.open("w") as out, self.err_path.open("w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hallucue_mlx.cli", *args], stdout=out, stderr=err, env=env
+                [sys.executable, "-m", "hallucue_mlx.cli", *args],
+                stdout=out,
+                stderr=err,
+                env=env,
+                # A shell starts background jobs with SIGINT ignored, and children inherit that:
+                # give the CLI the default disposition, as in a terminal, whatever runs pytest.
+                preexec_fn=_default_sigint,
             )
 
     def wait_for(self, ready, timeout: float = 120.0, poll: float = 0.02) -> bool:
