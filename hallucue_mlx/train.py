@@ -743,7 +743,8 @@ def train(
             used = updated_groups(
                 [e.reward for e in episodes], cfg.num_generations, cfg.drop_zero_std_groups
             )
-            kept = [e for e in episodes if e.group in used]
+            used_set = set(used)
+            kept = [e for e in episodes if e.group in used_set]
             batch = make_batch(
                 [prompts[g] for g in used],
                 [e.completion_ids for e in kept],
