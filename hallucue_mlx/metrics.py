@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,9 @@ Record = dict[str, Any]
 
 # Condition names as evaluation writes them in the `corruption` field.
 CLEAN, BLANK, RANDOM, TEXT_REMOVAL = "none", "blank", "random", "text_removal"
+# Bootstrap settings of every paired interval: fixed, so reports rebuild to identical bytes.
+N_BOOT = 2000
+BOOT_SEED = 0
 
 # An extracted answer that declines to answer is not a hallucination.
 _ABSTAIN_RE = re.compile(
@@ -69,8 +73,8 @@ def mcnemar_p(b: int, c: int) -> float:
 def paired_bootstrap_ci(
     a_correct: Sequence[float],
     b_correct: Sequence[float],
-    n_boot: int = 2000,
-    seed: int = 0,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
     level: float = 0.95,
 ) -> tuple[float, float, float]:
     """(mean of a - b, lo, hi): percentile bootstrap over paired items, deterministic per seed."""
@@ -133,7 +137,8 @@ def _index(records: Sequence[Record], what: str) -> dict[tuple[str, str], Record
     return out
 
 
-def _accuracy(records: Sequence[Record]) -> float | None:
+def accuracy(records: Sequence[Record]) -> float | None:
+    """Share of records marked correct; None for no records."""
     return sum(bool(r["correct"]) for r in records) / len(records) if records else None
 
 
@@ -156,7 +161,7 @@ def _groups(records: Sequence[Record], field: str) -> dict[str, dict[str, Any]]:
     groups: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         groups[str(r.get(field, ""))].append(r)
-    return {k: {"n": len(v), "accuracy": _accuracy(v)} for k, v in sorted(groups.items())}
+    return {k: {"n": len(v), "accuracy": accuracy(v)} for k, v in sorted(groups.items())}
 
 
 def summarize(records: Sequence[Record]) -> dict[str, dict[str, Any]]:
@@ -207,8 +212,8 @@ def flip_table(records_a: Sequence[Record], records_b: Sequence[Record]) -> dict
 def paired_gain(
     records_a: Sequence[Record],
     records_b: Sequence[Record],
-    n_boot: int = 2000,
-    seed: int = 0,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
 ) -> dict[str, Any] | None:
     """Accuracy of a minus b on shared items, with bootstrap CI, flips and McNemar p; None if none shared."""
     pairs = _paired(records_a, records_b)
@@ -259,8 +264,8 @@ def diagnostics(
     blank: str = BLANK,
     random: str = RANDOM,
     text: str = TEXT_REMOVAL,
-    n_boot: int = 2000,
-    seed: int = 0,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
 ) -> dict[str, Any]:
     """Modality diagnostics of one model's records across conditions.
 
@@ -298,3 +303,109 @@ def diagnostics(
         "vision_gain_by_version": by_version,
         "hallucination": {c: hallucination(rs) for c, rs in groups.items() if c != clean},
     }
+
+
+# ----------------------------------------------------------------------------- macro averages
+
+
+def excludes_zero(ci: Sequence[float] | None) -> bool:
+    """The interval lies wholly above or below 0: the difference is called a gain or a drop."""
+    return ci is not None and (ci[0] > 0 or ci[1] < 0)
+
+
+def first_samples(records: Sequence[Record]) -> list[Record]:
+    """Sample 0 of each item: what paired record-level diagnostics use (as evaluation does)."""
+    return [r for r in records if r.get("sample", 0) == 0]
+
+
+def item_scores(records: Sequence[Record]) -> dict[str, float]:
+    """Per item id, mean correctness over its samples (0 or 1 with one sample), in record order."""
+    tot: dict[str, list[float]] = {}
+    for r in records:
+        tot.setdefault(str(r["id"]), []).append(float(bool(r["correct"])))
+    return {k: sum(v) / len(v) for k, v in tot.items()}
+
+
+def macro_paired_diff(
+    per_a: Mapping[str, Sequence[Record]], per_b: Mapping[str, Sequence[Record]] | None = None
+) -> dict[str, Any] | None:
+    """Macro-averaged accuracy of a minus b over benchmarks, paired on shared items, with a
+    bootstrap CI (paired_bootstrap_ci); without b, the accuracy of a with its CI.
+
+    Items are weighted n_total / (n_benchmarks * n_benchmark) so that the plain mean the bootstrap
+    resamples equals the unweighted mean over benchmarks (the paper's AVG); with one benchmark every
+    weight is 1. None when some benchmark has no shared item.
+    """
+    xa_by, xb_by = {}, {}
+    for bench, recs in per_a.items():
+        sa = item_scores(recs)
+        sb = item_scores(per_b[bench]) if per_b is not None else {}
+        ids = [k for k in sa if k in sb] if per_b is not None else list(sa)
+        if not ids:
+            return None
+        xa_by[bench] = [sa[k] for k in ids]
+        xb_by[bench] = [sb[k] for k in ids] if per_b is not None else [0.0] * len(ids)
+    n_total = sum(len(v) for v in xa_by.values())
+    xa, xb = [], []
+    for bench in xa_by:
+        w = n_total / (len(xa_by) * len(xa_by[bench]))
+        xa += [w * x for x in xa_by[bench]]
+        xb += [w * x for x in xb_by[bench]]
+    diff, lo, hi = paired_bootstrap_ci(xa, xb, N_BOOT, BOOT_SEED)
+    return {
+        "n": n_total,
+        "diff": diff,
+        "ci95": [lo, hi],
+        "accuracy_a": sum(xa) / n_total,
+        "accuracy_b": sum(xb) / n_total,
+    }
+
+
+@dataclass(frozen=True)
+class Table1Cell:
+    """One model on one benchmark (or AVG) under one eval condition."""
+
+    n: int
+    accuracy: float
+    ci95: tuple[float, float]  # Wilson for a benchmark, bootstrap for AVG
+    delta: dict[str, Any] | None  # macro_paired_diff vs base (diff, ci95, n), None for base
+
+
+def table1_cells(
+    records: Mapping[str, Mapping[str, Sequence[Record]]],
+    benchmarks: Sequence[str],
+    cond: str = CLEAN,
+    base: str = "base",
+) -> dict[tuple[str, str], Table1Cell]:
+    """(model, benchmark or 'AVG') -> accuracy, CI and paired delta vs `base` under one condition.
+
+    `records` maps model -> benchmark -> that model's records under `cond` (empty or absent when
+    not evaluated). AVG is the unweighted mean over benchmarks (as in the paper), given only when
+    a model has every benchmark. Deltas are paired on shared items (per-item mean over samples).
+    """
+    out: dict[tuple[str, str], Table1Cell] = {}
+    base_recs = records.get(base, {})
+    for model, by_bench in records.items():
+        per: dict[str, Sequence[Record]] = {}
+        for bench in benchmarks:
+            recs = by_bench.get(bench, [])
+            if not recs:
+                continue
+            per[bench] = recs
+            s = summarize(recs)[cond]
+            ref = base_recs.get(bench, [])
+            delta = (
+                macro_paired_diff({bench: recs}, {bench: ref}) if model != base and ref else None
+            )
+            out[(model, bench)] = Table1Cell(s["n"], s["accuracy"], tuple(s["ci95"]), delta)
+        if len(per) == 1 and len(benchmarks) == 1:
+            out[(model, "AVG")] = out[(model, next(iter(per)))]  # AVG of one benchmark is itself
+        elif per and len(per) == len(benchmarks):
+            avg = macro_paired_diff(per)
+            assert avg is not None
+            ref_per = {b: base_recs.get(b, []) for b in per}
+            ok = model != base and all(ref_per.values())
+            delta = macro_paired_diff(per, ref_per) if ok else None
+            n = sum(len(v) for v in per.values())
+            out[(model, "AVG")] = Table1Cell(n, avg["diff"], tuple(avg["ci95"]), delta)
+    return out

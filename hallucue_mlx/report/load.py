@@ -1,0 +1,232 @@
+"""Reading a run folder into RunData: safe against missing, cut-off and repeated pieces."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hallucue_mlx.corrupt import CORRUPTIONS
+from hallucue_mlx.metrics import Record
+from hallucue_mlx.report.labels import BASE, EVAL_LONG, model_label
+
+
+class ReportError(ValueError):
+    """The folder is not a run folder (nothing a report could be built from)."""
+
+
+@dataclass
+class RunData:
+    """Everything the report reads from one run folder."""
+
+    root: Path
+    model_name: str
+    benchmarks: list[str]
+    train_conditions: list[str]
+    eval_conditions: list[str]
+    # (model, benchmark, split) -> records of every eval condition, one per item and condition
+    records: dict[tuple[str, str, str], list[Record]]
+    curves: dict[str, list[dict[str, Any]]]  # train condition -> metrics.jsonl step lines
+    eval_curves: dict[str, list[dict[str, Any]]]  # train condition -> in-training eval lines
+    manifest: dict[str, Any] | None
+    results: dict[str, Any] | None
+    problems: list[str] = field(default_factory=list)  # data problems found while reading
+    split_names: dict[str, str] = field(
+        default_factory=dict
+    )  # benchmark -> its split read as "test"
+
+    @property
+    def models(self) -> list[str]:
+        return [BASE, *self.train_conditions]
+
+    def cell(self, model: str, bench: str, split: str, cond: str) -> list[Record]:
+        return [r for r in self.records.get((model, bench, split), []) if r["corruption"] == cond]
+
+    def has(self, model: str, bench: str, split: str, cond: str) -> bool:
+        return any(r["corruption"] == cond for r in self.records.get((model, bench, split), []))
+
+
+def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        problems.append(f"`{path.name}` is not valid JSON ({e.msg}, line {e.lineno}); ignored.")
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_jsonl(path: Path, root: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """JSON lines; a cut-off line (a run killed mid-write) is skipped and reported."""
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            bad += 1
+    if bad:
+        problems.append(f"`{path.relative_to(root)}`: {bad} unreadable line(s) skipped.")
+    return rows
+
+
+def _names(value: Any) -> list[str] | None:
+    """A list of names from results/manifest: strings, or dicts with a name."""
+    if not isinstance(value, list):
+        return None
+    out = [
+        v if isinstance(v, str) else v.get("name") if isinstance(v, dict) else None for v in value
+    ]
+    return [str(v) for v in out if v is not None]
+
+
+def _dedupe(recs: list[Record], where: str, problems: list[str]) -> list[Record]:
+    """One record per (benchmark, id, condition, sample): the last wins (a resumed cell may repeat)."""
+    seen: dict[tuple[str, str, str], Record] = {}
+    for r in recs:
+        key = (str(r.get("benchmark", "")), str(r["id"]), str(r["corruption"]), r.get("sample", 0))
+        seen[key] = r
+    if len(seen) < len(recs):
+        problems.append(f"`{where}`: {len(recs) - len(seen)} repeated record(s); kept the last.")
+    return list(seen.values())
+
+
+def _load_records(
+    root: Path, problems: list[str]
+) -> tuple[dict[tuple[str, str, str], list[Record]], dict[str, str]]:
+    """eval/<model>/<benchmark>-<split>/records.jsonl -> records by (model, benchmark, role), and
+    the benchmarks whose evaluation split is not called test."""
+    records: dict[tuple[str, str, str], list[Record]] = {}
+    split_names: dict[str, str] = {}
+    for path in sorted((root / "eval").glob("*/*/records.jsonl")):
+        model, cell = path.parent.parent.name, path.parent.name
+        bench, _, split = cell.rpartition("-")
+        if not bench:
+            problems.append(
+                f"`{path.relative_to(root)}`: folder name is not <benchmark>-<split>; skipped."
+            )
+            continue
+        rows = _read_jsonl(path, root, problems)
+        good = [r for r in rows if {"id", "corruption", "correct"} <= r.keys()]
+        if len(good) < len(rows):
+            problems.append(
+                f"`{path.relative_to(root)}`: {len(rows) - len(good)} record(s) without id, "
+                "corruption or correct; skipped."
+            )
+        for r in good:
+            r.setdefault("benchmark", bench)
+        if good:
+            # the benchmark's evaluation split (test, testmini, ...) plays the test role
+            role = "train" if split == "train" else "test"
+            if role != split:
+                split_names.setdefault(bench, split)
+            key = (model, bench, role)
+            if key in records:
+                problems.append(
+                    f"`{path.relative_to(root)}`: a second {role}-role split of {bench} for "
+                    f"{model}; merged with the first."
+                )
+            where = str(path.relative_to(root))
+            records[key] = _dedupe(records.get(key, []) + good, where, problems)
+    return records, split_names
+
+
+def _load_curves(
+    root: Path, problems: list[str]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """train/<condition>/metrics.jsonl -> its step lines and its in-training eval lines."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    eval_curves: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((root / "train").glob("*/metrics.jsonl")):
+        rows = _read_jsonl(path, root, problems)
+        curves[path.parent.name] = [r for r in rows if "step" in r and r.get("event") is None]
+        eval_curves[path.parent.name] = [r for r in rows if r.get("event") == "eval"]
+    return curves, eval_curves
+
+
+def _listed(key: str, *sources: dict[str, Any] | None) -> list[str] | None:
+    """The first non-empty list of names under `key` in results, manifest or config."""
+    for src in sources:
+        names = _names((src or {}).get(key))
+        if names:
+            return names
+    return None
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read a run folder. Raises ReportError if it holds none of the expected pieces."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise ReportError(
+            f"run folder {root} does not exist; pass the folder `hallucue-mlx run` wrote"
+        )
+    problems: list[str] = []
+    manifest = _read_json(root / "manifest.json", problems)
+    results = _read_json(root / "results.json", problems)
+    cfg = (manifest or {}).get("config") if isinstance((manifest or {}).get("config"), dict) else {}
+    records, split_names = _load_records(root, problems)
+    curves, eval_curves = _load_curves(root, problems)
+    if manifest is None and results is None and not records and not curves:
+        raise ReportError(
+            f"{root} holds no manifest.json, results.json, eval/*/*/records.jsonl or "
+            "train/*/metrics.jsonl: not a run folder"
+        )
+
+    sources = (results, manifest, cfg)
+    found_models = sorted({m for (m, _, _) in records} - {BASE})
+    train = _listed("train_conditions", *sources) or [
+        c for c in CORRUPTIONS if c in curves or c in found_models
+    ]
+    train += [m for m in sorted(set(found_models) | set(curves)) if m not in train]
+    found_evals = {str(r["corruption"]) for rs in records.values() for r in rs}
+    evals = _listed("eval_conditions", *sources) or [c for c in CORRUPTIONS if c in found_evals]
+    evals += sorted(found_evals - set(evals))
+    benches = _listed("benchmarks", *sources) or []
+    benches += sorted({b for (_, b, _) in records} - set(benches))
+    name = (results or {}).get("model") or cfg.get("model") or (manifest or {}).get("model")
+    return RunData(
+        root=root,
+        model_name=str(name) if name else "unknown model",
+        benchmarks=benches,
+        train_conditions=train,
+        eval_conditions=evals,
+        records=records,
+        curves=curves,
+        eval_curves=eval_curves,
+        manifest=manifest,
+        results=results,
+        problems=problems,
+        split_names=split_names,
+    )
+
+
+def missing_pieces(run: RunData) -> list[str]:
+    """What a finished run would have and this one lacks, one sentence each."""
+    out: list[str] = []
+    if run.manifest is None:
+        out.append("`manifest.json` is missing.")
+    if run.results is None:
+        out.append(
+            "`results.json` is missing (the run has not finished); numbers come from the records."
+        )
+    for cond in run.train_conditions:
+        if cond not in run.curves:
+            out.append(
+                f"{model_label(cond)} (train condition `{cond}`): no training metrics (`train/{cond}/metrics.jsonl`)."
+            )
+    if not run.records:
+        out.append("No evaluation records yet (`eval/<model>/<benchmark>-<split>/records.jsonl`).")
+    for model in run.models:
+        for bench in run.benchmarks:
+            if (model, bench, "test") not in run.records:
+                out.append(f"{model_label(model)}: no test-split evaluation on {bench}.")
+                continue
+            lacking = [c for c in run.eval_conditions if not run.has(model, bench, "test", c)]
+            if lacking:
+                names = ", ".join(EVAL_LONG.get(c, c) for c in lacking)
+                out.append(f"{model_label(model)} on {bench} (test): not evaluated under {names}.")
+    return out

@@ -1,0 +1,216 @@
+"""The plain-language reading of a run: one sentence per comparison, each with its numbers.
+
+Only differences whose 95% CI excludes 0 are called gains or drops; the rest are "within noise".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hallucue_mlx.metrics import accuracy, excludes_zero, macro_paired_diff
+from hallucue_mlx.report.labels import EVAL_LONG, model_label
+from hallucue_mlx.report.load import RunData
+from hallucue_mlx.report.tables import (
+    Cells,
+    Diagnostics,
+    ci_text,
+    pct,
+    signed,
+    version_order,
+    versioned_benchmarks,
+)
+
+
+def _ci_words(ci: Sequence[float]) -> str:
+    return f"95% CI {ci_text(ci)}"
+
+
+def _negated(ci: Sequence[float]) -> list[float]:
+    """The interval of -x given that of x."""
+    return [-ci[1], -ci[0]]
+
+
+def _vs_base(run: RunData, cells: Cells) -> list[str]:
+    """Each training vs base, clean test accuracy."""
+    out: list[str] = []
+    cols = [*run.benchmarks, "AVG"] if len(run.benchmarks) > 1 else list(run.benchmarks)
+    for model in run.train_conditions:
+        for b in cols:
+            c, base = cells.get((model, b)), cells.get(("base", b))
+            if c is None or base is None or c.delta is None:
+                continue
+            where = "the average over benchmarks" if b == "AVG" else b
+            d = c.delta
+            nums = f"{signed(d['diff'])} points, {_ci_words(d['ci95'])}"
+            if excludes_zero(d["ci95"]):
+                verb = "raised" if d["diff"] > 0 else "lowered"
+                out.append(
+                    f"{model_label(model)} {verb} clean test accuracy on {where} from "
+                    f"{pct(base.accuracy)}% to {pct(c.accuracy)}% ({nums})."
+                )
+            else:
+                out.append(
+                    f"{model_label(model)}'s clean test accuracy on {where} ({pct(c.accuracy)}% "
+                    f"vs {pct(base.accuracy)}% for base) is within noise of base ({nums})."
+                )
+    return out
+
+
+def _vs_grpo(run: RunData, model: str, key: str) -> dict[str, Any] | None:
+    """Paired clean test difference of a model vs clean GRPO, on one benchmark or macro-averaged."""
+    benches = run.benchmarks if key == "AVG" else [key]
+    per_a = {b: run.cell(model, b, "test", "none") for b in benches}
+    per_b = {b: run.cell("none", b, "test", "none") for b in benches}
+    if not all(per_a.values()) or not all(per_b.values()):
+        return None
+    return macro_paired_diff(per_a, per_b)
+
+
+def _gain_kept(run: RunData, cells: Cells) -> list[str]:
+    """Share of clean GRPO's gain kept by corruption-trained models, and their difference to it."""
+    out: list[str] = []
+    key = "AVG" if len(run.benchmarks) > 1 else (run.benchmarks[0] if run.benchmarks else None)
+    ref = cells.get(("none", key)) if key else None
+    if key is None or ref is None or ref.delta is None:
+        return out
+    where = "on average" if key == "AVG" else f"on {key}"
+    for model in [m for m in run.train_conditions if m != "none"]:
+        c = cells.get((model, key))
+        if c is None or c.delta is None:
+            continue
+        if excludes_zero(ref.delta["ci95"]) and ref.delta["diff"] > 0:
+            share = c.delta["diff"] / ref.delta["diff"]
+            out.append(
+                f"{model_label(model)} kept {100 * share:.0f}% of clean GRPO's gain {where} "
+                f"({signed(c.delta['diff'])} vs {signed(ref.delta['diff'])} points)."
+            )
+        vs = _vs_grpo(run, model, key)
+        if vs is not None:
+            nums = f"{signed(vs['diff'])} points, {_ci_words(vs['ci95'])}"
+            if excludes_zero(vs["ci95"]):
+                word = "above" if vs["diff"] > 0 else "below"
+                out.append(f"{model_label(model)} scored {word} clean GRPO {where} ({nums}).")
+            else:
+                out.append(
+                    f"{model_label(model)} and clean GRPO differ {where} within noise ({nums})."
+                )
+    return out
+
+
+def _blank_by_version(run: RunData, diag: Diagnostics) -> list[str]:
+    """Blank images at inference, by modality version, for base and clean GRPO."""
+    out: list[str] = []
+    for model in ("base", "none"):
+        for b in versioned_benchmarks(run):
+            byv = (diag.get((model, b)) or {}).get("vision_gain_by_version") or {}
+            parts = []
+            for v in version_order(set(byv)):
+                g = byv[v]
+                if g is None:
+                    continue
+                if excludes_zero(g["ci95"]):
+                    fell = g["diff"] > 0
+                    ci = g["ci95"] if fell else _negated(g["ci95"])
+                    word = "fell by" if fell else "rose by"
+                    parts.append(
+                        f"{word} {pct(abs(g['diff']))} points on {v} items ({_ci_words(ci)})"
+                    )
+                else:
+                    parts.append(
+                        f"changed within noise on {v} items ({signed(-g['diff'])} points, "
+                        f"{_ci_words(_negated(g['ci95']))})"
+                    )
+            if parts:
+                out.append(
+                    f"Under blank images, {model_label(model)} accuracy on {b} (test) "
+                    + "; ".join(parts)
+                    + "."
+                )
+    return out
+
+
+def _blank_raised(diag: Diagnostics) -> list[str]:
+    """Blank images overall: only a clear rise (the paper's finding 4) gets a sentence."""
+    out: list[str] = []
+    for (model, b), d in diag.items():
+        g = d.get("vision_gain")
+        if g is None or not excludes_zero(g["ci95"]) or g["diff"] > 0:
+            continue
+        out.append(
+            f"Blank images raised {model_label(model)}'s accuracy on {b} (test) from "
+            f"{pct(g['accuracy_a'])}% to {pct(g['accuracy_b'])}% ({_ci_words(_negated(g['ci95']))})."
+        )
+    return out
+
+
+def _answered_anyway(diag: Diagnostics) -> list[str]:
+    """Answering anyway under corruption, for base and clean GRPO."""
+    out: list[str] = []
+    for (model, b), d in diag.items():
+        if model not in ("base", "none"):
+            continue
+        hs = d["hallucination"]
+        parts = [
+            f"{pct(h['rate'])}% of items under {EVAL_LONG.get(c, c)} ({h['answered_correct']} of "
+            "those answers right)"
+            for c, h in hs.items()
+            if h["rate"] is not None
+        ]
+        if parts:
+            out.append(
+                f"{model_label(model)} on {b} (test) still committed to an answer on "
+                + ", ".join(parts)
+                + "."
+            )
+    return out
+
+
+def _own_corruption(run: RunData) -> list[str]:
+    """Corruption-trained models on their own corruption vs clean GRPO (finding 6)."""
+    out: list[str] = []
+    for model in [m for m in run.train_conditions if m != "none" and m in run.eval_conditions]:
+        for b in run.benchmarks:
+            a, r = run.cell(model, b, "test", model), run.cell("none", b, "test", model)
+            g = macro_paired_diff({b: a}, {b: r}) if a and r else None
+            if g is None:
+                continue
+            nums = f"{pct(g['accuracy_a'])}% vs {pct(g['accuracy_b'])}%, {signed(g['diff'])} points, {_ci_words(g['ci95'])}"
+            if excludes_zero(g["ci95"]):
+                word = "above" if g["diff"] > 0 else "below"
+                out.append(
+                    f"Under {EVAL_LONG[model]} on {b}, {model_label(model)} scored {word} clean GRPO ({nums})."
+                )
+            else:
+                out.append(
+                    f"Under {EVAL_LONG[model]} on {b}, {model_label(model)} is within noise of clean GRPO ({nums})."
+                )
+    return out
+
+
+def _train_vs_test(run: RunData) -> list[str]:
+    """Train vs test split, clean (different items: numbers only, no claim)."""
+    out: list[str] = []
+    for model in run.train_conditions[:1]:
+        for b in run.benchmarks:
+            tr, te = run.cell(model, b, "train", "none"), run.cell(model, b, "test", "none")
+            if tr and te:
+                out.append(
+                    f"{model_label(model)} scored {pct(accuracy(tr))}% on a {len({r['id'] for r in tr})}-item slice of the {b} "
+                    f"train split against {pct(accuracy(te))}% on its test split (clean; different items, "
+                    "so no paired test)."
+                )
+    return out
+
+
+def reading(run: RunData, cells: Cells, diag: Diagnostics) -> list[str]:
+    """Plain sentences stating what the numbers show; only CIs that exclude 0 are called gains/drops."""
+    return [
+        *_vs_base(run, cells),
+        *_gain_kept(run, cells),
+        *_blank_by_version(run, diag),
+        *_blank_raised(diag),
+        *_answered_anyway(diag),
+        *_own_corruption(run),
+        *_train_vs_test(run),
+    ]

@@ -1,0 +1,282 @@
+"""write_report: a run folder's report.md, tables/ and figures/, rebuilt from its records.
+
+write_report(run_dir) -> run_dir/report.md, run_dir/figures/*.png|pdf, run_dir/tables/*
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hallucue_mlx import atomic
+from hallucue_mlx.metrics import BOOT_SEED, N_BOOT
+from hallucue_mlx.report.figures import (
+    fig_curves,
+    fig_eval_curves,
+    fig_gains,
+    fig_matrix,
+    fig_versions,
+)
+from hallucue_mlx.report.labels import eval_label, model_label
+from hallucue_mlx.report.load import RunData, load_run, missing_pieces
+from hallucue_mlx.report.reading import reading
+from hallucue_mlx.report.tables import (
+    Cells,
+    Diagnostics,
+    Table,
+    clean_cells,
+    diagnostics_all,
+    diagnostics_table,
+    matrix_table,
+    splits_table,
+    table1,
+    table1_latex,
+    versioned_benchmarks,
+    versions_table,
+)
+
+FIGURE_STEMS = ("matrix", "gains", "training_curves", "training_eval")
+# The paper's Table 1 (Qwen2.5-VL-3B, RL on Geometry3K), shown only as a labelled reference.
+PAPER_3B = {
+    "base": (18.19, 34.82, 51.40, 54.48, 39.72),
+    "GRPO": (22.73, 37.72, 58.40, 60.11, 44.74),
+    "GRPO-BI": (20.95, 35.10, 56.40, 56.55, 42.25),
+    "GRPO-RI": (20.86, 35.76, 58.00, 55.17, 42.45),
+}
+Figures = dict[str, Path | None]
+
+
+def _run_info(run: RunData) -> list[str]:
+    lines = [f"- Model: `{run.model_name}`"]
+    lines.append(f"- Benchmarks: {', '.join(run.benchmarks) or 'none found'}")
+    lines.append(
+        "- Train conditions: "
+        + ", ".join(f"{model_label(c)} (`{c}`)" for c in run.train_conditions)
+    )
+    lines.append(
+        "- Eval conditions: " + ", ".join(f"{eval_label(c)} (`{c}`)" for c in run.eval_conditions)
+    )
+    timing = (run.results or {}).get("timing")
+    if isinstance(timing, dict):
+        # top-level numbers only: per-cell timings live in results.json
+        items = [
+            f"{k} {v:.0f} s"
+            for k, v in sorted(timing.items())
+            if k.endswith("_s") and isinstance(v, (int, float))
+        ]
+        if items:
+            lines.append(f"- Timing: {', '.join(items)}")
+    if run.split_names:
+        names = ", ".join(f"{b}: `{s}`" for b, s in sorted(run.split_names.items()))
+        lines.append(f"- Evaluation split read as the test split: {names}")
+    samples = 1 + max(
+        (int(r.get("sample", 0)) for rs in run.records.values() for r in rs), default=0
+    )
+    if samples > 1:
+        lines.append(
+            f"- Up to {samples} samples per item: accuracies average the samples (their Wilson "
+            "intervals count samples as independent, so they are too narrow); deltas pair per-item "
+            "means; modality diagnostics use sample 0."
+        )
+    errs = sum(1 for rs in run.records.values() for r in rs if r.get("grader_error"))
+    lines.append(
+        f"- Grader errors in the records: {errs}"
+        + (" (these count as wrong; check them)" if errs else "")
+    )
+    return lines
+
+
+def _write_tables(run: RunData, cells: Cells, diag: Diagnostics, tabdir: Path) -> list[Table]:
+    """Table 1, matrix and diagnostics always; versions and splits when the records allow."""
+    tables: list[Table] = [table1(run, cells), matrix_table(run), diagnostics_table(run, diag)]
+    tables += [t for t in (versions_table(run, diag), splits_table(run)) if t is not None]
+    for t in tables:
+        atomic.write_text(tabdir / f"{t.name}.csv", t.csv())
+        atomic.write_text(tabdir / f"{t.name}.md", t.markdown() + "\n")
+    atomic.write_text(tabdir / "table1.tex", table1_latex(run, cells))
+    return tables
+
+
+def _write_figures(run: RunData, cells: Cells, figdir: Path) -> Figures:
+    """Every figure the data gives, by stem; None where it gives none."""
+    for old in [
+        *figdir.glob("versions-*.*"),
+        *[figdir / f"{s}.{e}" for s in FIGURE_STEMS for e in ("png", "pdf")],
+    ]:
+        old.unlink(missing_ok=True)  # a rebuild must not keep figures the data no longer gives
+    figs: Figures = {
+        "matrix": fig_matrix(run, figdir),
+        "gains": fig_gains(run, cells, figdir),
+        "training_curves": fig_curves(run, figdir),
+        "training_eval": fig_eval_curves(run, figdir),
+    }
+    for b in versioned_benchmarks(run):
+        figs[f"versions-{b}"] = fig_versions(run, b, figdir)
+    return figs
+
+
+def _head(run: RunData) -> list[str]:
+    """Title, how to read the numbers, the run, and what is missing."""
+    L: list[str] = [f"# Hallucination-as-Cue report: {run.model_name}", ""]
+    L += [
+        "Rebuilt from the run folder's per-item records and training logs by `hallucue-mlx report`.",
+        "Accuracies are % of items; intervals are 95%: Wilson for one accuracy, paired bootstrap over "
+        f"shared items ({N_BOOT} resamples, seed {BOOT_SEED}) for a difference. **Bold** differences "
+        "have a CI that excludes 0.",
+        "",
+    ]
+    L += ["## Run", "", *_run_info(run), ""]
+    missing = missing_pieces(run)
+    if missing or run.problems:
+        L += [
+            "## Missing or incomplete",
+            "",
+            "This report covers what the folder holds; a finished run would also have:",
+            "",
+        ]
+        L += [f"- {m}" for m in missing] + [f"- {p}" for p in run.problems] + [""]
+    return L
+
+
+def _reading_section(run: RunData, cells: Cells, diag: Diagnostics) -> list[str]:
+    L = ["## Reading", ""]
+    sentences = reading(run, cells, diag)
+    L += (
+        [f"- {s}" for s in sentences]
+        if sentences
+        else ["- No comparison is possible yet: no model has clean test records next to base."]
+    )
+    return L + [""]
+
+
+def _results_sections(run: RunData, tables: list[Table], figs: Figures) -> list[str]:
+    """Table 1, the corruption matrix and the modality diagnostics."""
+    L = [
+        "## Table 1: clean test accuracy",
+        "",
+        "Rows as in the paper's Table 1. Base: accuracy [Wilson CI]. Trained models: accuracy "
+        "(change vs base [paired bootstrap CI]). AVG is the unweighted mean over benchmarks.",
+        "",
+        tables[0].markdown(),
+        "",
+        "Also as `tables/table1.csv` and LaTeX `tables/table1.tex`.",
+        "",
+    ]
+    if figs["gains"]:
+        L += ["![Change vs base](figures/gains.png)", ""]
+
+    L += [
+        "## Train × eval corruption matrix (test split)",
+        "",
+        "Rows: the model (trained under a condition, or base); columns: the condition at evaluation.",
+        "",
+        tables[1].markdown() if tables[1].rows else "_No evaluation records yet._",
+        "",
+    ]
+    if figs["matrix"]:
+        L += ["![Corruption matrix](figures/matrix.png)", ""]
+
+    L += [
+        "## Modality diagnostics (test split)",
+        "",
+        "Gains are clean accuracy minus accuracy under the corruption, in points, paired on items "
+        "(vision gain: blank images; random-image gain: mismatched images; text gain: text removal). "
+        "'Answered' is the share of items where the model still committed to an answer under the "
+        "corruption (no abstention), with how many of those were right by luck.",
+        "",
+        tables[2].markdown() if tables[2].rows else "_No clean records to compare with._",
+        "",
+    ]
+    return L
+
+
+def _versions_and_splits(run: RunData, tables: list[Table], figs: Figures) -> list[str]:
+    named = {t.name: t for t in tables}
+    vt, st = named.get("versions"), named.get("splits")
+    L = ["## Modality versions", ""]
+    if vt is not None:
+        L += ["Accuracy % by modality version, clean / under blank images.", "", vt.markdown(), ""]
+        for b in versioned_benchmarks(run):
+            if figs.get(f"versions-{b}"):
+                L += [f"![Versions on {b}](figures/versions-{b}.png)", ""]
+    else:
+        L += ["_No benchmark with modality versions in the records._", ""]
+
+    L += ["## Train vs test split", ""]
+    if st is not None:
+        L += [
+            "Accuracy % by split and eval condition. The paper's eight settings for a corruption X are "
+            "the cells {GRPO, GRPO-X} × {clean, X} × {train, test}.",
+            "",
+            st.markdown(),
+            "",
+        ]
+    else:
+        L += ["_No train-split evaluation in the records._", ""]
+    return L
+
+
+def _training_section(run: RunData, figs: Figures) -> list[str]:
+    L = ["## Training curves", ""]
+    if figs["training_curves"]:
+        L += ["![Training curves](figures/training_curves.png)", ""]
+        for c in run.train_conditions:
+            rows = run.curves.get(c) or []
+            if rows:
+                last = rows[-1]
+                L.append(
+                    f"- {model_label(c)}: {len(rows)} steps logged, last step {last['step']}, "
+                    f"final reward {last.get('reward', float('nan')):.3f}."
+                )
+        L.append("")
+    else:
+        L += ["_No training metrics found._", ""]
+    if figs["training_eval"]:
+        L += ["![Evaluation during training](figures/training_eval.png)", ""]
+    return L
+
+
+def _listing(tables: list[Table], figs: Figures) -> list[str]:
+    """Links to every figure and table, then the paper's Table 1 for scale."""
+    L = ["## Figures", ""]
+    listed = [p for p in figs.values() if p is not None]
+    L += [f"- [{p.name}](figures/{p.name}) (also [PDF](figures/{p.stem}.pdf))" for p in listed] or [
+        "- none"
+    ]
+    L += ["", "## Tables", ""]
+    L += [
+        f"- [{t.name}.csv](tables/{t.name}.csv), [{t.name}.md](tables/{t.name}.md)" for t in tables
+    ]
+    L += ["- [table1.tex](tables/table1.tex)", ""]
+
+    L += [
+        "## Reference: the paper's Table 1 (not this run)",
+        "",
+        "Qwen2.5-VL-3B, RL on Geometry3K, accuracy % (Zhang et al., arXiv 2604.03179), for scale only:",
+        "",
+        "| Model | MathVision | MathVerse | MathVista | WeMath | AVG |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    L += [f"| {k} | " + " | ".join(f"{v:.2f}" for v in vals) + " |" for k, vals in PAPER_3B.items()]
+    L.append("")
+    return L
+
+
+def write_report(run_dir: Path) -> Path:
+    """Rebuild run_dir/report.md, figures/ and tables/ from the run folder; returns report.md's path."""
+    run = load_run(Path(run_dir))
+    figdir, tabdir = run.root / "figures", run.root / "tables"
+    figdir.mkdir(exist_ok=True)
+    tabdir.mkdir(exist_ok=True)
+    cells = clean_cells(run)
+    diag = diagnostics_all(run)
+    tables = _write_tables(run, cells, diag, tabdir)
+    figs = _write_figures(run, cells, figdir)
+    lines = [
+        *_head(run),
+        *_reading_section(run, cells, diag),
+        *_results_sections(run, tables, figs),
+        *_versions_and_splits(run, tables, figs),
+        *_training_section(run, figs),
+        *_listing(tables, figs),
+    ]
+    return atomic.write_text(run.root / "report.md", "\n".join(lines))
