@@ -17,10 +17,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.metrics import summarize
 
-TRAIN_CONDITIONS = ("none", "blank", "random", "text_removal")
-EVAL_CONDITIONS = ("none", "blank", "random", "text_removal")
+TRAIN_CONDITIONS = CORRUPTIONS
+EVAL_CONDITIONS = CORRUPTIONS
 MODELS = ("base", *TRAIN_CONDITIONS)
 SYNTH_VERSIONS = ("text_dominant", "text_lite", "vision_dominant", "vision_only")
 
@@ -129,7 +130,7 @@ def _curve(cond: str, steps: int) -> list[dict[str, Any]]:
             }
         )
         if s % 10 == 0:
-            ev = {"step": s, "event": "eval", "eval/clean/accuracy": acc - 0.05}
+            ev = {"step": s, "event": "eval", "eval/none/accuracy": acc - 0.05}
             if cond != "none":
                 ev[f"eval/{cond}/accuracy"] = acc - 0.1
             rows.append(ev)

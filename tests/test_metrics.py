@@ -8,13 +8,21 @@ import math
 import pytest
 
 from hallucue_mlx.metrics import (
+    BOOT_SEED,
+    N_BOOT,
+    accuracy,
     answered,
     diagnostics,
+    excludes_zero,
+    first_samples,
     flip_table,
     hallucination,
+    item_scores,
+    macro_paired_diff,
     mcnemar_p,
     paired_bootstrap_ci,
     summarize,
+    table1_cells,
     wilson_ci,
 )
 
@@ -178,3 +186,65 @@ def test_diagnostics_pairs_on_shared_items_and_missing_conditions() -> None:
     assert d["vision_gain"]["n"] == 2 and d["vision_gain"]["diff"] == 1.0
     assert d["random_image_gain"] is None and d["text_gain"] is None
     assert math.isclose(d["blind_accuracy"]["accuracy"], 0.0)
+
+
+def test_accuracy_samples_and_item_scores() -> None:
+    rs = [
+        rec("a", "none", True),
+        rec("b", "none", False, sample=0),
+        rec("a", "none", False, sample=1),
+    ]
+    assert accuracy(rs) == pytest.approx(1 / 3) and accuracy([]) is None
+    assert [r["id"] for r in first_samples(rs)] == ["a", "b"]
+    assert item_scores(rs) == {"a": 0.5, "b": 0.0}  # per item, the mean over its samples
+    assert excludes_zero([0.01, 0.2]) and excludes_zero([-0.2, -0.01])
+    assert not excludes_zero([-0.1, 0.1]) and not excludes_zero(None)
+
+
+def test_macro_paired_diff_weights_benchmarks_equally() -> None:
+    # bench x: a 4/4 right, b 2/4 right; bench y (2 items): a 0/2, b 1/2; one unshared item
+    a = {
+        "x": [rec(f"x{i}", "none", True) for i in range(4)],
+        "y": [rec("y0", "none", False), rec("y1", "none", False), rec("y9", "none", True)],
+    }
+    b = {
+        "x": [rec(f"x{i}", "none", i < 2) for i in range(4)],
+        "y": [rec("y0", "none", True), rec("y1", "none", False)],
+    }
+    d = macro_paired_diff(a, b)
+    assert d is not None and d["n"] == 6
+    assert d["accuracy_a"] == pytest.approx((1.0 + 0.0) / 2)  # unweighted mean of the benchmarks
+    assert d["accuracy_b"] == pytest.approx((0.5 + 0.5) / 2)
+    assert d["diff"] == pytest.approx(0.0, abs=1e-12)
+    assert d["ci95"][0] <= d["diff"] <= d["ci95"][1]
+    # without b: the macro accuracy of a with its bootstrap interval
+    alone = macro_paired_diff({"x": a["x"]})
+    assert alone is not None and alone["diff"] == 1.0 and alone["ci95"] == [1.0, 1.0]
+    assert macro_paired_diff({"x": a["x"]}, {"x": [rec("z", "none", True)]}) is None
+    # one benchmark: the plain paired bootstrap, same settings as everywhere
+    one = macro_paired_diff({"x": a["x"]}, {"x": b["x"]})
+    assert one is not None
+    want = paired_bootstrap_ci([1.0] * 4, [1.0, 1.0, 0.0, 0.0], N_BOOT, BOOT_SEED)
+    assert (one["diff"], *one["ci95"]) == pytest.approx(want)
+
+
+def test_table1_cells_accuracy_delta_and_avg() -> None:
+    def recs(bench: str, n: int, k: int) -> list[dict]:
+        return [rec(f"{bench}{i}", "none", i < k, benchmark=bench) for i in range(n)]
+
+    per = {
+        "base": {"x": recs("x", 10, 4), "y": recs("y", 20, 10)},
+        "none": {"x": recs("x", 10, 6), "y": recs("y", 20, 10)},
+        "blank": {"x": recs("x", 10, 5), "y": []},  # not evaluated on y: no AVG
+    }
+    cells = table1_cells(per, ["x", "y"])
+    assert cells[("base", "x")].accuracy == 0.4 and cells[("base", "x")].delta is None
+    assert cells[("base", "x")].ci95 == pytest.approx(wilson_ci(4, 10))
+    assert cells[("none", "x")].delta["diff"] == pytest.approx(0.2)
+    assert cells[("none", "AVG")].accuracy == pytest.approx((0.6 + 0.5) / 2)
+    assert cells[("none", "AVG")].n == 30
+    assert cells[("none", "AVG")].delta["diff"] == pytest.approx(0.1)
+    assert ("blank", "AVG") not in cells and ("blank", "y") not in cells
+    # one benchmark: AVG is that benchmark's cell
+    one = table1_cells({m: {"x": v["x"]} for m, v in per.items()}, ["x"])
+    assert one[("none", "AVG")] == one[("none", "x")]

@@ -308,3 +308,23 @@ def test_several_samples_per_item(tmp_path: Path) -> None:
     d = float(t1[("none", "synth")]["delta_vs_base"])
     assert d == pytest.approx((grpo0 + 1) / 2 - base0 / 2, abs=1e-4)
     assert int(t1[("none", "synth")]["n_paired"]) == 60
+
+
+def test_eval_curves_read_the_old_clean_key(tmp_path: Path) -> None:
+    """Run folders written before the rename log the clean in-training eval as eval/clean/...:
+    the figure is the same as from eval/none/..."""
+    run = make_fake_run(tmp_path / "new", n_test={"synth": 60}, n_train=20, steps=20)
+    write_report(run)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "train").mkdir()
+    for path in (run / "train").glob("*/metrics.jsonl"):
+        (old / "train" / path.parent.name).mkdir()
+        text = path.read_text().replace('"eval/none/accuracy"', '"eval/clean/accuracy"')
+        (old / "train" / path.parent.name / "metrics.jsonl").write_text(text)
+    for name in ("manifest.json", "results.json", "eval"):
+        (old / name).symlink_to(run / name)
+    assert "eval/clean/accuracy" in (old / "train" / "blank" / "metrics.jsonl").read_text()
+    write_report(old)
+    fig = "figures/training_eval.png"
+    assert (old / fig).read_bytes() == (run / fig).read_bytes()
