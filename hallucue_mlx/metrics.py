@@ -6,12 +6,15 @@ truncated, grader_error, and optionally benchmark, chance or n_choices. Records 
 items are matched across conditions by (benchmark, id).
 
 Everything here is a pure function returning plain dicts, lists, floats and None (never NaN), so
-the result can be written as JSON as is.
+the result can be written as JSON as is; only table1_cells returns small frozen records.
 
 - Accuracy intervals are Wilson score intervals (good coverage at small n and near 0 or 1, where
   the normal approximation is not).
 - Differences between two conditions are paired on items present in both: a percentile bootstrap
   over items for the interval of the accuracy difference, the exact McNemar test for its p-value.
+- Across benchmarks (the report's Table 1 and its AVG column), differences are macro-averaged:
+  every benchmark weighs the same, items are paired within it, and several samples of one item
+  count as their mean.
 """
 
 from __future__ import annotations
