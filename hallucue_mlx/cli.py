@@ -16,9 +16,12 @@ from hallucue_mlx.config import (
     TrainConfig,
     apply_overrides,
     build,
+    dump_yaml,
+    load_config,
     load_yaml,
     settings,
 )
+from hallucue_mlx.config import quick as quick_config
 from hallucue_mlx.prompts import resolve_template
 
 app = typer.Typer(
@@ -75,8 +78,6 @@ def run(
     import shlex
     import sys
 
-    from hallucue_mlx.config import dump_yaml, load_config
-    from hallucue_mlx.config import quick as quick_config
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.grid import GridError, GridInterrupted, run_grid
     from hallucue_mlx.models.load import ModelLoadError
