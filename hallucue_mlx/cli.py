@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
+
+from hallucue_mlx.config import (
+    ConfigError,
+    EvalConfig,
+    Setting,
+    TrainConfig,
+    apply_overrides,
+    build,
+    dump_yaml,
+    load_config,
+    load_yaml,
+    settings,
+)
+from hallucue_mlx.config import quick as quick_config
+from hallucue_mlx.prompts import resolve_template
 
 app = typer.Typer(
     help="Hallucination-as-Cue on MLX: GRPO of small VLMs under blank-image, random-image and "
@@ -21,11 +39,6 @@ model_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
-
-
-def _not_yet(name: str) -> None:
-    typer.echo(f"`hallucue-mlx {name}` is not yet available in this version.", err=True)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -65,8 +78,6 @@ def run(
     import shlex
     import sys
 
-    from hallucue_mlx.config import ConfigError, dump_yaml, load_config
-    from hallucue_mlx.config import quick as quick_config
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.grid import GridError, GridInterrupted, run_grid
     from hallucue_mlx.models.load import ModelLoadError
@@ -106,52 +117,109 @@ def run(
         raise typer.Exit(1) from None
 
 
+# ================================================================ flags made from the config fields
+
+
+def _flag(name: str, renamed: dict[str, str]) -> str:
+    return renamed.get(name, "--" + name.replace("_", "-"))
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def _option(s: Setting, flag: str, note: str = "", shown: Any = None) -> inspect.Parameter:
+    """A typer option for one config field: its help, choices and default come from the field."""
+    help = s.help + note
+    if s.choices and not all(c in help for c in s.choices):
+        help += f" Choices: {', '.join(s.choices)}."
+    kind: Any = str if s.kind is list else s.kind
+    decl = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
+    info = typer.Option(
+        None, decl, help=help, show_default=_shown(s.default if shown is None else shown)
+    )
+    return inspect.Parameter(
+        s.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind | None
+    )
+
+
+def config_flags(
+    cls: type,
+    renamed: dict[str, str],
+    notes: dict[str, str] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command one option per field of settings dataclass `cls` (flag --field-name, or
+    `renamed`; `notes` add to a field's help, `defaults` replace the default shown where the
+    command resolves its own); the command receives them as **settings, None where not given."""
+    notes, defaults = notes or {}, defaults or {}
+    options = [
+        _option(s, _flag(s.name, renamed), notes.get(s.name, ""), defaults.get(s.name))
+        for s in settings(cls)
+    ]
+
+    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        fn.__signature__ = sig.replace(parameters=own + options)  # type: ignore[attr-defined]
+        return fn
+
+    return wrap
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _bad(
+    e: ConfigError, renamed: dict[str, str], flags_given: dict[str, Any]
+) -> typer.BadParameter:
+    """The error as typer's usage error, naming the flag when a flag set the key."""
+    name = (e.key or "").split(".", 1)[-1].split("[")[0]
+    hint = _flag(name, renamed) if name in flags_given else None
+    return typer.BadParameter(str(e), param_hint=hint)
+
+
+# ================================================================ train and eval
+
+_TRAIN_FLAGS = {"corruption_ratio": "--ratio"}
+
+
 @app.command()
+@config_flags(TrainConfig, _TRAIN_FLAGS)
 def train(
     config: Path | None = typer.Option(
-        None, "--config", help="YAML/JSON file of TrainConfig fields."
+        None, "--config", help="YAML/JSON file of TrainConfig fields (a flat mapping)."
     ),
-    corruption: str | None = typer.Option(None, help="none, blank, random or text_removal."),
-    ratio: float | None = typer.Option(None, help="Share of training items corrupted (0-1)."),
-    steps: int | None = typer.Option(None, help="Training steps (rollout batches)."),
     out: Path = typer.Option(
         Path("runs/train"), help="Output folder (metrics, checkpoints, adapter)."
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the last checkpoint in --out."
     ),
-    model: str | None = typer.Option(None, help="Base model directory or Hugging Face id."),
-    set_: list[str] = typer.Option([], "--set", help="Override any TrainConfig field: key=value."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override any TrainConfig field: key=value (YAML value), repeatable."
+    ),
+    **settings_: Any,
 ) -> None:
-    """LoRA GRPO training with corruption-aware rollouts."""
-    from hallucue_mlx.train import load_config_file, make_config, resume_hint
-    from hallucue_mlx.train import train as run_train
-
-    overrides: dict = load_config_file(config) if config else {}
-    for kv in set_:
-        if "=" not in kv:
-            raise typer.BadParameter(f"--set takes key=value, got {kv!r}")
-        k, v = kv.split("=", 1)
-        overrides[k.strip()] = v.strip()
-    for k, v in (
-        ("corruption", corruption),
-        ("corruption_ratio", ratio),
-        ("steps", steps),
-        ("model", model),
-    ):
-        if v is not None:
-            overrides[k] = v
-    try:
-        cfg = make_config(**overrides)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from e
+    """LoRA GRPO training with corruption-aware rollouts. Settings: --config file < --set < flags."""
     import shlex
     import sys
 
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.models.load import ModelLoadError
-    from hallucue_mlx.train import TrainingDiverged
+    from hallucue_mlx.train import TrainingDiverged, resume_hint
+    from hallucue_mlx.train import train as run_train
 
+    flags = _given(settings_)
+    try:
+        data = load_yaml(config, "TrainConfig fields") if config else {}
+        data = apply_overrides(data, set_, defaults={})
+        cfg = build(TrainConfig, {**data, **flags}, "train")
+    except ConfigError as e:
+        raise _bad(e, _TRAIN_FLAGS, flags) from None
     # the same command with --resume: the saved settings win, and --steps etc. stay as given
     again = "hallucue-mlx train " + " ".join(
         shlex.quote(a) for a in sys.argv[2:] if a != "--resume"
@@ -177,20 +245,12 @@ def train(
     typer.echo(f"Done: {result.steps_done} steps; adapter in {result.adapter_dir}")
 
 
-_EVAL_FLAGS = {
-    "conditions": "--corruption",
-    "ratio": "--ratio",
-    "temperature": "--temperature",
-    "samples_per_item": "--samples",
-    "max_tokens": "--max-tokens",
-    "batch_size": "--batch-size",
-    "top_p": "--top-p",
-    "seed": "--seed",
-    "template": "--template",
-}
+_EVAL_FLAGS = {"conditions": "--corruption", "samples_per_item": "--samples"}
+_EVAL_NOTES = {"template": " auto (the default): short for hallucue-tiny, else easyr1."}
 
 
 @app.command(name="eval")
+@config_flags(EvalConfig, _EVAL_FLAGS, _EVAL_NOTES, {"template": "auto"})
 def eval_(
     model: str = typer.Option(
         "hallucue-tiny",
@@ -210,65 +270,30 @@ def eval_(
     n: int | None = typer.Option(
         None, "--n", help="Seeded stratified subset of N items (default: all)."
     ),
-    corruption: str = typer.Option(
-        "none,blank,random,text_removal",
-        "--corruption",
-        help="Comma-separated conditions: none, blank, random, text_removal.",
-    ),
-    ratio: float = typer.Option(
-        1.0, "--ratio", help="Share of items corrupted under each corruption (0-1)."
-    ),
-    temperature: float = typer.Option(
-        0.0, "--temperature", help="Sampling temperature (0: greedy)."
-    ),
-    samples: int = typer.Option(
-        1, "--samples", help="Responses per item (more than 1 needs --temperature > 0)."
-    ),
-    max_tokens: int = typer.Option(
-        64, "--max-tokens", help="Maximum response tokens (reasoning models need 1024+)."
-    ),
-    batch_size: int = typer.Option(16, "--batch-size", help="Prompts decoded together."),
-    top_p: float = typer.Option(
-        1.0, "--top-p", help="Nucleus sampling mass when sampling (1: off)."
-    ),
-    seed: int = typer.Option(
-        0, "--seed", help="Seed of the item subset, corruptions and sampling."
-    ),
-    template: str = typer.Option(
-        "auto",
-        "--template",
-        help="Prompt template: easyr1, short, or auto (short for hallucue-tiny, else easyr1).",
-    ),
     out: Path | None = typer.Option(
         None,
         "--out",
         help="Output folder (default: runs/eval/<benchmark>-<split>-<model>); reruns resume.",
     ),
+    **settings_: Any,
 ) -> None:
     """Evaluate a model (and adapter) on a benchmark under each corruption."""
     from hallucue_mlx.data.bench import BenchmarkError, get_adapter
-    from hallucue_mlx.evaluate import EvalConfig, EvalConfigError, evaluate_benchmark
+    from hallucue_mlx.evaluate import evaluate_benchmark
     from hallucue_mlx.models.load import ModelLoadError
-    from hallucue_mlx.prompts import resolve_template
 
     if n is not None and n <= 0:
         raise typer.BadParameter(
             f"{n} is invalid; valid: an integer >= 1 (omit for the whole split)", param_hint="--n"
         )
+    flags = _given(settings_)
+    template = flags.get("template", "auto")
     try:
-        cfg = EvalConfig(
-            conditions=corruption,
-            ratio=ratio,
-            temperature=temperature,
-            samples_per_item=samples,
-            max_tokens=max_tokens,
-            batch_size=batch_size,
-            top_p=top_p,
-            seed=seed,
-            template=resolve_template(template, model),
-        )
-    except EvalConfigError as e:
-        raise typer.BadParameter(str(e), param_hint=_EVAL_FLAGS.get(e.key, e.key)) from None
+        if template == "auto":
+            flags["template"] = resolve_template(template, model)
+        cfg = build(EvalConfig, flags, "eval")
+    except ConfigError as e:
+        raise _bad(e, _EVAL_FLAGS, flags) from None
     try:
         split = split or get_adapter(benchmark).default_split
         out = out or Path("runs/eval") / f"{benchmark}-{split or 'all'}-{Path(model).name}"

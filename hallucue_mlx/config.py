@@ -1,50 +1,498 @@
-"""The run configuration behind `hallucue-mlx run`: sections, YAML loading, --set overrides, checks.
+"""Every settings dataclass, and the one way they are built, checked, overridden and printed.
 
-A run config has the sections model, data, train, eval, grid and output, plus a top-level seed.
-`train` is train.TrainConfig and `eval` is evaluate.EvalConfig, minus the keys the grid sets per
-cell (the training corruption, the model, the data, the seed): those live in one place only, so a
-config cannot say two things at once. Every key carries its help text in the dataclass metadata;
-`describe()` and `dump_yaml(comments=True)` print it.
+`RunConfig` (what `hallucue-mlx run` does) has the sections model, data, train, eval, grid and
+output, plus a top-level seed. `train` is a `TrainConfig` and `eval` an `EvalConfig`, minus the keys
+the grid sets per cell (the training corruption, the model, the data, the seed): those live in one
+place only, so a config cannot say two things at once. The `train` and `eval` commands build the
+same dataclasses from their flags, which the CLI generates from these fields.
+
+Every field carries its help text and its checks in the dataclass metadata (`_f`): `choices`,
+`min` / `gt` / `max` bounds, `nonempty`, `note` (why a bound) and `check` (a callable). `check()`
+applies them to any of these dataclasses; `describe()` and `dump_yaml(comments=True)` print the help.
 
 Errors are `ConfigError`s that name the key (`train.steps`) and, for unknown keys or bad choices,
-list the valid ones.
+list the valid ones. This module imports no MLX: settings are read and checked before any model.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
+import math
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hallucue_mlx.backend import DTYPES
 from hallucue_mlx.corrupt import CORRUPTIONS
-from hallucue_mlx.train import TrainConfig
+from hallucue_mlx.prompts import TEMPLATES, resolve_template
+
+# Allowed values of the enum-like GRPO settings (TRL's names); grpo.py uses these.
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
+SCALE_REWARDS = ("group", "batch", "none")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+# LoRA targets: the Qwen2/2.5-VL decoder projections; the LM head and embeddings stay frozen.
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TEMPLATE_CHOICES = (*TEMPLATES, "auto")
 
 
 class ConfigError(ValueError):
-    """A bad run config: the message names the key and the fix."""
+    """A bad setting: the message names the key and the fix; `key` is the dotted key, if one."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field with its help text (and optional 'min' / 'choices' checks) in metadata."""
-    if isinstance(default, (list, dict)):
-        return field(
-            default_factory=lambda: type(default)(default), metadata={"help": help, **meta}
-        )
-    if is_dataclass(default):
+    """A dataclass field with its help text and checks in metadata. List, dict and dataclass
+    defaults are copied per instance, so no two configs share one mutable default."""
+    if isinstance(default, (list, dict)) or is_dataclass(default):
         return field(
             default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **meta}
         )
     return field(default=default, metadata={"help": help, **meta})
 
 
-# ================================================================ sections
+def _reward_loads(name: str | None) -> None:
+    """A custom reward function must import now, not after the model has loaded."""
+    if name is not None:
+        # imported here: rewards pulls in sympy, slow to import and needed only for this check
+        from hallucue_mlx.rewards import load_reward_function
+
+        load_reward_function(name)
+
+
+def _section_fields(cls: type) -> list:
+    """The fields a run config's section has: a TrainConfig / EvalConfig without grid-owned keys."""
+    owned = _OWNED.get(cls, {})
+    return [f for f in fields(cls) if f.name not in owned]
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        arg = (typing.get_args(tp) or (Any,))[0]
+        return f"a list of {_type_name(arg)}"
+    if is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+# ================================================================ coercion: plain data -> typed
+
+
+def _coerce_union(tp: Any, value: Any, key: str) -> Any:
+    args = typing.get_args(tp)
+    # the help texts say None; YAML says null: both spell "not set" on the command line
+    if type(None) in args and (value is None or str(value).lower() in ("none", "null")):
+        return None
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return _coerce(a, value, key)
+        except ConfigError:
+            pass
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}", key)
+
+
+def _coerce_list(tp: Any, value: Any, key: str) -> Any:
+    arg = (typing.get_args(tp) or (Any,))[0]
+    if isinstance(value, str) and arg is str:  # "none,blank" from a flag or --set
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}", key)
+    out = [_coerce(arg, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    return tuple(out) if typing.get_origin(tp) is tuple else out
+
+
+def _coerce_scalar(tp: Any, value: Any, key: str) -> Any:
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is int and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    if tp is float and not isinstance(value, bool):
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:  # PyYAML reads 1e-4 (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+    if tp is str and isinstance(value, str):
+        return value
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    raise ConfigError(f"{key}: expected {words.get(tp, _type_name(tp))}, got {value!r}", key)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """`value` (from YAML, --set or a flag) as type `tp`, or a ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(tp, value, key)
+    if origin in (list, tuple):
+        return _coerce_list(tp, value, key)
+    if is_dataclass(tp):
+        if type(value) is tp:
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {_keys_of(tp)}, got {value!r}", key)
+        return _build(tp, value, key, _OWNED.get(tp, {}))
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}", key)
+    if tp in (bool, int, float, str):
+        return _coerce_scalar(tp, value, key)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}", key)
+
+
+def _keys_of(cls: type) -> str:
+    return ", ".join(f.name for f in _section_fields(cls))
+
+
+def _build(cls: type, data: dict[str, Any], where: str, owned: dict[str, str]) -> Any:
+    """An instance of dataclass `cls` from a mapping; unknown keys name the valid ones."""
+    hints = _hints(cls)
+    valid = {f.name: f for f in fields(cls) if f.name not in owned}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{where}.{k}" if where else str(k)
+        if k in owned:
+            raise ConfigError(f"{key} is set by the grid, not here: use {owned[k]}", key)
+        if k not in valid:
+            raise ConfigError(
+                f"unknown key {key!r}; valid keys{' of ' + where if where else ''}: "
+                f"{', '.join(valid)}",
+                key,
+            )
+        kwargs[k] = _coerce(hints[k], v, key)
+    return cls(**kwargs)
+
+
+def build(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """A checked instance of settings dataclass `cls` (every field settable) from a mapping,
+    e.g. `build(TrainConfig, {"steps": 3}, "train")`; errors name `where.key`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'settings'} must be a mapping of keys, got {data!r}", where)
+    obj = _build(cls, data, where, {})
+    check(obj, where)
+    return obj
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """A validated RunConfig from a nested mapping (a YAML document)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a run config must be a mapping of sections, got {type(data).__name__}")
+    cfg = _build(RunConfig, data, "", {})
+    validate(cfg)
+    return cfg
+
+
+# ================================================================ validation
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _bounds_text(meta: Any) -> str | None:
+    """'>= 1', '> 0', 'in [0, 1]', 'in (0, 1]' from a field's min / gt / max metadata."""
+    lo, gt, hi = meta.get("min"), meta.get("gt"), meta.get("max")
+    if hi is not None:
+        left = f"({_fmt(gt)}" if gt is not None else f"[{_fmt(lo)}"
+        return f"in {left}, {_fmt(hi)}]"
+    if gt is not None:
+        return f"> {_fmt(gt)}"
+    if lo is not None:
+        return f">= {_fmt(lo)}"
+    return None
+
+
+def _in_bounds(meta: Any, v: float) -> bool:
+    lo, gt, hi = meta.get("min"), meta.get("gt"), meta.get("max")
+    return (
+        math.isfinite(v)
+        and (lo is None or v >= lo)
+        and (gt is None or v > gt)
+        and (hi is None or v <= hi)
+    )
+
+
+def _check_value(f: Any, v: Any, key: str, optional: bool) -> None:
+    """One field's metadata checks: bounds, choices, nonempty, a custom `check`."""
+    meta = f.metadata
+    bounds = _bounds_text(meta)
+    if bounds is not None and v is not None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{key}: expected a number {bounds}, got {v!r}", key)
+        if not _in_bounds(meta, v):
+            why = f" ({meta['note']})" if "note" in meta else ""
+            raise ConfigError(
+                f"{key} must be {bounds}{' or null' if optional else ''}, got {v}{why}", key
+            )
+    choices = meta.get("choices")
+    many = isinstance(v, (list, tuple))
+    if meta.get("nonempty") and many and not v:
+        listed = f"; choose from {', '.join(choices)}" if choices else ""
+        raise ConfigError(f"{key} is empty{listed}", key)
+    if choices is not None:
+        for x in v if many else [v]:
+            if x not in choices:
+                raise ConfigError(
+                    f"{key}: {x!r} is not valid; choose from {', '.join(choices)}", key
+                )
+        if many and len(set(v)) != len(v):
+            raise ConfigError(f"{key} lists a value twice: {', '.join(v)}", key)
+    custom: Callable[[Any], None] | None = meta.get("check")
+    if custom is not None:
+        try:
+            custom(v)
+        except (ValueError, ImportError) as e:
+            raise ConfigError(f"{key}: {e}", key) from None
+
+
+def check(obj: Any, where: str = "") -> None:
+    """Every field's metadata checks of settings dataclass `obj`, recursively; errors name the
+    key (`where.field`) and, for choices, the allowed values."""
+    hints = _hints(type(obj))
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        key = f"{where}.{f.name}" if where else f.name
+        optional = type(None) in typing.get_args(hints[f.name])
+        _check_value(f, v, key, optional)
+        subs = v if isinstance(v, list) else [v]
+        for i, x in enumerate(subs):
+            if is_dataclass(x) and not isinstance(x, type):
+                check(x, f"{key}[{i}]" if isinstance(v, list) else key)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise ConfigError naming the first bad key; return None when the config is usable."""
+    from hallucue_mlx.data.bench import BENCHMARKS
+
+    check(cfg)
+    specs = [("data.train", cfg.data.train)] + [
+        (f"data.eval[{i}]", s) for i, s in enumerate(cfg.data.eval)
+    ]
+    for key, spec in specs:
+        if spec.name not in BENCHMARKS:
+            raise ConfigError(
+                f"{key}.name: unknown benchmark {spec.name!r}; choose from {', '.join(BENCHMARKS)}"
+            )
+        splits = BENCHMARKS[spec.name].splits
+        if spec.split is not None and splits and spec.path is None and spec.split not in splits:
+            raise ConfigError(
+                f"{key}.split: {spec.name} has no split {spec.split!r}; choose from "
+                f"{', '.join(splits)}"
+            )
+    names = [s.name for s in cfg.data.eval]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.eval lists a benchmark twice: {names}")
+    if not cfg.grid.train_conditions and not cfg.grid.include_base:
+        raise ConfigError(
+            "grid.train_conditions is empty and grid.include_base is false: nothing to run"
+        )
+    if cfg.model.adapter is not None and cfg.grid.train_conditions:
+        raise ConfigError(
+            "model.adapter is only supported for evaluation-only grids (grid.train_conditions: "
+            "[]); to train on top of an adapter, fuse it into the base model first"
+        )
+    eval_config_for(cfg)  # the EvalConfig the grid evaluates with checks itself when built
+
+
+# ================================================================ training and evaluation
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a GRPO run. Defaults are the paper's preset where the paper states one."""
+
+    # model and data
+    model: str = _f("hallucue-tiny", "Base model: a local directory or a Hugging Face id.")
+    dtype: str = _f(
+        "auto",
+        "Compute dtype: auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16.",
+        choices=DTYPES,
+    )
+    benchmark: str = _f("synth", "Training benchmark.")
+    train_split: str = _f("train", "Split the training prompts come from.")
+    n_train: int | None = _f(None, "Use only the first N training items (None: all).", min=1)
+    eval_split: str = _f("test", "Held-out split for the periodic greedy evaluation.")
+    n_eval: int = _f(
+        48, "Held-out items per periodic evaluation condition (0: no evaluation).", min=0
+    )
+    prompt_template: str = _f(
+        "auto",
+        "Prompt template (prompts.TEMPLATES); auto: 'short' for hallucue-tiny (its warm-up "
+        "format), 'easyr1' (the paper's) otherwise.",
+        choices=TEMPLATE_CHOICES,
+    )
+    corruption: str = _f(
+        "none", "Training corruption: none, blank, random, text_removal.", choices=CORRUPTIONS
+    )
+    corruption_ratio: float = _f(
+        1.0, "Share of training items corrupted (drawn once per item).", min=0, max=1
+    )
+    # rollouts
+    num_generations: int = _f(
+        5,
+        "Completions per prompt (G). Paper: 5.",
+        min=2,
+        note="GRPO compares completions within a group",
+    )
+    prompts_per_step: int = _f(
+        4, "Prompts per step; a step samples prompts_per_step * G completions.", min=1
+    )
+    temperature: float = _f(
+        0.7, "Sampling temperature. Paper: 0.7.", gt=0, note="GRPO needs sampling"
+    )
+    top_p: float = _f(1.0, "Nucleus sampling mass (1: off, keeps the policy gradient unbiased).")
+    max_completion_length: int = _f(
+        128, "Maximum completion tokens; longer ones are truncated (flagged).", min=1
+    )
+    # objective (TRL's names)
+    loss_type: str = _f(
+        "dapo",
+        "grpo, dr_grpo, dapo (bnpo): how per-token losses are averaged.",
+        choices=LOSS_TYPES,
+    )
+    scale_rewards: str = _f(
+        "group", "Advantage scaling: group, batch or none.", choices=SCALE_REWARDS
+    )
+    drop_zero_std_groups: bool = _f(
+        False,
+        "Leave groups whose rewards are all equal (zero advantage) out of the update (DAPO's "
+        "dynamic-sampling filter, without refilling): more signal per update on a peaked model.",
+    )
+    epsilon: float = _f(0.2, "Lower clip range of the importance ratio.", min=0)
+    epsilon_high: float | None = _f(
+        None, "Upper clip range (None: epsilon). DAPO uses 0.28.", min=0
+    )
+    beta: float = _f(0.01, "KL coefficient (k3 estimator, LoRA-off reference). Paper: 0.01.", min=0)
+    importance_sampling_level: str = _f(
+        "token", "token (GRPO) or sequence (GSPO).", choices=IMPORTANCE_SAMPLING_LEVELS
+    )
+    num_iterations: int = _f(1, "Updates per rollout batch (mu).", min=1)
+    accuracy_weight: float = _f(0.9, "Reward weight of answer accuracy.")
+    format_weight: float = _f(0.1, "Reward weight of the <think>..</think> \\boxed{} format.")
+    reward_function: str | None = _f(
+        None,
+        "Your own reward, 'pkg.module:function' called as fn(response, item) -> float or "
+        "rewards.Reward; replaces the weighted accuracy + format reward (None: built-in).",
+        check=_reward_loads,
+    )
+    # LoRA
+    lora_rank: int = _f(8, "LoRA rank.", min=1)
+    lora_alpha: float = _f(16.0, "LoRA alpha (scale = alpha / rank).", gt=0)
+    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    lora_targets: list[str] = _f(list(DEFAULT_TARGETS), "Linear layers to adapt.")
+    lora_layers: int = _f(-1, "Adapt only the last N decoder layers (-1: all).")
+    # optimisation
+    learning_rate: float = _f(2e-4, "Peak AdamW learning rate.", gt=0)
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    warmup_steps: int = _f(5, "Linear warm-up, in optimizer updates.", min=0)
+    min_lr_ratio: float = _f(0.1, "Cosine decay ends at learning_rate * min_lr_ratio.")
+    max_grad_norm: float = _f(1.0, "Gradient-norm clipping (0: off).", min=0)
+    grad_checkpoint: bool = _f(
+        False, "Recompute decoder activations in the backward pass (less memory)."
+    )
+    # loop
+    steps: int = _f(200, "Training steps (rollout batches).", min=1)
+    seed: int = _f(0, "Seed of data order, corruption draws, LoRA init and sampling.")
+    eval_every: int = _f(
+        50, "Greedy held-out evaluation every N steps, and at start and end (0: never).", min=0
+    )
+    save_every: int = _f(25, "Checkpoint every N steps (and at the end).", min=1)
+    keep_checkpoints: int = _f(2, "How many step checkpoints to keep.", min=1)
+    max_bad_steps: int = _f(5, "Abort after this many non-finite updates in a row.", min=1)
+    max_minutes: float | None = _f(
+        None, "Stop (as a finished run) after the step that crosses this much training time.", gt=0
+    )
+
+    def validate(self, where: str = "train") -> None:
+        """Raise ConfigError naming the first bad key (`train.loss_type`)."""
+        check(self, where)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a model is evaluated; embedded as the `eval` section of a run config. Checked (and
+    its values coerced: "none,blank" for conditions) when built."""
+
+    conditions: tuple[str, ...] = _f(
+        CORRUPTIONS,
+        f"Conditions to evaluate under, in order; any of {', '.join(CORRUPTIONS)}.",
+        choices=CORRUPTIONS,
+        nonempty=True,
+    )
+    ratio: float = _f(
+        1.0, "Share of items corrupted under each corrupted condition (0-1).", min=0, max=1
+    )
+    temperature: float = _f(0.0, "Sampling temperature; 0 is greedy decoding.", min=0)
+    samples_per_item: int = _f(
+        1, "Responses per item and condition (more than 1 needs temperature > 0).", min=1
+    )
+    max_tokens: int = _f(
+        64,
+        "Maximum response tokens; longer responses are cut and flagged truncated. 64 fits the "
+        "tiny synth models' short answers; reasoning models need 1024 or more.",
+        min=1,
+    )
+    batch_size: int = _f(
+        16, "Prompts per generate call (each prompt decodes samples_per_item rows).", min=1
+    )
+    top_p: float = _f(1.0, "Nucleus sampling mass when temperature > 0 (1: off).", gt=0, max=1)
+    seed: int = _f(
+        0, "Seed of the corruption choices (random-image donors, ratio) and sampling.", min=0
+    )
+    template: str = _f(
+        "easyr1",
+        f"Prompt template; one of {', '.join(sorted(TEMPLATES))}.",
+        choices=tuple(sorted(TEMPLATES)),
+    )
+
+    def __post_init__(self) -> None:
+        hints = _hints(EvalConfig)
+        for f in fields(self):
+            value = _coerce(hints[f.name], getattr(self, f.name), f"eval.{f.name}")
+            object.__setattr__(self, f.name, value)
+        check(self, "eval")
+        if self.samples_per_item > 1 and self.temperature == 0:
+            raise ConfigError(
+                f"eval.samples_per_item = {self.samples_per_item} with eval.temperature = 0 gives "
+                "identical greedy samples; valid: temperature > 0, or samples_per_item = 1",
+                "eval.samples_per_item",
+            )
+
+
+# ================================================================ run config sections
 
 
 @dataclass
@@ -62,7 +510,7 @@ class ModelSection:
     dtype: str = _f(
         "auto",
         "Compute dtype: auto (float32 on CPU, bfloat16 on Metal/CUDA), float32, bfloat16, float16.",
-        choices=("auto", "float32", "bfloat16", "float16"),
+        choices=DTYPES,
     )
 
 
@@ -91,6 +539,7 @@ class DataSection:
     eval: list[BenchmarkSpec] = _f(
         [BenchmarkSpec(name="synth", split="test")],
         "Evaluation benchmarks (their test split), each with name, split, n, path.",
+        nonempty=True,
     )
     train_slice_n: int = _f(
         100,
@@ -110,10 +559,13 @@ class GridSection:
         choices=CORRUPTIONS,
     )
     eval_conditions: list[str] = _f(
-        list(CORRUPTIONS), "Every model is evaluated under each of these.", choices=CORRUPTIONS
+        list(CORRUPTIONS),
+        "Every model is evaluated under each of these.",
+        choices=CORRUPTIONS,
+        nonempty=True,
     )
     ratio: float = _f(
-        1.0, "Share of training items corrupted (the paper: 1.0). 0 < ratio <= 1.", min=0.0
+        1.0, "Share of training items corrupted (the paper: 1.0). 0 < ratio <= 1.", gt=0, max=1
     )
     include_base: bool = _f(True, "Also evaluate the untrained base model (the reference row).")
 
@@ -125,16 +577,6 @@ class OutputSection:
     dir: str = _f("runs/default", "Run folder (manifest, train/, eval/, results.json, report).")
 
 
-def _eval_config_cls() -> type:
-    from hallucue_mlx.evaluate import EvalConfig
-
-    return EvalConfig
-
-
-def _default_eval() -> Any:
-    return _eval_config_cls()()
-
-
 @dataclass
 class RunConfig:
     """Everything `hallucue-mlx run` does, in one object."""
@@ -143,10 +585,7 @@ class RunConfig:
     model: ModelSection = _f(ModelSection(), "The base model.")
     data: DataSection = _f(DataSection(), "Training and evaluation data.")
     train: TrainConfig = _f(TrainConfig(), "GRPO settings (train.TrainConfig).")
-    eval: Any = field(
-        default_factory=_default_eval,
-        metadata={"help": "Evaluation settings (evaluate.EvalConfig)."},
-    )
+    eval: EvalConfig = _f(EvalConfig(), "Evaluation settings (evaluate.EvalConfig).")
     grid: GridSection = _f(GridSection(), "The train x eval comparison grid.")
     output: OutputSection = _f(OutputSection(), "Output location.")
 
@@ -168,257 +607,33 @@ EVAL_OWNED = {
     "seed": "seed",
     "template": "train.prompt_template (models are evaluated with the prompt they were trained on)",
 }
-
-# Lower bounds of TrainConfig / EvalConfig keys the owning modules do not check themselves.
-TRAIN_MIN = {
-    "n_eval": 0,
-    "eval_every": 0,
-    "save_every": 1,
-    "keep_checkpoints": 1,
-    "max_bad_steps": 1,
-    "warmup_steps": 0,
-    "num_generations": 2,
-    "learning_rate": 0.0,
-    "beta": 0.0,
-    "max_grad_norm": 0.0,
-    "lora_alpha": 0.0,
-    "max_minutes": 0.0,
-}
-STRICT_POSITIVE = {"learning_rate", "lora_alpha", "ratio", "max_minutes"}
+_OWNED: dict[type, dict[str, str]] = {TrainConfig: TRAIN_OWNED, EvalConfig: EVAL_OWNED}
 
 
-def _owned(cls: type) -> dict[str, str]:
-    if cls is TrainConfig:
-        return TRAIN_OWNED
-    if cls is _eval_config_cls():
-        return EVAL_OWNED
-    return {}
+@dataclass(frozen=True)
+class Setting:
+    """One field of a settings dataclass as a command-line flag needs it."""
+
+    name: str
+    kind: type  # bool, int, float, str, or list (comma-separated on the command line)
+    help: str
+    default: Any
+    choices: tuple[str, ...] | None
 
 
-def _section_fields(cls: type) -> list:
-    owned = _owned(cls)
-    return [f for f in fields(cls) if f.name not in owned]
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    if cls is RunConfig:
-        hints["eval"] = _eval_config_cls()
-    return hints
-
-
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, tuple):
-        arg = (typing.get_args(tp) or (Any,))[0]
-        return f"a list of {_type_name(arg)}"
-    if is_dataclass(tp):
-        return "a mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-# ================================================================ building from plain data
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """`value` (from YAML or --set) as type `tp`, or a ConfigError naming `key`."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(a, value, key)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin in (list, tuple):
-        arg = (typing.get_args(tp) or (Any,))[0]
-        if isinstance(value, str) and arg is str:
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-        out = [_coerce(arg, v, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
-    if is_dataclass(tp):
-        if is_dataclass(value) and type(value) is tp:
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {_keys_of(tp)}, got {value!r}")
-        return _build(tp, value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # PyYAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if tp is dict or origin is dict:
-        if isinstance(value, dict):
-            return value
-        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-    if isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-
-
-def _keys_of(cls: type) -> str:
-    return ", ".join(f.name for f in _section_fields(cls))
-
-
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    """An instance of dataclass `cls` from a mapping; unknown keys name the valid ones."""
-    hints = _hints(cls)
-    valid = {f.name: f for f in _section_fields(cls)}
-    owned = _owned(cls)
-    kwargs = {}
-    for k, v in data.items():
-        key = f"{where}.{k}" if where else str(k)
-        if k in owned:
-            raise ConfigError(f"{key} is set by the grid, not here: use {owned[k]}")
-        if k not in valid:
-            raise ConfigError(
-                f"unknown key {key!r}; valid keys{' of ' + where if where else ''}: "
-                f"{', '.join(valid)}"
-            )
-        kwargs[k] = _coerce(hints[k], v, key)
-    try:
-        return cls(**kwargs)
-    except ValueError as e:  # checks in the section's own __post_init__
-        raise ConfigError(str(e)) from None
-
-
-def from_dict(data: dict[str, Any]) -> RunConfig:
-    """A validated RunConfig from a nested mapping (a YAML document)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"a run config must be a mapping of sections, got {type(data).__name__}")
-    cfg = _build(RunConfig, data, "")
-    validate(cfg)
-    return cfg
-
-
-# ================================================================ validation
-
-
-def _check_section(obj: Any, where: str) -> None:
-    """Per-field 'min' and 'choices' metadata of this module's sections, recursively."""
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        key = f"{where}.{f.name}" if where else f.name
-        lo = f.metadata.get("min")
-        if lo is not None and v is not None and v < lo:
-            raise ConfigError(f"{key} must be >= {lo}, got {v}")
+def settings(cls: type) -> list[Setting]:
+    """Every field of settings dataclass `cls`, in order: the CLI's flags are made from these."""
+    out = []
+    for f in fields(cls):
+        tp = _hints(cls)[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+            tp = args[0]
+        kind = list if typing.get_origin(tp) in (list, tuple) else tp
+        default = f.default_factory() if f.default is MISSING else f.default
         choices = f.metadata.get("choices")
-        if choices is not None:
-            for x in v if isinstance(v, list) else [v]:
-                if x not in choices:
-                    raise ConfigError(
-                        f"{key}: {x!r} is not valid; choose from {', '.join(choices)}"
-                    )
-            if isinstance(v, list) and len(set(v)) != len(v):
-                raise ConfigError(f"{key} lists a value twice: {v}")
-        subs = v if isinstance(v, list) else [v]
-        for i, x in enumerate(subs):
-            if is_dataclass(x) and type(x).__module__ == __name__:
-                _check_section(x, f"{key}[{i}]" if isinstance(v, list) else key)
-
-
-def _check_bounds(obj: Any, where: str, mins: dict[str, float]) -> None:
-    for name, lo in mins.items():
-        if not hasattr(obj, name):
-            continue
-        v = getattr(obj, name)
-        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
-            continue
-        if name in STRICT_POSITIVE and v <= lo:
-            raise ConfigError(f"{where}.{name} must be > {lo}, got {v}")
-        if v < lo:
-            raise ConfigError(f"{where}.{name} must be >= {lo}, got {v}")
-
-
-def validate(cfg: RunConfig) -> None:
-    """Raise ConfigError naming the first bad key; return None when the config is usable."""
-    from hallucue_mlx.data.bench import BENCHMARKS
-    from hallucue_mlx.prompts import TEMPLATES
-
-    _check_section(cfg, "")
-    specs = [("data.train", cfg.data.train)] + [
-        (f"data.eval[{i}]", s) for i, s in enumerate(cfg.data.eval)
-    ]
-    for key, spec in specs:
-        if spec.name not in BENCHMARKS:
-            raise ConfigError(
-                f"{key}.name: unknown benchmark {spec.name!r}; choose from {', '.join(BENCHMARKS)}"
-            )
-        splits = BENCHMARKS[spec.name].splits
-        if spec.split is not None and splits and spec.path is None and spec.split not in splits:
-            raise ConfigError(
-                f"{key}.split: {spec.name} has no split {spec.split!r}; choose from "
-                f"{', '.join(splits)}"
-            )
-    if not cfg.data.eval:
-        raise ConfigError("data.eval is empty: list at least one evaluation benchmark")
-    names = [s.name for s in cfg.data.eval]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"data.eval lists a benchmark twice: {names}")
-    if not cfg.grid.eval_conditions:
-        raise ConfigError(f"grid.eval_conditions is empty; choose from {', '.join(CORRUPTIONS)}")
-    if not cfg.grid.train_conditions and not cfg.grid.include_base:
-        raise ConfigError(
-            "grid.train_conditions is empty and grid.include_base is false: nothing to run"
-        )
-    if cfg.model.adapter is not None and cfg.grid.train_conditions:
-        raise ConfigError(
-            "model.adapter is only supported for evaluation-only grids (grid.train_conditions: "
-            "[]); to train on top of an adapter, fuse it into the base model first"
-        )
-    if not 0 < cfg.grid.ratio <= 1:
-        raise ConfigError(f"grid.ratio must be in (0, 1], got {cfg.grid.ratio}")
-    if cfg.train.prompt_template not in (*TEMPLATES, "auto"):
-        raise ConfigError(
-            f"train.prompt_template: {cfg.train.prompt_template!r} is not valid; choose from "
-            f"{', '.join(TEMPLATES)}, auto"
-        )
-    _check_bounds(cfg.train, "train", TRAIN_MIN)
-    try:
-        cfg.train.validate()
-    except ValueError as e:
-        msg = str(e)  # TrainConfig's messages start with the field name
-        known = msg.split(" ", 1)[0] in {f.name for f in fields(TrainConfig)}
-        raise ConfigError(f"train.{msg}" if known else f"train: {msg}") from None
-    try:
-        eval_config_for(cfg)  # EvalConfig checks its values when built
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+        out.append(Setting(f.name, kind, f.metadata["help"], default, choices))
+    return out
 
 
 # ================================================================ files and overrides
@@ -478,10 +693,13 @@ def _list_index(node: list, p: str, where: str) -> int:
     raise ConfigError(f"--set: {where} has no entry {p!r}; use an index or one of {names}")
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of `data` with each 'section.key=value' applied (value parsed as YAML)."""
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A copy of `data` with each 'section.key=value' applied (value parsed as YAML). `defaults`
+    fills a section the data leaves out (None: the run config's defaults)."""
     out = json.loads(json.dumps(data))
-    defaults = to_dict(default_config_object())
+    defaults = to_dict(default_config_object()) if defaults is None else defaults
     for kv in overrides:
         if "=" not in kv:
             raise ConfigError(f"--set takes section.key=value, got {kv!r}")
@@ -521,8 +739,11 @@ def resolve_config_path(path: str | Path | None) -> Path:
     raise ConfigError(f"config {path} not found; give a YAML file or a shipped config: {names}")
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, what: str = "sections (model, data, train, ...)") -> dict[str, Any]:
+    """A YAML (or JSON) file's mapping; ConfigError when missing, unreadable or not a mapping."""
     p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config {p} not found")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -530,7 +751,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p} must be a mapping of sections (model, data, train, ...)")
+        raise ConfigError(f"{p} must be a mapping of {what}")
     return data
 
 
@@ -571,7 +792,7 @@ def describe(cls: type = RunConfig, where: str = "") -> dict[str, str]:
     for f in _section_fields(cls):
         key = f"{where}.{f.name}" if where else f.name
         tp = hints[f.name]
-        sub = _dataclass_in(tp) if f.name != "eval" or cls is not RunConfig else _eval_config_cls()
+        sub = _dataclass_in(tp)
         out[key] = f.metadata.get("help", "")
         if sub is not None:
             out.update(describe(sub, key + ("[]" if typing.get_origin(tp) is list else "")))
@@ -627,8 +848,6 @@ def dump_yaml(cfg: RunConfig, comments: bool = True) -> str:
 def prompt_template(cfg: RunConfig) -> str:
     """train.prompt_template with 'auto' resolved: 'short' for hallucue-tiny (the format it was
     warmed up with), 'easyr1' (the paper's) for any other model."""
-    from hallucue_mlx.prompts import resolve_template
-
     return resolve_template(cfg.train.prompt_template, cfg.model.id)
 
 
@@ -648,7 +867,7 @@ def train_config_for(cfg: RunConfig, condition: str) -> TrainConfig:
     )
 
 
-def eval_config_for(cfg: RunConfig) -> Any:
+def eval_config_for(cfg: RunConfig) -> EvalConfig:
     """The EvalConfig every evaluation of the grid uses: conditions, seed and prompt from the grid."""
     return replace(
         cfg.eval,

@@ -28,12 +28,15 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import mlx.core as mx
 import numpy as np
 from PIL import Image
 
 from hallucue_mlx.data.item import Item
+
+if TYPE_CHECKING:
+    import mlx.core as mx
 
 CORRUPTIONS = ("none", "blank", "random", "text_removal")
 
@@ -143,6 +146,8 @@ def donor_map(items: Sequence[Item], seed: int) -> dict[str, str | None]:
 
 
 def _to_array(image: Image.Image) -> mx.array:
+    import mlx.core as mx  # lazily: the corruption names are read without loading MLX
+
     return mx.array(np.asarray(image.convert("RGB"), dtype=np.uint8))
 
 
@@ -152,12 +157,16 @@ def _to_pil(arr: mx.array) -> Image.Image:
 
 def blank_array(size: tuple[int, int], fill: tuple[int, int, int] = DEFAULT_FILL) -> mx.array:
     """An (H, W, 3) uint8 array of one colour; size is PIL's (width, height)."""
+    import mlx.core as mx
+
     w, h = size
     return mx.broadcast_to(mx.array(fill, dtype=mx.uint8), (h, w, 3))
 
 
 def resize_array(arr: mx.array, size: tuple[int, int]) -> mx.array:
     """Bilinear resize of an (H, W, C) uint8 array to PIL size (width, height), pixel centres aligned."""
+    import mlx.core as mx
+
     src_h, src_w = arr.shape[0], arr.shape[1]
     w, h = size
     if (src_w, src_h) == (w, h):

@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hallucue_mlx import atomic
-from hallucue_mlx.corrupt import CORRUPTIONS, Corruption, CorruptionRecord, apply, coverage
+from hallucue_mlx.config import EvalConfig
+from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply, coverage
 from hallucue_mlx.data.item import VERSIONS, Item
-from hallucue_mlx.prompts import TEMPLATES
 
 RECORDS_FILE = "records.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -66,108 +65,6 @@ RECORD_KEYS = (
     "n_choices",
     "model",
 )
-
-
-# ================================================================ configuration
-
-
-class EvalConfigError(ValueError):
-    """A bad EvalConfig value; `key` names the field (the CLI maps it to its flag)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """How a model is evaluated; embedded as the `eval` section of a run config."""
-
-    conditions: tuple[str, ...] = _f(
-        CORRUPTIONS, f"Conditions to evaluate under, in order; any of {', '.join(CORRUPTIONS)}."
-    )
-    ratio: float = _f(1.0, "Share of items corrupted under each corrupted condition (0-1).")
-    temperature: float = _f(0.0, "Sampling temperature; 0 is greedy decoding.")
-    samples_per_item: int = _f(
-        1, "Responses per item and condition (more than 1 needs temperature > 0)."
-    )
-    max_tokens: int = _f(
-        64,
-        "Maximum response tokens; longer responses are cut and flagged truncated. 64 fits the "
-        "tiny synth models' short answers; reasoning models need 1024 or more.",
-    )
-    batch_size: int = _f(
-        16, "Prompts per generate call (each prompt decodes samples_per_item rows)."
-    )
-    top_p: float = _f(1.0, "Nucleus sampling mass when temperature > 0 (1: off).")
-    seed: int = _f(0, "Seed of the corruption choices (random-image donors, ratio) and sampling.")
-    template: str = _f("easyr1", f"Prompt template; one of {', '.join(sorted(TEMPLATES))}.")
-
-    def __post_init__(self) -> None:
-        conds = self.conditions
-        if isinstance(conds, str):  # "none,blank" from a CLI flag or a YAML scalar
-            conds = tuple(c.strip() for c in conds.split(",") if c.strip())
-        conds = tuple(conds)
-        object.__setattr__(self, "conditions", conds)
-        valid = ", ".join(CORRUPTIONS)
-        if not conds:
-            raise EvalConfigError("conditions", f"eval.conditions is empty; valid: {valid}")
-        bad = [c for c in conds if c not in CORRUPTIONS]
-        if bad:
-            raise EvalConfigError(
-                "conditions",
-                f"eval.conditions has unknown condition(s) {', '.join(map(repr, bad))}; "
-                f"valid: {valid}",
-            )
-        if len(set(conds)) != len(conds):
-            raise EvalConfigError(
-                "conditions", f"eval.conditions lists a condition twice: {', '.join(conds)}"
-            )
-        _check_number("ratio", self.ratio, 0.0, 1.0, "a number in [0, 1]")
-        _check_number("temperature", self.temperature, 0.0, math.inf, "a number >= 0 (0: greedy)")
-        _check_number("top_p", self.top_p, 0.0, 1.0, "a number in (0, 1]")
-        if self.top_p == 0:
-            raise EvalConfigError("top_p", "eval.top_p = 0 is invalid; valid: a number in (0, 1]")
-        for name in ("samples_per_item", "max_tokens", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise EvalConfigError(
-                    name, f"eval.{name} = {v!r} is invalid; valid: an integer >= 1"
-                )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise EvalConfigError(
-                "seed", f"eval.seed = {self.seed!r} is invalid; valid: an integer >= 0"
-            )
-        if self.template not in TEMPLATES:
-            raise EvalConfigError(
-                "template",
-                f"eval.template = {self.template!r} is unknown; valid: {', '.join(sorted(TEMPLATES))}",
-            )
-        if self.samples_per_item > 1 and self.temperature == 0:
-            raise EvalConfigError(
-                "samples_per_item",
-                f"eval.samples_per_item = {self.samples_per_item} with eval.temperature = 0 gives "
-                "identical greedy samples; valid: temperature > 0, or samples_per_item = 1",
-            )
-
-
-def _check_number(name: str, v: Any, lo: float, hi: float, valid: str) -> None:
-    if (
-        isinstance(v, bool)
-        or not isinstance(v, (int, float))
-        or not math.isfinite(v)
-        or not lo <= v <= hi
-    ):
-        raise EvalConfigError(name, f"eval.{name} = {v!r} is invalid; valid: {valid}")
-
-
-def config_help() -> dict[str, str]:
-    """Help text of every EvalConfig field (for docs, CLI and the YAML config)."""
-    return {f.name: f.metadata["help"] for f in fields(EvalConfig)}
 
 
 # ================================================================ results

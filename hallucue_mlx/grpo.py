@@ -25,10 +25,8 @@ import mlx.nn as nn
 import numpy as np
 from mlx_vlm.models.cache import ConcatenateKVCache, create_causal_mask
 
+from hallucue_mlx.config import SCALE_REWARDS
 from hallucue_mlx.rollout import PromptInputs, lm_head, prompt_embeddings
-
-LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
-SCALE_REWARDS = ("group", "batch", "none")
 
 
 @dataclass
@@ -40,18 +38,6 @@ class LossConfig:
     importance_sampling_level: str = "token"
     max_completion_length: int = 256  # dr_grpo's constant normaliser
     temperature: float = 1.0  # log-probs are taken at the sampling temperature
-
-    def validate(self) -> None:
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type {self.loss_type!r} is not one of {LOSS_TYPES}")
-        if self.importance_sampling_level not in ("token", "sequence"):
-            raise ValueError("importance_sampling_level must be 'token' or 'sequence'")
-        if (
-            self.epsilon < 0
-            or (self.epsilon_high is not None and self.epsilon_high < 0)
-            or self.beta < 0
-        ):
-            raise ValueError("epsilon, epsilon_high and beta must be >= 0")
 
 
 # ---------------------------------------------------------------- advantages

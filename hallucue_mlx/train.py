@@ -19,7 +19,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,8 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from hallucue_mlx import atomic
+from hallucue_mlx.config import TrainConfig
 from hallucue_mlx.grpo import (
-    LOSS_TYPES,
-    SCALE_REWARDS,
     LossConfig,
     group_advantages,
     make_batch,
@@ -40,7 +39,6 @@ from hallucue_mlx.grpo import (
     reference_logprobs,
 )
 from hallucue_mlx.models.lora import (
-    DEFAULT_TARGETS,
     LoraConfig,
     apply_lora,
     load_adapter_weights,
@@ -51,240 +49,29 @@ from hallucue_mlx.rollout import Episode, encode_prompt, generate, logit_bias
 # ================================================================ configuration
 
 
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: default, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a GRPO run. Defaults are the paper's preset where the paper states one."""
-
-    # model and data
-    model: str = _f("hallucue-tiny", "Base model: a local directory or a Hugging Face id.")
-    dtype: str = _f(
-        "auto", "Compute dtype: auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16."
-    )
-    benchmark: str = _f("synth", "Training benchmark.")
-    train_split: str = _f("train", "Split the training prompts come from.")
-    n_train: int | None = _f(None, "Use only the first N training items (None: all).")
-    eval_split: str = _f("test", "Held-out split for the periodic greedy evaluation.")
-    n_eval: int = _f(48, "Held-out items per periodic evaluation condition (0: no evaluation).")
-    prompt_template: str = _f(
-        "auto",
-        "Prompt template (prompts.TEMPLATES); auto: 'short' for hallucue-tiny (its warm-up "
-        "format), 'easyr1' (the paper's) otherwise.",
-    )
-    corruption: str = _f("none", "Training corruption: none, blank, random, text_removal.")
-    corruption_ratio: float = _f(1.0, "Share of training items corrupted (drawn once per item).")
-    # rollouts
-    num_generations: int = _f(5, "Completions per prompt (G). Paper: 5.")
-    prompts_per_step: int = _f(
-        4, "Prompts per step; a step samples prompts_per_step * G completions."
-    )
-    temperature: float = _f(0.7, "Sampling temperature. Paper: 0.7.")
-    top_p: float = _f(1.0, "Nucleus sampling mass (1: off, keeps the policy gradient unbiased).")
-    max_completion_length: int = _f(
-        128, "Maximum completion tokens; longer ones are truncated (flagged)."
-    )
-    # objective (TRL's names)
-    loss_type: str = _f("dapo", "grpo, dr_grpo, dapo (bnpo): how per-token losses are averaged.")
-    scale_rewards: str = _f("group", "Advantage scaling: group, batch or none.")
-    drop_zero_std_groups: bool = _f(
-        False,
-        "Leave groups whose rewards are all equal (zero advantage) out of the update (DAPO's "
-        "dynamic-sampling filter, without refilling): more signal per update on a peaked model.",
-    )
-    epsilon: float = _f(0.2, "Lower clip range of the importance ratio.")
-    epsilon_high: float | None = _f(None, "Upper clip range (None: epsilon). DAPO uses 0.28.")
-    beta: float = _f(0.01, "KL coefficient (k3 estimator, LoRA-off reference). Paper: 0.01.")
-    importance_sampling_level: str = _f("token", "token (GRPO) or sequence (GSPO).")
-    num_iterations: int = _f(1, "Updates per rollout batch (mu).")
-    accuracy_weight: float = _f(0.9, "Reward weight of answer accuracy.")
-    format_weight: float = _f(0.1, "Reward weight of the <think>..</think> \\boxed{} format.")
-    reward_function: str | None = _f(
-        None,
-        "Your own reward, 'pkg.module:function' called as fn(response, item) -> float or "
-        "rewards.Reward; replaces the weighted accuracy + format reward (None: built-in).",
-    )
-    # LoRA
-    lora_rank: int = _f(8, "LoRA rank.")
-    lora_alpha: float = _f(16.0, "LoRA alpha (scale = alpha / rank).")
-    lora_dropout: float = _f(0.0, "LoRA dropout.")
-    lora_targets: list[str] = _f(list(DEFAULT_TARGETS), "Linear layers to adapt.")
-    lora_layers: int = _f(-1, "Adapt only the last N decoder layers (-1: all).")
-    # optimisation
-    learning_rate: float = _f(2e-4, "Peak AdamW learning rate.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
-    warmup_steps: int = _f(5, "Linear warm-up, in optimizer updates.")
-    min_lr_ratio: float = _f(0.1, "Cosine decay ends at learning_rate * min_lr_ratio.")
-    max_grad_norm: float = _f(1.0, "Gradient-norm clipping (0: off).")
-    grad_checkpoint: bool = _f(
-        False, "Recompute decoder activations in the backward pass (less memory)."
-    )
-    # loop
-    steps: int = _f(200, "Training steps (rollout batches).")
-    seed: int = _f(0, "Seed of data order, corruption draws, LoRA init and sampling.")
-    eval_every: int = _f(
-        50, "Greedy held-out evaluation every N steps, and at start and end (0: never)."
-    )
-    save_every: int = _f(25, "Checkpoint every N steps (and at the end).")
-    keep_checkpoints: int = _f(2, "How many step checkpoints to keep.")
-    max_bad_steps: int = _f(5, "Abort after this many non-finite updates in a row.")
-    max_minutes: float | None = _f(
-        None, "Stop (as a finished run) after the step that crosses this much training time."
+def lora_config(cfg: TrainConfig) -> LoraConfig:
+    """The LoRA adapter a training run attaches."""
+    return LoraConfig(
+        rank=cfg.lora_rank,
+        alpha=cfg.lora_alpha,
+        dropout=cfg.lora_dropout,
+        target_modules=tuple(cfg.lora_targets),
+        num_layers=cfg.lora_layers,
+        seed=cfg.seed,
     )
 
-    def validate(self) -> None:
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type {self.loss_type!r} is not one of {LOSS_TYPES}")
-        if self.scale_rewards not in SCALE_REWARDS:
-            raise ValueError(f"scale_rewards {self.scale_rewards!r} is not one of {SCALE_REWARDS}")
-        if self.num_generations < 2:
-            raise ValueError(
-                "num_generations must be >= 2: GRPO compares completions within a group"
-            )
-        for name in (
-            "prompts_per_step",
-            "max_completion_length",
-            "steps",
-            "num_iterations",
-            "lora_rank",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("save_every", "keep_checkpoints", "max_bad_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_eval", "eval_every", "warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.n_train is not None and self.n_train < 1:
-            raise ValueError(f"n_train must be >= 1 or None (all items), got {self.n_train}")
-        for name in ("learning_rate", "lora_alpha"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ValueError(f"max_minutes must be > 0 or None, got {self.max_minutes}")
-        if self.temperature <= 0:
-            raise ValueError("temperature must be > 0 for GRPO sampling")
-        if not 0 <= self.corruption_ratio <= 1:
-            raise ValueError(f"corruption_ratio must be in [0, 1], got {self.corruption_ratio}")
-        if self.reward_function is not None:
-            from hallucue_mlx.rewards import load_reward_function
 
-            load_reward_function(self.reward_function)  # fail before the model loads, naming it
-
-    def lora(self) -> LoraConfig:
-        return LoraConfig(
-            rank=self.lora_rank,
-            alpha=self.lora_alpha,
-            dropout=self.lora_dropout,
-            target_modules=tuple(self.lora_targets),
-            num_layers=self.lora_layers,
-            seed=self.seed,
-        )
-
-    def loss(self) -> LossConfig:
-        return LossConfig(
-            loss_type=self.loss_type,
-            epsilon=self.epsilon,
-            epsilon_high=self.epsilon_high,
-            beta=self.beta,
-            importance_sampling_level=self.importance_sampling_level,
-            max_completion_length=self.max_completion_length,
-            temperature=self.temperature,
-        )
-
-
-# The paper's GRPO settings (EasyR1 on Qwen2.5-VL): 5 rollouts, T = 0.7, KL 0.01 (k3).
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"num_generations": 5, "temperature": 0.7, "beta": 0.01},
-}
-
-
-def config_help() -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}
-
-
-def _coerce(name: str, value: str) -> Any:
-    """Parse a --set key=value string into the field's type."""
-    f = {f.name: f for f in fields(TrainConfig)}.get(name)
-    if f is None:
-        raise ValueError(f"unknown training setting {name!r}; known: {sorted(config_help())}")
-    default = TrainConfig().__getattribute__(name)
-    if value.lower() in ("none", "null") and (default is None or "None" in str(f.type)):
-        return None
-    if isinstance(default, bool):
-        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise ValueError(f"{name} takes true/false, got {value!r}")
-        return value.lower() in ("1", "true", "yes")
-    try:
-        if isinstance(default, int) and not isinstance(default, bool):
-            return int(value)
-        if isinstance(default, float) or "float" in str(f.type):
-            return float(value)
-        if isinstance(default, list):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if "int" in str(f.type):
-            return int(value)
-    except ValueError:
-        kind = "an integer" if "int" in str(f.type) else "a number"
-        raise ValueError(f"{name} takes {kind}, got {value!r}") from None
-    return value
-
-
-def _check_type(name: str, value: Any) -> None:
-    """A setting from a YAML/JSON file must have its field's type (ints pass as floats)."""
-    f = {f.name: f for f in fields(TrainConfig)}[name]
-    t = str(f.type)
-    ok = {
-        "bool": lambda v: isinstance(v, bool),
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-    }
-    base = t.replace(" | None", "")
-    if value is None and "None" in t:
-        return
-    words = {
-        "bool": "true or false",
-        "int": "an integer",
-        "float": "a number",
-        "str": "a string",
-        "list[str]": "a list of strings",
-    }
-    if base in ok and not ok[base](value):
-        raise ValueError(f"{name} takes {words[base]}, got {value!r} ({type(value).__name__})")
-
-
-def make_config(
-    base: TrainConfig | None = None, preset: str | None = None, **overrides: Any
-) -> TrainConfig:
-    """A TrainConfig from a preset plus overrides (strings are parsed as --set values)."""
-    cfg = base or TrainConfig()
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        cfg = replace(cfg, **PRESETS[preset])
-    parsed = {
-        k: (
-            _coerce(k, v)
-            if isinstance(v, str) and not isinstance(getattr(cfg, k, None), str)
-            else v
-        )
-        for k, v in overrides.items()
-    }
-    unknown = sorted(set(parsed) - set(config_help()))
-    if unknown:
-        raise ValueError(f"unknown training settings {unknown}; known: {sorted(config_help())}")
-    for k, v in parsed.items():
-        _check_type(k, v)
-    cfg = replace(cfg, **parsed)
-    cfg.validate()
-    return cfg
+def loss_config(cfg: TrainConfig) -> LossConfig:
+    """The GRPO objective's settings of a training run."""
+    return LossConfig(
+        loss_type=cfg.loss_type,
+        epsilon=cfg.epsilon,
+        epsilon_high=cfg.epsilon_high,
+        beta=cfg.beta,
+        importance_sampling_level=cfg.importance_sampling_level,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+    )
 
 
 # ================================================================ data
@@ -620,7 +407,7 @@ def train(
         else _load(cfg, str(model_path) if model_path else None)
     )
     if not hasattr(model, "_hallucue_lora"):
-        apply_lora(model, cfg.lora())
+        apply_lora(model, lora_config(cfg))
     opt = make_optimizer(cfg)
     if ckpt is not None:
         extra = _restore(ckpt, model, opt)
@@ -631,7 +418,7 @@ def train(
         format_weight=cfg.format_weight,
         function=cfg.reward_function,
     )
-    lcfg = cfg.loss()
+    lcfg = loss_config(cfg)
     bias = logit_bias(model, processor)
     tok = getattr(processor, "tokenizer", processor)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -864,16 +651,3 @@ def train(
 
 def resume_hint(out_dir: str | Path) -> str:
     return f"hallucue-mlx train --out {out_dir} --resume"
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """TrainConfig fields from a YAML or JSON file (a flat mapping)."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"training config {p} not found")
-    data = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"training config {p} must be a mapping of TrainConfig fields")
-    return data

@@ -36,7 +36,8 @@ PRESETS = {
 
 
 def bench_ours(path: str, warm: list, items: list, args: argparse.Namespace) -> dict:
-    from hallucue_mlx.evaluate import EvalConfig, evaluate
+    from hallucue_mlx.config import EvalConfig
+    from hallucue_mlx.evaluate import evaluate
     from hallucue_mlx.models.load import load_model
 
     model, proc = load_model(path, dtype="float32")

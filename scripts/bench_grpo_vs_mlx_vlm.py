@@ -55,10 +55,11 @@ def bench_ours(path: str, items: list, args, tmp: Path) -> dict:
     import numpy as np
 
     import hallucue_mlx.train as T
+    from hallucue_mlx.config import TrainConfig, build
     from hallucue_mlx.models.load import load_model
 
     model, proc = load_model(path, dtype="float32")
-    cfg = T.make_config(
+    settings = dict(
         model=path,
         steps=args.warmup + args.steps,
         prompts_per_step=args.prompts,
@@ -77,6 +78,7 @@ def bench_ours(path: str, items: list, args, tmp: Path) -> dict:
         warmup_steps=0,
         seed=args.seed,
     )
+    cfg = build(TrainConfig, settings, "train")
     # the same prompts, in the same order, as the peer sees
     T.load_items = lambda *a, **k: items
     T.step_indices = lambda step, per, n, seed: [(step * per + i) % n for i in range(per)]

@@ -250,3 +250,139 @@ def test_run_command_prints_the_resolved_config_and_names_bad_keys():
     res = runner.invoke(app, ["run", "--set", "train.stepz=3"])
     assert res.exit_code == 2
     assert "train.stepz" in res.output and "prompts_per_step" in res.output
+
+
+# ---------------------------------------------------------------- one settings system
+
+
+@pytest.mark.parametrize(
+    "override, allowed",
+    [
+        ("train.importance_sampling_level=seqence", "token, sequence"),
+        ("train.loss_type=ppo", "grpo, dr_grpo, dapo, bnpo"),
+        ("train.scale_rewards=std", "group, batch, none"),
+        ("train.prompt_template=long", "easyr1"),
+        ("grid.train_conditions=[none, blurry]", "none, blank, random, text_removal"),
+        ("model.dtype=fp8", "auto, float32, bfloat16, float16"),
+    ],
+)
+def test_an_unknown_enum_value_is_refused_with_the_allowed_ones(override, allowed):
+    key, bad = override.split("=")
+    bad = bad.strip("[]").split(", ")[-1]
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert f"{key}: {bad!r} is not valid; choose from" in str(e.value)
+    assert allowed in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"corruption": "blurry"}, "train.corruption: 'blurry' is not valid; choose from none,"),
+        ({"dtype": "fp8"}, "train.dtype: 'fp8' is not valid; choose from auto,"),
+        ({"prompt_template": "long"}, "train.prompt_template: 'long' is not valid; choose from"),
+        ({"epsilon": -0.5}, "train.epsilon must be >= 0, got -0.5"),
+        ({"epsilon_high": -0.1}, "train.epsilon_high must be >= 0 or null, got -0.1"),
+        ({"temperature": 0}, "train.temperature must be > 0, got 0"),
+        ({"corruption_ratio": 1.5}, "train.corruption_ratio must be in [0, 1], got 1.5"),
+    ],
+)
+def test_train_settings_outside_the_run_config_are_checked_the_same_way(settings, message):
+    with pytest.raises(ConfigError) as e:
+        C.build(C.TrainConfig, settings, "train")
+    assert message in str(e.value)
+    assert e.value.key == f"train.{next(iter(settings))}"
+
+
+def test_epsilon_bounds_in_the_run_config():
+    with pytest.raises(ConfigError, match="train.epsilon must be >= 0, got -0.5"):
+        load_config(None, ["train.epsilon=-0.5"])
+    assert load_config(None, ["train.epsilon_high=null"]).train.epsilon_high is None
+    assert load_config(None, ["train.epsilon_high=0.28"]).train.epsilon_high == 0.28
+
+
+def test_every_enum_like_setting_lists_its_choices():
+    enums = {
+        C.TrainConfig: {
+            "dtype",
+            "prompt_template",
+            "corruption",
+            "loss_type",
+            "scale_rewards",
+            "importance_sampling_level",
+        },
+        C.EvalConfig: {"conditions", "template"},
+        C.ModelSection: {"dtype"},
+        C.GridSection: {"train_conditions", "eval_conditions"},
+    }
+    for cls, names in enums.items():
+        with_choices = {s.name for s in C.settings(cls) if s.choices}
+        assert with_choices == names, cls.__name__
+
+
+def test_no_two_configs_share_a_mutable_default():
+    a = C.TrainConfig()
+    a.lora_targets.append("lm_head")
+    assert C.TrainConfig().lora_targets == list(C.DEFAULT_TARGETS)
+    r = RunConfig()
+    r.grid.eval_conditions.append("none")
+    r.data.eval.append(C.BenchmarkSpec())
+    r.train.lora_targets.clear()
+    fresh = RunConfig()
+    assert fresh.grid.eval_conditions == ["none", "blank", "random", "text_removal"]
+    assert len(fresh.data.eval) == 1 and fresh.train.lora_targets == list(C.DEFAULT_TARGETS)
+
+
+def test_importing_the_config_loads_no_mlx():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hallucue_mlx.config as c; c.load_config(None); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_vlm')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def _help(command: str) -> str:
+    from typer.testing import CliRunner
+
+    from hallucue_mlx.cli import app
+
+    res = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"}, terminal_width=300)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def test_cli_flags_and_yaml_keys_come_from_the_same_fields():
+    train_help, eval_help = _help("train"), _help("eval")
+    renamed = {"corruption_ratio": "--ratio", "conditions": "--corruption"}
+    renamed["samples_per_item"] = "--samples"
+    for cls, text in ((C.TrainConfig, train_help), (C.EvalConfig, eval_help)):
+        for s in C.settings(cls):
+            flag = renamed.get(s.name, "--" + s.name.replace("_", "-"))
+            assert f" {flag} " in text, (cls.__name__, flag)
+            assert s.help.split()[0] in text
+    # every train key the grid does not own is a YAML key and a --set path, with its help
+    helps = C.describe()
+    defaults = C.to_dict(C.TrainConfig())
+    for s in C.settings(C.TrainConfig):
+        if s.name in C.TRAIN_OWNED:
+            continue
+        assert helps[f"train.{s.name}"] == s.help
+        value = yaml.safe_dump(defaults[s.name], default_flow_style=True).split("\n...")[0]
+        cfg = load_config(None, [f"train.{s.name}={value.strip()}"])
+        assert getattr(cfg.train, s.name) == getattr(C.TrainConfig(), s.name)
+
+
+def test_the_eval_command_checks_its_flags_before_loading_anything():
+    from typer.testing import CliRunner
+
+    from hallucue_mlx.cli import app
+
+    res = CliRunner().invoke(app, ["eval", "--corruption", "none,blurry"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2
+    assert "--corruption" in res.output and "'blurry' is not valid" in res.output

@@ -54,8 +54,9 @@ def test_targets_for_text_skill_and_image_use():
 @pytest.mark.slow
 def test_fresh_items_reproduce_the_shipped_clean_accuracy(tmp_path):
     """Greedy accuracy on items of another seed agrees with eval.json within sampling error."""
+    from hallucue_mlx.config import EvalConfig
     from hallucue_mlx.data.synth import load_synth
-    from hallucue_mlx.evaluate import EvalConfig, evaluate
+    from hallucue_mlx.evaluate import evaluate
 
     model, processor = load_model(MODEL)
     items = load_synth("test", 600, seed=12345)

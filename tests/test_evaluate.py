@@ -12,13 +12,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import hallucue_mlx.rollout as rollout  # noqa: E402
+from hallucue_mlx.config import ConfigError, EvalConfig  # noqa: E402
 from hallucue_mlx.data.synth import load_synth  # noqa: E402
 from hallucue_mlx.evaluate import (  # noqa: E402
     PARTS_DIR,
     RECORDS_FILE,
     SUMMARY_FILE,
-    EvalConfig,
-    EvalConfigError,
     evaluate,
     load_records,
     summarize_dir,
@@ -271,10 +270,10 @@ def test_resume_skips_finished_conditions(tiny, items, tmp_path, monkeypatch):
     ],
 )
 def test_bad_config_values_name_key_value_and_valid(kw, key, bad, valid):
-    with pytest.raises(EvalConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         EvalConfig(**kw)
     msg = str(err.value)
-    assert err.value.key == key
+    assert err.value.key == f"eval.{key}"
     assert f"eval.{key}" in msg and bad in msg and valid in msg
 
 

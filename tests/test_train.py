@@ -13,12 +13,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import hallucue_mlx.rewards as rewards  # noqa: E402
+from hallucue_mlx.config import ConfigError, TrainConfig, apply_overrides, build  # noqa: E402
 from hallucue_mlx.train import (  # noqa: E402
-    TrainConfig,
     TrainingDiverged,
     _StopFlag,
     latest_checkpoint,
-    make_config,
     make_optimizer,
     step_indices,
     train,
@@ -53,7 +52,7 @@ def _cfg(**kw):
         corruption_ratio=0.5,
     )
     base.update(kw)
-    return make_config(**base)
+    return build(TrainConfig, base, "train")
 
 
 def _adapter(path):
@@ -138,25 +137,19 @@ def test_data_order_is_a_seeded_permutation_per_epoch():
     assert step_indices(5, 2, 8, 3) == step_indices(5, 2, 8, 3)
 
 
-def test_config_parsing_and_preset():
-    cfg = make_config(
-        preset="paper",
-        beta="0.05",
-        lora_targets="q_proj,v_proj",
-        epsilon_high="none",
-        grad_checkpoint="true",
-        steps="7",
-    )
-    assert cfg.num_generations == 5 and cfg.temperature == 0.7
+def test_config_parsing():
+    sets = ["beta=0.05", "lora_targets=q_proj,v_proj", "epsilon_high=none", "grad_checkpoint=true"]
+    cfg = build(TrainConfig, apply_overrides({}, [*sets, "steps=7"], defaults={}), "train")
+    assert cfg.num_generations == 5 and cfg.temperature == 0.7  # the paper's settings
     assert (
         cfg.beta == 0.05 and cfg.lora_targets == ["q_proj", "v_proj"] and cfg.epsilon_high is None
     )
     assert cfg.grad_checkpoint is True and cfg.steps == 7
     assert TrainConfig().beta == 0.01  # the paper's value is the default
-    with pytest.raises(ValueError, match="unknown training setting"):
-        make_config(betta="1")
-    with pytest.raises(ValueError, match="loss_type"):
-        make_config(loss_type="ppo")
+    with pytest.raises(ConfigError, match="unknown key 'train.betta'"):
+        build(TrainConfig, {"betta": 1}, "train")
+    with pytest.raises(ConfigError, match="loss_type"):
+        build(TrainConfig, {"loss_type": "ppo"}, "train")
 
 
 def test_ctrl_c_finishes_the_step_then_a_second_one_stops():
@@ -233,7 +226,7 @@ def test_a_bad_reward_function_fails_before_the_model_loads(tmp_path):
     with pytest.raises(ValueError, match="no_such_module"):
         train(_cfg(reward_function="no_such_module:fn"), "no-such-model-dir", tmp_path / "x")
     with pytest.raises(ValueError, match="has no callable 'nope'"):
-        make_config(reward_function="fixtures:nope").validate()
+        build(TrainConfig, {"reward_function": "fixtures:nope"}, "train")
 
 
 def test_updated_groups_drop_only_groups_without_reward_spread():
@@ -258,7 +251,9 @@ def test_dropping_zero_std_groups_updates_on_the_rest(tiny_dir, tmp_path, monkey
 def test_first_update_moves_each_weight_by_the_learning_rate():
     """AdamW with bias correction (as PyTorch/TRL): the first step is lr * sign(grad), not the
     ~3x larger step of MLX's uncorrected default that derailed GRPO on a peaked model."""
-    cfg = make_config(learning_rate=1e-3, warmup_steps=0, weight_decay=0.0, steps=10)
+    cfg = build(
+        TrainConfig, dict(learning_rate=1e-3, warmup_steps=0, weight_decay=0.0, steps=10), "train"
+    )
     opt = make_optimizer(cfg)
     w = {"w": mx.zeros((64,))}
     g = {"w": mx.random.normal((64,), key=mx.random.key(0)) * 1e-4}

@@ -20,12 +20,10 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from hallucue_mlx import atomic
+from hallucue_mlx.config import DEFAULT_TARGETS
 
 ADAPTER_WEIGHTS = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
-
-# Qwen2/2.5-VL decoder projections; the LM head and embeddings stay frozen.
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass

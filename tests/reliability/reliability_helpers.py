@@ -46,9 +46,10 @@ def row(i: int | str, **over) -> dict:
 
 def train_tiny(model_dir: Path, out: Path, quiet: bool = True, **over):
     """A few-step GRPO run of the tiny model on 4 synth items, through the public train()."""
+    from hallucue_mlx.config import TrainConfig, build
     from hallucue_mlx.data.synth import load_synth
     from hallucue_mlx.models.load import load_model
-    from hallucue_mlx.train import make_config, train
+    from hallucue_mlx.train import train
 
     settings = dict(
         model=str(model_dir),
@@ -64,7 +65,7 @@ def train_tiny(model_dir: Path, out: Path, quiet: bool = True, **over):
         prompt_template="short",
     )
     settings.update(over)
-    cfg = make_config(**settings)
+    cfg = build(TrainConfig, settings, "train")
     return train(
         cfg,
         out_dir=out,

@@ -8,9 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from hallucue_mlx.cli import app
-from hallucue_mlx.config import ConfigError, load_config
-from hallucue_mlx.evaluate import EvalConfig, EvalConfigError
-from hallucue_mlx.train import make_config
+from hallucue_mlx.config import (
+    ConfigError,
+    EvalConfig,
+    TrainConfig,
+    apply_overrides,
+    build,
+    load_config,
+)
 
 
 def _config_error(overrides: list[str]) -> str:
@@ -44,9 +49,23 @@ def _config_error(overrides: list[str]) -> str:
         ("zero subset size", "data.train.n=0", ["data.train.n must be >= 1"]),
         ("zero save interval", "train.save_every=0", ["train.save_every must be >= 1"]),
         ("zero learning rate", "train.learning_rate=0", ["train.learning_rate must be > 0"]),
-        ("negative eval batch size", "eval.batch_size=-2", ["eval.batch_size = -2 is invalid"]),
+        (
+            "negative eval batch size",
+            "eval.batch_size=-2",
+            ["eval.batch_size must be >= 1, got -2"],
+        ),
         ("zero max_bad_steps", "train.max_bad_steps=0", ["train.max_bad_steps must be >= 1"]),
-        ("unknown corruption", "grid.eval_conditions=[none, blurry]", ["'blurry' is not valid"]),
+        (
+            "unknown corruption",
+            "grid.eval_conditions=[none, blurry]",
+            ["grid.eval_conditions", "'blurry' is not valid", "text_removal"],
+        ),
+        (
+            "misspelt importance sampling level",
+            "train.importance_sampling_level=seqence",
+            ["train.importance_sampling_level", "'seqence' is not valid", "token, sequence"],
+        ),
+        ("negative clip range", "train.epsilon=-0.5", ["train.epsilon must be >= 0, got -0.5"]),
     ],
 )
 def test_run_config_errors_name_the_key(said, case, override, parts):
@@ -70,29 +89,30 @@ def test_a_yaml_file_with_an_unknown_key_names_file_and_key(tmp_path, said):
 @pytest.mark.parametrize(
     "case, overrides, parts",
     [
-        ("unknown setting", {"stepz": "3"}, ["unknown training setting 'stepz'", "'steps'"]),
-        ("text for an integer", {"steps": "ten"}, ["steps takes an integer, got 'ten'"]),
+        ("unknown setting", ["stepz=3"], ["unknown key 'train.stepz'", "steps"]),
+        ("text for an integer", ["steps=ten"], ["train.steps: expected an integer, got 'ten'"]),
+        ("a list for an integer", ["steps=[3]"], ["train.steps: expected an integer, got [3]"]),
+        ("zero save_every", ["save_every=0"], ["train.save_every must be >= 1, got 0"]),
+        ("negative n_train", ["n_train=-1"], ["train.n_train must be >= 1 or null, got -1"]),
+        ("zero prompts_per_step", ["prompts_per_step=0"], ["train.prompts_per_step must be >= 1"]),
         (
-            "a list for an integer (YAML)",
-            {"steps": [3]},
-            ["steps takes an integer, got [3] (list)"],
+            "unknown loss type",
+            ["loss_type=ppo"],
+            ["train.loss_type: 'ppo' is not valid", "grpo, dr_grpo, dapo, bnpo"],
         ),
-        ("zero save_every", {"save_every": "0"}, ["save_every must be >= 1, got 0"]),
-        ("negative n_train", {"n_train": "-1"}, ["n_train must be >= 1 or None"]),
-        ("zero prompts_per_step", {"prompts_per_step": 0}, ["prompts_per_step must be >= 1"]),
     ],
 )
 def test_train_settings_errors(said, case, overrides, parts):
-    with pytest.raises(ValueError) as e:
-        make_config(**overrides)
+    with pytest.raises(ConfigError) as e:
+        build(TrainConfig, apply_overrides({}, overrides, defaults={}), "train")
     said(f"train settings: {case} ({overrides})", str(e.value), *parts)
 
 
 def test_eval_config_errors():
-    with pytest.raises(EvalConfigError, match="eval.max_tokens = 0 is invalid") as e:
+    with pytest.raises(ConfigError, match="eval.max_tokens must be >= 1, got 0") as e:
         EvalConfig(max_tokens=0)
-    assert e.value.key == "max_tokens"
-    with pytest.raises(EvalConfigError, match="eval.ratio = 1.5"):
+    assert e.value.key == "eval.max_tokens"
+    with pytest.raises(ConfigError, match=r"eval.ratio must be in \[0, 1\], got 1.5"):
         EvalConfig(ratio=1.5)
 
 
@@ -124,10 +144,31 @@ def test_run_command_prints_the_key_and_exits_2(said):
 def test_train_command_names_the_setting(said):
     r = _cli(["train", "--set", "steps=ten"])
     assert r.exit_code == 2
-    said("`hallucue-mlx train --set steps=ten`", _text(r.output), "steps takes an integer")
+    said(
+        "`hallucue-mlx train --set steps=ten`",
+        _text(r.output),
+        "train.steps: expected an integer, got 'ten'",
+    )
+
+
+def test_train_command_names_the_flag_and_the_allowed_values(said):
+    r = _cli(["train", "--loss-type", "ppo"])
+    assert r.exit_code == 2
+    said(
+        "`hallucue-mlx train --loss-type ppo`",
+        _text(r.output),
+        "--loss-type",
+        "'ppo' is not valid",
+        "grpo, dr_grpo, dapo, bnpo",
+    )
 
 
 def test_eval_command_names_the_flag(said):
     r = _cli(["eval", "--batch-size", "0"])
     assert r.exit_code == 2
-    said("`hallucue-mlx eval --batch-size 0`", _text(r.output), "--batch-size", "an integer >= 1")
+    said(
+        "`hallucue-mlx eval --batch-size 0`",
+        _text(r.output),
+        "--batch-size",
+        "eval.batch_size must be >= 1, got 0",
+    )

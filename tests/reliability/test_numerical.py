@@ -11,6 +11,7 @@ import pytest
 from reliability_helpers import train_tiny
 
 import hallucue_mlx.train as train_mod
+from hallucue_mlx.config import TrainConfig, build
 from hallucue_mlx.data.synth import load_synth
 from hallucue_mlx.models.load import load_model
 from hallucue_mlx.train import TrainingDiverged, latest_checkpoint
@@ -80,7 +81,7 @@ def test_too_many_bad_updates_in_a_row_stop_with_the_checkpoint_intact(
     # with the fault gone, a rerun resumes from that checkpoint and finishes
     monkeypatch.undo()
     result = train_mod.train(
-        train_mod.make_config(**json.loads((out / "train_config.json").read_text())),
+        build(TrainConfig, json.loads((out / "train_config.json").read_text()), "train"),
         out_dir=out,
         resume=True,
         quiet=True,
