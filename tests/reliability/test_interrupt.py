@@ -159,3 +159,23 @@ def test_ctrl_c_in_eval_command_keeps_finished_conditions(tmp_path, tiny_dir, sa
     assert "resuming: none already done" in " ".join(cli.stdout().split())
     assert part.stat().st_mtime_ns == stamp
     assert len((out / "records.jsonl").read_text().splitlines()) == 24 * 4
+
+
+def test_a_second_ctrl_c_during_training_stops_at_once():
+    """During training the first Ctrl-C only asks to stop after the step (above); a second one
+    interrupts at once, and leaving training restores the previous handler."""
+    import time
+
+    import pytest
+
+    from hallucue_mlx.train import _StopFlag
+
+    before = signal.getsignal(signal.SIGINT)
+    with _StopFlag() as flag:
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(0.01)  # Python runs the handler here, at the latest
+        assert flag.requested
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGINT) is before
