@@ -1,5 +1,5 @@
 """Print text-removal coverage (share of items whose question changes) on synth and on each
-adapter's test fixture (tests/fixtures.py). Usage: python scripts/text_removal_coverage.py [N_SYNTH]"""
+adapter's test copy (tests/bench_rows/). Usage: python scripts/text_removal_coverage.py [N_SYNTH]"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import fixtures  # noqa: E402
+import bench_rows  # noqa: E402
 
 from hallucue_mlx.corrupt import Corruption, apply, coverage  # noqa: E402
 from hallucue_mlx.data.bench import load_benchmark  # noqa: E402
@@ -27,7 +27,7 @@ def main() -> None:
     n_synth = int(sys.argv[1]) if len(sys.argv) > 1 else 600
     report("synth", load_benchmark("synth", "test", n=n_synth))
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (build, split) in fixtures.BUILDERS.items():
+        for name, (build, split) in bench_rows.BUILDERS.items():
             report(name, load_benchmark(name, split or None, path=str(build(Path(tmp)))))
 
 

@@ -1,4 +1,8 @@
-"""Tiny real-architecture models: build, load, forward with an image, generate; loader errors."""
+"""Tiny real-architecture models: build, load, forward with an image, generate, adapter round trip.
+
+The loader's errors (missing path, offline hub, unsupported architecture, pickle weights,
+adapter mismatch) are tested, with their messages, in tests/reliability/test_bad_models.py and
+test_security.py."""
 
 from __future__ import annotations
 
@@ -14,7 +18,6 @@ from PIL import Image
 
 from hallucue_mlx.models import (
     FAMILIES,
-    ModelLoadError,
     build_tiny_random,
     load_model,
     model_family,
@@ -102,37 +105,7 @@ def test_dtype_cast(tiny_dirs):
     assert {v.dtype for _, v in tree_flatten(model.parameters())} == {mx.bfloat16}
 
 
-def test_missing_path_error():
-    with pytest.raises(ModelLoadError, match="not found: give a local directory containing config"):
-        load_model("./no/such/model_dir")
-
-
-def test_uncached_hub_id_offline_error(monkeypatch):
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
-        load_model("hallucue-test/not-a-cached-model")
-
-
-def test_unsupported_model_type(tmp_path, tiny_dirs):
-    d = tmp_path / "llava"
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps({"model_type": "llava"}))
-    with pytest.raises(ModelLoadError, match="'llava' is not supported.*qwen2_5_vl"):
-        load_model(d)
-
-
-def test_pickle_weights_refused(tmp_path, tiny_dirs):
-    d = tmp_path / "pickled"
-    d.mkdir()
-    (d / "config.json").write_text((tiny_dirs["qwen2_5_vl"] / "config.json").read_text())
-    (d / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
-    with pytest.raises(ModelLoadError, match="safetensors only"):
-        load_model(d)
-
-
-def test_adapter_roundtrip_and_mismatch(tmp_path, tiny_dirs):
+def test_adapter_roundtrip(tmp_path, tiny_dirs):
     from mlx_vlm.trainer.peft.utils import get_peft_model, save_adapter
 
     model, _ = load_model(tiny_dirs["qwen2_5_vl"])
@@ -150,13 +123,3 @@ def test_adapter_roundtrip_and_mismatch(tmp_path, tiny_dirs):
     assert mx.allclose(
         model.language_model(ids).logits, tuned.language_model(ids).logits, atol=1e-5
     )
-
-    # same architecture, other sizes: shape mismatch names adapter and base
-    wider = build_tiny_random(tmp_path / "wider", text_hidden=128, vision_depth=1)
-    with pytest.raises(ModelLoadError, match="does not fit base model"):
-        load_model(wider, tmp_path / "ad")
-    # another architecture
-    with pytest.raises(ModelLoadError, match="does not fit base model.*has no module"):
-        load_model(tiny_dirs["idefics3"], tmp_path / "ad")
-    with pytest.raises(ModelLoadError, match="adapter .* not found"):
-        load_model(tiny_dirs["qwen2_5_vl"], tmp_path / "nothing")

@@ -88,6 +88,23 @@ def test_gold_answer_that_cannot_be_graded(tmp_path, said, case, fields, parts):
     said(f"{case} (local JSONL)", _error(load), "id q2", *parts)
 
 
+@pytest.mark.parametrize(
+    "gold, kind, choices, boxed, part",
+    [
+        ("Z", "choice", ["3", "4.5", "5", "12 cm"], "B", "neither an option letter"),
+        ("five", "number", [], "5", "not a number"),
+    ],
+)
+def test_bad_gold_of_an_item_built_in_code_is_a_grader_error(gold, kind, choices, boxed, part):
+    """Items built in code skip the loader's check: grading them records the reason, not a crash."""
+    from hallucue_mlx.data.item import Item
+    from hallucue_mlx.rewards import grade
+
+    item = Item("g1", "local", "", "Which one?", gold, None, choices=choices, answer_kind=kind)
+    g = grade(f"<think>some reasoning</think> \\boxed{{{boxed}}}", item)
+    assert g.correct is False and g.grader_error is not None and part in g.grader_error
+
+
 def test_gradeable_golds_pass(tmp_path):
     """The check is not too strict: LaTeX numbers, option texts, free text all load."""
     rows = [

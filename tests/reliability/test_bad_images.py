@@ -123,7 +123,8 @@ def test_truncated_image_file_fails_at_load_naming_row_and_fix(tmp_path, said):
     said(
         "truncated image file (local JSONL)",
         str(e.value),
-        "id q2",
+        "row 1 (id q2)",
+        "column 'image'",
         "images/q2.png",
         "truncated",
         "Replace it with a valid PNG/JPEG or drop that row",
@@ -135,7 +136,13 @@ def test_unreadable_image_bytes_fail_naming_row_and_fix(tmp_path, said):
     with pytest.raises(BenchmarkError) as e:
         load_benchmark("local", path=str(d))
     said(
-        "image file that is not an image (local JSONL)", str(e.value), "id q7", "cannot be decoded"
+        "image file that is not an image (local JSONL)",
+        str(e.value),
+        "row 0 (id q7)",
+        "column 'image'",
+        "cannot be decoded",
+        "drop that row",
+        "data prepare",
     )
 
 

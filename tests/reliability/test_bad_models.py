@@ -26,6 +26,12 @@ def test_model_path_that_does_not_exist(tmp_path, said):
         "config.json",
         "Hugging Face id",
     )
+    # written as a relative path ('./...'): a path, never looked up on the hub
+    said(
+        "relative model path that does not exist ('./...')",
+        _error("./no/such/model_dir"),
+        "not found: give a local directory containing config.json",
+    )
 
 
 def test_relative_model_path_that_looks_like_a_hub_id(said, monkeypatch, tmp_path):
@@ -35,6 +41,7 @@ def test_relative_model_path_that_looks_like_a_hub_id(said, monkeypatch, tmp_pat
         "relative model path that does not exist (looks like a hub id, offline)",
         _error("models/mine"),
         "'models/mine'",
+        "not in the local Hugging Face cache",
         "no local directory",
         str(tmp_path / "models" / "mine"),
     )
@@ -76,6 +83,14 @@ def test_adapter_from_another_model_is_refused(tmp_path, tiny, tiny_dir, build_t
         "does not fit base model",
         "tensors do not match",
         "Load the adapter with the base model it was trained on",
+    )
+    # a base model of another architecture: the adapter's layers are not there
+    idefics = build_tiny(tmp_path / "idefics3", family="idefics3")
+    said(
+        "adapter trained on a model of another architecture",
+        _error(str(idefics), adapter=str(adapter)),
+        "does not fit base model",
+        "has no module",
     )
 
 

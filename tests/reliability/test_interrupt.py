@@ -8,6 +8,7 @@ import json
 import shlex
 import signal
 
+import pytest
 import yaml
 from reliability_helpers import Cli, grid_yaml
 
@@ -20,6 +21,7 @@ def _latest_step(d) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_grid_during_training_then_evaluation(tmp_path, tiny_dir, said):
     cfg = grid_yaml(tmp_path / "tiny.yaml", tiny_dir, steps=12)
     out = tmp_path / "run"
@@ -123,6 +125,7 @@ def test_ctrl_c_in_train_command_checkpoints_and_prints_the_resume_command(
     assert steps == list(range(1, 21)) and (out / "adapter" / "adapters.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_eval_command_keeps_finished_conditions(tmp_path, tiny_dir, said):
     out = tmp_path / "e"
     args = [
@@ -159,3 +162,21 @@ def test_ctrl_c_in_eval_command_keeps_finished_conditions(tmp_path, tiny_dir, sa
     assert "resuming: none already done" in " ".join(cli.stdout().split())
     assert part.stat().st_mtime_ns == stamp
     assert len((out / "records.jsonl").read_text().splitlines()) == 24 * 4
+
+
+def test_a_second_ctrl_c_during_training_stops_at_once():
+    """During training the first Ctrl-C only asks to stop after the step (above); a second one
+    interrupts at once, and leaving training restores the previous handler."""
+    import time
+
+    from hallucue_mlx.train import _StopFlag
+
+    before = signal.getsignal(signal.SIGINT)
+    with _StopFlag() as flag:
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(0.01)  # Python runs the handler here, at the latest
+        assert flag.requested
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGINT) is before

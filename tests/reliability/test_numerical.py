@@ -75,6 +75,8 @@ def test_too_many_bad_updates_in_a_row_stop_with_the_checkpoint_intact(
         str(last).replace(str(tmp_path), "<tmp>"),
         "Lower learning_rate",
     )
+    logged = _steps(out)  # the stopping step is not logged
+    assert [r["skipped_updates"] for r in logged] == [0, 1] and "warning" in logged[1]
     # the last checkpoint (step 2: its update was skipped) holds finite weights
     assert last is not None and last.name == "step_000002" and _finite(_weights(last))
     assert not (out / "adapter").exists()
@@ -97,3 +99,25 @@ def test_the_skip_is_shown_on_the_console(tmp_path, tiny_dir, monkeypatch, capsy
     train_tiny(tiny_dir, tmp_path / "run", steps=1, quiet=False)
     err = " ".join(capsys.readouterr().err.split())
     assert "step 1: 1 non-finite update(s) skipped" in err and "stops at 5" in err
+
+
+NAN_REWARD = "def reward(response, item):\n    return float('nan')\n"
+
+
+def test_nan_rewards_skip_every_update_then_stop(tmp_path, tiny_dir, monkeypatch):
+    """A reward function returning NaN poisons the advantages, so the loss: each update is skipped
+    and logged, and max_bad_steps of them in a row stop the run."""
+    (tmp_path / "hallucue_test_nan_reward.py").write_text(NAN_REWARD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="3 non-finite updates in a row at step 3"):
+        train_tiny(
+            tiny_dir,
+            out,
+            steps=5,
+            max_bad_steps=3,
+            reward_function="hallucue_test_nan_reward:reward",
+        )
+    logged = _steps(out)
+    assert [r["skipped_updates"] for r in logged] == [1, 1]
+    assert all(r["warning"] == "1 non-finite update(s) skipped" for r in logged)
