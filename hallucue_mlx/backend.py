@@ -23,8 +23,9 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 NO_FAST_BLAS_ENV = "HALLUCUE_NO_FAST_BLAS"  # set to 1 to opt out
 ACTIVE_ENV = "HALLUCUE_FAST_BLAS_ACTIVE"  # guard: set in the restarted process
+# Versions reported by `doctor` and recorded in a run's manifest.
 PACKAGES = ("hallucue-mlx", "mlx", "mlx-cpu", "mlx-lm", "mlx-vlm", "transformers", "datasets")
-PACKAGES += ("math-verify", "cmeel-openblas")
+PACKAGES += ("math-verify", "cmeel-openblas", "numpy", "pillow")
 
 
 # ---------------------------------------------------------------- device and dtype

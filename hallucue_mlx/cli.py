@@ -388,12 +388,15 @@ def data_prepare(
 ) -> None:
     """Cache a seeded compact subset of a benchmark locally (images included)."""
     from hallucue_mlx.data.bench import BenchmarkError, get_adapter
-    from hallucue_mlx.data.subset import prepare_subset
+    from hallucue_mlx.data.prepare import prepare_subset
+    from hallucue_mlx.rewards import check_golds
 
     try:
         split = split or get_adapter(benchmark).default_split
         out = out or Path("data") / f"{benchmark}-{split}-n{n if n is not None else 'all'}-s{seed}"
-        manifest = prepare_subset(benchmark, n, out, split=split, seed=seed, path=data)
+        manifest = prepare_subset(
+            benchmark, n, out, split=split, seed=seed, path=data, check=check_golds
+        )
     except BenchmarkError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None

@@ -13,8 +13,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from hallucue_mlx.corrupt import CORRUPTIONS, DEFAULT_FILL, Corruption, CorruptionRecord, apply
-from hallucue_mlx.data.item import Item
-from hallucue_mlx.prompts import LETTERS
+from hallucue_mlx.data.bench import get_adapter, load_benchmark
+from hallucue_mlx.data.item import LETTERS, Item
+from hallucue_mlx.rewards import check_golds
 
 CELL_W = 270
 IMAGE_BOX = (246, 180)
@@ -188,9 +189,8 @@ def gallery_for(
     path: str | None = None,
 ) -> Path:
     """Load a seeded subset of n items of a benchmark and write its gallery."""
-    from hallucue_mlx.data.bench import get_adapter, load_benchmark
-
     split = split or get_adapter(benchmark).default_split
     items = load_benchmark(benchmark, split, path=path, n=n, seed=seed)
+    check_golds(items, path or "")
     title = f"{benchmark} / {split or 'local'} · {len(items)} items · seed {seed}"
     return write_gallery(items, out, seed=seed, title=title)

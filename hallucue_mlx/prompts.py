@@ -6,15 +6,13 @@ The default is EasyR1's reasoning prompt, which the paper most likely used: the 
 
 from __future__ import annotations
 
-from hallucue_mlx.data.item import Item
+from hallucue_mlx.data.item import LETTERS, Item
 
 EASYR1_SUFFIX = (
     "You FIRST think about the reasoning process as an internal monologue and then provide the "
     "final answer. The reasoning process MUST BE enclosed within <think> </think> tags. "
     "The final answer MUST BE put in \\boxed{}."
 )
-
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 TEMPLATES = {
     # name -> suffix appended after the question (and its choices)

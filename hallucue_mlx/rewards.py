@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -34,12 +34,12 @@ from typing import Any
 import math_verify
 import sympy
 
-from hallucue_mlx.data.item import Item
+from hallucue_mlx.data.common import BenchmarkError
+from hallucue_mlx.data.item import LETTERS, Item
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 5.0
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Letters allowed when a choice item's options live only in the image (MathVerse vision-only).
 _DEFAULT_CHOICE_LETTERS = "ABCDEFGH"
 # EasyR1's format reward: reasoning in <think></think>, then a \boxed{} answer.
@@ -410,6 +410,16 @@ def gold_problem(item: Item) -> str | None:
                 f"answer_kind to 'free' to grade it as an expression or text"
             )
     return None
+
+
+def check_golds(items: Sequence[Item], source: str = "") -> None:
+    """Raise BenchmarkError naming the first item whose gold answer cannot be graded, and the
+    fix; run right after loading, so bad data fails before any compute is spent."""
+    where = f" of {source}" if source else ""
+    for item in items:
+        problem = gold_problem(item)
+        if problem is not None:
+            raise BenchmarkError(f"{item.benchmark}: item (id {item.id}){where}: {problem}")
 
 
 def is_correct(pred: str | None, item: Item) -> bool:

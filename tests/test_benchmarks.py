@@ -13,7 +13,8 @@ from PIL import Image
 
 from hallucue_mlx.data.bench import BENCHMARKS, BenchmarkError, load_benchmark
 from hallucue_mlx.data.item import ANSWER_KINDS, VERSIONS
-from hallucue_mlx.data.subset import SubsetManifest, content_hash, prepare_subset, stratified_pick
+from hallucue_mlx.data.prepare import prepare_subset
+from hallucue_mlx.data.subset import SubsetManifest, content_hash, stratified_pick
 
 
 @pytest.fixture(scope="module")

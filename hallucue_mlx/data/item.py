@@ -14,6 +14,9 @@ VERSIONS = ("text_dominant", "text_lite", "vision_intensive", "vision_dominant",
 
 ANSWER_KINDS = ("choice", "number", "free")
 
+# Option letters: the gold answer of a choice item is the letter of its correct option.
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
 # Transparent pixels become this colour: the background of a page or figure (and the blank fill).
 ALPHA_BACKGROUND = (255, 255, 255)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hallucue_mlx import atomic
-from hallucue_mlx.data.bench.common import (
+from hallucue_mlx.data.common import (
     Adapter,
     BenchmarkError,
     Row,

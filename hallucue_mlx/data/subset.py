@@ -101,28 +101,3 @@ class SubsetManifest:
             tuple(d["ids"]),
             d["content_hash"],
         )
-
-
-def prepare_subset(
-    benchmark: str,
-    n: int | None,
-    out: str | Path,
-    *,
-    split: str | None = None,
-    seed: int = 0,
-    path: str | None = None,
-) -> SubsetManifest:
-    """Cache a seeded subset locally (items.jsonl + PNG images + manifest.json) for offline runs.
-
-    Load it back with load_benchmark('local', split, path=out) or load_benchmark(benchmark, ...,
-    path=out).
-    """
-    from hallucue_mlx.data.bench import BENCHMARKS, load_benchmark
-    from hallucue_mlx.data.local import write_local
-
-    split = split or BENCHMARKS[benchmark].default_split
-    items = load_benchmark(benchmark, split, path=path, n=n, seed=seed)
-    write_local(items, out)
-    manifest = SubsetManifest.of(items, benchmark, split, seed, n)
-    manifest.save(Path(out) / MANIFEST_FILE)
-    return manifest

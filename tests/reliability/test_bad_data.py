@@ -10,12 +10,20 @@ import pytest
 from reliability_helpers import picture, row, write_items
 
 from hallucue_mlx.data.bench import BenchmarkError, load_benchmark
+from hallucue_mlx.rewards import check_golds
 
 
 def _load(tmp_path, rows, name="d", with_images=True):
+    """Load as every entry point does: the items, then the grader's check of their golds."""
     images = {f"{r['id']}.png": picture() for r in rows} if with_images else {}
     d = write_items(tmp_path / name, rows, images)
-    return d, lambda: load_benchmark("local", path=str(d))
+
+    def load():
+        items = load_benchmark("local", path=str(d))
+        check_golds(items, str(d))
+        return items
+
+    return d, load
 
 
 def _error(load) -> str:

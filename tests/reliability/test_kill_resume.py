@@ -16,10 +16,14 @@ import time
 import pytest
 from reliability_helpers import Cli, grid_yaml
 
-from hallucue_mlx.grid import comparable
-
 STEPS = 8
 TRAIN_CONDS = ("none", "blank")
+
+
+def comparable(results_json: dict) -> dict:
+    """results.json without its wall-clock `timing`: equal for interrupted+resumed and
+    uninterrupted runs with the same config and seed."""
+    return {k: v for k, v in results_json.items() if k != "timing"}
 
 
 def _latest_step(d) -> int:

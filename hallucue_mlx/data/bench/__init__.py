@@ -12,8 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hallucue_mlx.data import local
 from hallucue_mlx.data.bench import geometry3k, mathverse, mathvision, mathvista, wemath
-from hallucue_mlx.data.bench.common import (
+from hallucue_mlx.data.common import (
     Adapter,
     BenchmarkError,
     Row,
@@ -21,9 +22,11 @@ from hallucue_mlx.data.bench.common import (
     check_item,
     decode_utf8,
     read_jsonl,
+    require_columns,
 )
 from hallucue_mlx.data.item import Item
 from hallucue_mlx.data.subset import stratified_pick
+from hallucue_mlx.data.synth import load_synth
 
 SYNTH = Adapter(
     name="synth",
@@ -35,7 +38,7 @@ SYNTH = Adapter(
 )
 
 
-# Listed here; rows are read by hallucue_mlx.data.local (imported lazily: it builds on this package).
+# Listed here; rows are read by hallucue_mlx.data.local.
 LOCAL = Adapter(
     name="local",
     hub_id=None,
@@ -222,8 +225,6 @@ def load_benchmark(
         raise BenchmarkError(
             f"{name}: unknown split {split!r}; choose one of {list(adapter.splits)}."
         )
-    from hallucue_mlx.data import local
-
     local_file = local.items_file(path) if path else None
     if name == "local" and local_file is None:
         raise BenchmarkError(
@@ -249,8 +250,6 @@ def load_benchmark(
             raise BenchmarkError(
                 "synth: is generated, not read; --data must be a `hallucue-mlx data prepare` folder."
             )
-        from hallucue_mlx.data.synth import load_synth
-
         return load_synth(split, n=n, seed=seed)
     source = _from_path(adapter, path, split) if path else _from_hub(adapter, split)
     return _build_rows(adapter, source, split, n, seed)
@@ -293,8 +292,6 @@ def _build(
 def _build_rows(
     adapter: Adapter, rows: _Rows, split: str, n: int | None, seed: int, name: str | None = None
 ) -> list[Item]:
-    from hallucue_mlx.data.bench.common import require_columns
-
     bench = name or adapter.name
     require_columns(bench, rows.columns, adapter.required, rows.source)
     if isinstance(rows, _ListRows):  # JSON rows may each lack a column the others have

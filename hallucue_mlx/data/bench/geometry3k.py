@@ -8,7 +8,7 @@ EasyR1 trains on `answer` as free-form, so items are graded as numbers/expressio
 
 from __future__ import annotations
 
-from hallucue_mlx.data.bench.common import (
+from hallucue_mlx.data.common import (
     Adapter,
     Row,
     RowContext,

@@ -7,7 +7,7 @@ decoded_image (an image), answer (a letter when options exist), solution, level 
 
 from __future__ import annotations
 
-from hallucue_mlx.data.bench.common import (
+from hallucue_mlx.data.common import (
     Adapter,
     Row,
     RowContext,

@@ -10,7 +10,7 @@ The gold answer of multi-choice rows is turned into the option letter (this proj
 
 from __future__ import annotations
 
-from hallucue_mlx.data.bench.common import (
+from hallucue_mlx.data.common import (
     Adapter,
     BenchmarkError,
     Row,
@@ -19,8 +19,7 @@ from hallucue_mlx.data.bench.common import (
     read_image,
     text,
 )
-from hallucue_mlx.data.item import Item
-from hallucue_mlx.prompts import LETTERS
+from hallucue_mlx.data.item import LETTERS, Item
 
 
 def key(row: Row, index: int) -> tuple[str, tuple[str, ...]]:

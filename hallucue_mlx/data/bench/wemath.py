@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from hallucue_mlx.data.bench.common import (
+from hallucue_mlx.data.common import (
     Adapter,
     Row,
     RowContext,
