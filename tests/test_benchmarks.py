@@ -3,11 +3,10 @@ subsets are seeded and stratified; prepared subsets load back offline; errors sa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import bench_rows
 import datasets
-import fixtures
 import pytest
 from PIL import Image
 
@@ -20,14 +19,14 @@ from hallucue_mlx.data.subset import SubsetManifest, content_hash, stratified_pi
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fixtures")
-    return {name: build(root) for name, (build, _) in fixtures.BUILDERS.items()}
+    return {name: build(root) for name, (build, _) in bench_rows.BUILDERS.items()}
 
 
 def _load(fx, name, **kw):
-    return load_benchmark(name, fixtures.BUILDERS[name][1] or None, path=str(fx[name]), **kw)
+    return load_benchmark(name, bench_rows.BUILDERS[name][1] or None, path=str(fx[name]), **kw)
 
 
-@pytest.mark.parametrize("name", list(fixtures.BUILDERS))
+@pytest.mark.parametrize("name", list(bench_rows.BUILDERS))
 def test_adapters_read_fixtures_into_items(fx, name):
     items = _load(fx, name)
     assert len(items) >= 4 and len({it.id for it in items}) == len(items)
@@ -123,7 +122,7 @@ def test_prepare_synth_round_trip(tmp_path):
 
 def test_missing_column_error_names_benchmark_column_and_fix(tmp_path):
     ds = datasets.Dataset.from_dict(
-        {"images": [[fixtures.picture(0)]], "answer": ["3"]},
+        {"images": [[bench_rows.picture(0)]], "answer": ["3"]},
         features=datasets.Features(
             {"images": datasets.List(datasets.Image()), "answer": datasets.Value("string")}
         ),
@@ -134,20 +133,6 @@ def test_missing_column_error_names_benchmark_column_and_fix(tmp_path):
     msg = str(err.value)
     assert "geometry3k" in msg and "'problem'" in msg and "Columns present" in msg
     assert "rename" in msg
-
-
-def test_unreadable_image_error_names_row_and_fix(tmp_path):
-    rows = [
-        {"id": "ok", "question": "Q?", "answer": "1", "image": "a.png"},
-        {"id": "bad", "question": "Q?", "answer": "2", "image": "b.png"},
-    ]
-    fixtures.picture(1).save(tmp_path / "a.png")
-    (tmp_path / "b.png").write_bytes(b"not an image")
-    (tmp_path / "items.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(BenchmarkError) as err:
-        load_benchmark("local", "x", path=str(tmp_path))
-    msg = str(err.value)
-    assert "row 1" in msg and "id bad" in msg and "'image'" in msg and "data prepare" in msg
 
 
 def test_unreadable_image_bytes_in_parquet(tmp_path):

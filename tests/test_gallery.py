@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-import fixtures
+from bench_rows import mathvista
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -29,7 +29,7 @@ def test_synth_gallery_is_byte_identical_for_the_same_seed(tmp_path):
 
 
 def test_fixture_benchmark_gallery_renders_each_corruption(tmp_path):
-    path = fixtures.mathvista(tmp_path)
+    path = mathvista.build(tmp_path)
     items = load_benchmark("mathvista", "testmini", path=str(path), n=3)
     out = write_gallery(items, tmp_path / "g.png", seed=0)
     img = Image.open(out).convert("RGB")
