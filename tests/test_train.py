@@ -66,15 +66,14 @@ def _step_lines(path):
     return [{k: v for k, v in d.items() if k not in drop} for d in lines if "event" not in d]
 
 
-def test_resume_gives_the_same_adapter(tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(rewards, "score", _fake_score)
+def test_resume_gives_the_same_adapter(tiny_dir, tmp_path):
     cfg = _cfg()
-    straight = train(cfg, tiny_dir, tmp_path / "a", quiet=True)
+    straight = train(cfg, tiny_dir, tmp_path / "a", quiet=True, reward_fn=_fake_score)
     assert straight.steps_done == 4 and straight.adapter_dir is not None
-    first = train(cfg, tiny_dir, tmp_path / "b", quiet=True, stop_after=2)
+    first = train(cfg, tiny_dir, tmp_path / "b", quiet=True, stop_after=2, reward_fn=_fake_score)
     assert first.interrupted and first.steps_done == 2 and first.adapter_dir is None
     assert latest_checkpoint(tmp_path / "b").name == "step_000002"
-    resumed = train(cfg, tiny_dir, tmp_path / "b", resume=True, quiet=True)
+    resumed = train(cfg, tiny_dir, tmp_path / "b", resume=True, quiet=True, reward_fn=_fake_score)
     assert resumed.steps_done == 4
     a, b = _adapter(tmp_path / "a" / "adapter"), _adapter(tmp_path / "b" / "adapter")
     assert a.keys() == b.keys()
@@ -111,22 +110,21 @@ def test_resume_gives_the_same_adapter(tiny_dir, tmp_path, monkeypatch):
     assert len(rollouts) == 4 * 2 * 3
 
 
-def test_non_finite_updates_are_skipped_then_abort(tiny_dir, tmp_path, monkeypatch):
+def test_non_finite_updates_are_skipped_then_abort(tiny_dir, tmp_path):
     def nan_score(response, item, cfg=None):
         return rewards.Reward(float("nan"), 0.0, 0.0, rewards.Grade(None, False, False))
 
-    monkeypatch.setattr(rewards, "score", nan_score)
     cfg = _cfg(max_bad_steps=3, num_iterations=1, steps=5, corruption="none")
     with pytest.raises(TrainingDiverged, match="3 non-finite updates in a row"):
-        train(cfg, tiny_dir, tmp_path / "nan", quiet=True)
+        train(cfg, tiny_dir, tmp_path / "nan", quiet=True, reward_fn=nan_score)
     lines = _step_lines(tmp_path / "nan")
     assert [d["skipped_updates"] for d in lines] == [1, 1]
     assert all("warning" in d for d in lines)
 
 
-def test_max_minutes_ends_the_run_with_an_adapter(tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(rewards, "score", _fake_score)
-    res = train(_cfg(max_minutes=1e-6, num_iterations=1), tiny_dir, tmp_path / "t", quiet=True)
+def test_max_minutes_ends_the_run_with_an_adapter(tiny_dir, tmp_path):
+    cfg = _cfg(max_minutes=1e-6, num_iterations=1)
+    res = train(cfg, tiny_dir, tmp_path / "t", quiet=True, reward_fn=_fake_score)
     assert res.time_up and res.steps_done == 1 and res.adapter_dir is not None
     assert latest_checkpoint(tmp_path / "t").name == "step_000001"
 
@@ -167,12 +165,11 @@ def test_ctrl_c_finishes_the_step_then_a_second_one_stops():
         flag._handle(2, None)
 
 
-def test_cli_train(tiny_dir, tmp_path, monkeypatch):
+def test_cli_train(tiny_dir, tmp_path):
     from typer.testing import CliRunner
 
     from hallucue_mlx.cli import app
 
-    monkeypatch.setattr(rewards, "score", _fake_score)
     out = tmp_path / "cli"
     args = [
         "train",
@@ -244,10 +241,9 @@ def test_updated_groups_drop_only_groups_without_reward_spread():
     assert updated_groups([0.0] * 6, 3, drop_zero_std=True) == [0, 1]
 
 
-def test_dropping_zero_std_groups_updates_on_the_rest(tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(rewards, "score", _fake_score)
+def test_dropping_zero_std_groups_updates_on_the_rest(tiny_dir, tmp_path):
     cfg = _cfg(steps=3, prompts_per_step=3, drop_zero_std_groups=True, corruption="none")
-    train(cfg, tiny_dir, tmp_path / "d", quiet=True)
+    train(cfg, tiny_dir, tmp_path / "d", quiet=True, reward_fn=_fake_score)
     lines = _step_lines(tmp_path / "d")
     assert len(lines) == 3
     for d in lines:
