@@ -15,6 +15,9 @@ Output folder layout (all writes are atomic: a temp file, then a rename):
 A rerun with the same folder skips every condition whose part is complete and was made with the
 same model, items and settings; a part made with other settings is an error, never silently mixed.
 
+`greedy_eval` is the same path (records of one greedy answer per item, all items corrupted) for the
+quick evaluations of training (`mean_scores` of its records) and of the hallucue-tiny warm-up.
+
 Determinism: corruption choices and sampling keys derive from `seed` (sampling keys per condition
 and batch, so with temperature > 0 the samples also depend on batch_size). Greedy decoding does not
 depend on batch_size up to float rounding.

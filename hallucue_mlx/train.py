@@ -7,6 +7,11 @@ group, then `num_iterations` AdamW updates of the LoRA weights on the clipped su
 k3 KL to the LoRA-off reference). Everything random derives from `seed` and the step number, so a
 resumed run continues exactly as if it had never stopped.
 
+The loop reads as its phases: resolve_config and setup (model, LoRA, optimizer, restore, data
+pools), then per step (train_step) collect -> select_groups -> update -> step_record / log_step,
+then evaluate_now and save_checkpoint (_loop). The reward, the in-training evaluation and the step
+order are passed in (defaults: rewards.score, evaluate.greedy_eval, step_indices).
+
 Simplifications against textbook GRPO, on purpose: one process, the whole rollout batch in one
 loss (dapo and bnpo coincide); the reference is the base model with LoRA off, not a frozen copy.
 """
@@ -558,6 +563,7 @@ RewardFn = Callable[[str, Item], Reward]
 EvaluateFn = Callable[[nn.Module, Any, list[Item], list[str]], dict[str, dict[str, float]]]
 # (step, prompts per step, pool size, seed) -> pool indices of the step's prompts
 IndicesFn = Callable[[int, int, int, int], list[int]]
+OnStep = Callable[[int, dict[str, Any]], None]  # (step, its record): live views
 EVAL_BATCH = 16  # prompts per batch of the in-training evaluation
 
 
@@ -937,7 +943,9 @@ def train_step(run: Run, state: TrainState) -> dict[str, Any]:
     return rec
 
 
-def _loop(run: Run, state: TrainState, end: int, view: TrainView, on_step: Any) -> TrainResult:
+def _loop(
+    run: Run, state: TrainState, end: int, view: TrainView, on_step: OnStep | None
+) -> TrainResult:
     """Steps until `end`, max_minutes or Ctrl-C; periodic evaluation and checkpoints."""
     cfg = run.cfg
     result = TrainResult(run.out, None, state.step)
@@ -989,7 +997,7 @@ def train(
     model_and_processor: tuple[Any, Any] | None = None,
     items: list[Item] | None = None,
     eval_items: list[Item] | None = None,
-    on_step: Callable[[int, dict[str, Any]], None] | None = None,
+    on_step: OnStep | None = None,
     reward_fn: RewardFn | None = None,
     evaluate_fn: EvaluateFn | None = None,
     indices_fn: IndicesFn = step_indices,

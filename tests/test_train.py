@@ -261,3 +261,30 @@ def test_first_update_moves_each_weight_by_the_learning_rate():
     new = opt.apply_gradients(g, w)
     step = np.abs(np.array(new["w"]))
     assert np.allclose(step, 1e-3, rtol=1e-2), step[:4]  # eps 1e-8 shaves a little
+
+
+def test_evaluation_is_passed_in_and_logged_under_the_condition_names(tiny_dir, tmp_path):
+    from hallucue_mlx.data.synth import load_synth
+
+    seen = []
+
+    def fake_eval(model, processor, items, conditions):
+        seen.append((len(items), list(conditions)))
+        return {c: {"accuracy": 0.5, "format": 1.0, "reward": 0.55} for c in conditions}
+
+    cfg = _cfg(steps=2, eval_every=1, n_eval=2, num_iterations=1, corruption="blank")
+    held = load_synth("test", n=3, seed=0)
+    res = train(
+        cfg,
+        tiny_dir,
+        tmp_path / "e",
+        quiet=True,
+        reward_fn=_fake_score,
+        evaluate_fn=fake_eval,
+        eval_items=held,
+    )
+    assert seen == [(2, ["none", "blank"])] * 3  # steps 0, 1 and 2, on the first n_eval items
+    assert [e["step"] for e in res.evals] == [0, 1, 2]
+    assert res.evals[0]["eval/none/accuracy"] == 0.5 and res.evals[0]["eval/blank/reward"] == 0.55
+    logged = [json.loads(x) for x in (tmp_path / "e" / "metrics.jsonl").read_text().splitlines()]
+    assert [d for d in logged if "event" in d] == res.evals
