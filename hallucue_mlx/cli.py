@@ -423,7 +423,7 @@ def model_build_tiny(
     """Rebuild hallucue-tiny deterministically from its seed (about 30-45 min on 2 CPU cores)."""
     import json
 
-    from hallucue_mlx.models.warmup import WarmupConfig, build_tiny
+    from hallucue_mlx.warmup import WarmupConfig, build_tiny
 
     result = build_tiny(out, WarmupConfig(seed=seed, max_minutes=max_minutes), log=typer.echo)
     typer.echo(json.dumps(result["eval"], indent=2))

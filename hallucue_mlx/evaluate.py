@@ -15,6 +15,9 @@ Output folder layout (all writes are atomic: a temp file, then a rename):
 A rerun with the same folder skips every condition whose part is complete and was made with the
 same model, items and settings; a part made with other settings is an error, never silently mixed.
 
+`greedy_eval` is the same path (records of one greedy answer per item, all items corrupted) for the
+quick evaluations of training (`mean_scores` of its records) and of the hallucue-tiny warm-up.
+
 Determinism: corruption choices and sampling keys derive from `seed` (sampling keys per condition
 and batch, so with temperature > 0 the samples also depend on batch_size). Greedy decoding does not
 depend on batch_size up to float rounding.
@@ -25,46 +28,30 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import mlx.core as mx
 
 from hallucue_mlx import atomic
 from hallucue_mlx.config import EvalConfig
 from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply, coverage
 from hallucue_mlx.data.item import VERSIONS, Item
+from hallucue_mlx.rewards import Reward, grade
+from hallucue_mlx.rollout import Completion, encode_prompt, generate
+
+# rollout.generate's signature: (model, processor, prompts, n, temperature, max_tokens, key, top_p)
+GenerateFn = Callable[..., list[list[Completion]]]
+# A reward of one response to the item as shown (rewards.score with its config bound)
+RewardFn = Callable[[str, Item], Reward]
 
 RECORDS_FILE = "records.jsonl"
 SUMMARY_FILE = "summary.json"
 PARTS_DIR = "parts"
 # Top-level keys of summary.json that are not condition names.
 SUMMARY_EXTRA_KEYS = ("diagnostics", "meta")
-# Keys every record carries (metrics reads id, corruption, correct; the rest are for inspection).
-RECORD_KEYS = (
-    "id",
-    "benchmark",
-    "split",
-    "version",
-    "task",
-    "answer_kind",
-    "corruption",
-    "corruption_applied",
-    "corruption_changed",
-    "corruption_detail",
-    "question",
-    "sample",
-    "response",
-    "extracted",
-    "gold",
-    "correct",
-    "format_ok",
-    "response_tokens",
-    "truncated",
-    "grader_error",
-    "n_choices",
-    "model",
-)
 
 
 # ================================================================ results
@@ -221,8 +208,6 @@ def make_record(
     model_name: str = "",
 ) -> dict[str, Any]:
     """One evaluation record: the original item's gold, the shown (corrupted) question, the grade."""
-    from hallucue_mlx.rewards import grade
-
     g = grade(completion.text, item)
     # tokens of the answer itself: the final EOS of a finished response is not counted
     n_tokens = len(completion.ids) - (0 if completion.truncated else 1)
@@ -252,11 +237,68 @@ def make_record(
     }
 
 
-def _batch_key(seed: int, cond: str, batch: int) -> Any:
-    import mlx.core as mx
-
+def _batch_key(seed: int, cond: str, batch: int) -> mx.array:
     digest = hashlib.sha256(f"eval\x1f{seed}\x1f{cond}\x1f{batch}".encode()).digest()
     return mx.random.key(int.from_bytes(digest[:4], "big"))
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the answers of an evaluation are produced: prompt, sampling, batching, seed."""
+
+    template: str
+    max_tokens: int
+    batch_size: int
+    samples: int = 1
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int = 0  # corruption choices and the per-batch sampling keys
+
+
+def condition_records(
+    model: Any,
+    processor: Any,
+    items: Sequence[Item],
+    cond: str,
+    decoding: Decoding,
+    *,
+    ratio: float = 1.0,
+    model_name: str = "",
+    reward_fn: RewardFn | None = None,
+    generate_fn: GenerateFn = generate,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Records of one condition: corrupt the pool, encode each prompt once, generate in batches.
+
+    With `reward_fn`, each record also carries "reward": the reward of the response to the item
+    as shown. `on_batch(n_items)` is called after each batch (progress)."""
+    d = decoding
+    pool = apply(items, Corruption(cond, ratio, d.seed))
+    records: list[dict[str, Any]] = []
+    for b, start in enumerate(range(0, len(pool), d.batch_size)):
+        chunk = pool[start : start + d.batch_size]
+        prompts = [
+            encode_prompt(processor, model, shown, template=d.template) for shown, _ in chunk
+        ]
+        outs = generate_fn(
+            model,
+            processor,
+            prompts,
+            n=d.samples,
+            temperature=d.temperature,
+            max_tokens=d.max_tokens,
+            key=_batch_key(d.seed, cond, b),
+            top_p=d.top_p,
+        )
+        for (shown, crec), item, group in zip(chunk, items[start : start + len(chunk)], outs):
+            for s, completion in enumerate(group):
+                rec = make_record(item, shown, crec, s, completion, model_name)
+                if reward_fn is not None:
+                    rec["reward"] = reward_fn(completion.text, shown).total
+                records.append(rec)
+        if on_batch is not None:
+            on_batch(len(chunk))
+    return records
 
 
 def evaluate_condition(
@@ -267,36 +309,65 @@ def evaluate_condition(
     cond: str,
     *,
     model_name: str = "",
-    on_batch: Any = None,
+    generate_fn: GenerateFn = generate,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Records of one condition: corrupt the pool, encode each prompt once, generate in batches.
+    """Records of one condition under an EvalConfig (`hallucue-mlx eval`, the grid)."""
+    decoding = Decoding(
+        template=cfg.template,
+        max_tokens=cfg.max_tokens,
+        batch_size=cfg.batch_size,
+        samples=cfg.samples_per_item,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=cfg.seed,
+    )
+    return condition_records(
+        model,
+        processor,
+        items,
+        cond,
+        decoding,
+        ratio=cfg.ratio,
+        model_name=model_name,
+        generate_fn=generate_fn,
+        on_batch=on_batch,
+    )
 
-    `on_batch(n_items)` is called after each batch (progress)."""
-    from hallucue_mlx.rollout import encode_prompt, generate
 
-    pool = apply(items, Corruption(cond, cfg.ratio, cfg.seed))
-    records: list[dict[str, Any]] = []
-    for b, start in enumerate(range(0, len(pool), cfg.batch_size)):
-        chunk = pool[start : start + cfg.batch_size]
-        prompts = [
-            encode_prompt(processor, model, shown, template=cfg.template) for shown, _ in chunk
-        ]
-        outs = generate(
-            model,
-            processor,
-            prompts,
-            n=cfg.samples_per_item,
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
-            key=_batch_key(cfg.seed, cond, b),
-            top_p=cfg.top_p,
+def greedy_eval(
+    model: Any,
+    processor: Any,
+    items: Sequence[Item],
+    conditions: Sequence[str],
+    decoding: Decoding,
+    *,
+    reward_fn: RewardFn | None = None,
+    generate_fn: GenerateFn = generate,
+) -> dict[str, list[dict[str, Any]]]:
+    """The quick evaluation of training and the warm-up: every item under each condition (ratio
+    1), answered as `decoding` says (greedy by default); {condition: records}."""
+    if decoding.temperature != 0 or decoding.samples != 1:
+        raise ValueError("greedy_eval decodes one greedy answer per item")
+    return {
+        cond: condition_records(
+            model, processor, items, cond, decoding, reward_fn=reward_fn, generate_fn=generate_fn
         )
-        for (shown, crec), item, group in zip(chunk, items[start : start + len(chunk)], outs):
-            for s, completion in enumerate(group):
-                records.append(make_record(item, shown, crec, s, completion, model_name))
-        if on_batch is not None:
-            on_batch(len(chunk))
-    return records
+        for cond in conditions
+    }
+
+
+def mean_scores(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Accuracy, format rate and (when the records carry one) mean reward: the training log's
+    eval/<condition>/... numbers. 0.0 for no records."""
+    n = max(len(records), 1)
+    out = {
+        "accuracy": sum(float(r["correct"]) for r in records) / n,
+        "format": sum(float(r["format_ok"]) for r in records) / n,
+    }
+    if records and "reward" in records[0]:
+        out["reward"] = sum(r["reward"] for r in records) / n
+    return out
 
 
 # ================================================================ the entry point
@@ -312,6 +383,7 @@ def evaluate(
     model_name: str = "",
     progress: bool = True,
     console: Any = None,
+    generate_fn: GenerateFn = generate,
 ) -> EvalResult:
     """Evaluate `model` on `items` under each of cfg.conditions.
 
@@ -355,6 +427,7 @@ def evaluate(
                 cfg,
                 cond,
                 model_name=model_name,
+                generate_fn=generate_fn,
                 on_batch=lambda k: bar.advance(task, k),
             )
             by_cond[cond] = recs

@@ -14,7 +14,7 @@ positions between calls and reuses stale ones on a text-only forward after an im
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
 
@@ -73,7 +73,6 @@ class Episode:
     grader_error: bool = False
     advantage: float = 0.0
     corruption: str = "none"
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- model plumbing
@@ -410,17 +409,3 @@ def generate(
             )
         out.append(group)
     return out
-
-
-def generate_group(
-    model: nn.Module,
-    processor: Any,
-    prompt: PromptInputs,
-    n: int,
-    temperature: float,
-    max_tokens: int,
-    key: mx.array | None = None,
-    top_p: float = 1.0,
-) -> list[Completion]:
-    """G completions of one prompt after a single prefill."""
-    return generate(model, processor, [prompt], n, temperature, max_tokens, key, top_p)[0]

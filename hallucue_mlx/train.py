@@ -7,6 +7,11 @@ group, then `num_iterations` AdamW updates of the LoRA weights on the clipped su
 k3 KL to the LoRA-off reference). Everything random derives from `seed` and the step number, so a
 resumed run continues exactly as if it had never stopped.
 
+The loop reads as its phases: resolve_config and setup (model, LoRA, optimizer, restore, data
+pools), then per step (train_step) collect -> select_groups -> update -> step_record / log_step,
+then evaluate_now and save_checkpoint (_loop). The reward, the in-training evaluation and the step
+order are passed in (defaults: rewards.score, evaluate.greedy_eval, step_indices).
+
 Simplifications against textbook GRPO, on purpose: one process, the whole rollout batch in one
 loss (dapo and bnpo coincide); the reference is the base model with LoRA off, not a frozen copy.
 """
@@ -19,7 +24,9 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +38,35 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from hallucue_mlx import atomic
 from hallucue_mlx.config import TrainConfig
+from hallucue_mlx.corrupt import Corruption, apply
+from hallucue_mlx.data.bench import load_benchmark
+from hallucue_mlx.data.item import Item
+from hallucue_mlx.evaluate import Decoding, greedy_eval, mean_scores
 from hallucue_mlx.grpo import (
     LossConfig,
+    PolicyBatch,
     group_advantages,
     make_batch,
     policy_loss,
     reference_logprobs,
 )
+from hallucue_mlx.models.load import load_model
 from hallucue_mlx.models.lora import (
     LoraConfig,
     apply_lora,
     load_adapter_weights,
     save_adapter,
 )
-from hallucue_mlx.rollout import Episode, encode_prompt, generate, logit_bias
+from hallucue_mlx.prompts import resolve_template
+from hallucue_mlx.rewards import Reward, RewardConfig, score
+from hallucue_mlx.rollout import (
+    Completion,
+    Episode,
+    PromptInputs,
+    encode_prompt,
+    generate,
+    logit_bias,
+)
 
 # ================================================================ configuration
 
@@ -79,8 +101,6 @@ def loss_config(cfg: TrainConfig) -> LossConfig:
 
 def load_items(benchmark: str, split: str, n: int | None, seed: int) -> list:
     """Items of a benchmark split, through the one benchmark entry point."""
-    from hallucue_mlx.data.bench import load_benchmark
-
     return load_benchmark(benchmark, split, n=n, seed=seed)
 
 
@@ -88,8 +108,6 @@ def corrupted_pool(items: list, name: str, ratio: float, seed: int) -> list[tupl
     """Each item's corruption drawn once for the whole run: [(item as trained on, record)]."""
     if name == "none":
         return [(it, None) for it in items]
-    from hallucue_mlx.corrupt import Corruption, apply
-
     return apply(items, Corruption(name, ratio=ratio, seed=seed))
 
 
@@ -201,32 +219,7 @@ def _restore(ckpt: Path, model: nn.Module, opt: optim.Optimizer) -> dict:
     return json.loads((ckpt / "state.json").read_text())
 
 
-# ================================================================ evaluation
-
-
-def greedy_eval(
-    model: nn.Module, processor: Any, pool: list, cfg: TrainConfig, reward_cfg: Any, batch: int = 16
-) -> dict[str, float]:
-    """Greedy accuracy / format / reward on (item, record) pairs."""
-    from hallucue_mlx.rewards import score
-
-    acc = fmt = rew = 0.0
-    for i in range(0, len(pool), batch):
-        chunk = [it for it, _ in pool[i : i + batch]]
-        prompts = [
-            encode_prompt(processor, model, it, template=cfg.prompt_template) for it in chunk
-        ]
-        outs = generate(
-            model, processor, prompts, n=1, temperature=0.0, max_tokens=cfg.max_completion_length
-        )
-        for it, g in zip(chunk, outs):
-            r = score(g[0].text, it, reward_cfg)
-            acc, fmt, rew = acc + r.accuracy, fmt + r.format, rew + r.total
-    n = max(len(pool), 1)
-    return {"accuracy": acc / n, "format": fmt / n, "reward": rew / n}
-
-
-# ================================================================ the loop
+# ================================================================ results and views
 
 
 @dataclass
@@ -350,10 +343,434 @@ def _finite(*xs: mx.array) -> bool:
     return all(math.isfinite(float(x.item())) for x in xs)
 
 
-def _load(cfg: TrainConfig, model_path: str | None):
-    from hallucue_mlx.models.load import load_model
+# ================================================================ the loop in phases
 
-    return load_model(model_path or cfg.model, dtype=cfg.dtype)
+RewardFn = Callable[[str, Item], Reward]
+# (model, processor, held-out items, conditions) -> {condition: {"accuracy", "format", "reward"}}
+EvaluateFn = Callable[[nn.Module, Any, list[Item], list[str]], dict[str, dict[str, float]]]
+# (step, prompts per step, pool size, seed) -> pool indices of the step's prompts
+IndicesFn = Callable[[int, int, int, int], list[int]]
+OnStep = Callable[[int, dict[str, Any]], None]  # (step, its record): live views
+EVAL_BATCH = 16  # prompts per batch of the in-training evaluation
+
+
+def default_reward_fn(cfg: TrainConfig) -> RewardFn:
+    """rewards.score with the run's weights (or its user reward function)."""
+    reward_cfg = RewardConfig(
+        accuracy_weight=cfg.accuracy_weight,
+        format_weight=cfg.format_weight,
+        function=cfg.reward_function,
+    )
+    return partial(score, cfg=reward_cfg)
+
+
+def default_evaluate_fn(cfg: TrainConfig, reward_fn: RewardFn) -> EvaluateFn:
+    """Greedy evaluation.greedy_eval at the run's template and completion length, as means."""
+    decoding = Decoding(
+        template=cfg.prompt_template,
+        max_tokens=cfg.max_completion_length,
+        batch_size=EVAL_BATCH,
+        seed=cfg.seed,
+    )
+
+    def run(model: nn.Module, processor: Any, items: list[Item], conditions: list[str]):
+        by_cond = greedy_eval(model, processor, items, conditions, decoding, reward_fn=reward_fn)
+        return {cond: mean_scores(recs) for cond, recs in by_cond.items()}
+
+    return run
+
+
+@dataclass
+class TrainState:
+    """What changes from step to step and survives a resume (with the weights and optimizer)."""
+
+    step: int = 0
+    bad_in_row: int = 0  # non-finite updates in a row
+    train_seconds: float = 0.0  # across resumes (max_minutes)
+
+
+@dataclass
+class Run:
+    """What the steps share: settings, model, optimizer, data, the passed-in functions, files."""
+
+    cfg: TrainConfig
+    out: Path
+    model: nn.Module
+    processor: Any
+    opt: optim.Optimizer
+    pool: list[tuple[Item, Any]]  # (item as trained on, corruption record or None)
+    eval_items: list[Item] | None  # held-out items; None: no in-training evaluation
+    reward_fn: RewardFn
+    evaluate_fn: EvaluateFn
+    indices_fn: IndicesFn
+    bias: mx.array
+    pad_id: int
+    loss_and_grad: Callable
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def rollouts_path(self) -> Path:
+        return self.out / "rollouts.jsonl"
+
+    @property
+    def eval_conditions(self) -> list[str]:
+        return ["none"] + ([self.cfg.corruption] if self.cfg.corruption != "none" else [])
+
+
+@dataclass
+class Rollout:
+    """A step's sampled groups: one encoded prompt per group, the scored episodes."""
+
+    prompts: list[PromptInputs]
+    episodes: list[Episode]
+    seconds: float
+
+
+@dataclass
+class StepBatch:
+    """The groups an update uses, as a padded batch, and the step's reward statistics."""
+
+    batch: PolicyBatch
+    groups: list[int]
+    reward_metrics: dict[str, float]
+
+
+@dataclass
+class UpdateStats:
+    metrics: dict[str, float]  # of the first applied update (as TRL logs them); empty if none
+    skipped: int  # non-finite updates skipped
+    seconds: float
+
+
+def resolve_config(
+    config: TrainConfig, ckpt: Path | None, model_path: str | Path | None
+) -> TrainConfig:
+    """The run's settings: a resumed run's saved ones (except steps), the template resolved."""
+    if ckpt is not None:
+        saved = json.loads((ckpt / "state.json").read_text())["config"]
+        # the saved run's settings win, except how long to run
+        config = replace(TrainConfig(**saved), steps=config.steps)
+    if config.prompt_template == "auto":
+        template = resolve_template("auto", model_path or config.model)
+        config = replace(config, prompt_template=template)
+    config.validate()
+    return config
+
+
+def _held_out(cfg: TrainConfig, eval_items: list[Item] | None) -> list[Item] | None:
+    if not (cfg.eval_every and cfg.n_eval):
+        return None
+    if eval_items is not None:
+        return eval_items[: cfg.n_eval]
+    return load_items(cfg.benchmark, cfg.eval_split, cfg.n_eval, cfg.seed)
+
+
+def setup(
+    cfg: TrainConfig,
+    out: Path,
+    ckpt: Path | None,
+    model_and_processor: tuple[Any, Any],
+    items: list[Item] | None,
+    eval_items: list[Item] | None,
+    reward_fn: RewardFn | None,
+    evaluate_fn: EvaluateFn | None,
+    indices_fn: IndicesFn,
+) -> tuple[Run, TrainState]:
+    """LoRA on the model, the optimizer (restored from ckpt), the data pools; the start state."""
+    model, processor = model_and_processor
+    if not hasattr(model, "_hallucue_lora"):
+        apply_lora(model, lora_config(cfg))
+    opt = make_optimizer(cfg)
+    saved = _restore(ckpt, model, opt) if ckpt is not None else {}
+    state = TrainState(
+        step=int(saved.get("step", 0)),
+        bad_in_row=int(saved.get("bad_in_row", 0)),
+        train_seconds=float(saved.get("train_seconds", 0.0)),
+    )
+    reward_fn = reward_fn or default_reward_fn(cfg)
+    lcfg = loss_config(cfg)
+    bias = logit_bias(model, processor)
+    tok = getattr(processor, "tokenizer", processor)
+    if items is None:
+        items = load_items(cfg.benchmark, cfg.train_split, cfg.n_train, cfg.seed)
+    pool = corrupted_pool(items, cfg.corruption, cfg.corruption_ratio, cfg.seed)
+    if not pool:
+        raise ValueError(f"no training items in {cfg.benchmark}/{cfg.train_split}")
+    loss_and_grad = nn.value_and_grad(
+        model, lambda b: policy_loss(model, b, lcfg, bias, cfg.grad_checkpoint)
+    )
+    run = Run(
+        cfg=cfg,
+        out=out,
+        model=model,
+        processor=processor,
+        opt=opt,
+        pool=pool,
+        eval_items=_held_out(cfg, eval_items),
+        reward_fn=reward_fn,
+        evaluate_fn=evaluate_fn or default_evaluate_fn(cfg, reward_fn),
+        indices_fn=indices_fn,
+        bias=bias,
+        pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+        loss_and_grad=loss_and_grad,
+    )
+    return run, state
+
+
+def trim_logs(run: Run, start_step: int, resume: bool) -> None:
+    """metrics.jsonl / rollouts.jsonl: drop the lines of steps a resumed run redoes (all, fresh)."""
+    for p in (run.metrics_path, run.rollouts_path):
+        if p.exists():
+            keep = [ln for ln in _jsonl_lines(p) if json.loads(ln).get("step", 0) <= start_step]
+            atomic.write_text(p, "".join(ln + "\n" for ln in keep) if resume else "")
+
+
+def _episodes(
+    chosen: list[tuple[Item, Any]],
+    prompts: list[PromptInputs],
+    groups: list[list[Completion]],
+    reward_fn: RewardFn,
+) -> list[Episode]:
+    """One scored episode per completion, group by group."""
+    episodes: list[Episode] = []
+    prompt_ids = [p.input_ids.tolist() for p in prompts]
+    for g, ((it, rec), comps) in enumerate(zip(chosen, groups)):
+        corruption = rec.corruption if rec is not None and rec.applied else "none"
+        for c in comps:
+            r = reward_fn(c.text, it)
+            episodes.append(
+                Episode(
+                    item_id=it.id,
+                    group=g,
+                    prompt_ids=prompt_ids[g],
+                    completion_ids=c.ids,
+                    logprobs=c.logprobs,
+                    text=c.text,
+                    truncated=c.truncated,
+                    reward=r.total,
+                    accuracy=r.accuracy,
+                    format=r.format,
+                    grader_error=r.grade.grader_error is not None,
+                    corruption=corruption,
+                )
+            )
+    return episodes
+
+
+def collect(run: Run, step: int) -> Rollout:
+    """The step's prompts, num_generations sampled completions each, and their rewards."""
+    cfg, t0 = run.cfg, time.perf_counter()
+    run.model.eval()
+    idx = run.indices_fn(step, cfg.prompts_per_step, len(run.pool), cfg.seed)
+    chosen = [run.pool[i] for i in idx]
+    prompts = [
+        encode_prompt(run.processor, run.model, it, template=cfg.prompt_template)
+        for it, _ in chosen
+    ]
+    groups = generate(
+        run.model,
+        run.processor,
+        prompts,
+        n=cfg.num_generations,
+        temperature=cfg.temperature,
+        max_tokens=cfg.max_completion_length,
+        key=step_key(cfg.seed, step),
+        top_p=cfg.top_p,
+    )
+    seconds = time.perf_counter() - t0
+    return Rollout(prompts, _episodes(chosen, prompts, groups, run.reward_fn), seconds)
+
+
+def select_groups(run: Run, rollout: Rollout) -> StepBatch:
+    """Group-normalised advantages, the groups the update uses, their batch (+ reference)."""
+    cfg, episodes = run.cfg, rollout.episodes
+    rewards = [e.reward for e in episodes]
+    adv, reward_metrics = group_advantages(
+        np.array(rewards), cfg.num_generations, cfg.scale_rewards
+    )
+    for e, a in zip(episodes, adv):
+        e.advantage = float(a)
+    used = updated_groups(rewards, cfg.num_generations, cfg.drop_zero_std_groups)
+    used_set = set(used)
+    kept = [e for e in episodes if e.group in used_set]
+    batch = make_batch(
+        [rollout.prompts[g] for g in used],
+        [e.completion_ids for e in kept],
+        [e.logprobs for e in kept],
+        np.array([e.advantage for e in kept], np.float32),
+        run.pad_id,
+    )
+    if cfg.beta > 0:
+        batch.ref_logps = reference_logprobs(run.model, batch, run.bias, cfg.temperature)
+    return StepBatch(batch, used, reward_metrics)
+
+
+def _learning_rate(opt: optim.Optimizer) -> float:
+    lr = opt.learning_rate
+    return float(lr.item()) if isinstance(lr, mx.array) else float(lr)
+
+
+def update(run: Run, state: TrainState, step_batch: StepBatch) -> UpdateStats:
+    """num_iterations AdamW updates; a non-finite loss or gradient norm skips its update, and
+    max_bad_steps of them in a row stop the run (TrainingDiverged)."""
+    cfg, model, opt = run.cfg, run.model, run.opt
+    model.train()
+    t0 = time.perf_counter()
+    metrics: dict[str, float] = {}
+    skipped = 0
+    for _ in range(cfg.num_iterations):
+        (loss, loss_metrics), grads = run.loss_and_grad(step_batch.batch)
+        if cfg.max_grad_norm > 0:
+            grads, gnorm = optim.clip_grad_norm(grads, cfg.max_grad_norm)
+        else:
+            gnorm = optim.clip_grad_norm(grads, float("inf"))[1]
+        mx.eval(loss, gnorm, loss_metrics, grads)
+        if not _finite(loss, gnorm):
+            skipped += 1
+            state.bad_in_row += 1
+            if state.bad_in_row >= cfg.max_bad_steps:
+                last = latest_checkpoint(run.out)
+                raise TrainingDiverged(
+                    f"{state.bad_in_row} non-finite updates in a row at step {state.step + 1}; "
+                    f"stopped. Last good checkpoint: {last or 'none'}. Lower learning_rate or "
+                    "check the data."
+                )
+            continue
+        state.bad_in_row = 0
+        lr = _learning_rate(opt)
+        opt.update(model, grads)
+        mx.eval(model.trainable_parameters(), opt.state)
+        # metrics of the first update describe the rollout batch (as TRL logs them)
+        if not metrics:
+            metrics = {"loss": float(loss.item()), "grad_norm": float(gnorm.item())}
+            metrics["learning_rate"] = lr
+            metrics.update({k: float(v.item()) for k, v in loss_metrics.items()})
+    return UpdateStats(metrics, skipped, time.perf_counter() - t0)
+
+
+def step_record(
+    step: int, rollout: Rollout, step_batch: StepBatch, upd: UpdateStats, t0: float
+) -> dict[str, Any]:
+    """The step's line of metrics.jsonl (TRL's names where TRL has one)."""
+    episodes = rollout.episodes
+    lengths = np.array([len(e.completion_ids) for e in episodes])
+    n_tok = int(lengths.sum())
+    accuracy = float(np.mean([e.accuracy for e in episodes]))
+    fmt = float(np.mean([e.format for e in episodes]))
+    rec = {
+        "step": step,
+        **step_batch.reward_metrics,
+        "reward/accuracy/mean": accuracy,
+        "reward/format/mean": fmt,
+        "accuracy": accuracy,
+        "format": fmt,
+        **upd.metrics,
+        "completions/mean_length": float(lengths.mean()),
+        "completions/min_length": int(lengths.min()),
+        "completions/max_length": int(lengths.max()),
+        "completions/clipped_ratio": float(np.mean([e.truncated for e in episodes])),
+        "corrupted_fraction": float(np.mean([e.corruption != "none" for e in episodes])),
+        "grader_errors": int(sum(e.grader_error for e in episodes)),
+        "skipped_updates": upd.skipped,
+        "groups_updated": len(step_batch.groups),
+        "rollout_tokens": n_tok,
+        "rollout_tokens_per_s": n_tok / max(rollout.seconds, 1e-9),
+        "rollout_time": rollout.seconds,
+        "update_time": upd.seconds,
+        "step_time": time.perf_counter() - t0,
+        "peak_memory_gb": mx.get_peak_memory() / 1e9,
+    }
+    if upd.skipped:
+        rec["warning"] = f"{upd.skipped} non-finite update(s) skipped"
+    return rec
+
+
+def log_step(run: Run, rec: dict[str, Any], episodes: list[Episode]) -> None:
+    """Append the step's record to metrics.jsonl and its episodes to rollouts.jsonl."""
+    with run.metrics_path.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+    with run.rollouts_path.open("a") as f:
+        for e in episodes:
+            d = asdict(e)
+            d.pop("prompt_ids")
+            d.pop("logprobs")
+            f.write(json.dumps({"step": rec["step"], **d}) + "\n")
+
+
+def evaluate_now(run: Run, step: int) -> dict[str, Any]:
+    """The held-out evaluation at a step, appended to metrics.jsonl: eval/<condition>/<metric>."""
+    run.model.eval()
+    rec: dict[str, Any] = {"step": step, "event": "eval"}
+    scores = run.evaluate_fn(run.model, run.processor, run.eval_items, run.eval_conditions)
+    for cond, values in scores.items():
+        for k, v in values.items():
+            rec[f"eval/{cond}/{k}"] = v
+    with run.metrics_path.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+    return rec
+
+
+def train_step(run: Run, state: TrainState) -> dict[str, Any]:
+    """One step: collect, select groups, update, log. Returns the step's record."""
+    t0 = time.perf_counter()
+    mx.reset_peak_memory()
+    mx.random.seed(
+        run.cfg.seed * 7919 + state.step
+    )  # dropout's global RNG, per step (resume-exact)
+    rollout = collect(run, state.step)
+    step_batch = select_groups(run, rollout)
+    upd = update(run, state, step_batch)
+    state.step += 1
+    rec = step_record(state.step, rollout, step_batch, upd, t0)
+    log_step(run, rec, rollout.episodes)
+    state.train_seconds += rec["step_time"]
+    return rec
+
+
+def _loop(
+    run: Run, state: TrainState, end: int, view: TrainView, on_step: OnStep | None
+) -> TrainResult:
+    """Steps until `end`, max_minutes or Ctrl-C; periodic evaluation and checkpoints."""
+    cfg = run.cfg
+    result = TrainResult(run.out, None, state.step)
+
+    def evaluate_at(step: int) -> None:
+        result.evals.append(evaluate_now(run, step))
+        view.note(result.evals[-1])
+
+    with _StopFlag() as stop, view:
+        if run.eval_items is not None and state.step == 0:
+            evaluate_at(0)
+        while state.step < end:
+            rec = train_step(run, state)
+            step = state.step
+            if rec.get("warning"):
+                view.warn(
+                    f"step {step}: {rec['warning']} (non-finite loss or gradient; "
+                    f"{state.bad_in_row} in a row, the run stops at {cfg.max_bad_steps})"
+                )
+            result.last_metrics, result.steps_done = rec, step
+            view.update(step, rec)
+            if on_step is not None:
+                on_step(step, rec)
+            result.time_up = (
+                cfg.max_minutes is not None and state.train_seconds >= 60 * cfg.max_minutes
+            )
+            last = step == cfg.steps or result.time_up
+            if run.eval_items is not None and (step % cfg.eval_every == 0 or last):
+                evaluate_at(step)
+            if step % cfg.save_every == 0 or stop.requested or step == end or result.time_up:
+                extra = {"bad_in_row": state.bad_in_row, "train_seconds": state.train_seconds}
+                save_checkpoint(run.out, step, run.model, run.opt, cfg, extra)
+            if result.time_up:
+                break
+            if stop.requested:
+                result.interrupted = True
+                break
+    return result
 
 
 def train(
@@ -365,9 +782,12 @@ def train(
     quiet: bool = False,
     stop_after: int | None = None,
     model_and_processor: tuple[Any, Any] | None = None,
-    items: list | None = None,
-    eval_items: list | None = None,
-    on_step: Any = None,
+    items: list[Item] | None = None,
+    eval_items: list[Item] | None = None,
+    on_step: OnStep | None = None,
+    reward_fn: RewardFn | None = None,
+    evaluate_fn: EvaluateFn | None = None,
+    indices_fn: IndicesFn = step_indices,
 ) -> TrainResult:
     """Run (or resume) GRPO; writes metrics.jsonl, rollouts.jsonl, checkpoints/ and adapter/ in out_dir.
 
@@ -376,275 +796,30 @@ def train(
     items / eval_items: the training / held-out items (the grid loads them, local copies included)
     instead of loading config.benchmark's splits; pass the same ones again on resume.
     on_step(step, record): called after each step and periodic evaluation (live views).
+    reward_fn(response, item) -> rewards.Reward: the reward (default: rewards.score with the
+    config's weights); evaluate_fn: the in-training evaluation (default: greedy
+    evaluate.greedy_eval with reward_fn); indices_fn: which pool items a step uses (step_indices).
     """
-    from hallucue_mlx.rewards import RewardConfig, score
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    start_step, extra = 0, {}
     ckpt = latest_checkpoint(out) if resume else None
     if resume and ckpt is None:
         raise FileNotFoundError(
             f"--resume: no checkpoint in {out / CKPT_DIR}; start without --resume"
         )
-    if ckpt is not None:
-        saved = json.loads((ckpt / "state.json").read_text())["config"]
-        # the saved run's settings win, except how long to run
-        config = replace(TrainConfig(**saved), steps=config.steps)
-    if config.prompt_template == "auto":
-        from hallucue_mlx.prompts import resolve_template
-
-        config = replace(
-            config, prompt_template=resolve_template("auto", model_path or config.model)
-        )
-    config.validate()
-    cfg = config
+    cfg = resolve_config(config, ckpt, model_path)
     atomic.write_json(out / "train_config.json", asdict(cfg), indent=2, end="")
-
-    model, processor = (
-        model_and_processor
-        if model_and_processor is not None
-        else _load(cfg, str(model_path) if model_path else None)
+    if model_and_processor is None:
+        model_and_processor = load_model(str(model_path or cfg.model), dtype=cfg.dtype)
+    run, state = setup(
+        cfg, out, ckpt, model_and_processor, items, eval_items, reward_fn, evaluate_fn, indices_fn
     )
-    if not hasattr(model, "_hallucue_lora"):
-        apply_lora(model, lora_config(cfg))
-    opt = make_optimizer(cfg)
-    if ckpt is not None:
-        extra = _restore(ckpt, model, opt)
-        start_step = int(extra["step"])
-
-    reward_cfg = RewardConfig(
-        accuracy_weight=cfg.accuracy_weight,
-        format_weight=cfg.format_weight,
-        function=cfg.reward_function,
-    )
-    lcfg = loss_config(cfg)
-    bias = logit_bias(model, processor)
-    tok = getattr(processor, "tokenizer", processor)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    if items is None:
-        items = load_items(cfg.benchmark, cfg.train_split, cfg.n_train, cfg.seed)
-    pool = corrupted_pool(
-        items,
-        cfg.corruption,
-        cfg.corruption_ratio,
-        cfg.seed,
-    )
-    if not pool:
-        raise ValueError(f"no training items in {cfg.benchmark}/{cfg.train_split}")
-    eval_pools: dict[str, list] = {}
-    if cfg.eval_every and cfg.n_eval:
-        held = (
-            eval_items[: cfg.n_eval]
-            if eval_items is not None
-            else load_items(cfg.benchmark, cfg.eval_split, cfg.n_eval, cfg.seed)
-        )
-        eval_pools["clean"] = [(it, None) for it in held]
-        if cfg.corruption != "none":
-            eval_pools[cfg.corruption] = corrupted_pool(held, cfg.corruption, 1.0, cfg.seed)
-
-    # metrics.jsonl / rollouts.jsonl: drop lines of steps redone after a resume
-    metrics_path, rollouts_path = out / "metrics.jsonl", out / "rollouts.jsonl"
-    for p in (metrics_path, rollouts_path):
-        if p.exists():
-            keep = [ln for ln in _jsonl_lines(p) if json.loads(ln).get("step", 0) <= start_step]
-            atomic.write_text(p, "".join(ln + "\n" for ln in keep) if resume else "")
-
-    loss_and_grad = nn.value_and_grad(
-        model, lambda b: policy_loss(model, b, lcfg, bias, cfg.grad_checkpoint)
-    )
-    bad_in_row = int(extra.get("bad_in_row", 0))
-    result = TrainResult(out, None, start_step)
-    last_step_time: list[float] = []
-    train_seconds = float(extra.get("train_seconds", 0.0))  # across resumes
-
-    def run_eval(step: int) -> None:
-        model.eval()
-        rec: dict[str, Any] = {"step": step, "event": "eval"}
-        for cond, ep in eval_pools.items():
-            for k, v in greedy_eval(model, processor, ep, cfg, reward_cfg).items():
-                rec[f"eval/{cond}/{k}"] = v
-        result.evals.append(rec)
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-
-    view = TrainView(cfg.steps, start_step, quiet=quiet)
+    trim_logs(run, state.step, resume)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    step = start_step
-    with _StopFlag() as stop, view:
-        if eval_pools and step == 0:
-            run_eval(0)
-            view.note(result.evals[-1])
-        while step < end:
-            t0 = time.perf_counter()
-            mx.reset_peak_memory()
-            mx.random.seed(cfg.seed * 7919 + step)  # dropout's global RNG, per step (resume-exact)
-            # ---- rollout
-            model.eval()
-            idx = step_indices(step, cfg.prompts_per_step, len(pool), cfg.seed)
-            chosen = [pool[i] for i in idx]
-            prompts = [
-                encode_prompt(processor, model, it, template=cfg.prompt_template)
-                for it, _ in chosen
-            ]
-            groups = generate(
-                model,
-                processor,
-                prompts,
-                n=cfg.num_generations,
-                temperature=cfg.temperature,
-                max_tokens=cfg.max_completion_length,
-                key=step_key(cfg.seed, step),
-                top_p=cfg.top_p,
-            )
-            t_roll = time.perf_counter() - t0
-            # ---- rewards and advantages
-            episodes: list[Episode] = []
-            prompt_ids = [p.input_ids.tolist() for p in prompts]
-            for g, ((it, rec), comps) in enumerate(zip(chosen, groups)):
-                for c in comps:
-                    r = score(c.text, it, reward_cfg)
-                    episodes.append(
-                        Episode(
-                            item_id=it.id,
-                            group=g,
-                            prompt_ids=prompt_ids[g],
-                            completion_ids=c.ids,
-                            logprobs=c.logprobs,
-                            text=c.text,
-                            truncated=c.truncated,
-                            reward=r.total,
-                            accuracy=r.accuracy,
-                            format=r.format,
-                            grader_error=r.grade.grader_error is not None,
-                            corruption=(
-                                rec.corruption if rec is not None and rec.applied else "none"
-                            ),
-                        )
-                    )
-            adv, rmetrics = group_advantages(
-                np.array([e.reward for e in episodes]), cfg.num_generations, cfg.scale_rewards
-            )
-            for e, a in zip(episodes, adv):
-                e.advantage = float(a)
-            used = updated_groups(
-                [e.reward for e in episodes], cfg.num_generations, cfg.drop_zero_std_groups
-            )
-            used_set = set(used)
-            kept = [e for e in episodes if e.group in used_set]
-            batch = make_batch(
-                [prompts[g] for g in used],
-                [e.completion_ids for e in kept],
-                [e.logprobs for e in kept],
-                np.array([e.advantage for e in kept], np.float32),
-                pad_id,
-            )
-            if cfg.beta > 0:
-                batch.ref_logps = reference_logprobs(model, batch, bias, cfg.temperature)
-            # ---- updates
-            model.train()
-            t1 = time.perf_counter()
-            step_metrics: dict[str, float] = {}
-            skipped = 0
-            for _ in range(cfg.num_iterations):
-                (loss, lm_), grads = loss_and_grad(batch)
-                if cfg.max_grad_norm > 0:
-                    grads, gnorm = optim.clip_grad_norm(grads, cfg.max_grad_norm)
-                else:
-                    gnorm = optim.clip_grad_norm(grads, float("inf"))[1]
-                mx.eval(loss, gnorm, lm_, grads)
-                if not _finite(loss, gnorm):
-                    skipped += 1
-                    bad_in_row += 1
-                    if bad_in_row >= cfg.max_bad_steps:
-                        last = latest_checkpoint(out)
-                        raise TrainingDiverged(
-                            f"{bad_in_row} non-finite updates in a row at step {step + 1}; stopped. "
-                            f"Last good checkpoint: {last or 'none'}. Lower learning_rate or check the data."
-                        )
-                    continue
-                bad_in_row = 0
-                lr = (
-                    float(opt.learning_rate.item())
-                    if isinstance(opt.learning_rate, mx.array)
-                    else float(opt.learning_rate)
-                )
-                opt.update(model, grads)
-                mx.eval(model.trainable_parameters(), opt.state)
-                # metrics of the first update describe the rollout batch (as TRL logs them)
-                if not step_metrics:
-                    step_metrics = {
-                        "loss": float(loss.item()),
-                        "grad_norm": float(gnorm.item()),
-                        "learning_rate": lr,
-                    }
-                    step_metrics.update({k: float(v.item()) for k, v in lm_.items()})
-            t_upd = time.perf_counter() - t1
-            step += 1
-            # ---- log
-            lengths = np.array([len(e.completion_ids) for e in episodes])
-            n_tok = int(lengths.sum())
-            rec = {
-                "step": step,
-                **rmetrics,
-                "reward/accuracy/mean": float(np.mean([e.accuracy for e in episodes])),
-                "reward/format/mean": float(np.mean([e.format for e in episodes])),
-                "accuracy": float(np.mean([e.accuracy for e in episodes])),
-                "format": float(np.mean([e.format for e in episodes])),
-                **step_metrics,
-                "completions/mean_length": float(lengths.mean()),
-                "completions/min_length": int(lengths.min()),
-                "completions/max_length": int(lengths.max()),
-                "completions/clipped_ratio": float(np.mean([e.truncated for e in episodes])),
-                "corrupted_fraction": float(np.mean([e.corruption != "none" for e in episodes])),
-                "grader_errors": int(sum(e.grader_error for e in episodes)),
-                "skipped_updates": skipped,
-                "groups_updated": len(used),
-                "rollout_tokens": n_tok,
-                "rollout_tokens_per_s": n_tok / max(t_roll, 1e-9),
-                "rollout_time": t_roll,
-                "update_time": t_upd,
-                "step_time": time.perf_counter() - t0,
-                "peak_memory_gb": mx.get_peak_memory() / 1e9,
-            }
-            if skipped:
-                rec["warning"] = f"{skipped} non-finite update(s) skipped"
-                view.warn(
-                    f"step {step}: {rec['warning']} (non-finite loss or gradient; "
-                    f"{bad_in_row} in a row, the run stops at {cfg.max_bad_steps})"
-                )
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            with rollouts_path.open("a") as f:
-                for e in episodes:
-                    d = asdict(e)
-                    d.pop("prompt_ids")
-                    d.pop("logprobs")
-                    f.write(json.dumps({"step": step, **d}) + "\n")
-            result.last_metrics = rec
-            result.steps_done = step
-            last_step_time.append(rec["step_time"])
-            train_seconds += rec["step_time"]
-            view.update(step, rec)
-            if on_step is not None:
-                on_step(step, rec)
-            result.time_up = cfg.max_minutes is not None and train_seconds >= 60 * cfg.max_minutes
-            last = step == cfg.steps or result.time_up
-            if eval_pools and cfg.eval_every and (step % cfg.eval_every == 0 or last):
-                run_eval(step)
-                view.note(result.evals[-1])
-            stopping = stop.requested or step == end or result.time_up
-            if step % cfg.save_every == 0 or stopping:
-                state = {"bad_in_row": bad_in_row, "train_seconds": train_seconds}
-                save_checkpoint(out, step, model, opt, cfg, state)
-            if result.time_up:
-                break
-            if stop.requested:
-                result.interrupted = True
-                break
+    result = _loop(run, state, end, TrainView(cfg.steps, state.step, quiet=quiet), on_step)
     if result.steps_done >= cfg.steps or result.time_up:
-        result.adapter_dir = save_adapter(model, out / "adapter")
-    elif stop_after is not None and step >= stop_after:
+        result.adapter_dir = save_adapter(run.model, out / "adapter")
+    elif stop_after is not None and state.step >= stop_after:
         result.interrupted = True
     return result
 

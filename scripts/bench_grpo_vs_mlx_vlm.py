@@ -80,9 +80,15 @@ def bench_ours(path: str, items: list, args, tmp: Path) -> dict:
     )
     cfg = build(TrainConfig, settings, "train")
     # the same prompts, in the same order, as the peer sees
-    T.load_items = lambda *a, **k: items
-    T.step_indices = lambda step, per, n, seed: [(step * per + i) % n for i in range(per)]
-    T.train(cfg, None, tmp / "ours", quiet=True, model_and_processor=(model, proc))
+    T.train(
+        cfg,
+        None,
+        tmp / "ours",
+        quiet=True,
+        model_and_processor=(model, proc),
+        items=items,
+        indices_fn=lambda step, per, n, seed: [(step * per + i) % n for i in range(per)],
+    )
     recs = [json.loads(x) for x in (tmp / "ours" / "metrics.jsonl").read_text().splitlines()]
     recs = [r for r in recs if "event" not in r][args.warmup :]
     toks = sum(r["rollout_tokens"] for r in recs)

@@ -26,7 +26,7 @@ def main() -> None:
     ensure_fast_blas()
     from dataclasses import fields, replace
 
-    from hallucue_mlx.models.warmup import WarmupConfig, build_tiny
+    from hallucue_mlx.warmup import WarmupConfig, build_tiny
 
     types = {f.name: type(f.default) for f in fields(WarmupConfig)}
     overrides = {"seed": args.seed}

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from hallucue_mlx.models import embedded_model_path, load_model
-from hallucue_mlx.models.warmup import Targets, vision_gain
+from hallucue_mlx.warmup import Targets, vision_gain
 
 MODEL = embedded_model_path()
 EVAL = json.loads((MODEL / "eval.json").read_text())

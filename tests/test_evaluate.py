@@ -123,7 +123,7 @@ def test_records_and_summary_files(tiny, items, tmp_path):
     assert summarize_dir(tmp_path, write=False) == summary
 
 
-def test_grading_flows_into_records_and_accuracy(tiny, items, monkeypatch):
+def test_grading_flows_into_records_and_accuracy(tiny, items):
     _, model, proc = tiny
     gold = {it.id: it.answer for it in items}
     right = {it.id for it in items[::2]}  # half the items answered right
@@ -135,8 +135,7 @@ def test_grading_flows_into_records_and_accuracy(tiny, items, monkeypatch):
         return f"<think>ok</think> \\boxed{{{a}}}"
 
     gen, _ = fake_generate(answer)
-    monkeypatch.setattr(rollout, "generate", gen)
-    res = evaluate(model, proc, items, cfg(conditions=("none",)), progress=False)
+    res = evaluate(model, proc, items, cfg(conditions=("none",)), progress=False, generate_fn=gen)
     assert [r["correct"] for r in res.records] == [it.id in right for it in items]
     assert all(r["format_ok"] and r["extracted"] for r in res.records)
     assert res.summary["none"]["accuracy"] == pytest.approx(len(right) / len(items))
@@ -148,13 +147,14 @@ def test_grader_errors_are_counted_not_hidden(tiny, items, monkeypatch, capsys):
 
     _, model, proc = tiny
     gen, _ = fake_generate(lambda p: "<think>x</think> \\boxed{3}")
-    monkeypatch.setattr(rollout, "generate", gen)
 
     def broken(pred, item):
         raise RuntimeError("grader exploded")
 
     monkeypatch.setattr(rewards, "is_correct", broken)
-    res = evaluate(model, proc, items[:3], cfg(conditions=("none",)), progress=True)
+    res = evaluate(
+        model, proc, items[:3], cfg(conditions=("none",)), progress=True, generate_fn=gen
+    )
     assert res.grader_errors == 3
     assert all("grader exploded" in r["grader_error"] for r in res.records)
     assert res.summary["none"]["grader_errors"] == 3
@@ -203,18 +203,17 @@ def test_greedy_batched_equals_unbatched(tiny, items):
 # ---------------------------------------------------------------- resume
 
 
-def test_resume_skips_finished_conditions(tiny, items, tmp_path, monkeypatch):
+def test_resume_skips_finished_conditions(tiny, items, tmp_path):
     _, model, proc = tiny
     gen, calls = fake_generate(lambda p: "<think>a</think> \\boxed{1}")
-    monkeypatch.setattr(rollout, "generate", gen)
     c = cfg(conditions=("none", "blank"), batch_size=4)
-    first = evaluate(model, proc, items, c, out_dir=tmp_path, progress=False)
+    first = evaluate(model, proc, items, c, out_dir=tmp_path, progress=False, generate_fn=gen)
     assert first.skipped == [] and len(calls) == 4  # 2 conditions x ceil(6 / 4) batches
     assert (tmp_path / PARTS_DIR / "blank.done.json").is_file()
 
     calls.clear()
     more = cfg(conditions=("none", "blank", "random"), batch_size=4)
-    second = evaluate(model, proc, items, more, out_dir=tmp_path, progress=False)
+    second = evaluate(model, proc, items, more, out_dir=tmp_path, progress=False, generate_fn=gen)
     assert second.skipped == ["none", "blank"]
     assert len(calls) == 2  # only `random` was generated
     assert [r["corruption"] for r in load_records(tmp_path)] == ["none"] * 6 + ["blank"] * 6 + [
@@ -236,7 +235,7 @@ def test_resume_skips_finished_conditions(tiny, items, tmp_path, monkeypatch):
 
     # a part without its done-marker is redone
     (tmp_path / PARTS_DIR / "blank.done.json").unlink()
-    evaluate(model, proc, items, more, out_dir=tmp_path, progress=False)
+    evaluate(model, proc, items, more, out_dir=tmp_path, progress=False, generate_fn=gen)
     assert len(calls) == 2
 
     # other settings in the same folder are an error naming what differs

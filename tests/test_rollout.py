@@ -17,11 +17,15 @@ from hallucue_mlx.rollout import (  # noqa: E402
     encode_prompt,
     eos_token_ids,
     generate,
-    generate_group,
     logit_bias,
 )
 
 TEMPLATE = "short"
+
+
+def _group(model, proc, prompt, *args):
+    """The completions of one prompt (n, temperature, max_tokens, key as generate takes them)."""
+    return generate(model, proc, [prompt], *args)[0]
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +87,15 @@ def test_text_only_after_image_forward_is_correct(tiny_dir, loaded, items):
     img_prompt = encode_prompt(proc, model, items[0], template=TEMPLATE)
     text_prompt = encode_prompt(proc, model, items[1].with_(image=None), template=TEMPLATE)
     assert img_prompt.rope_delta != 0 and text_prompt.rope_delta == 0
-    generate_group(model, proc, img_prompt, 2, 0.7, 8, mx.random.key(1))
+    _group(model, proc, img_prompt, 2, 0.7, 8, mx.random.key(1))
     # the model's own forward with an image leaves cached position state behind
     ids = img_prompt.input_ids[None]
     model(ids, pixel_values=img_prompt.pixel_values, image_grid_thw=img_prompt.image_grid_thw)
-    after = generate_group(model, proc, text_prompt, 2, 0.7, 8, mx.random.key(2))
+    after = _group(model, proc, text_prompt, 2, 0.7, 8, mx.random.key(2))
     mean_diff, _ = _recompute_diff(model, proc, [text_prompt])
     assert mean_diff < 1e-3
     fresh, fproc = mlx_vlm.load(str(tiny_dir))
-    ref = generate_group(
+    ref = _group(
         fresh,
         fproc,
         encode_prompt(fproc, fresh, items[1].with_(image=None), template=TEMPLATE),
@@ -107,9 +111,9 @@ def test_text_only_after_image_forward_is_correct(tiny_dir, loaded, items):
 def test_seeded_sampling(loaded, items):
     model, proc = loaded
     p = encode_prompt(proc, model, items[0], template=TEMPLATE)
-    a = generate_group(model, proc, p, 4, 1.0, 10, mx.random.key(7))
-    b = generate_group(model, proc, p, 4, 1.0, 10, mx.random.key(7))
-    c = generate_group(model, proc, p, 4, 1.0, 10, mx.random.key(8))
+    a = _group(model, proc, p, 4, 1.0, 10, mx.random.key(7))
+    b = _group(model, proc, p, 4, 1.0, 10, mx.random.key(7))
+    c = _group(model, proc, p, 4, 1.0, 10, mx.random.key(8))
     assert [x.ids for x in a] == [x.ids for x in b]
     assert [x.ids for x in a] != [x.ids for x in c]
     assert len({tuple(x.ids) for x in a}) > 1  # the group is not one sample repeated
@@ -126,7 +130,7 @@ def test_batched_prompts_equal_single_prompt_greedy(loaded, items):
     assert len({p.length for p in prompts}) == 3
     batched = generate(model, proc, prompts, n=2, temperature=0.0, max_tokens=10)
     for p, g in zip(prompts, batched):
-        single = generate_group(model, proc, p, 1, 0.0, 10)[0]
+        single = _group(model, proc, p, 1, 0.0, 10)[0]
         assert g[0].ids == single.ids == g[1].ids
         np.testing.assert_allclose(g[0].logprobs, single.logprobs, atol=1e-4)
 
@@ -153,7 +157,7 @@ def test_banned_tokens_never_sampled_and_eos_stops(tiny_dir, items):
 
     first, _ = prefill(model, p)
     assert int(mx.argmax(first, axis=-1).item()) == img_id
-    out = generate_group(model, proc, p, 3, 1.0, 12, mx.random.key(0))
+    out = _group(model, proc, p, 3, 1.0, 12, mx.random.key(0))
     assert all(img_id not in c.ids and not set(c.ids) & set(banned) for c in out)
     assert all(c.truncated and len(c.ids) == 12 for c in out)
     # now make EOS the favourite: every completion is exactly [eos], not truncated, empty text
@@ -161,7 +165,7 @@ def test_banned_tokens_never_sampled_and_eos_stops(tiny_dir, items):
     w[eos] = w[img_id]
     w[img_id] = 0
     head.weight = mx.array(w)
-    out = generate_group(model, proc, p, 3, 1.0, 12, mx.random.key(0))
+    out = _group(model, proc, p, 3, 1.0, 12, mx.random.key(0))
     assert all(
         c.ids == [eos] and not c.truncated and c.text == "" and len(c.logprobs) == 1 for c in out
     )

@@ -5,7 +5,7 @@ import json
 import mlx.core as mx
 import pytest
 
-from hallucue_mlx.models.warmup import WarmupConfig, build_tiny, warmup_items
+from hallucue_mlx.warmup import WarmupConfig, build_tiny, warmup_items
 
 TOY = dict(
     max_steps=3,

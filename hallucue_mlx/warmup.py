@@ -30,11 +30,13 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
-from PIL import Image
 
 from hallucue_mlx import atomic
+from hallucue_mlx.corrupt import blank_image
 from hallucue_mlx.data.item import Item
-from hallucue_mlx.data.synth import SynthConfig, make_item
+from hallucue_mlx.data.synth import SynthConfig, load_synth, make_item
+from hallucue_mlx.evaluate import Decoding, greedy_eval
+from hallucue_mlx.models.tiny import build_tiny_random
 from hallucue_mlx.prompts import build_prompt, format_answer
 
 # The mix the warm-up draws from. Vision-dependent items 3.5 : 1.5 over text-stated ones, most of
@@ -45,6 +47,8 @@ from hallucue_mlx.prompts import build_prompt, format_answer
 WARMUP_SYNTH = SynthConfig(
     task_weights=(1.0, 1.25, 1.25, 0.75), version_weights=(1.0, 0.5, 1.0, 2.5)
 )
+PROBE_BATCH = 32  # prompts per batch of a probe
+PROBE_MAX_TOKENS = 48
 
 
 @dataclass(frozen=True)
@@ -107,10 +111,6 @@ def vision_gain(ev: dict) -> float:
     return c - b
 
 
-def blank_like(img: Image.Image) -> Image.Image:
-    return Image.new("RGB", img.size, (255, 255, 255))
-
-
 def warmup_items(step: int, cfg: WarmupConfig) -> list[tuple[Item, str]]:
     """The batch of a step: fresh sft items (a pure function of seed and step) with their targets."""
     rng = random.Random(f"warmup:{cfg.seed}:{step}")
@@ -118,7 +118,7 @@ def warmup_items(step: int, cfg: WarmupConfig) -> list[tuple[Item, str]]:
     for j in range(cfg.batch_size):
         item = make_item("sft", step * cfg.batch_size + j, cfg.seed, WARMUP_SYNTH)
         if item.version in ("text_dominant", "text_lite") and rng.random() < cfg.blank_share:
-            item = item.with_(image=blank_like(item.image))
+            item = item.with_(image=blank_image(item.image))
         batch.append((item, format_answer(item.meta["think"], item.answer)))
     return batch
 
@@ -240,33 +240,29 @@ def timer() -> Callable[[], float]:
 # ---------------------------------------------------------------- probe (greedy, batched)
 
 
+def _version_summary(records: list[dict]) -> dict:
+    """eval.json's entry of one condition: accuracy, format rate, accuracy per version."""
+    by_version = {}
+    for v in sorted({r["version"] for r in records}):
+        sel = [r for r in records if r["version"] == v]
+        by_version[v] = {"n": len(sel), "accuracy": _mean(r["correct"] for r in sel)}
+    return {
+        "n": len(records),
+        "accuracy": _mean(r["correct"] for r in records),
+        "format_rate": _mean(r["format_ok"] for r in records),
+        "by_version": by_version,
+    }
+
+
 def probe(model, processor, items: list[Item], template: str) -> dict:
     """eval.json-shaped accuracy of greedy answers with clean and blank images."""
-    from hallucue_mlx.rewards import grade
-    from hallucue_mlx.rollout import encode_prompt, generate
-
-    result = {}
-    for cond in ("clean", "blank"):
-        rows = []
-        shown = [it if cond == "clean" else it.with_(image=blank_like(it.image)) for it in items]
-        for i in range(0, len(shown), 32):
-            chunk = shown[i : i + 32]
-            prompts = [encode_prompt(processor, model, x, template=template) for x in chunk]
-            outs = generate(model, processor, prompts, n=1, temperature=0.0, max_tokens=48)
-            for x, out in zip(chunk, outs):
-                g = grade(out[0].text, x)
-                rows.append((x.version, g.correct, g.format_ok))
-        by_version = {}
-        for v in sorted({r[0] for r in rows}):
-            sel = [r for r in rows if r[0] == v]
-            by_version[v] = {"n": len(sel), "accuracy": _mean(r[1] for r in sel)}
-        result[cond] = {
-            "n": len(rows),
-            "accuracy": _mean(r[1] for r in rows),
-            "format_rate": _mean(r[2] for r in rows),
-            "by_version": by_version,
-        }
-    return result
+    decoding = Decoding(template=template, max_tokens=PROBE_MAX_TOKENS, batch_size=PROBE_BATCH)
+    by_cond = greedy_eval(model, processor, items, ("none", "blank"), decoding)
+    # eval.json keeps its own name for the clean condition (the shipped model's file has it)
+    return {
+        "clean": _version_summary(by_cond["none"]),
+        "blank": _version_summary(by_cond["blank"]),
+    }
 
 
 # ---------------------------------------------------------------- the build
@@ -274,8 +270,6 @@ def probe(model, processor, items: list[Item], template: str) -> dict:
 
 def probe_set(cfg: WarmupConfig) -> list[Item]:
     """Held-out items for choosing the checkpoint (another seed: the test split stays untouched)."""
-    from hallucue_mlx.data.synth import load_synth
-
     return load_synth("train", cfg.probe_items, seed=cfg.seed + 7919)
 
 
@@ -288,9 +282,6 @@ def build_tiny(
     reduction order of the BLAS in use.
     """
     import tempfile
-
-    from hallucue_mlx.data.synth import load_synth
-    from hallucue_mlx.models.tiny import build_tiny_random
 
     cfg = cfg or WarmupConfig()
     targets = targets or Targets()
