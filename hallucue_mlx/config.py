@@ -32,6 +32,7 @@ import yaml
 
 from hallucue_mlx.backend import DTYPES
 from hallucue_mlx.corrupt import CORRUPTIONS
+from hallucue_mlx.data.bench import BENCHMARKS
 from hallucue_mlx.prompts import TEMPLATES, resolve_template
 
 # Allowed values of the enum-like GRPO settings (TRL's names); grpo.py uses these.
@@ -295,7 +296,6 @@ def check(obj: Any, where: str = "") -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Raise ConfigError naming the first bad key; return None when the config is usable."""
-    from hallucue_mlx.data.bench import BENCHMARKS
 
     check(cfg)
     specs = [("data.train", cfg.data.train)] + [

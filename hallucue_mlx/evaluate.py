@@ -38,7 +38,10 @@ import mlx.core as mx
 from hallucue_mlx import atomic
 from hallucue_mlx.config import EvalConfig
 from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply, coverage
+from hallucue_mlx.data.bench import load_benchmark
 from hallucue_mlx.data.item import VERSIONS, Item
+from hallucue_mlx.metrics import diagnostics, summarize
+from hallucue_mlx.models.load import load_model
 from hallucue_mlx.rewards import Reward, grade
 from hallucue_mlx.rollout import Completion, encode_prompt, generate
 
@@ -106,7 +109,6 @@ def build_summary(
 ) -> dict[str, Any]:
     """summary.json's content: per condition metrics.summarize plus corruption coverage, the
     modality diagnostics, and meta (settings, grader errors)."""
-    from hallucue_mlx.metrics import diagnostics, summarize
 
     if not records:
         return {"diagnostics": None, "meta": dict(meta or {})}
@@ -475,8 +477,6 @@ def evaluate_benchmark(
     """`hallucue-mlx eval`: load the model (and adapter) and the benchmark items, then evaluate.
 
     Items are a seeded subset of n (cfg.seed), stratified as data.bench.load_benchmark does."""
-    from hallucue_mlx.data.bench import load_benchmark
-    from hallucue_mlx.models.load import load_model
 
     if n is not None and n <= 0:
         raise ValueError(

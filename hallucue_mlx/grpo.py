@@ -26,6 +26,7 @@ import numpy as np
 from mlx_vlm.models.cache import ConcatenateKVCache, create_causal_mask
 
 from hallucue_mlx.config import SCALE_REWARDS
+from hallucue_mlx.models.lora import lora_disabled
 from hallucue_mlx.rollout import PromptInputs, lm_head, prompt_embeddings
 
 
@@ -272,7 +273,6 @@ def reference_logprobs(
     model: nn.Module, batch: PolicyBatch, bias: mx.array, temperature: float
 ) -> mx.array:
     """Log-probs under the base model (every LoRA scale 0), no gradient."""
-    from hallucue_mlx.models.lora import lora_disabled
 
     with lora_disabled(model):
         ref, _ = completion_logprobs(model, batch.prompts, batch.completion_ids, bias, temperature)

@@ -24,6 +24,7 @@ import numpy as np
 from mlx_vlm.models.cache import ConcatenateKVCache, KVCache
 
 from hallucue_mlx.data.item import Item
+from hallucue_mlx.prompts import build_prompt
 
 # Finite, so entropy terms p*log p stay 0 (not NaN) on banned tokens.
 BANNED_LOGIT = -1e9
@@ -221,8 +222,6 @@ def encode_prompt(
     """
     from mlx_vlm.prompt_utils import apply_chat_template
     from mlx_vlm.utils import prepare_inputs
-
-    from hallucue_mlx.prompts import build_prompt
 
     _check_family(model)
     if isinstance(item_or_text, Item):

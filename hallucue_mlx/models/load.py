@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hallucue_mlx.backend import resolve_dtype
+
 # mlx-vlm model_type -> family used by this project (SmolVLM2's "smolvlm" is Idefics3 inside).
 SUPPORTED_MODEL_TYPES = {
     "qwen2_5_vl": "qwen2_5_vl",
@@ -215,8 +217,6 @@ def load_model(
     Floating-point parameters (adapter included) are cast to it.
     """
     import mlx_vlm
-
-    from hallucue_mlx.backend import resolve_dtype
 
     mx_dtype = resolve_dtype(dtype or "auto")
     model_dir = resolve_model_dir(model)

@@ -13,6 +13,8 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
+from hallucue_mlx.prompts import TEMPLATES, format_answer
+
 FAMILIES = ("qwen2_5_vl", "qwen2_vl", "idefics3")
 
 # Special tokens in the order the real tokenizers list them (their ids follow the BPE vocabulary).
@@ -114,8 +116,6 @@ def default_corpus(n_lines: int = 3000) -> list[str]:
 
     Fixed (not seeded by the model seed) so that every tiny model of a family shares one tokenizer.
     """
-    from hallucue_mlx.prompts import TEMPLATES, format_answer
-
     rng = random.Random(1234)
     lines: list[str] = list(TEMPLATES.values())
     for i in range(n_lines):
