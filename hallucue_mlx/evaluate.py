@@ -39,22 +39,20 @@ from hallucue_mlx import atomic
 from hallucue_mlx.config import EvalConfig
 from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply, coverage
 from hallucue_mlx.data.bench import load_benchmark
-from hallucue_mlx.data.item import VERSIONS, Item
+from hallucue_mlx.data.item import Item
 from hallucue_mlx.metrics import diagnostics, summarize
 from hallucue_mlx.models.load import load_model
-from hallucue_mlx.rewards import Reward, grade
+from hallucue_mlx.rewards import Reward, check_golds, grade
 from hallucue_mlx.rollout import Completion, encode_prompt, generate
+from hallucue_mlx.runfolder import RECORDS_FILE, part_done_file, part_file
+from hallucue_mlx.views import eval_progress, print_table
 
 # rollout.generate's signature: (model, processor, prompts, n, temperature, max_tokens, key, top_p)
 GenerateFn = Callable[..., list[list[Completion]]]
 # A reward of one response to the item as shown (rewards.score with its config bound)
 RewardFn = Callable[[str, Item], Reward]
 
-RECORDS_FILE = "records.jsonl"
 SUMMARY_FILE = "summary.json"
-PARTS_DIR = "parts"
-# Top-level keys of summary.json that are not condition names.
-SUMMARY_EXTRA_KEYS = ("diagnostics", "meta")
 
 
 # ================================================================ results
@@ -162,7 +160,7 @@ def _fingerprint(items: Sequence[Item], cfg: EvalConfig, model_name: str) -> dic
 
 def _done_part(out_dir: Path, cond: str, fp: dict[str, Any], expected: int) -> list | None:
     """The records of a finished condition made with the same settings, else None."""
-    part, done = out_dir / PARTS_DIR / f"{cond}.jsonl", out_dir / PARTS_DIR / f"{cond}.done.json"
+    part, done = part_file(out_dir, cond), part_done_file(out_dir, cond)
     if not (part.is_file() and done.is_file()):
         return None
     marker = json.loads(done.read_text())
@@ -183,11 +181,10 @@ def _done_part(out_dir: Path, cond: str, fp: dict[str, Any], expected: int) -> l
 
 
 def _save_part(out_dir: Path, cond: str, records: list, fp: dict[str, Any]) -> None:
-    parts = out_dir / PARTS_DIR
-    parts.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(parts / f"{cond}.jsonl", _jsonl(records))
+    part_file(out_dir, cond).parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(part_file(out_dir, cond), _jsonl(records))
     marker = {"condition": cond, "n_records": len(records), "fingerprint": fp}
-    atomic.write_json(parts / f"{cond}.done.json", marker, indent=2)
+    atomic.write_json(part_done_file(out_dir, cond), marker, indent=2)
 
 
 # ================================================================ records
@@ -418,7 +415,7 @@ def evaluate(
 
     by_cond: dict[str, list] = dict(done)
     t0 = time.perf_counter()
-    with _progress(console, enabled=progress and bool(todo)) as bar:
+    with eval_progress(console, enabled=progress and bool(todo)) as bar:
         task = bar.add_task("eval", total=len(items) * len(todo))
         for cond in todo:
             bar.update(task, description=f"eval [bold]{cond}[/bold]")
@@ -483,6 +480,7 @@ def evaluate_benchmark(
             f"n = {n} is invalid; valid: an integer >= 1 (or none for the whole split)"
         )
     items = load_benchmark(benchmark, split, path=data, n=n, seed=cfg.seed)
+    check_golds(items, data or "")
     loaded, processor = load_model(model, adapter)
     name = str(model) + (f" + {adapter}" if adapter else "")
     return evaluate(
@@ -508,102 +506,3 @@ def _tr_coverage(by_cond: dict[str, list]) -> float | None:
 def _title(model_name: str, items: Sequence[Item]) -> str:
     benches = ", ".join(sorted({it.benchmark for it in items}))
     return f"{model_name or 'model'} on {benches} ({len(items)} items)"
-
-
-# ================================================================ progress and table
-
-
-def _progress(console: Any, enabled: bool) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class _Rate(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text("-- items/s" if speed is None else f"{speed:.2f} items/s", style="cyan")
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _Rate(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-    )
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def conditions_of(summary: dict[str, Any]) -> list[str]:
-    """Condition names of a summary (its keys other than SUMMARY_EXTRA_KEYS), in order."""
-    return [k for k in summary if k not in SUMMARY_EXTRA_KEYS]
-
-
-def print_table(summary: dict[str, Any], console: Any = None, title: str = "") -> None:
-    """Rows: conditions; columns: n, accuracy, 95% CI, format, mean tokens, and accuracy per
-    modality version (all in %). Corruption coverage and grader errors follow as notes."""
-    from rich.console import Console
-    from rich.measure import Measurement
-    from rich.table import Table
-
-    console = console or Console()
-    conds = conditions_of(summary)
-    found = {v for c in conds for v in summary[c]["by_version"]}
-    versions = [v for v in VERSIONS if v in found] + sorted(found - set(VERSIONS))
-    table = Table(title=title or "evaluation", caption="accuracy, 95% CI and format in %")
-    table.add_column("condition", style="bold", no_wrap=True)
-    for name in ("n", "accuracy", "95% CI", "format", "mean tokens"):
-        table.add_column(name, justify="right", no_wrap=name != "mean tokens")
-    for v in versions:
-        n = summary[conds[0]]["by_version"].get(v, {}).get("n", 0)
-        table.add_column(f"{(v or '(none)').replace('_', ' ')} (n={n})", justify="right")
-    notes = []
-    for c in conds:
-        s = summary[c]
-        lo, hi = s["ci95"]
-        tokens = s["mean_response_tokens"]
-        row = [
-            c,
-            str(s["n"]),
-            _pct(s["accuracy"]),
-            f"{_pct(lo)}-{_pct(hi)}",
-            _pct(s["format_rate"]),
-            "-" if tokens is None else f"{tokens:.1f}",
-        ]
-        for v in versions:
-            g = s["by_version"].get(v)
-            row.append("-" if g is None else _pct(g["accuracy"]))
-        table.add_row(*row)
-        changed = s.get("corruption_changed_rate")
-        if c != "none" and changed is not None and changed < 1:
-            notes.append(f"{c} changed {_pct(changed)}% of the items (the rest were shown as is)")
-    # Piped output (files, CI logs) gets the table's natural width rather than a folded one.
-    width = console.width
-    if not console.is_terminal:
-        wide = console.options.update(max_width=400)
-        console.width = max(width, Measurement.get(console, wide, table).maximum)
-    try:
-        console.print(table)
-    finally:
-        console.width = width
-    for note in notes:
-        console.print(f"note: {note}")
-    errors = summary.get("meta", {}).get("grader_errors", 0)
-    if errors:
-        console.print(
-            f"[yellow]{errors} responses could not be graded (grader errors, counted wrong); "
-            "see `grader_error` in the records[/yellow]"
-        )

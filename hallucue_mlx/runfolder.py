@@ -51,6 +51,8 @@ METRICS_FILE = "metrics.jsonl"
 # the part's done marker {"n_records": ...}.
 RECORDS_FILE = "records.jsonl"
 PARTS_DIR = "parts"
+# Top-level keys of an evaluation's summary.json that are not condition names.
+SUMMARY_EXTRA_KEYS = ("diagnostics", "meta")
 PART_SUFFIX = ".jsonl"
 PART_DONE_SUFFIX = ".done.json"
 

@@ -58,7 +58,7 @@ from hallucue_mlx.models.lora import (
     save_adapter,
 )
 from hallucue_mlx.prompts import resolve_template
-from hallucue_mlx.rewards import Reward, RewardConfig, score
+from hallucue_mlx.rewards import Reward, RewardConfig, check_golds, score
 from hallucue_mlx.rollout import (
     Completion,
     Episode,
@@ -67,6 +67,8 @@ from hallucue_mlx.rollout import (
     generate,
     logit_bias,
 )
+from hallucue_mlx.runfolder import ADAPTER_DIR, CKPT_DIR, LATEST, METRICS_FILE, latest_checkpoint
+from hallucue_mlx.views import TrainView
 
 # ================================================================ configuration
 
@@ -101,7 +103,9 @@ def loss_config(cfg: TrainConfig) -> LossConfig:
 
 def load_items(benchmark: str, split: str, n: int | None, seed: int) -> list:
     """Items of a benchmark split, through the one benchmark entry point."""
-    return load_benchmark(benchmark, split, n=n, seed=seed)
+    items = load_benchmark(benchmark, split, n=n, seed=seed)
+    check_golds(items)
+    return items
 
 
 def corrupted_pool(items: list, name: str, ratio: float, seed: int) -> list[tuple[Any, Any]]:
@@ -162,10 +166,6 @@ def make_optimizer(cfg: TrainConfig) -> optim.Optimizer:
     return optim.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay, bias_correction=True)
 
 
-CKPT_DIR = "checkpoints"
-LATEST = "latest"
-
-
 def save_checkpoint(
     out_dir: Path, step: int, model: nn.Module, opt: optim.Optimizer, cfg: TrainConfig, extra: dict
 ) -> Path:
@@ -201,14 +201,6 @@ def save_checkpoint(
     for p in olds[: max(0, len(olds) - (cfg.keep_checkpoints - 1))]:
         shutil.rmtree(p, ignore_errors=True)
     return d
-
-
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    p = out_dir / CKPT_DIR / LATEST
-    if not p.is_file():
-        return None
-    d = out_dir / CKPT_DIR / json.loads(p.read_text())["checkpoint"]
-    return d if d.is_dir() else None
 
 
 def _restore(ckpt: Path, model: nn.Module, opt: optim.Optimizer) -> dict:
@@ -259,72 +251,6 @@ class _StopFlag:
     def __exit__(self, *exc) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
-
-
-class TrainView:
-    """Rich live view: step, reward, accuracy, KL, tokens/s, ETA (silent when quiet)."""
-
-    def __init__(self, total: int, start: int, quiet: bool = False) -> None:
-        self.quiet = quiet
-        if quiet:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("[bold]GRPO"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(
-                "reward {task.fields[reward]}  acc {task.fields[acc]}  kl {task.fields[kl]}"
-            ),
-            TextColumn("{task.fields[tps]} tok/s"),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
-        self.task = self.progress.add_task(
-            "train", total=total, completed=start, reward="-", acc="-", kl="-", tps="-"
-        )
-
-    def __enter__(self) -> TrainView:
-        if not self.quiet:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if not self.quiet:
-            self.progress.stop()
-
-    def update(self, step: int, rec: dict) -> None:
-        if self.quiet:
-            return
-        self.progress.update(
-            self.task,
-            completed=step,
-            reward=f"{rec['reward']:.3f}",
-            acc=f"{rec['accuracy']:.2f}",
-            kl=f"{rec.get('kl', 0.0):.4f}",
-            tps=f"{rec['rollout_tokens_per_s']:.0f}",
-        )
-
-    def warn(self, message: str) -> None:
-        if not self.quiet:
-            self.console.print(f"[yellow]{message}[/yellow]")
-
-    def note(self, rec: dict) -> None:
-        if self.quiet:
-            return
-        parts = [
-            f"{k.split('/')[1]} acc {v:.3f}" for k, v in rec.items() if k.endswith("/accuracy")
-        ]
-        self.console.print(f"eval @ step {rec['step']}: " + ", ".join(parts))
 
 
 def _jsonl_lines(path: Path) -> list[str]:
@@ -409,7 +335,7 @@ class Run:
 
     @property
     def metrics_path(self) -> Path:
-        return self.out / "metrics.jsonl"
+        return self.out / METRICS_FILE
 
     @property
     def rollouts_path(self) -> Path:
@@ -818,7 +744,7 @@ def train(
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     result = _loop(run, state, end, TrainView(cfg.steps, state.step, quiet=quiet), on_step)
     if result.steps_done >= cfg.steps or result.time_up:
-        result.adapter_dir = save_adapter(run.model, out / "adapter")
+        result.adapter_dir = save_adapter(run.model, out / ADAPTER_DIR)
     elif stop_after is not None and state.step >= stop_after:
         result.interrupted = True
     return result

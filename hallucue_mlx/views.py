@@ -1,4 +1,4 @@
-"""The rich live views and printed tables of the command line (rich and the standard library only)."""
+"""The rich live views and printed tables of the command line: the grid, a training, an evaluation."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from hallucue_mlx.data.item import VERSIONS
+from hallucue_mlx.runfolder import SUMMARY_EXTRA_KEYS
 
 
 class GridView:
@@ -127,3 +130,172 @@ def print_grid_summary(path: Path) -> None:
             table.add_row(*row)
         console.print(table)
     console.print(f"results: {path} ({res['timing']['total_s']:.0f} s of work)")
+
+
+# ================================================================ training
+
+
+class TrainView:
+    """Rich live view: step, reward, accuracy, KL, tokens/s, ETA (silent when quiet)."""
+
+    def __init__(self, total: int, start: int, quiet: bool = False) -> None:
+        self.quiet = quiet
+        if quiet:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]GRPO"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(
+                "reward {task.fields[reward]}  acc {task.fields[acc]}  kl {task.fields[kl]}"
+            ),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.task = self.progress.add_task(
+            "train", total=total, completed=start, reward="-", acc="-", kl="-", tps="-"
+        )
+
+    def __enter__(self) -> TrainView:
+        if not self.quiet:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.quiet:
+            self.progress.stop()
+
+    def update(self, step: int, rec: dict) -> None:
+        if self.quiet:
+            return
+        self.progress.update(
+            self.task,
+            completed=step,
+            reward=f"{rec['reward']:.3f}",
+            acc=f"{rec['accuracy']:.2f}",
+            kl=f"{rec.get('kl', 0.0):.4f}",
+            tps=f"{rec['rollout_tokens_per_s']:.0f}",
+        )
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[yellow]{message}[/yellow]")
+
+    def note(self, rec: dict) -> None:
+        if self.quiet:
+            return
+        parts = [
+            f"{k.split('/')[1]} acc {v:.3f}" for k, v in rec.items() if k.endswith("/accuracy")
+        ]
+        self.console.print(f"eval @ step {rec['step']}: " + ", ".join(parts))
+
+
+# ================================================================ evaluation
+
+
+def eval_progress(console: Any, enabled: bool) -> Any:
+    """The evaluation progress bar: items done, items/s, elapsed time and ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class _Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("-- items/s" if speed is None else f"{speed:.2f} items/s", style="cyan")
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+    )
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def conditions_of(summary: dict[str, Any]) -> list[str]:
+    """Condition names of a summary (its keys other than SUMMARY_EXTRA_KEYS), in order."""
+    return [k for k in summary if k not in SUMMARY_EXTRA_KEYS]
+
+
+def print_table(summary: dict[str, Any], console: Any = None, title: str = "") -> None:
+    """Rows: conditions; columns: n, accuracy, 95% CI, format, mean tokens, and accuracy per
+    modality version (all in %). Corruption coverage and grader errors follow as notes."""
+    from rich.console import Console
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    console = console or Console()
+    conds = conditions_of(summary)
+    found = {v for c in conds for v in summary[c]["by_version"]}
+    versions = [v for v in VERSIONS if v in found] + sorted(found - set(VERSIONS))
+    table = Table(title=title or "evaluation", caption="accuracy, 95% CI and format in %")
+    table.add_column("condition", style="bold", no_wrap=True)
+    for name in ("n", "accuracy", "95% CI", "format", "mean tokens"):
+        table.add_column(name, justify="right", no_wrap=name != "mean tokens")
+    for v in versions:
+        n = summary[conds[0]]["by_version"].get(v, {}).get("n", 0)
+        table.add_column(f"{(v or '(none)').replace('_', ' ')} (n={n})", justify="right")
+    notes = []
+    for c in conds:
+        s = summary[c]
+        lo, hi = s["ci95"]
+        tokens = s["mean_response_tokens"]
+        row = [
+            c,
+            str(s["n"]),
+            _pct(s["accuracy"]),
+            f"{_pct(lo)}-{_pct(hi)}",
+            _pct(s["format_rate"]),
+            "-" if tokens is None else f"{tokens:.1f}",
+        ]
+        for v in versions:
+            g = s["by_version"].get(v)
+            row.append("-" if g is None else _pct(g["accuracy"]))
+        table.add_row(*row)
+        changed = s.get("corruption_changed_rate")
+        if c != "none" and changed is not None and changed < 1:
+            notes.append(f"{c} changed {_pct(changed)}% of the items (the rest were shown as is)")
+    # Piped output (files, CI logs) gets the table's natural width rather than a folded one.
+    width = console.width
+    if not console.is_terminal:
+        wide = console.options.update(max_width=400)
+        console.width = max(width, Measurement.get(console, wide, table).maximum)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+    for note in notes:
+        console.print(f"note: {note}")
+    errors = summary.get("meta", {}).get("grader_errors", 0)
+    if errors:
+        console.print(
+            f"[yellow]{errors} responses could not be graded (grader errors, counted wrong); "
+            "see `grader_error` in the records[/yellow]"
+        )

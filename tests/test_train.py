@@ -14,8 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import hallucue_mlx.rewards as rewards  # noqa: E402
 from hallucue_mlx.config import ConfigError, TrainConfig, apply_overrides, build  # noqa: E402
+from hallucue_mlx.runfolder import latest_checkpoint  # noqa: E402
 from hallucue_mlx.train import (  # noqa: E402
-    latest_checkpoint,
     make_optimizer,
     step_indices,
     train,

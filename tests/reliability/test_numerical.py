@@ -14,7 +14,8 @@ import hallucue_mlx.train as train_mod
 from hallucue_mlx.config import TrainConfig, build
 from hallucue_mlx.data.synth import load_synth
 from hallucue_mlx.models.load import load_model
-from hallucue_mlx.train import TrainingDiverged, latest_checkpoint
+from hallucue_mlx.runfolder import latest_checkpoint
+from hallucue_mlx.train import TrainingDiverged
 
 
 def _inject_nan(monkeypatch, bad_calls: set[int] | None = None, from_call: int | None = None):
