@@ -28,10 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from hallucue_mlx.corrupt import CORRUPTIONS
+
 Record = dict[str, Any]
 
-# Condition names as evaluation writes them in the `corruption` field.
-CLEAN, BLANK, RANDOM, TEXT_REMOVAL = "none", "blank", "random", "text_removal"
+# Condition names (records' `corruption` field) by role: clean, blank image, random image, text removal.
+CLEAN, BLANK, RANDOM, TEXT_REMOVAL = CORRUPTIONS
 # Bootstrap settings of every paired interval: fixed, so reports rebuild to identical bytes.
 N_BOOT = 2000
 BOOT_SEED = 0
