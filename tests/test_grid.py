@@ -158,6 +158,7 @@ def test_rerun_keeps_everything_and_gives_the_same_results(tiny_dir, reference):
     assert again["timing"]["sessions"] == res["timing"]["sessions"] + 1
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_identical_results(tiny_dir, reference, tmp_path):
     """Stopped mid-training, then again mid-evaluation with a half-written evaluation folder:
     the finished rerun equals the uninterrupted reference."""
@@ -216,6 +217,7 @@ def test_force_starts_over_and_keeps_foreign_files(tiny_dir, tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_a_training_time_budget_ends_trainings_as_finished(tiny_dir, tmp_path):
     cfg = _cfg(
         tiny_dir,
@@ -237,6 +239,7 @@ def test_a_training_time_budget_ends_trainings_as_finished(tiny_dir, tmp_path):
     assert time.perf_counter() - t < 5
 
 
+@pytest.mark.slow
 def test_grid_on_local_copies_of_real_benchmarks(tiny_dir, tmp_path):
     """The paper config's data path: Geometry3K training items, MathVerse and MathVista test
     subsets, all read from local copies (as `data prepare` writes them) by the real adapters."""

@@ -63,6 +63,7 @@ def _step_lines(path):
     return [{k: v for k, v in d.items() if k not in drop} for d in lines if "event" not in d]
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_adapter(tiny_dir, tmp_path):
     cfg = _cfg()
     straight = train(cfg, tiny_dir, tmp_path / "a", quiet=True, reward_fn=_fake_score)
