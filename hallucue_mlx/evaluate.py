@@ -44,15 +44,13 @@ from hallucue_mlx.metrics import diagnostics, summarize
 from hallucue_mlx.models.load import load_model
 from hallucue_mlx.rewards import Reward, check_golds, grade
 from hallucue_mlx.rollout import Completion, encode_prompt, generate
-from hallucue_mlx.runfolder import RECORDS_FILE, part_done_file, part_file
+from hallucue_mlx.runfolder import RECORDS_FILE, SUMMARY_FILE, part_done_file, part_file
 from hallucue_mlx.views import eval_progress, print_table
 
 # rollout.generate's signature: (model, processor, prompts, n, temperature, max_tokens, key, top_p)
 GenerateFn = Callable[..., list[list[Completion]]]
 # A reward of one response to the item as shown (rewards.score with its config bound)
 RewardFn = Callable[[str, Item], Reward]
-
-SUMMARY_FILE = "summary.json"
 
 
 # ================================================================ results

@@ -44,12 +44,15 @@ OWNED_PATHS = (MANIFEST, RESULTS, TIMING, TRAIN_DIR, EVAL_DIR, "report.md", "fig
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
 ADAPTER_DIR = "adapter"
+# mlx-vlm's adapter files (mlx_vlm.load(..., adapter_path=) reads these names)
 ADAPTER_WEIGHTS = "adapters.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
 METRICS_FILE = "metrics.jsonl"
 
 # An evaluation folder (evaluate()): records of all conditions, and per condition its part and
 # the part's done marker {"n_records": ...}.
 RECORDS_FILE = "records.jsonl"
+SUMMARY_FILE = "summary.json"
 PARTS_DIR = "parts"
 # Top-level keys of an evaluation's summary.json that are not condition names.
 SUMMARY_EXTRA_KEYS = ("diagnostics", "meta")

@@ -14,15 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import hallucue_mlx.rollout as rollout  # noqa: E402
 from hallucue_mlx.config import ConfigError, EvalConfig  # noqa: E402
 from hallucue_mlx.data.synth import load_synth  # noqa: E402
-from hallucue_mlx.evaluate import (  # noqa: E402
-    PARTS_DIR,
-    RECORDS_FILE,
-    SUMMARY_FILE,
-    evaluate,
-    load_records,
-    summarize_dir,
-)
+from hallucue_mlx.evaluate import evaluate, load_records, summarize_dir  # noqa: E402
 from hallucue_mlx.metrics import diagnostics, summarize  # noqa: E402
+from hallucue_mlx.runfolder import PARTS_DIR, RECORDS_FILE, SUMMARY_FILE  # noqa: E402
 
 REQUIRED = (
     "id",

@@ -21,9 +21,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from hallucue_mlx import atomic
 from hallucue_mlx.config import DEFAULT_TARGETS
-
-ADAPTER_WEIGHTS = "adapters.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
+from hallucue_mlx.runfolder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 
 @dataclass
