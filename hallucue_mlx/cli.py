@@ -81,6 +81,7 @@ def run(
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.grid import GridError, GridInterrupted, run_grid
     from hallucue_mlx.models.load import ModelLoadError
+    from hallucue_mlx.runfolder import folder_lock
     from hallucue_mlx.train import TrainingDiverged
 
     try:
@@ -94,7 +95,8 @@ def run(
     out = out or Path(cfg.output.dir + ("-quick" if quick else ""))
     again = "hallucue-mlx run " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--force")
     try:
-        run_grid(cfg, out, quick=quick, force=force)
+        with folder_lock(out, _command("run")):
+            run_grid(cfg, out, quick=quick, force=force)
     except (GridInterrupted, KeyboardInterrupt) as e:
         typer.echo(
             f"\nstopped ({str(e) or 'Ctrl-C'}); finished cells and checkpoints are kept in {out}. "
@@ -115,6 +117,14 @@ def run(
     except (ConfigError, GridError, BenchmarkError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+
+
+def _command(name: str) -> str:
+    """The command line as typed, for the output folder's lock (who holds it)."""
+    import shlex
+    import sys
+
+    return " ".join(["hallucue-mlx", name, *(shlex.quote(a) for a in sys.argv[2:])])
 
 
 # ================================================================ flags made from the config fields
@@ -199,6 +209,12 @@ def train(
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the last checkpoint in --out."
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Clear what train wrote in --out (metrics, rollouts, checkpoints, adapter, "
+        "train_config.json, done.json) and start over; other files stay.",
+    ),
     set_: list[str] = typer.Option(
         [], "--set", help="Override any TrainConfig field: key=value (YAML value), repeatable."
     ),
@@ -210,7 +226,8 @@ def train(
 
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.models.load import ModelLoadError
-    from hallucue_mlx.train import TrainingDiverged, resume_hint
+    from hallucue_mlx.runfolder import GridError, folder_lock
+    from hallucue_mlx.train import TrainingDiverged, check_new_folder, resume_hint
     from hallucue_mlx.train import train as run_train
 
     flags = _given(settings_)
@@ -222,18 +239,22 @@ def train(
         raise _bad(e, _TRAIN_FLAGS, flags) from None
     # the same command with --resume: the saved settings win, and --steps etc. stay as given
     again = "hallucue-mlx train " + " ".join(
-        shlex.quote(a) for a in sys.argv[2:] if a != "--resume"
+        shlex.quote(a) for a in sys.argv[2:] if a not in ("--resume", "--force")
     )
     again = f"{again.strip()} --resume" if sys.argv[2:] else resume_hint(out)
     try:
-        result = run_train(cfg, None, out, resume=resume)
+        with folder_lock(out, _command("train")):
+            kept = check_new_folder(out, resume, force)
+            if kept:
+                typer.echo(f"--force cleared what train wrote in {out}; kept: {', '.join(kept)}")
+            result = run_train(cfg, None, out, resume=resume)
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, the last checkpoint stays
         typer.echo(
             f"\nStopped at once (second Ctrl-C); the last checkpoint in {out} is kept. Resume with: {again}",
             err=True,
         )
         raise typer.Exit(130) from None
-    except (TrainingDiverged, ModelLoadError, BenchmarkError, FileNotFoundError) as e:
+    except (TrainingDiverged, ModelLoadError, BenchmarkError, FileNotFoundError, GridError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     if result.interrupted:
@@ -281,6 +302,7 @@ def eval_(
     from hallucue_mlx.data.bench import BenchmarkError, get_adapter
     from hallucue_mlx.evaluate import evaluate_benchmark
     from hallucue_mlx.models.load import ModelLoadError
+    from hallucue_mlx.runfolder import FolderBusy, folder_lock
 
     if n is not None and n <= 0:
         raise typer.BadParameter(
@@ -297,10 +319,11 @@ def eval_(
     try:
         split = split or get_adapter(benchmark).default_split
         out = out or Path("runs/eval") / f"{benchmark}-{split or 'all'}-{Path(model).name}"
-        evaluate_benchmark(
-            model, benchmark, cfg, adapter=adapter, split=split, data=data, n=n, out_dir=out
-        )
-    except (BenchmarkError, ModelLoadError, ValueError) as err:
+        with folder_lock(out, _command("eval")):
+            evaluate_benchmark(
+                model, benchmark, cfg, adapter=adapter, split=split, data=data, n=n, out_dir=out
+            )
+    except (BenchmarkError, ModelLoadError, ValueError, FolderBusy) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

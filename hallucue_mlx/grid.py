@@ -14,6 +14,7 @@ conditions (evaluate's done parts), and continues an interrupted training from i
 everything random derives from the seeds, so results.json equals an uninterrupted run's, except its
 `timing` entry (wall clock). Not so with a train.max_minutes budget: then the number of steps
 depends on the machine's speed. A changed config or changed data is refused (new --out, --force).
+--force clears only the run's own files (runfolder.OWNED_PATHS), after config and data loaded.
 """
 
 from __future__ import annotations
@@ -238,10 +239,10 @@ def run_grid(
         cfg = quick_config(cfg)
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
-    if force:
-        runfolder.clear_run(out)
     data = load_data(cfg)
     manifest = build_manifest(cfg, data, quick)
+    if force:  # only now that config and data are good: a failed start deletes nothing
+        _clear(out, quiet)
     runfolder.write_manifest(out, manifest, runfolder.check_resumable(out, manifest))
 
     timing = Timing.load(out / runfolder.TIMING)
@@ -296,6 +297,14 @@ def run_grid(
     if report:
         _write_report(out, quiet)
     return path
+
+
+def _clear(out: Path, quiet: bool) -> None:
+    """--force: clear the run's own files; name what stays."""
+    kept = runfolder.clear_run(out)
+    if kept and not quiet:
+        shown = ", ".join(kept[:12]) + (f" and {len(kept) - 12} more" if len(kept) > 12 else "")
+        print(f"--force cleared this run's own files in {out} and kept the rest: {shown}")
 
 
 def _run_training(

@@ -11,18 +11,24 @@ the timing record, and the readers of what training and evaluation left behind.
     results.json                  one row per cell, plus wall-clock `timing`
     timing.json                   seconds per task, summed over sessions
     report.md, figures/, tables/  written by hallucue_mlx.report
+    .hallucue.lock                held (flock) by the one command writing the folder (folder_lock)
 
 A low utility module: files and JSON only (no MLX, no higher package module).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -37,8 +43,13 @@ TIMING = "timing.json"
 DONE = "done.json"
 TRAIN_DIR = "train"
 EVAL_DIR = "eval"
-# What --force removes (only what the grid writes: never the whole folder).
-OWNED_PATHS = (MANIFEST, RESULTS, TIMING, TRAIN_DIR, EVAL_DIR, "report.md", "figures", "tables")
+REPORT_FILE = "report.md"
+# What `run --force` removes, and only in a run folder (one whose manifest.json the grid wrote):
+# what the grid writes. figures/ and tables/ stay (the report rewrites its own files there and a
+# rebuild drops figures the data no longer gives), and so does everything else.
+OWNED_PATHS = (MANIFEST, RESULTS, TIMING, TRAIN_DIR, EVAL_DIR, REPORT_FILE)
+# The one-writer lock of an output folder (folder_lock).
+LOCK = ".hallucue.lock"
 
 # A training folder (train()): checkpoints/latest is {"checkpoint": <dir name>, "step": <int>}.
 CKPT_DIR = "checkpoints"
@@ -48,6 +59,10 @@ ADAPTER_DIR = "adapter"
 ADAPTER_WEIGHTS = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 METRICS_FILE = "metrics.jsonl"
+ROLLOUTS_FILE = "rollouts.jsonl"
+TRAIN_CONFIG = "train_config.json"
+# What `train --force` removes: what train() writes in its folder.
+TRAIN_OWNED_PATHS = (METRICS_FILE, ROLLOUTS_FILE, CKPT_DIR, ADAPTER_DIR, TRAIN_CONFIG, DONE)
 
 # An evaluation folder (evaluate()): records of all conditions, and per condition its part and
 # the part's done marker {"n_records": ...}.
@@ -62,6 +77,10 @@ PART_DONE_SUFFIX = ".done.json"
 
 class GridError(RuntimeError):
     """The run folder cannot be continued as asked; the message says why and what to do."""
+
+
+class FolderBusy(GridError):
+    """Another process holds the output folder's lock (or the lock cannot be taken)."""
 
 
 def train_dir(out: Path, condition: str) -> Path:
@@ -143,6 +162,9 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: d}
 
 
+FORCE_HINT = f"--force to clear this run's own files ({', '.join(OWNED_PATHS)}; other files stay)"
+
+
 def check_resumable(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The previous manifest if this folder's earlier run matches; GridError naming what changed."""
     path = out / MANIFEST
@@ -150,13 +172,14 @@ def check_resumable(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
         if (out / TRAIN_DIR).exists() or (out / EVAL_DIR).exists():
             raise GridError(
                 f"{out} holds train/ or eval/ results but no {MANIFEST}, so they cannot be "
-                "checked against this config; use a new --out or --force to start over"
+                "checked against this config; use a new --out, or move train/ and eval/ away "
+                "(--force clears only a run folder's own files)"
             )
         return None
     try:
         old = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise GridError(f"{path} is not valid JSON ({e}); use a new --out or --force") from None
+        raise GridError(f"{path} is not valid JSON ({e}); use a new --out") from None
     if old.get("config_hash") != manifest["config_hash"]:
         a, b = _flat(old.get("config", {})), _flat(manifest["config"])
         changed = [
@@ -170,14 +193,14 @@ def check_resumable(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
             f"{out} holds results of a different config, which would not match the finished "
             f"cells ({len(changed)} change(s): {'; '.join(changed[:8]) or 'unknown'}"
             + ("" if old.get("quick") == manifest["quick"] else f"; it was {was}, this is {now}")
-            + "). Use a new --out folder, or --force to discard the old results."
+            + f"). Use a new --out folder, or {FORCE_HINT}."
         )
     for name, sub in manifest["subsets"].items():
         was = old.get("subsets", {}).get(name, {}).get("content_hash")
         if was is not None and was != sub["content_hash"]:
             raise GridError(
                 f"the data of {name} changed since {out} was started (content hash "
-                f"{was[:12]} -> {sub['content_hash'][:12]}); use a new --out or --force"
+                f"{was[:12]} -> {sub['content_hash'][:12]}); use a new --out, or {FORCE_HINT}"
             )
     return old
 
@@ -190,14 +213,130 @@ def write_manifest(out: Path, manifest: dict[str, Any], old: dict[str, Any] | No
     atomic.write_json(out / MANIFEST, manifest, indent=2)
 
 
-def clear_run(out: Path) -> None:
-    """Remove what the grid wrote in `out` (for --force); other files stay."""
-    for name in OWNED_PATHS:
+def _is_run_folder(out: Path) -> bool:
+    """A folder the grid wrote: its manifest.json is the grid's (a JSON object with config_hash)."""
+    try:
+        return "config_hash" in json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def clear_owned(out: Path, owned: tuple[str, ...]) -> list[str]:
+    """Remove the entries of `out` that `owned` names (a link itself, never what it points to);
+    returns the names of what stays, folders with a trailing /."""
+    for name in owned:
         p = out / name
-        if p.is_dir():
+        if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
-        elif p.exists():
+        elif p.exists() or p.is_symlink():
             p.unlink()
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if p.name != LOCK)
+
+
+def clear_run(out: Path) -> list[str]:
+    """--force: remove what the grid wrote in `out` (OWNED_PATHS), only if it is a run folder;
+    returns what stays. A folder that is no run folder but holds train/ or eval/ is refused."""
+    if not _is_run_folder(out):
+        if (out / TRAIN_DIR).exists() or (out / EVAL_DIR).exists():
+            raise GridError(
+                f"{out} holds train/ or eval/ but no {MANIFEST} of a run, so they are not known "
+                "to be this project's and --force clears nothing there; move train/ and eval/ "
+                "away, or use a new --out"
+            )
+        return clear_owned(out, ())
+    return clear_owned(out, OWNED_PATHS)
+
+
+# ================================================================ one writer per folder
+
+
+def _holder(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text())
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_fd(path: Path) -> int:
+    """An open, flock-held descriptor of the lock file (FolderBusy if another process holds it)."""
+    for _ in range(5):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            h = _holder(path)
+            raise FolderBusy(
+                f"{path.parent} is in use by process {h.get('pid', '?')} "
+                f"({h.get('command', 'unknown command')}, since {h.get('started', '?')}); "
+                "wait for it to finish or stop it, or use another --out"
+            ) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd  # not a file its last holder removed between our open and flock
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise FolderBusy(f"could not take the lock {path}: other processes keep taking it")
+
+
+@contextmanager
+def folder_lock(out: str | Path, command: str) -> Iterator[Path]:
+    """Hold `out`'s lock (created, with `out`, if missing) while the body runs: one writer per
+    folder. The OS drops the lock when its process dies, so a lock file left by a killed process
+    is taken over (with a note on stderr naming its pid). FolderBusy names the holder."""
+    out = Path(out)
+    created = not out.exists()
+    path = out / LOCK
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = _lock_fd(path)
+    except FileExistsError:
+        raise FolderBusy(f"{out} is a file, not a folder; pass a folder to --out") from None
+    except OSError as e:
+        raise FolderBusy(
+            f"cannot take the lock {path} ({e.strerror}); make {out} writable or use another --out"
+        ) from None
+    try:
+        old = _holder(path)
+        if old.get("pid") and old.get("pid") != os.getpid():
+            gone = "no longer running" if not _pid_alive(old["pid"]) else "not holding it"
+            print(
+                f"note: took over the lock of {out} left by process {old['pid']} "
+                f"({old.get('command', 'unknown command')}), {gone}",
+                file=sys.stderr,
+            )
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        yield path
+    finally:
+        try:
+            path.unlink(missing_ok=True)  # while still held: the next writer makes a new one
+        except OSError:
+            pass
+        os.close(fd)
+        if created:
+            try:
+                out.rmdir()  # only if the command left the folder it made empty
+            except OSError:
+                pass
 
 
 # ================================================================ timing

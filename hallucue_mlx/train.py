@@ -36,7 +36,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from hallucue_mlx import atomic
+from hallucue_mlx import atomic, runfolder
 from hallucue_mlx.config import TrainConfig
 from hallucue_mlx.corrupt import Corruption, apply
 from hallucue_mlx.data.bench import load_benchmark
@@ -748,6 +748,22 @@ def train(
     elif stop_after is not None and state.step >= stop_after:
         result.interrupted = True
     return result
+
+
+def check_new_folder(out: Path, resume: bool, force: bool) -> list[str]:
+    """The `train` command's check of --out: a folder that already holds a training is continued
+    (--resume), cleared of train's own files (--force; returns what stays) or refused, never
+    silently overwritten."""
+    found = [n for n in runfolder.TRAIN_OWNED_PATHS if (out / n).exists()]
+    if resume or set(found) <= {runfolder.TRAIN_CONFIG}:  # settings only: a start that failed
+        return []
+    if not force:
+        raise runfolder.GridError(
+            f"{out} already holds a training ({', '.join(found)}); continue it with --resume, "
+            "or pass a new --out, or --force to clear what train wrote there "
+            f"({', '.join(runfolder.TRAIN_OWNED_PATHS)}; other files stay)"
+        )
+    return runfolder.clear_owned(out, runfolder.TRAIN_OWNED_PATHS)
 
 
 def resume_hint(out_dir: str | Path) -> str:

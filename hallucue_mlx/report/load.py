@@ -148,6 +148,18 @@ def _load_curves(
     return curves, eval_curves
 
 
+def _refuse_torn(root: Path, problems: list[str]) -> None:
+    """A folder with records files but not one complete record: a run stopped while writing."""
+    found = [*(root / "eval").glob("*/*/records.jsonl"), *(root / "train").glob("*/metrics.jsonl")]
+    if found:
+        raise ReportError(
+            f"{root} is a run folder whose records are incomplete: "
+            f"{' '.join(problems) or 'its records files are empty.'} No complete record is left "
+            "to report on (a run stopped while writing). Continue the run with the same command "
+            f"and config (hallucue-mlx run --out {root} ...), then report again"
+        )
+
+
 def _listed(key: str, *sources: dict[str, Any] | None) -> list[str] | None:
     """The first non-empty list of names under `key` in results, manifest or config."""
     for src in sources:
@@ -160,6 +172,11 @@ def _listed(key: str, *sources: dict[str, Any] | None) -> list[str] | None:
 def load_run(run_dir: Path) -> RunData:
     """Read a run folder. Raises ReportError if it holds none of the expected pieces."""
     root = Path(run_dir)
+    if root.exists() and not root.is_dir():
+        raise ReportError(
+            f"{root} is a file, not a run folder; pass the folder `hallucue-mlx run` wrote "
+            f"(the one holding manifest.json and eval/), e.g. hallucue-mlx report {root.parent}"
+        )
     if not root.is_dir():
         raise ReportError(
             f"run folder {root} does not exist; pass the folder `hallucue-mlx run` wrote"
@@ -171,6 +188,7 @@ def load_run(run_dir: Path) -> RunData:
     records, split_names = _load_records(root, problems)
     curves, eval_curves = _load_curves(root, problems)
     if manifest is None and results is None and not records and not curves:
+        _refuse_torn(root, problems)
         raise ReportError(
             f"{root} holds no manifest.json, results.json, eval/*/*/records.jsonl or "
             "train/*/metrics.jsonl: not a run folder"
