@@ -228,7 +228,7 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}"
+    return str(x) if isinstance(x, int) else f"{x:g}"  # an int bound in full (a seed's max)
 
 
 def _bounds_text(meta: Any) -> str | None:
