@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -24,17 +26,84 @@ from hallucue_mlx.config import (
 from hallucue_mlx.config import quick as quick_config
 from hallucue_mlx.prompts import resolve_template
 
-app = typer.Typer(
+# ================================================================ the error boundary
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _rerun() -> str:
+    import shlex
+    import sys
+
+    return "hallucue-mlx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an OSError that reached the command: what failed, what to do, how to go on."""
+    what = e.filename or "a file"
+    if e.errno in _DISK_FULL:
+        fix = f"the disk holding {what} is full: free space there (or pass --out on another disk)"
+    elif e.errno in _NOT_WRITABLE:
+        fix = f"{what} cannot be written ({e.strerror}): pass a writable --out, or fix its permissions"
+    else:
+        fix = f"{e.strerror or e} ({what}): check that path"
+    return f"error: {fix}; files already written are kept. Continue with: {_rerun()}"
+
+
+def user_error(e: Exception) -> tuple[int, str] | None:
+    """(exit code, one line) for a user or environment error no command handled itself: 2 for a
+    bad setting, 1 for data, a model, a report or the file system; None for anything else."""
+    from hallucue_mlx.data.common import BenchmarkError
+    from hallucue_mlx.models.load import ModelLoadError
+    from hallucue_mlx.report.load import ReportError
+    from hallucue_mlx.runfolder import GridError
+
+    if isinstance(e, ConfigError):
+        return 2, f"error: {e}"
+    if isinstance(e, (BenchmarkError, ModelLoadError, ReportError, GridError)):
+        return 1, f"error: {e}"
+    if isinstance(e, OSError):
+        return 1, os_error_message(e)
+    return None
+
+
+def _boundary(fn: Callable[..., None]) -> Callable[..., None]:
+    """Run a command so that user and environment errors end in one line, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> None:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, OSError, ValueError, RuntimeError) as e:
+            known = None if isinstance(e, typer.Exit) else user_error(e)
+            if known is None:
+                raise
+            typer.echo(known[1], err=True)
+            raise typer.Exit(known[0]) from None
+
+    return wrapped
+
+
+class _Typer(typer.Typer):
+    """typer.Typer whose commands run inside the error boundary."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., None]], Any]:
+        register = super().command(*args, **kwargs)
+        return lambda fn: register(_boundary(fn))
+
+
+app = _Typer(
     help="Hallucination-as-Cue on MLX: GRPO of small VLMs under blank-image, random-image and "
     "text-removal corruptions, and evaluation under the same corruptions.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-data_app = typer.Typer(
+data_app = _Typer(
     help="List benchmarks and cache compact subsets for offline runs.", no_args_is_help=True
 )
-model_app = typer.Typer(
+model_app = _Typer(
     help="The embedded model hallucue-tiny: where it is, how to rebuild it.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
@@ -114,7 +183,8 @@ def run(
             f"error: {e} Rerunning continues from that checkpoint: {again.strip()}", err=True
         )
         raise typer.Exit(1) from None
-    except (ConfigError, GridError, BenchmarkError) as e:
+    except (ConfigError, GridError, BenchmarkError, ValueError) as e:
+        # ValueError as in eval: an item the model's processor cannot encode, named
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
 
@@ -359,6 +429,12 @@ def corrupt(
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.gallery import gallery_for
 
+    _check_count(n, "--n", "omit it for 6 items")
+    if out.is_dir():
+        raise typer.BadParameter(
+            f"{out} is a folder; give a PNG file name, e.g. {out / 'gallery.png'}",
+            param_hint="--out",
+        )
     try:
         path = gallery_for(benchmark, out, n=n, seed=seed, split=split, path=data)
     except BenchmarkError as err:
@@ -384,6 +460,13 @@ def report(
     typer.echo(
         f"wrote {path} (figures in {path.parent / 'figures'}, tables in {path.parent / 'tables'})"
     )
+
+
+def _check_count(n: int | None, flag: str, default: str) -> None:
+    if n is not None and n < 1:
+        raise typer.BadParameter(
+            f"{n} is invalid; valid: an integer >= 1 ({default})", param_hint=flag
+        )
 
 
 @data_app.command("list")
@@ -414,6 +497,12 @@ def data_prepare(
     from hallucue_mlx.data.prepare import prepare_subset
     from hallucue_mlx.rewards import check_golds
 
+    _check_count(n, "--n", "omit it for the whole split")
+    if out is not None and out.exists() and not out.is_dir():
+        raise typer.BadParameter(
+            f"{out} is a file; give a folder to write the subset into (new or empty)",
+            param_hint="--out",
+        )
     try:
         split = split or get_adapter(benchmark).default_split
         out = out or Path("data") / f"{benchmark}-{split}-n{n if n is not None else 'all'}-s{seed}"

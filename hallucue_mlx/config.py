@@ -62,6 +62,14 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, **meta})
 
 
+MAX_SEED = 2**31 - 1  # every seed consumer (numpy, mx.random, random) accepts it, offsets included
+
+
+def _layer_count(n: int) -> None:
+    if n != -1 and n < 1:
+        raise ValueError(f"{n} is not valid; use -1 (all layers) or a count >= 1")
+
+
 def _reward_loads(name: str | None) -> None:
     """A custom reward function must import now, not after the model has loaded."""
     if name is not None:
@@ -220,7 +228,7 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}"
+    return str(x) if isinstance(x, int) else f"{x:g}"  # an int bound in full (a seed's max)
 
 
 def _bounds_text(meta: Any) -> str | None:
@@ -373,7 +381,9 @@ class TrainConfig:
     temperature: float = _f(
         0.7, "Sampling temperature. Paper: 0.7.", gt=0, note="GRPO needs sampling"
     )
-    top_p: float = _f(1.0, "Nucleus sampling mass (1: off, keeps the policy gradient unbiased).")
+    top_p: float = _f(
+        1.0, "Nucleus sampling mass (1: off, keeps the policy gradient unbiased).", gt=0, max=1
+    )
     max_completion_length: int = _f(
         128, "Maximum completion tokens; longer ones are truncated (flagged).", min=1
     )
@@ -411,9 +421,9 @@ class TrainConfig:
     # LoRA
     lora_rank: int = _f(8, "LoRA rank.", min=1)
     lora_alpha: float = _f(16.0, "LoRA alpha (scale = alpha / rank).", gt=0)
-    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    lora_dropout: float = _f(0.0, "LoRA dropout.", min=0, max=0.99)
     lora_targets: list[str] = _f(list(DEFAULT_TARGETS), "Linear layers to adapt.")
-    lora_layers: int = _f(-1, "Adapt only the last N decoder layers (-1: all).")
+    lora_layers: int = _f(-1, "Adapt only the last N decoder layers (-1: all).", check=_layer_count)
     # optimisation
     learning_rate: float = _f(2e-4, "Peak AdamW learning rate.", gt=0)
     weight_decay: float = _f(0.0, "AdamW weight decay.")
@@ -425,7 +435,9 @@ class TrainConfig:
     )
     # loop
     steps: int = _f(200, "Training steps (rollout batches).", min=1)
-    seed: int = _f(0, "Seed of data order, corruption draws, LoRA init and sampling.")
+    seed: int = _f(
+        0, "Seed of data order, corruption draws, LoRA init and sampling.", min=0, max=MAX_SEED
+    )
     eval_every: int = _f(
         50, "Greedy held-out evaluation every N steps, and at start and end (0: never).", min=0
     )
@@ -470,7 +482,10 @@ class EvalConfig:
     )
     top_p: float = _f(1.0, "Nucleus sampling mass when temperature > 0 (1: off).", gt=0, max=1)
     seed: int = _f(
-        0, "Seed of the corruption choices (random-image donors, ratio) and sampling.", min=0
+        0,
+        "Seed of the corruption choices (random-image donors, ratio) and sampling.",
+        min=0,
+        max=MAX_SEED,
     )
     template: str = _f(
         "easyr1",
@@ -546,7 +561,9 @@ class DataSection:
         "The first N training items are also evaluated (the paper's train-split settings).",
         min=1,
     )
-    seed: int = _f(0, "Seed of the subset choice (which items of each split are used).")
+    seed: int = _f(
+        0, "Seed of the subset choice (which items of each split are used).", min=0, max=MAX_SEED
+    )
 
 
 @dataclass
@@ -581,7 +598,12 @@ class OutputSection:
 class RunConfig:
     """Everything `hallucue-mlx run` does, in one object."""
 
-    seed: int = _f(0, "Seed of training (data order, corruption draws, LoRA init, sampling).")
+    seed: int = _f(
+        0,
+        "Seed of training (data order, corruption draws, LoRA init, sampling).",
+        min=0,
+        max=MAX_SEED,
+    )
     model: ModelSection = _f(ModelSection(), "The base model.")
     data: DataSection = _f(DataSection(), "Training and evaluation data.")
     train: TrainConfig = _f(TrainConfig(), "GRPO settings (train.TrainConfig).")
@@ -748,6 +770,10 @@ def load_yaml(path: str | Path, what: str = "sections (model, data, train, ...)"
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p} is not a text file (not UTF-8): give a YAML or JSON file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

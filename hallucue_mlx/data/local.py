@@ -84,11 +84,18 @@ def read_rows(path: Path) -> list[Row]:
     return rows
 
 
-def _choices(value: Any) -> tuple[str, ...]:
-    if not value:
+def _choices(row: Row) -> tuple[str, ...]:
+    value = row.get("choices")
+    if value is None or value == "" or value == []:
         return ()
     if isinstance(value, str):
         return parse_options(value)
+    if not isinstance(value, list) or any(isinstance(v, (list, dict)) for v in value):
+        shown = repr(value)[:80]
+        raise BenchmarkError(
+            f"local: item {text(row.get('id'))!r}: choices must be a list of option texts or "
+            f"one string 'A. ..; B. ..', got {shown}; fix or remove that field."
+        )
     return tuple(text(v) for v in value)
 
 
@@ -96,7 +103,7 @@ def _kind(row: Row) -> str:
     kind = text(row.get("answer_kind"))
     if kind:
         return kind
-    if _choices(row.get("choices")):
+    if _choices(row):
         return "choice"
     return "number" if is_number(text(row["answer"])) else "free"
 
@@ -144,7 +151,7 @@ def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
         question=question,
         answer=text(row["answer"]).strip(),
         image=read_image(row.get("image"), ctx, item_id, "image"),
-        choices=_choices(row.get("choices")),
+        choices=_choices(row),
         task=text(row.get("task")),
         version=text(row.get("version")),
         condition_spans=spans,

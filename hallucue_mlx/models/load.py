@@ -92,10 +92,39 @@ def resolve_model_dir(model: str | Path) -> Path:
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "config.json"
     try:
-        return json.loads((model_dir / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"cannot read {model_dir / 'config.json'}: {e}") from e
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ModelLoadError(f"cannot read {path}: {e}") from e
+    if not isinstance(config, dict):
+        raise ModelLoadError(
+            f"{path} must be a JSON object (with model_type etc.), got {type(config).__name__}: "
+            "restore the model's config.json or download the model again"
+        )
+    return config
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be whole (empty, cut short, a bad header), or None: a
+    cheap check of its header and size, without reading the tensors."""
+    size = path.stat().st_size
+    if size < 8:
+        return f"{size} bytes, empty"
+    with path.open("rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n > size - 8:
+            return f"a header of {n} bytes in a {size}-byte file"
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            return "an unreadable header"
+    if not isinstance(header, dict):
+        return "an unreadable header"
+    ends = [v.get("data_offsets") for v in header.values() if isinstance(v, dict)]
+    ends = [e[1] for e in ends if isinstance(e, list) and len(e) == 2 and isinstance(e[1], int)]
+    need = 8 + n + max(ends, default=0)
+    return f"{size} bytes where its header needs {need}: cut short" if size < need else None
 
 
 def family_of_config(config: dict[str, Any], where: str = "config.json") -> str:
@@ -126,7 +155,15 @@ def model_family(model: Any) -> str:
 
 
 def _check_safetensors(model_dir: Path) -> None:
-    if any(model_dir.glob("*.safetensors")):
+    files = sorted(model_dir.glob("*.safetensors"))
+    for path in files:
+        problem = _safetensors_problem(path)
+        if problem is not None:
+            raise ModelLoadError(
+                f"weights file {path} is damaged ({problem}): download or convert the model "
+                "again (an interrupted download leaves such files)"
+            )
+    if files:
         return
     pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in _PICKLE_SUFFIXES)
     if pickles:

@@ -61,16 +61,25 @@ def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
 def _read_jsonl(path: Path, root: Path, problems: list[str]) -> list[dict[str, Any]]:
     """JSON lines; a cut-off line (a run killed mid-write) is skipped and reported."""
     rows: list[dict[str, Any]] = []
-    bad = 0
+    bad = not_objects = 0
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            not_objects += 1
     if bad:
         problems.append(f"`{path.relative_to(root)}`: {bad} unreadable line(s) skipped.")
+    if not_objects:
+        problems.append(
+            f"`{path.relative_to(root)}`: {not_objects} line(s) that are not JSON objects skipped."
+        )
     return rows
 
 
