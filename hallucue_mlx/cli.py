@@ -210,7 +210,7 @@ def train(
 
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.models.load import ModelLoadError
-    from hallucue_mlx.train import TrainingDiverged, resume_hint
+    from hallucue_mlx.train import ResumeMismatch, TrainingDiverged, resume_hint
     from hallucue_mlx.train import train as run_train
 
     flags = _given(settings_)
@@ -233,7 +233,13 @@ def train(
             err=True,
         )
         raise typer.Exit(130) from None
-    except (TrainingDiverged, ModelLoadError, BenchmarkError, FileNotFoundError) as e:
+    except (
+        TrainingDiverged,
+        ModelLoadError,
+        BenchmarkError,
+        FileNotFoundError,
+        ResumeMismatch,
+    ) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     if result.interrupted:
@@ -279,7 +285,7 @@ def eval_(
 ) -> None:
     """Evaluate a model (and adapter) on a benchmark under each corruption."""
     from hallucue_mlx.data.bench import BenchmarkError, get_adapter
-    from hallucue_mlx.evaluate import evaluate_benchmark
+    from hallucue_mlx.evaluate import default_eval_dir, evaluate_benchmark
     from hallucue_mlx.models.load import ModelLoadError
 
     if n is not None and n <= 0:
@@ -296,7 +302,7 @@ def eval_(
         raise _bad(e, _EVAL_FLAGS, flags) from None
     try:
         split = split or get_adapter(benchmark).default_split
-        out = out or Path("runs/eval") / f"{benchmark}-{split or 'all'}-{Path(model).name}"
+        out = out or default_eval_dir(benchmark, split, model, data)
         evaluate_benchmark(
             model, benchmark, cfg, adapter=adapter, split=split, data=data, n=n, out_dir=out
         )

@@ -41,7 +41,7 @@ from hallucue_mlx.data.bench import BenchmarkError, get_adapter, load_benchmark
 from hallucue_mlx.data.subset import SubsetManifest
 from hallucue_mlx.evaluate import evaluate, load_records
 from hallucue_mlx.metrics import summarize
-from hallucue_mlx.models.load import load_model
+from hallucue_mlx.models.load import load_model, resolve_model_dir
 from hallucue_mlx.report import write_report
 from hallucue_mlx.rewards import check_golds
 from hallucue_mlx.runfolder import GridError, Timing
@@ -206,8 +206,18 @@ def build_manifest(cfg: RunConfig, data: GridData, quick: bool) -> dict[str, Any
         "benchmarks": [s.name for s in cfg.data.eval],
         "train_benchmark": cfg.data.train.name,
         "subsets": data.subsets,
+        "weights": weights(cfg),
     }
     return runfolder.build_manifest(run, _device(cfg))
+
+
+def weights(cfg: RunConfig) -> dict[str, str]:
+    """Content fingerprints of the base model's weights (and of model.adapter's): resuming a
+    folder whose results were made with other weights is refused (runfolder.check_weights)."""
+    out = {"model": runfolder.weights_fingerprint(resolve_model_dir(cfg.model.id))}
+    if cfg.model.adapter:
+        out["adapter"] = runfolder.weights_fingerprint(cfg.model.adapter)
+    return out
 
 
 # ================================================================ running

@@ -371,17 +371,39 @@ class UpdateStats:
     seconds: float
 
 
+class ResumeMismatch(ValueError):
+    """--resume with settings other than the saved run's; the message names each change."""
+
+
+def check_resume_settings(saved: dict[str, Any], config: TrainConfig, out: Path) -> None:
+    """--resume continues the saved run: any changed setting but `steps` is an error, naming
+    each changed key (old -> new); a resumed run never trains silently with other settings."""
+    now = json.loads(json.dumps(asdict(config)))  # tuples -> lists, as saved
+    changed = [
+        f"{k}: {saved.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}"
+        for k in sorted(set(saved) | set(now))
+        if k != "steps" and saved.get(k, "(absent)") != now.get(k, "(absent)")
+    ]
+    if changed:
+        raise ResumeMismatch(
+            f"--resume: {out} was trained with other settings ({len(changed)} changed: "
+            f"{'; '.join(changed)}); resume with the saved settings (only --steps may change), "
+            "or train into a new --out"
+        )
+
+
 def resolve_config(
     config: TrainConfig, ckpt: Path | None, model_path: str | Path | None
 ) -> TrainConfig:
     """The run's settings: a resumed run's saved ones (except steps), the template resolved."""
-    if ckpt is not None:
-        saved = json.loads((ckpt / "state.json").read_text())["config"]
-        # the saved run's settings win, except how long to run
-        config = replace(TrainConfig(**saved), steps=config.steps)
     if config.prompt_template == "auto":
         template = resolve_template("auto", model_path or config.model)
         config = replace(config, prompt_template=template)
+    if ckpt is not None:
+        saved = json.loads((ckpt / "state.json").read_text())["config"]
+        check_resume_settings(saved, config, ckpt.parent.parent)
+        # the saved run's settings (equal but for how long to run), with the new steps
+        config = replace(TrainConfig(**saved), steps=config.steps)
     config.validate()
     return config
 
