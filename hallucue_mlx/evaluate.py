@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +62,10 @@ RewardFn = Callable[[str, Item], Reward]
 
 
 # ================================================================ results
+
+
+class UnchangedCorruptionWarning(UserWarning):
+    """A corruption that changed none of the items it was applied to (unchanged_warning)."""
 
 
 @dataclass
@@ -107,6 +112,32 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def unchanged_warning(cond: str, n_applied: int, n_changed: int, what: str) -> str | None:
+    """The warning for a corruption that was applied but changed no item (random images on a
+    one-item pool, blank or random on text-only items, text_removal where no rule matches): its
+    results are those of the unchanged items, not of the corruption. None when it changed some."""
+    if cond == "none" or n_changed or not n_applied:
+        return None
+    return (
+        f"corruption {cond!r} changed none of the {n_applied} {what} it was applied to, so its "
+        "results are those of the unchanged items (random needs 2+ items with images, blank "
+        "and random need images, text_removal a removable cue); use more or other items"
+    )
+
+
+def unchanged_corruptions(records: Sequence[dict[str, Any]], what: str = "items") -> dict[str, str]:
+    """{condition: warning} for the conditions whose corruption changed no item (sample 0)."""
+    out = {}
+    for cond in dict.fromkeys(r["corruption"] for r in records):
+        rs = [r for r in records if r["corruption"] == cond and r.get("sample", 0) == 0]
+        applied = sum(bool(r.get("corruption_applied")) for r in rs)
+        changed = sum(bool(r.get("corruption_changed")) for r in rs)
+        w = unchanged_warning(cond, applied, changed, what)
+        if w:
+            out[cond] = w
+    return out
+
+
 def build_summary(
     records: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -121,6 +152,9 @@ def build_summary(
         applied = [r for r in rs if r.get("corruption_applied")]
         s["corruption_applied_rate"] = len(applied) / len(rs)
         s["corruption_changed_rate"] = sum(bool(r.get("corruption_changed")) for r in rs) / len(rs)
+    unchanged = unchanged_corruptions(records)
+    for cond, w in unchanged.items():
+        summary[cond]["warning"] = w
     # Diagnostics pair items across conditions: one record per item, so sample 0 only.
     first = [r for r in records if r.get("sample", 0) == 0]
     summary["diagnostics"] = diagnostics(first)
@@ -128,6 +162,7 @@ def build_summary(
         **(meta or {}),
         "grader_errors": sum(1 for r in records if r.get("grader_error")),
         "diagnostics_note": "paired on sample 0 of each item",
+        **({"warnings": list(unchanged.values())} if unchanged else {}),
     }
     return summary
 
@@ -142,7 +177,7 @@ def summarize_dir(out_dir: str | Path, write: bool = True) -> dict[str, Any]:
         meta = {
             k: v
             for k, v in json.loads(old.read_text()).get("meta", {}).items()
-            if k != "grader_errors"
+            if k not in ("grader_errors", "warnings")  # recomputed from the records
         }
     summary = build_summary(records, meta)
     if write:
@@ -479,6 +514,11 @@ def evaluate(
         atomic.write_text(out / RECORDS_FILE, _jsonl(records))
         atomic.write_json(out / SUMMARY_FILE, summary, indent=2)
     result = EvalResult(records, summary, out, seconds, len(items) * len(todo), list(done))
+    for w in summary["meta"].get("warnings", []):
+        if progress:
+            console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
+        else:
+            warnings.warn(w, UnchangedCorruptionWarning, stacklevel=2)
     if progress:
         print_table(summary, console=console, title=_title(model_name, items))
         if todo:

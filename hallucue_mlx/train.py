@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -41,7 +42,13 @@ from hallucue_mlx.config import TrainConfig
 from hallucue_mlx.corrupt import Corruption, apply
 from hallucue_mlx.data.bench import load_benchmark
 from hallucue_mlx.data.item import Item
-from hallucue_mlx.evaluate import Decoding, greedy_eval, mean_scores
+from hallucue_mlx.evaluate import (
+    Decoding,
+    UnchangedCorruptionWarning,
+    greedy_eval,
+    mean_scores,
+    unchanged_warning,
+)
 from hallucue_mlx.grpo import (
     LossConfig,
     PolicyBatch,
@@ -721,6 +728,27 @@ def _loop(
     return result
 
 
+def warn_unchanged_corruption(run: Run, step: int, view: TrainView) -> None:
+    """A training corruption that changed none of the items it was applied to trains on clean
+    items under its name: warn, and log it in metrics.jsonl (an event line, once per run)."""
+    recs = [r for _, r in run.pool if r is not None]
+    msg = unchanged_warning(
+        run.cfg.corruption,
+        sum(r.applied for r in recs),
+        sum(r.changed for r in recs),
+        "training items",
+    )
+    if msg is None:
+        return
+    if step == 0:
+        with run.metrics_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": 0, "event": "warning", "warning": msg}) + "\n")
+    if view.quiet:
+        warnings.warn(msg, UnchangedCorruptionWarning, stacklevel=3)
+    else:
+        view.warn(f"warning: {msg}")
+
+
 def train(
     config: TrainConfig,
     model_path: str | Path | None = None,
@@ -764,7 +792,9 @@ def train(
     )
     trim_logs(run, state.step, resume)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    result = _loop(run, state, end, TrainView(cfg.steps, state.step, quiet=quiet), on_step)
+    view = TrainView(cfg.steps, state.step, quiet=quiet)
+    warn_unchanged_corruption(run, state.step, view)
+    result = _loop(run, state, end, view, on_step)
     if result.steps_done >= cfg.steps or result.time_up:
         result.adapter_dir = save_adapter(run.model, out / ADAPTER_DIR)
     elif stop_after is not None and state.step >= stop_after:

@@ -156,7 +156,7 @@ def test_run_refuses_finished_cells_after_the_model_weights_changed(tiny_dir, tm
 # ---------------------------------------------------------------- case 5: train --resume
 
 
-def _train(model_dir: Path, out: Path, resume: bool = False, **over):
+def _train(model_dir: Path, out: Path, resume: bool = False, n_items: int = 4, **over):
     """A few-step GRPO run of the tiny model on 4 synth items (as reliability_helpers.train_tiny),
     optionally resuming."""
     from hallucue_mlx.config import TrainConfig
@@ -184,7 +184,7 @@ def _train(model_dir: Path, out: Path, resume: bool = False, **over):
         resume=resume,
         quiet=True,
         model_and_processor=load_model(str(model_dir)),
-        items=load_synth("train", n=4, seed=0),
+        items=load_synth("train", n=n_items, seed=0),
     )
 
 
@@ -210,6 +210,40 @@ def test_train_resume_may_extend_the_steps(tiny_dir, tmp_path):
     out = tmp_path / "t"
     _train(tiny_dir, out, steps=1)
     assert _train(tiny_dir, out, resume=True, steps=2).steps_done == 2
+
+
+# ---------------------------------------------------------------- case 6: no-op corruption
+
+
+def test_eval_warns_when_a_corruption_changed_no_item(tiny_dir, tmp_path, said):
+    data = _data(tmp_path / "data", golds=("3",))  # one item: no other image to swap in
+    cfg = build(EvalConfig, {**EVAL, "conditions": "none,random"}, "eval")
+    with pytest.warns(UserWarning, match="changed none") as w:
+        res = evaluate_benchmark(
+            str(tiny_dir), "local", cfg, data=str(data), out_dir=tmp_path / "ev", progress=False
+        )
+    said("eval: corruption changed nothing", str(w[0].message), "'random' changed none of the 1")
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["random"]["corruption_changed_rate"] == 0.0
+    assert "changed none" in summary["random"]["warning"]
+    assert summary["meta"]["warnings"] == [summary["random"]["warning"]]
+    assert "warning" not in summary["none"] and res.summary["random"]["warning"]
+
+
+def test_training_warns_when_its_corruption_changed_no_item(tiny_dir, tmp_path, said):
+    from hallucue_mlx.grid import _training_summary
+
+    with pytest.warns(UserWarning, match="changed none") as w:
+        _train(tiny_dir, tmp_path / "t", n_items=1, corruption="random")
+    said("train: corruption changed nothing", str(w[0].message), "changed none of the 1")
+    lines = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    assert [d["event"] for d in lines if "event" in d] == ["warning"]
+    assert _training_summary(tmp_path / "t")["warnings"] == [str(w[0].message)]
+
+
+def test_a_corruption_that_changes_items_does_not_warn(tiny_dir, tmp_path, recwarn):
+    _train(tiny_dir, tmp_path / "t", n_items=2, corruption="random")
+    assert not [w for w in recwarn if "changed none" in str(w.message)]
 
 
 # ---------------------------------------------------------------- case 8: adapters, configs
