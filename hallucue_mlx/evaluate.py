@@ -119,9 +119,9 @@ def unchanged_warning(cond: str, n_applied: int, n_changed: int, what: str) -> s
     if cond == "none" or n_changed or not n_applied:
         return None
     return (
-        f"corruption {cond!r} changed none of the {n_applied} {what} it was applied to, so its "
-        "results are those of the unchanged items (random needs 2+ items with images, blank "
-        "and random need images, text_removal a removable cue); use more or other items"
+        f"corruption {cond!r} changed none of the {n_applied} {what} it was applied to, so what "
+        "is reported under its name is the unchanged items (random needs 2+ items with images, "
+        "blank and random need images, text_removal a removable cue); use more or other items"
     )
 
 
@@ -213,7 +213,7 @@ def _fingerprint(
 # What a changed fingerprint key means, in the refusal message
 _CHANGED = {
     "items": "the item ids changed",
-    "item_content": "the items' content changed (questions, choices, golds or images)",
+    "item_content": "the items' content (questions, choices, golds or images) changed",
     "model_weights": "the model weights changed",
     "adapter_weights": "the adapter weights changed",
 }
@@ -228,7 +228,7 @@ def _done_part(out_dir: Path, cond: str, fp: dict[str, Any], expected: int) -> l
     old = marker.get("fingerprint", {})
     if old != fp:
         diff = [
-            f"{_CHANGED[k]} ({old.get(k)} there, {fp.get(k)} now)"
+            f"{_CHANGED[k]}: {old.get(k)} there, {fp.get(k)} now"
             if k in _CHANGED
             else f"{k}: {old.get(k)!r} there vs {fp.get(k)!r} now"
             for k in fp

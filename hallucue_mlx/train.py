@@ -385,11 +385,13 @@ class ResumeMismatch(ValueError):
 def check_resume_settings(saved: dict[str, Any], config: TrainConfig, out: Path) -> None:
     """--resume continues the saved run: any changed setting but `steps` is an error, naming
     each changed key (old -> new); a resumed run never trains silently with other settings."""
-    now = json.loads(json.dumps(asdict(config)))  # tuples -> lists, as saved
+    # a key the checkpoint predates counts as its default; tuples -> lists, as saved
+    was = json.loads(json.dumps(asdict(TrainConfig(**saved))))
+    now = json.loads(json.dumps(asdict(config)))
     changed = [
-        f"{k}: {saved.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}"
-        for k in sorted(set(saved) | set(now))
-        if k != "steps" and saved.get(k, "(absent)") != now.get(k, "(absent)")
+        f"{k}: {was.get(k)!r} -> {now.get(k)!r}"
+        for k in sorted(set(was) | set(now))
+        if k != "steps" and was.get(k) != now.get(k)
     ]
     if changed:
         raise ResumeMismatch(

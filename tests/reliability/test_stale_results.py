@@ -73,7 +73,13 @@ def test_eval_refuses_to_resume_when_a_gold_changed(tiny_dir, tmp_path, said):
     _eval(tiny_dir, data, out)
     _data(tmp_path / "data", golds=("3", "4"))  # same ids, same questions: one gold changed
     msg = _refused(lambda: _eval(tiny_dir, data, out))
-    said("eval: golds changed", msg, str(out), "the items' content changed", "another --out")
+    said(
+        "eval: golds changed",
+        msg,
+        str(out),
+        "the items' content (questions, choices, golds or images) changed",
+        "another --out",
+    )
 
 
 def test_eval_refuses_to_resume_when_an_image_changed(tiny_dir, tmp_path, said):
@@ -81,7 +87,11 @@ def test_eval_refuses_to_resume_when_an_image_changed(tiny_dir, tmp_path, said):
     _eval(tiny_dir, data, out)
     picture((64, 49)).save(data / "images" / "q1.png")
     msg = _refused(lambda: _eval(tiny_dir, data, out))
-    said("eval: image changed", msg, "the items' content changed")
+    said(
+        "eval: image changed",
+        msg,
+        "the items' content (questions, choices, golds or images) changed",
+    )
 
 
 def test_eval_refuses_to_resume_when_the_adapter_at_the_same_path_changed(tiny_dir, tmp_path, said):
