@@ -279,7 +279,8 @@ def eval_(
     out: Path | None = typer.Option(
         None,
         "--out",
-        help="Output folder (default: runs/eval/<benchmark>-<split>-<model>); reruns resume.",
+        help="Output folder (default: runs/eval/<benchmark>-<split>-<model>, plus the --data "
+        "copy's name and a digest); reruns resume when the items, weights and settings match.",
     ),
     **settings_: Any,
 ) -> None:
