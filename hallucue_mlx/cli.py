@@ -297,7 +297,7 @@ def train(
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.models.load import ModelLoadError
     from hallucue_mlx.runfolder import GridError, folder_lock
-    from hallucue_mlx.train import TrainingDiverged, check_new_folder, resume_hint
+    from hallucue_mlx.train import ResumeMismatch, TrainingDiverged, check_new_folder, resume_hint
     from hallucue_mlx.train import train as run_train
 
     flags = _given(settings_)
@@ -324,7 +324,14 @@ def train(
             err=True,
         )
         raise typer.Exit(130) from None
-    except (TrainingDiverged, ModelLoadError, BenchmarkError, FileNotFoundError, GridError) as e:
+    except (
+        TrainingDiverged,
+        ModelLoadError,
+        BenchmarkError,
+        FileNotFoundError,
+        GridError,
+        ResumeMismatch,
+    ) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     if result.interrupted:
@@ -364,13 +371,14 @@ def eval_(
     out: Path | None = typer.Option(
         None,
         "--out",
-        help="Output folder (default: runs/eval/<benchmark>-<split>-<model>); reruns resume.",
+        help="Output folder (default: runs/eval/<benchmark>-<split>-<model>, plus the --data "
+        "copy's name and a digest); reruns resume when the items, weights and settings match.",
     ),
     **settings_: Any,
 ) -> None:
     """Evaluate a model (and adapter) on a benchmark under each corruption."""
     from hallucue_mlx.data.bench import BenchmarkError, get_adapter
-    from hallucue_mlx.evaluate import evaluate_benchmark
+    from hallucue_mlx.evaluate import default_eval_dir, evaluate_benchmark
     from hallucue_mlx.models.load import ModelLoadError
     from hallucue_mlx.runfolder import FolderBusy, folder_lock
 
@@ -388,7 +396,7 @@ def eval_(
         raise _bad(e, _EVAL_FLAGS, flags) from None
     try:
         split = split or get_adapter(benchmark).default_split
-        out = out or Path("runs/eval") / f"{benchmark}-{split or 'all'}-{Path(model).name}"
+        out = out or default_eval_dir(benchmark, split, model, data)
         with folder_lock(out, _command("eval")):
             evaluate_benchmark(
                 model, benchmark, cfg, adapter=adapter, split=split, data=data, n=n, out_dir=out

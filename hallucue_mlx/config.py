@@ -754,20 +754,72 @@ def resolve_config_path(path: str | Path | None) -> Path:
     p = Path(path)
     if p.is_file():
         return p
-    shipped = packaged_config_dir() / (p.name if p.suffix else f"{p.name}.yaml")
-    if shipped.is_file() and len(p.parts) <= 2:
+    # only a bare name ('paper-qwen25vl-3b') picks a shipped config: a path or a file name that
+    # does not exist is an error, never a shipped file that happens to share its name
+    bare = str(path) == p.name and not p.suffix
+    shipped = packaged_config_dir() / f"{p.name}.yaml"
+    if bare and shipped.is_file():
         return shipped
     names = sorted(x.stem for x in packaged_config_dir().glob("*.yaml"))
-    raise ConfigError(f"config {path} not found; give a YAML file or a shipped config: {names}")
+    raise ConfigError(
+        f"config {path} not found; give an existing YAML file or a shipped config by its bare "
+        f"name: {names}"
+    )
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader without the shapes that lose data silently: a key given twice in one mapping
+    (the last would win), anchors, aliases and merge keys (`<<`)."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(f"alias *{event.anchor}", event.start_mark, _NO_ANCHORS)
+        event = self.peek_event()
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise _Refused(f"anchor &{anchor}", event.start_mark, _NO_ANCHORS)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Refused("merge key <<", key_node.start_mark, _NO_ANCHORS)
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader reports it
+            if dup:
+                raise _Refused(
+                    f"duplicate key {key!r}",
+                    key_node.start_mark,
+                    "the later value would silently replace the earlier; give each key once",
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+_NO_ANCHORS = "write each value out in full (anchors, aliases and merges can hide overrides)"
+
+
+class _Refused(yaml.YAMLError):
+    def __init__(self, what: str, mark: Any, fix: str) -> None:
+        super().__init__(what)
+        self.what, self.line, self.fix = what, mark.line + 1, fix
 
 
 def load_yaml(path: str | Path, what: str = "sections (model, data, train, ...)") -> dict[str, Any]:
-    """A YAML (or JSON) file's mapping; ConfigError when missing, unreadable or not a mapping."""
+    """A YAML (or JSON) file's mapping; ConfigError when missing, unreadable or not a mapping, or
+    when it holds a shape that would lose data silently (duplicate keys, anchors, merges)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config {p} not found")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+    except _Refused as e:
+        raise ConfigError(f"{p} line {e.line}: {e.what} is not allowed; {e.fix}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {e}") from None
     except UnicodeDecodeError:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,11 +41,18 @@ from hallucue_mlx.config import EvalConfig
 from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply, coverage
 from hallucue_mlx.data.bench import load_benchmark
 from hallucue_mlx.data.item import Item
+from hallucue_mlx.data.subset import content_hash
 from hallucue_mlx.metrics import diagnostics, summarize
-from hallucue_mlx.models.load import load_model
+from hallucue_mlx.models.load import load_model, resolve_model_dir
 from hallucue_mlx.rewards import Reward, check_golds, grade
 from hallucue_mlx.rollout import Completion, encode_prompt, generate
-from hallucue_mlx.runfolder import RECORDS_FILE, SUMMARY_FILE, part_done_file, part_file
+from hallucue_mlx.runfolder import (
+    RECORDS_FILE,
+    SUMMARY_FILE,
+    part_done_file,
+    part_file,
+    weights_fingerprint,
+)
 from hallucue_mlx.views import eval_progress, print_table
 
 # rollout.generate's signature: (model, processor, prompts, n, temperature, max_tokens, key, top_p)
@@ -54,6 +62,10 @@ RewardFn = Callable[[str, Item], Reward]
 
 
 # ================================================================ results
+
+
+class UnchangedCorruptionWarning(UserWarning):
+    """A corruption that changed none of the items it was applied to (unchanged_warning)."""
 
 
 @dataclass
@@ -100,6 +112,32 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def unchanged_warning(cond: str, n_applied: int, n_changed: int, what: str) -> str | None:
+    """The warning for a corruption that was applied but changed no item (random images on a
+    one-item pool, blank or random on text-only items, text_removal where no rule matches): its
+    results are those of the unchanged items, not of the corruption. None when it changed some."""
+    if cond == "none" or n_changed or not n_applied:
+        return None
+    return (
+        f"corruption {cond!r} changed none of the {n_applied} {what} it was applied to, so what "
+        "is reported under its name is the unchanged items (random needs 2+ items with images, "
+        "blank and random need images, text_removal a removable cue); use more or other items"
+    )
+
+
+def unchanged_corruptions(records: Sequence[dict[str, Any]], what: str = "items") -> dict[str, str]:
+    """{condition: warning} for the conditions whose corruption changed no item (sample 0)."""
+    out = {}
+    for cond in dict.fromkeys(r["corruption"] for r in records):
+        rs = [r for r in records if r["corruption"] == cond and r.get("sample", 0) == 0]
+        applied = sum(bool(r.get("corruption_applied")) for r in rs)
+        changed = sum(bool(r.get("corruption_changed")) for r in rs)
+        w = unchanged_warning(cond, applied, changed, what)
+        if w:
+            out[cond] = w
+    return out
+
+
 def build_summary(
     records: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -114,6 +152,9 @@ def build_summary(
         applied = [r for r in rs if r.get("corruption_applied")]
         s["corruption_applied_rate"] = len(applied) / len(rs)
         s["corruption_changed_rate"] = sum(bool(r.get("corruption_changed")) for r in rs) / len(rs)
+    unchanged = unchanged_corruptions(records)
+    for cond, w in unchanged.items():
+        summary[cond]["warning"] = w
     # Diagnostics pair items across conditions: one record per item, so sample 0 only.
     first = [r for r in records if r.get("sample", 0) == 0]
     summary["diagnostics"] = diagnostics(first)
@@ -121,6 +162,7 @@ def build_summary(
         **(meta or {}),
         "grader_errors": sum(1 for r in records if r.get("grader_error")),
         "diagnostics_note": "paired on sample 0 of each item",
+        **({"warnings": list(unchanged.values())} if unchanged else {}),
     }
     return summary
 
@@ -135,7 +177,7 @@ def summarize_dir(out_dir: str | Path, write: bool = True) -> dict[str, Any]:
         meta = {
             k: v
             for k, v in json.loads(old.read_text()).get("meta", {}).items()
-            if k != "grader_errors"
+            if k not in ("grader_errors", "warnings")  # recomputed from the records
         }
     summary = build_summary(records, meta)
     if write:
@@ -143,17 +185,38 @@ def summarize_dir(out_dir: str | Path, write: bool = True) -> dict[str, Any]:
     return summary
 
 
-def _fingerprint(items: Sequence[Item], cfg: EvalConfig, model_name: str) -> dict[str, Any]:
-    """Everything that changes a condition's records; a part made with another is not reused."""
+def _fingerprint(
+    items: Sequence[Item],
+    cfg: EvalConfig,
+    model_name: str,
+    weights: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Everything that changes a condition's records; a part made with another is not reused.
+
+    Items count by content (ids, questions, choices, golds, image pixels), and `weights` (the
+    content fingerprints of the model and adapter, when the caller knows their files) by content
+    too: the same path holding other data or weights is another input."""
     ids = hashlib.sha256("\x1f".join(f"{it.benchmark}/{it.id}" for it in items).encode())
     # batch_size matters only when sampling (keys are drawn per batch), top_p likewise
     skip = {"conditions"} | ({"batch_size", "top_p"} if cfg.temperature == 0 else set())
     fp = {
-        "model": model_name,
+        # the weights' content when known (a moved or copied model is the same model), else the name
+        **({"model": model_name} if weights is None else {}),
         "items": f"{len(items)} items, sha256 {ids.hexdigest()[:16]}",
+        "item_content": f"sha256 {content_hash(items)[:16]}",
+        **{f"{role}_weights": v for role, v in (weights or {}).items()},
         **{k: v for k, v in asdict(cfg).items() if k not in skip},
     }
     return json.loads(json.dumps(fp))  # tuples -> lists, so it compares equal to a reloaded one
+
+
+# What a changed fingerprint key means, in the refusal message
+_CHANGED = {
+    "items": "the item ids changed",
+    "item_content": "the items' content (questions, choices, golds or images) changed",
+    "model_weights": "the model weights changed",
+    "adapter_weights": "the adapter weights changed",
+}
 
 
 def _done_part(out_dir: Path, cond: str, fp: dict[str, Any], expected: int) -> list | None:
@@ -165,10 +228,14 @@ def _done_part(out_dir: Path, cond: str, fp: dict[str, Any], expected: int) -> l
     old = marker.get("fingerprint", {})
     if old != fp:
         diff = [
-            f"{k}: {old.get(k)!r} there vs {fp.get(k)!r} now" for k in fp if old.get(k) != fp[k]
+            f"{_CHANGED[k]}: {old.get(k)} there, {fp.get(k)} now"
+            if k in _CHANGED
+            else f"{k}: {old.get(k)!r} there vs {fp.get(k)!r} now"
+            for k in fp
+            if old.get(k) != fp[k]
         ]
         raise ValueError(
-            f"{out_dir} already holds {cond!r} records made with other settings "
+            f"{out_dir} already holds {cond!r} records made with other inputs "
             f"({'; '.join(diff) or 'different keys'}); use another --out folder or delete "
             f"{part.parent}"
         )
@@ -381,11 +448,13 @@ def evaluate(
     progress: bool = True,
     console: Any = None,
     generate_fn: GenerateFn = generate,
+    weights: dict[str, str] | None = None,
 ) -> EvalResult:
     """Evaluate `model` on `items` under each of cfg.conditions.
 
     With `out_dir`, records and summary are written there and finished conditions from an earlier
-    call with the same settings are reused (resume). With `progress`, a rich progress bar runs and
+    call with the same settings are reused (resume); `weights` ({"model": ..., "adapter": ...},
+    runfolder.weights_fingerprint) joins that check. With `progress`, a rich progress bar runs and
     the results table is printed at the end.
     """
     from rich.console import Console
@@ -397,7 +466,7 @@ def evaluate(
         raise ValueError("item ids must be unique within an evaluation pool")
     console = console or Console()
     out = Path(out_dir) if out_dir is not None else None
-    fp = _fingerprint(items, cfg, model_name)
+    fp = _fingerprint(items, cfg, model_name, weights)
     expected = len(items) * cfg.samples_per_item
 
     done: dict[str, list] = {}
@@ -445,6 +514,11 @@ def evaluate(
         atomic.write_text(out / RECORDS_FILE, _jsonl(records))
         atomic.write_json(out / SUMMARY_FILE, summary, indent=2)
     result = EvalResult(records, summary, out, seconds, len(items) * len(todo), list(done))
+    for w in summary["meta"].get("warnings", []):
+        if progress:
+            console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
+        else:
+            warnings.warn(w, UnchangedCorruptionWarning, stacklevel=2)
     if progress:
         print_table(summary, console=console, title=_title(model_name, items))
         if todo:
@@ -481,9 +555,32 @@ def evaluate_benchmark(
     check_golds(items, data or "")
     loaded, processor = load_model(model, adapter)
     name = str(model) + (f" + {adapter}" if adapter else "")
+    weights = {"model": weights_fingerprint(resolve_model_dir(model))}
+    if adapter:
+        weights["adapter"] = weights_fingerprint(adapter)
     return evaluate(
-        loaded, processor, items, cfg, out_dir=out_dir, model_name=name, progress=progress
+        loaded,
+        processor,
+        items,
+        cfg,
+        out_dir=out_dir,
+        model_name=name,
+        progress=progress,
+        weights=weights,
     )
+
+
+def default_eval_dir(
+    benchmark: str, split: str | None, model: str, data: str | None = None
+) -> Path:
+    """`eval`'s folder when --out is not given: runs/eval/<benchmark>-<split>-<model>, plus the
+    local copy's name and a digest of its location with --data, so evaluations of different data
+    never share a folder."""
+    name = f"{benchmark}-{split or 'all'}-{Path(model).name}"
+    if data:
+        where = hashlib.sha256(str(Path(data).expanduser().resolve()).encode()).hexdigest()[:8]
+        name += f"-{Path(data).stem or 'data'}-{where}"
+    return Path("runs/eval") / name
 
 
 def _tr_coverage(by_cond: dict[str, list]) -> float | None:

@@ -40,9 +40,9 @@ from hallucue_mlx.config import (
 )
 from hallucue_mlx.data.bench import BenchmarkError, get_adapter, load_benchmark
 from hallucue_mlx.data.subset import SubsetManifest
-from hallucue_mlx.evaluate import evaluate, load_records
+from hallucue_mlx.evaluate import evaluate, load_records, unchanged_corruptions
 from hallucue_mlx.metrics import summarize
-from hallucue_mlx.models.load import load_model
+from hallucue_mlx.models.load import load_model, resolve_model_dir
 from hallucue_mlx.report import write_report
 from hallucue_mlx.rewards import check_golds
 from hallucue_mlx.runfolder import GridError, Timing
@@ -207,8 +207,18 @@ def build_manifest(cfg: RunConfig, data: GridData, quick: bool) -> dict[str, Any
         "benchmarks": [s.name for s in cfg.data.eval],
         "train_benchmark": cfg.data.train.name,
         "subsets": data.subsets,
+        "weights": weights(cfg),
     }
     return runfolder.build_manifest(run, _device(cfg))
+
+
+def weights(cfg: RunConfig) -> dict[str, str]:
+    """Content fingerprints of the base model's weights (and of model.adapter's): resuming a
+    folder whose results were made with other weights is refused (runfolder.check_weights)."""
+    out = {"model": runfolder.weights_fingerprint(resolve_model_dir(cfg.model.id))}
+    if cfg.model.adapter:
+        out["adapter"] = runfolder.weights_fingerprint(cfg.model.adapter)
+    return out
 
 
 # ================================================================ running
@@ -417,7 +427,10 @@ def results(cfg: RunConfig, out: Path, data: GridData | None = None) -> dict[str
             d = runfolder.eval_dir(out, c.train, tdir)
             if not (d / runfolder.RECORDS_FILE).is_file():
                 raise GridError(f"no evaluation records in {d}; rerun the grid to finish it")
-            summaries[key] = summarize(load_records(d))
+            recs = load_records(d)
+            summaries[key] = summarize(recs)
+            for cond, w in unchanged_corruptions(recs).items():
+                summaries[key][cond]["warning"] = w
         s = summaries[key].get(c.eval)
         if s is None:
             raise GridError(f"{runfolder.eval_dir(out, c.train, tdir)} has no {c.eval!r} records")
@@ -425,6 +438,8 @@ def results(cfg: RunConfig, out: Path, data: GridData | None = None) -> dict[str
         row["split"] = c.split
         row.update({k: s[k] for k in CELL_KEYS})
         row.update({k: s.get(k) for k in EXTRA_KEYS})
+        if s.get("warning"):  # a corruption that changed no item
+            row["warning"] = s["warning"]
         rows.append(row)
     training = {}
     for cond in cfg.grid.train_conditions:
@@ -455,13 +470,13 @@ def _training_summary(d: Path) -> dict[str, Any]:
     p = d / runfolder.METRICS_FILE
     if not p.is_file():
         return {"steps": 0}
-    steps = [
-        json.loads(ln)
-        for ln in p.read_text().splitlines()
-        if ln.strip() and "event" not in json.loads(ln)
-    ]
+    lines = [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+    steps = [d for d in lines if "event" not in d]
     last = steps[-10:]
     out: dict[str, Any] = {"steps": steps[-1]["step"] if steps else 0}
+    warned = [d["warning"] for d in lines if d.get("event") == "warning"]
+    if warned:  # e.g. a corruption that changed no training item
+        out["warnings"] = list(dict.fromkeys(warned))
     for k in ("reward", "accuracy", "format", "kl", "completions/mean_length"):
         vals = [r[k] for r in last if isinstance(r.get(k), (int, float))]
         out[f"last10/{k}"] = sum(vals) / len(vals) if vals else None

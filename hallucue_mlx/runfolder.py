@@ -19,6 +19,7 @@ A low utility module: files and JSON only (no MLX, no higher package module).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -195,6 +196,7 @@ def check_resumable(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
             + ("" if old.get("quick") == manifest["quick"] else f"; it was {was}, this is {now}")
             + f"). Use a new --out folder, or {FORCE_HINT}."
         )
+    check_weights(out, old.get("weights"), manifest.get("weights"))
     for name, sub in manifest["subsets"].items():
         was = old.get("subsets", {}).get(name, {}).get("content_hash")
         if was is not None and was != sub["content_hash"]:
@@ -203,6 +205,19 @@ def check_resumable(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
                 f"{was[:12]} -> {sub['content_hash'][:12]}); use a new --out, or {FORCE_HINT}"
             )
     return old
+
+
+def check_weights(out: Path, was: Any, now: Any) -> None:
+    """GridError when the model's or adapter's weights differ from those the folder's results
+    were made with (a manifest written before weights were recorded is not checked)."""
+    if not isinstance(was, dict) or not isinstance(now, dict):
+        return
+    for role in sorted(set(was) | set(now)):
+        if was.get(role) != now.get(role):
+            raise GridError(
+                f"{role} weights changed since {out} was started ({was.get(role)} -> "
+                f"{now.get(role)}), so its finished cells are stale; use a new --out or --force"
+            )
 
 
 def write_manifest(out: Path, manifest: dict[str, Any], old: dict[str, Any] | None) -> None:
@@ -337,6 +352,70 @@ def folder_lock(out: str | Path, command: str) -> Iterator[Path]:
                 out.rmdir()  # only if the command left the folder it made empty
             except OSError:
                 pass
+
+
+# ================================================================ content fingerprints
+
+# Small files beside the weights whose content matters as much (hashed in full, never cached).
+WEIGHT_CONFIGS = ("config.json", ADAPTER_CONFIG)
+_HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
+def _hash_cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root, "hallucue-mlx", "weights-sha256.json")
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file's content, cached by (path, size, mtime, ctime): in memory and in a small
+    JSON file under the user cache, so a multi-GB model is read in full only once."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key in _HASH_CACHE:
+        return _HASH_CACHE[key]
+    disk_key = "|".join(map(str, key))
+    cache_file = _hash_cache_file()
+    try:
+        disk = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        disk = {}
+    if not isinstance(disk, dict):
+        disk = {}
+    digest = disk.get(disk_key)
+    if not isinstance(digest, str):
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+        digest = h.hexdigest()
+        disk = {k: v for k, v in disk.items() if not k.startswith(key[0] + "|")}
+        disk[disk_key] = digest
+        try:  # a cache only: a read-only or full disk costs time, never correctness
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(cache_file, disk)
+        except OSError:
+            pass
+    _HASH_CACHE[key] = digest
+    return digest
+
+
+def weights_fingerprint(path: str | Path) -> str:
+    """A fingerprint of the content of model or adapter weights: a .safetensors file, or a folder's
+    *.safetensors files and its config.json / adapter_config.json (names, sizes, sha256 of each).
+    Same content, same fingerprint wherever it lies; a change to any weight or config changes it."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(
+            f
+            for f in p.iterdir()
+            if f.is_file() and (f.suffix == ".safetensors" or f.name in WEIGHT_CONFIGS)
+        )
+    else:
+        files = [p] if p.is_file() else []
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}\x1f{f.stat().st_size}\x1f{_file_sha256(f)}\x1e".encode())
+    return f"{len(files)} files, sha256 {h.hexdigest()[:16]}"
 
 
 # ================================================================ timing

@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -41,7 +42,13 @@ from hallucue_mlx.config import TrainConfig
 from hallucue_mlx.corrupt import Corruption, apply
 from hallucue_mlx.data.bench import load_benchmark
 from hallucue_mlx.data.item import Item
-from hallucue_mlx.evaluate import Decoding, greedy_eval, mean_scores
+from hallucue_mlx.evaluate import (
+    Decoding,
+    UnchangedCorruptionWarning,
+    greedy_eval,
+    mean_scores,
+    unchanged_warning,
+)
 from hallucue_mlx.grpo import (
     LossConfig,
     PolicyBatch,
@@ -371,17 +378,41 @@ class UpdateStats:
     seconds: float
 
 
+class ResumeMismatch(ValueError):
+    """--resume with settings other than the saved run's; the message names each change."""
+
+
+def check_resume_settings(saved: dict[str, Any], config: TrainConfig, out: Path) -> None:
+    """--resume continues the saved run: any changed setting but `steps` is an error, naming
+    each changed key (old -> new); a resumed run never trains silently with other settings."""
+    # a key the checkpoint predates counts as its default; tuples -> lists, as saved
+    was = json.loads(json.dumps(asdict(TrainConfig(**saved))))
+    now = json.loads(json.dumps(asdict(config)))
+    changed = [
+        f"{k}: {was.get(k)!r} -> {now.get(k)!r}"
+        for k in sorted(set(was) | set(now))
+        if k != "steps" and was.get(k) != now.get(k)
+    ]
+    if changed:
+        raise ResumeMismatch(
+            f"--resume: {out} was trained with other settings ({len(changed)} changed: "
+            f"{'; '.join(changed)}); resume with the saved settings (only --steps may change), "
+            "or train into a new --out"
+        )
+
+
 def resolve_config(
     config: TrainConfig, ckpt: Path | None, model_path: str | Path | None
 ) -> TrainConfig:
     """The run's settings: a resumed run's saved ones (except steps), the template resolved."""
-    if ckpt is not None:
-        saved = json.loads((ckpt / "state.json").read_text())["config"]
-        # the saved run's settings win, except how long to run
-        config = replace(TrainConfig(**saved), steps=config.steps)
     if config.prompt_template == "auto":
         template = resolve_template("auto", model_path or config.model)
         config = replace(config, prompt_template=template)
+    if ckpt is not None:
+        saved = json.loads((ckpt / "state.json").read_text())["config"]
+        check_resume_settings(saved, config, ckpt.parent.parent)
+        # the saved run's settings (equal but for how long to run), with the new steps
+        config = replace(TrainConfig(**saved), steps=config.steps)
     config.validate()
     return config
 
@@ -699,6 +730,27 @@ def _loop(
     return result
 
 
+def warn_unchanged_corruption(run: Run, step: int, view: TrainView) -> None:
+    """A training corruption that changed none of the items it was applied to trains on clean
+    items under its name: warn, and log it in metrics.jsonl (an event line, once per run)."""
+    recs = [r for _, r in run.pool if r is not None]
+    msg = unchanged_warning(
+        run.cfg.corruption,
+        sum(r.applied for r in recs),
+        sum(r.changed for r in recs),
+        "training items",
+    )
+    if msg is None:
+        return
+    if step == 0:
+        with run.metrics_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": 0, "event": "warning", "warning": msg}) + "\n")
+    if view.quiet:
+        warnings.warn(msg, UnchangedCorruptionWarning, stacklevel=3)
+    else:
+        view.warn(f"warning: {msg}")
+
+
 def train(
     config: TrainConfig,
     model_path: str | Path | None = None,
@@ -742,7 +794,9 @@ def train(
     )
     trim_logs(run, state.step, resume)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    result = _loop(run, state, end, TrainView(cfg.steps, state.step, quiet=quiet), on_step)
+    view = TrainView(cfg.steps, state.step, quiet=quiet)
+    warn_unchanged_corruption(run, state.step, view)
+    result = _loop(run, state, end, view, on_step)
     if result.steps_done >= cfg.steps or result.time_up:
         result.adapter_dir = save_adapter(run.model, out / ADAPTER_DIR)
     elif stop_after is not None and state.step >= stop_after:

@@ -223,7 +223,8 @@ def _apply_adapter(model, adapter: str | Path, model_name: str):
             "and adapter_config.json) or its .safetensors file"
         )
     # mlx-vlm loads adapter weights with strict=False, which skips shape checks: check first.
-    problems = _adapter_mismatches(model, mx.load(str(weights_file)))
+    saved = mx.load(str(weights_file))
+    problems = _adapter_mismatches(model, saved)
     if problems:
         raise ModelLoadError(
             f"adapter {str(adapter)!r} does not fit base model {model_name!r}: "
@@ -237,8 +238,25 @@ def _apply_adapter(model, adapter: str | Path, model_name: str):
             f"cannot apply adapter {str(adapter)!r} to base model {model_name!r} (was it "
             f"trained on another base model?): {e}"
         ) from e
+    _check_all_applied(model, saved, adapter)
     model.eval()
     return model
+
+
+def _check_all_applied(model, saved: dict, adapter: str | Path) -> None:
+    """strict=False also drops, silently, saved tensors that have no LoRA layer in the model
+    (an adapter_config.json listing fewer layers than the weights hold): refuse a partial adapter."""
+    from mlx.utils import tree_flatten
+
+    have = {k for k, _ in tree_flatten(model.parameters())}
+    dropped = sorted(k for k in saved if k not in have)
+    if dropped:
+        raise ModelLoadError(
+            f"adapter {str(adapter)!r}: its adapter_config.json sets up LoRA for fewer layers "
+            f"than its weights hold, so only {len(saved) - len(dropped)} of {len(saved)} tensors "
+            f"would be applied (e.g. {dropped[0]} has no LoRA layer); fix num_layers and "
+            "lora_parameters.keys in adapter_config.json, or use the adapter folder as saved"
+        )
 
 
 def load_model(

@@ -238,6 +238,13 @@ def load_adapter_weights(model: nn.Module, adapter_dir: str | Path) -> None:
         raise ValueError(
             f"{path} lacks {len(missing)} LoRA weights, e.g. {missing[0]}; was it saved with the same LoRA config?"
         )
+    extra = sorted(set(weights) - set(have))
+    if extra:
+        raise ValueError(
+            f"{path} holds {len(weights)} LoRA tensors but its {ADAPTER_CONFIG} sets up LoRA for "
+            f"only {len(weights) - len(extra)} of them (e.g. {extra[0]} has no LoRA layer); fix "
+            f"num_layers / target_modules in {ADAPTER_CONFIG}, or use the folder as saved"
+        )
     model.load_weights(list(weights.items()), strict=False)
     mx.eval(model.parameters())
 
