@@ -770,13 +770,43 @@ def resolve_config_path(path: str | Path | None) -> Path:
     raise ConfigError(f"config {path} not found; give a YAML file or a shipped config: {names}")
 
 
+# A run config is a few KB; a file this large is not one (and YAML's cost grows with it).
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _AliasRefused(yaml.YAMLError):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without aliases: `*name` can nest references exponentially ("billion laughs"),
+    which every copy of the config (overrides, hashing, printing) would expand."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(
+                f"line {event.start_mark.line + 1} uses the YAML alias *{event.anchor}; "
+                "aliases are not supported in configs: write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
 def load_yaml(path: str | Path, what: str = "sections (model, data, train, ...)") -> dict[str, Any]:
-    """A YAML (or JSON) file's mapping; ConfigError when missing, unreadable or not a mapping."""
+    """A YAML (or JSON) file's mapping; ConfigError when missing, unreadable or not a mapping,
+    over MAX_CONFIG_BYTES, or using YAML aliases."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config {p} not found")
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{p} is {size} bytes, over the {MAX_CONFIG_BYTES} a config may have: not a config"
+        )
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506
+    except _AliasRefused as e:
+        raise ConfigError(f"{p}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {e}") from None
     if data is None:
