@@ -168,8 +168,9 @@ def read_image(value: Any, ctx: RowContext, item_id: str, column: str) -> Image.
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise BenchmarkError(
-            f"{where}: the image is too large to decode safely ({err}). Downscale it (the model "
-            f"sees at most its processor's max_pixels anyway) or drop that row."
+            f"{where}: the image is too large to decode safely, over the limit of Pillow's "
+            f"decompression-bomb check ({err}). Downscale it (the model sees at most its "
+            f"processor's max_pixels anyway) or drop that row."
         ) from err
     except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError) as err:
         source = f"file {path}" if path is not None else "bytes"
