@@ -178,6 +178,8 @@ def exec_with_fast_blas(cmd: list[str]) -> None:
 
 def matmul_gflops(n: int = 1024, reps: int = 3, dtype: str = "float32") -> float:
     """Best-of-`reps` GFLOPS of an n x n x n matmul on MLX's default device."""
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1 (timed repetitions), got {reps}")
     import mlx.core as mx
 
     a = mx.random.normal((n, n)).astype(getattr(mx, dtype))

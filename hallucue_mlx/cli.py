@@ -111,7 +111,9 @@ app.add_typer(model_app, name="model")
 
 
 @app.command()
-def doctor(reps: int = typer.Option(3, help="Timed repetitions of the 1024^3 matmul.")) -> None:
+def doctor(
+    reps: int = typer.Option(3, min=1, help="Timed repetitions of the 1024^3 matmul (>= 1)."),
+) -> None:
     """Print versions, the MLX backend and device, and a measured matmul speed."""
     from hallucue_mlx.backend import diagnose, print_diagnosis
 

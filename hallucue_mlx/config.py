@@ -143,13 +143,18 @@ def _coerce_scalar(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     if tp is float and not isinstance(value, bool):
+        number: float | None = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:  # PyYAML reads 1e-4 (no dot) as a string
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}", key)
+            return number
     if tp is str and isinstance(value, str):
         return value
     words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -268,6 +273,8 @@ def _check_value(f: Any, v: Any, key: str, optional: bool) -> None:
             )
     choices = meta.get("choices")
     many = isinstance(v, (list, tuple))
+    if meta.get("nonempty") and isinstance(v, str) and not v.strip():
+        raise ConfigError(f"{key} is empty; give a value (a path or a name)", key)
     if meta.get("nonempty") and many and not v:
         listed = f"; choose from {', '.join(choices)}" if choices else ""
         raise ConfigError(f"{key} is empty{listed}", key)
@@ -343,16 +350,20 @@ class TrainConfig:
     """Every knob of a GRPO run. Defaults are the paper's preset where the paper states one."""
 
     # model and data
-    model: str = _f("hallucue-tiny", "Base model: a local directory or a Hugging Face id.")
+    model: str = _f(
+        "hallucue-tiny", "Base model: a local directory or a Hugging Face id.", nonempty=True
+    )
     dtype: str = _f(
         "auto",
         "Compute dtype: auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16.",
         choices=DTYPES,
     )
-    benchmark: str = _f("synth", "Training benchmark.")
-    train_split: str = _f("train", "Split the training prompts come from.")
+    benchmark: str = _f("synth", "Training benchmark.", nonempty=True)
+    train_split: str = _f("train", "Split the training prompts come from.", nonempty=True)
     n_train: int | None = _f(None, "Use only the first N training items (None: all).", min=1)
-    eval_split: str = _f("test", "Held-out split for the periodic greedy evaluation.")
+    eval_split: str = _f(
+        "test", "Held-out split for the periodic greedy evaluation.", nonempty=True
+    )
     n_eval: int = _f(
         48, "Held-out items per periodic evaluation condition (0: no evaluation).", min=0
     )
@@ -410,8 +421,10 @@ class TrainConfig:
         "token", "token (GRPO) or sequence (GSPO).", choices=IMPORTANCE_SAMPLING_LEVELS
     )
     num_iterations: int = _f(1, "Updates per rollout batch (mu).", min=1)
-    accuracy_weight: float = _f(0.9, "Reward weight of answer accuracy.")
-    format_weight: float = _f(0.1, "Reward weight of the <think>..</think> \\boxed{} format.")
+    accuracy_weight: float = _f(0.9, "Reward weight of answer accuracy.", min=0)
+    format_weight: float = _f(
+        0.1, "Reward weight of the <think>..</think> \\boxed{} format.", min=0
+    )
     reward_function: str | None = _f(
         None,
         "Your own reward, 'pkg.module:function' called as fn(response, item) -> float or "
@@ -426,9 +439,15 @@ class TrainConfig:
     lora_layers: int = _f(-1, "Adapt only the last N decoder layers (-1: all).", check=_layer_count)
     # optimisation
     learning_rate: float = _f(2e-4, "Peak AdamW learning rate.", gt=0)
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.", min=0)
     warmup_steps: int = _f(5, "Linear warm-up, in optimizer updates.", min=0)
-    min_lr_ratio: float = _f(0.1, "Cosine decay ends at learning_rate * min_lr_ratio.")
+    min_lr_ratio: float = _f(
+        0.1,
+        "Cosine decay ends at learning_rate * min_lr_ratio.",
+        min=0,
+        max=1,
+        note="below 0 the learning rate turns negative",
+    )
     max_grad_norm: float = _f(1.0, "Gradient-norm clipping (0: off).", min=0)
     grad_checkpoint: bool = _f(
         False, "Recompute decoder activations in the backward pass (less memory)."
@@ -518,9 +537,12 @@ class ModelSection:
         "hallucue-tiny",
         "Base model: 'hallucue-tiny' (the embedded offline model), a local directory or a "
         "Hugging Face id such as mlx-community/Qwen2.5-VL-3B-Instruct-4bit.",
+        nonempty=True,
     )
     adapter: str | None = _f(
-        None, "A LoRA adapter merged into the base before anything else (null: none)."
+        None,
+        "A LoRA adapter merged into the base before anything else (null: none).",
+        nonempty=True,
     )
     dtype: str = _f(
         "auto",
@@ -533,13 +555,16 @@ class ModelSection:
 class BenchmarkSpec:
     """One benchmark split: which items, how many, from where."""
 
-    name: str = _f("synth", "Benchmark name (see `hallucue-mlx data list`).")
-    split: str | None = _f(None, "Split (null: the benchmark's default evaluation split).")
+    name: str = _f("synth", "Benchmark name (see `hallucue-mlx data list`).", nonempty=True)
+    split: str | None = _f(
+        None, "Split (null: the benchmark's default evaluation split).", nonempty=True
+    )
     n: int | None = _f(None, "Seeded stratified subset of N items (null: the whole split).", min=1)
     path: str | None = _f(
         None,
         "Local copy (a `hallucue-mlx data prepare` folder, save_to_disk folder, parquet or json); "
         "null: the built-in generator (synth) or the Hugging Face hub cache.",
+        nonempty=True,
     )
 
 
@@ -591,7 +616,11 @@ class GridSection:
 class OutputSection:
     """Where the run folder goes."""
 
-    dir: str = _f("runs/default", "Run folder (manifest, train/, eval/, results.json, report).")
+    dir: str = _f(
+        "runs/default",
+        "Run folder (manifest, train/, eval/, results.json, report).",
+        nonempty=True,
+    )
 
 
 @dataclass
@@ -810,12 +839,22 @@ class _Refused(yaml.YAMLError):
         self.what, self.line, self.fix = what, mark.line + 1, fix
 
 
+# A run config is a few KB; a file this large is not one (and YAML's cost grows with it).
+MAX_CONFIG_BYTES = 1_000_000
+
+
 def load_yaml(path: str | Path, what: str = "sections (model, data, train, ...)") -> dict[str, Any]:
     """A YAML (or JSON) file's mapping; ConfigError when missing, unreadable or not a mapping, or
-    when it holds a shape that would lose data silently (duplicate keys, anchors, merges)."""
+    over MAX_CONFIG_BYTES, or when it holds a shape that would lose data silently (duplicate
+    keys, anchors, aliases, merges: aliases can also nest exponentially)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config {p} not found")
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{p} is {size} bytes, over the {MAX_CONFIG_BYTES} a config may have: not a config"
+        )
     try:
         data = yaml.load(p.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
     except _Refused as e:

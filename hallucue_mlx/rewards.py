@@ -14,21 +14,32 @@ Grading is strict on purpose: loose substring graders get hacked (empty answers,
 - free items: numbers as above, else math-verify equivalence, else normalised string equality.
 
 math-verify's own timeouts use signal.alarm, which raises outside the main thread; they are turned
-off and each grade instead runs in a daemon thread joined with a time limit. A grading that raises
-or times out is never a silent 0: it sets `Grade.grader_error`, and the module counts them
-(`grader_error_count()`) so training and evaluation can report them.
+off. Every bounded thing is bounded: a grading that needs math-verify or sympy (whose evalf of
+10^{10^{10^{10}}} never returns, and whose C code ignores Ctrl-C) runs in a small persistent worker
+process, killed and restarted when it passes the time limit; the common short answers (an option
+letter, a plain number) are graded here, on a path whose cost is bounded by their length. A
+grading that raises or times out is never a silent 0: it sets `Grade.grader_error`, and the module
+counts them (`grader_error_count()`) so training and evaluation can report them. The gold check
+at load shares the limit and names the item.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from multiprocessing.connection import Connection
 from typing import Any
 
 import math_verify
@@ -238,12 +249,20 @@ def _mv_parse(s: str, raise_on_error: bool) -> list[Any]:
     return math_verify.parse(f"\\boxed{{{s}}}", parsing_timeout=None, raise_on_error=raise_on_error)
 
 
+def _plain_values(s: str, unit: str = "") -> list[float] | None:
+    """The candidate values of a plain (non-LaTeX) number answer; None when it is not one."""
+    plain = _plain_number(s, unit)
+    if plain is None:
+        return None
+    value, percent = plain
+    return [value, value / 100.0] if percent else [value]
+
+
 def _numbers(s: str, unit: str = "", *, is_gold: bool = False) -> list[float] | None:
     """Candidate values of a single-number answer (two when a '%' allows the /100 reading)."""
-    plain = _plain_number(s, unit)
+    plain = _plain_values(s, unit)
     if plain is not None:
-        value, percent = plain
-        return [value, value / 100.0] if percent else [value]
+        return plain
     # LaTeX numbers: \sqrt{3}, 2\pi, \frac{\sqrt{3}}{2}.
     parsed = _mv_parse(_DEGREE_RE.sub(" ", _clean(s)), raise_on_error=is_gold)
     expr = parsed[0] if parsed else None
@@ -412,16 +431,6 @@ def gold_problem(item: Item) -> str | None:
     return None
 
 
-def check_golds(items: Sequence[Item], source: str = "") -> None:
-    """Raise BenchmarkError naming the first item whose gold answer cannot be graded, and the
-    fix; run right after loading, so bad data fails before any compute is spent."""
-    where = f" of {source}" if source else ""
-    for item in items:
-        problem = gold_problem(item)
-        if problem is not None:
-            raise BenchmarkError(f"{item.benchmark}: item (id {item.id}){where}: {problem}")
-
-
 def is_correct(pred: str | None, item: Item) -> bool:
     """Strict correctness of an extracted answer; raises on a grader or gold-data problem."""
     if pred is None or not pred.strip():
@@ -436,6 +445,192 @@ def is_correct(pred: str | None, item: Item) -> bool:
     if item.answer_kind == "free":
         return _grade_free(pred, item)
     raise ValueError(f"item {item.id}: unknown answer_kind {item.answer_kind!r}")
+
+
+# ----------------------------------------------------------------------------- the grading worker
+
+# Answers at most this long may take the in-process fast path: the unit pattern backtracks
+# exponentially in the length of a run of letters ("5 aaaa...a!"), about 20 ms at 16 characters.
+_FAST_MAX_CHARS = 16
+# A fresh worker imports sympy and math-verify: its start is not part of any grading's limit.
+_STARTUP_S = 120.0
+# The worker is a fresh interpreter (no fork: the parent may hold MLX / Metal state; and not
+# multiprocessing's spawn, which re-runs the caller's main script). SIGINT is ignored from its
+# first line: Ctrl-C belongs to the parent, which then kills the worker.
+_WORKER_CODE = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "import sys; from hallucue_mlx.rewards import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]))"
+)
+
+
+def _fast_is_correct(pred: str, item: Item) -> bool | None:
+    """is_correct for a short option letter or plain number against a short plain gold, with no
+    math-verify or sympy; None when the answer needs the full grader (run in the worker)."""
+    if len(pred) > _FAST_MAX_CHARS or len(item.answer) > _FAST_MAX_CHARS or not pred.strip():
+        return None
+    if item.answer_kind == "choice":
+        letters = LETTERS[: len(item.choices)] if item.choices else _DEFAULT_CHOICE_LETTERS
+        gold = _single_letter(item.answer, letters)
+        if gold is None:
+            return None
+        letter = _single_letter(pred, letters)
+        if letter is not None:
+            return letter == gold
+        if _several_letters(pred, letters) or not item.choices:
+            return False
+        return None
+    if item.answer_kind in ("number", "free"):
+        gold_nums = _plain_values(item.answer, item.unit)
+        pred_nums = _plain_values(pred, item.unit) if gold_nums is not None else None
+        if gold_nums is None or pred_nums is None:
+            return None
+        return _numbers_match(pred_nums, gold_nums, item.precision)
+    return None
+
+
+def _fast_gold_ok(item: Item) -> bool:
+    """True when the gold is gradable by the fast path's tests alone (no worker needed)."""
+    answer = item.answer.strip()
+    if not answer or item.answer_kind == "free":
+        return True  # gold_problem reads neither (empty is its own message, free is any text)
+    if len(answer) > _FAST_MAX_CHARS:
+        return False
+    if item.answer_kind == "choice":
+        letters = LETTERS[: len(item.choices)] if item.choices else _DEFAULT_CHOICE_LETTERS
+        return _single_letter(answer, letters) is not None
+    return item.answer_kind == "number" and _plain_values(answer, item.unit) is not None
+
+
+def _orphan_watch(parent: int) -> None:
+    """Exit the worker when its parent is gone (it may have been killed mid-grading)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _serve(read_fd: int, write_fd: int) -> None:
+    """The worker's loop: ("grade", (pred, item)) -> is_correct, ("gold", (item,)) ->
+    gold_problem, answered ("ok", value) or ("error", text); ends when the parent closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it kills this worker
+    threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    outbox.send(("ready", None))
+    while True:
+        try:
+            kind, args = inbox.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            out = is_correct(*args) if kind == "grade" else gold_problem(*args)
+            outbox.send(("ok", out))
+        except Exception as e:  # the parent counts it as a grader error
+            outbox.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class _Worker:
+    """One grading process per process, started on first use, killed and restarted when a
+    grading passes its limit (a thread could not be stopped: it kept the CPU and Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.inbox: Connection | None = None  # the worker's answers
+        self.outbox: Connection | None = None  # our requests
+        self.ready = False
+        self.lock = threading.Lock()
+
+    def _start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.stop()
+        to_child, from_parent = os.pipe()[::-1]  # (write end, read end)
+        from_child, to_parent = os.pipe()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CODE, str(from_parent), str(to_parent)],
+                pass_fds=(from_parent, to_parent),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            os.close(from_parent)
+            os.close(to_parent)
+        self.inbox = Connection(from_child, writable=False)
+        self.outbox = Connection(to_child, readable=False)
+        self.ready = False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for conn in (self.inbox, self.outbox):
+            if conn is not None:
+                conn.close()
+        self.proc, self.inbox, self.outbox, self.ready = None, None, None, False
+
+    def call(self, kind: str, args: tuple[Any, ...], timeout_s: float) -> tuple[str, Any]:
+        """("ok", value), ("error", text) or ("timeout", None); the worker is killed on a
+        timeout and on anything that interrupts the wait (Ctrl-C), so no grading outlives it."""
+        with self.lock:
+            self._start()
+            assert self.inbox is not None and self.outbox is not None
+            try:
+                if not self.ready:
+                    if not self.inbox.poll(_STARTUP_S):
+                        self.stop()
+                        return "error", f"the grading worker did not start in {_STARTUP_S:g} s"
+                    self.inbox.recv()
+                    self.ready = True
+                self.outbox.send((kind, args))
+                if not self.inbox.poll(timeout_s):
+                    self.stop()
+                    return "timeout", None
+                return self.inbox.recv()
+            except (EOFError, OSError) as e:
+                self.stop()
+                return "error", f"the grading worker died ({type(e).__name__})"
+            except BaseException:
+                self.stop()
+                raise
+
+
+_WORKER = _Worker()
+atexit.register(_WORKER.stop)
+
+
+def _bare(item: Item) -> Item:
+    """The item without its image and meta: all grading reads, cheap to send to the worker."""
+    return item.with_(image=None, meta={})
+
+
+def _gold_problem_bounded(item: Item, timeout_s: float | None) -> str | None:
+    if timeout_s is None or _fast_gold_ok(item):
+        return gold_problem(item)
+    status, out = _WORKER.call("gold", (_bare(item),), timeout_s)
+    if status == "ok":
+        return out
+    answer = item.answer.strip()
+    shown = repr(answer if len(answer) <= 60 else answer[:57] + "...")
+    if status == "timeout":
+        return (
+            f"checking the gold answer {shown} took over {timeout_s:g} s (the grader's time "
+            "limit), so every response to it would time out; write it as a plain number or "
+            "a simpler expression"
+        )
+    return f"the gold answer {shown} cannot be graded ({out}); fix it"
+
+
+def check_golds(
+    items: Sequence[Item], source: str = "", timeout_s: float | None = DEFAULT_TIMEOUT_S
+) -> None:
+    """Raise BenchmarkError naming the first item whose gold answer cannot be graded, and the
+    fix; run right after loading, so bad data fails before any compute is spent. Each check
+    has the grader's time limit (`timeout_s`, None: none)."""
+    where = f" of {source}" if source else ""
+    for item in items:
+        problem = _gold_problem_bounded(item, timeout_s)
+        if problem is not None:
+            raise BenchmarkError(f"{item.benchmark}: item (id {item.id}){where}: {problem}")
 
 
 # ----------------------------------------------------------------------------- error counting
@@ -470,35 +665,39 @@ def reset_grader_error_count() -> None:
 
 
 def grade(response: str, item: Item, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> Grade:
-    """Extract and grade one response. Safe from any thread; `timeout_s=None` means no limit.
-
-    A timed-out grading leaves its daemon thread running (Python cannot kill threads) and is
-    reported as a grader error.
-    """
+    """Extract and grade one response. Safe from any thread; `timeout_s=None` means no limit
+    (and grading in this process). A short letter or plain number is graded here; anything else
+    in the worker process, which is killed and restarted when it passes `timeout_s`: a timeout
+    is a grader error."""
     extracted = extract_answer(response)
     fmt = format_ok(response)
     if extracted is None or not extracted:
         return Grade(extracted, False, fmt, None)
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["correct"] = is_correct(extracted, item)
-        except Exception as e:  # counted and reported below, never a silent 0
-            box["error"] = f"{type(e).__name__}: {e}"
-
+    error: str | None = None
+    correct = False
     if timeout_s is None:
-        work()
+        try:
+            correct = is_correct(extracted, item)
+        except Exception as e:  # counted and reported below, never a silent 0
+            error = f"{type(e).__name__}: {e}"
     else:
-        worker = threading.Thread(target=work, daemon=True, name=f"grade-{item.id}")
-        worker.start()
-        worker.join(timeout_s)
-        if worker.is_alive():
-            box["error"] = f"timeout: grading took over {timeout_s:g} s"
-    if "error" in box:
-        _count_error(item, box["error"])
-        return Grade(extracted, False, fmt, box["error"])
-    return Grade(extracted, bool(box["correct"]), fmt, None)
+        try:
+            fast = _fast_is_correct(extracted, item)
+        except Exception:  # the full grader decides, and reports
+            fast = None
+        if fast is not None:
+            return Grade(extracted, fast, fmt, None)
+        status, out = _WORKER.call("grade", (extracted, _bare(item)), timeout_s)
+        if status == "ok":
+            correct = bool(out)
+        elif status == "timeout":
+            error = f"timeout: grading took over {timeout_s:g} s"
+        else:
+            error = out
+    if error is not None:
+        _count_error(item, error)
+        return Grade(extracted, False, fmt, error)
+    return Grade(extracted, correct, fmt, None)
 
 
 RewardFn = Callable[[str, Item], "float | Reward"]

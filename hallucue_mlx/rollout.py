@@ -208,6 +208,29 @@ def prefill_batch(
 # ---------------------------------------------------------------- encoding
 
 
+def context_limit(model: Any) -> int | None:
+    """The model's context in tokens (max_position_embeddings of its text model), if stated."""
+    config = getattr(model, "config", None)
+    for cfg in (getattr(config, "text_config", None), config):
+        n = cfg.get("max_position_embeddings") if isinstance(cfg, dict) else None
+        n = n if n is not None else getattr(cfg, "max_position_embeddings", None)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    return None
+
+
+def check_prompt_length(n_tokens: int, model: Any, name: str) -> None:
+    """Refuse a prompt the model's context cannot hold, before any forward pass (past it the
+    position tables are read out of range: a crash, not an error)."""
+    limit = context_limit(model)
+    if limit is not None and n_tokens >= limit:
+        raise ValueError(
+            f"item {name}: its prompt is {n_tokens} tokens, but the model's context holds "
+            f"{limit} (max_position_embeddings) with room for the answer; shorten the question "
+            "or drop the item."
+        )
+
+
 def encode_prompt(
     processor: Any,
     model: nn.Module,
@@ -249,6 +272,8 @@ def encode_prompt(
     else:
         inputs = prepare_inputs(processor, prompts=[chat])
     ids = inputs["input_ids"][0].astype(mx.int32)
+    name = item_or_text.id if isinstance(item_or_text, Item) else "(text prompt)"
+    check_prompt_length(int(ids.shape[0]), model, name)
     lm = model.language_model
     pixel_values = inputs.get("pixel_values")
     grid = inputs.get("image_grid_thw")

@@ -142,10 +142,12 @@ def test_grader_errors_are_counted_not_hidden(tiny, items, monkeypatch, capsys):
     _, model, proc = tiny
     gen, _ = fake_generate(lambda p: "<think>x</think> \\boxed{3}")
 
-    def broken(pred, item):
-        raise RuntimeError("grader exploded")
+    def broken(kind, args, timeout_s):
+        return "error", "RuntimeError: grader exploded"
 
-    monkeypatch.setattr(rewards, "is_correct", broken)
+    # every grading goes to the (broken) worker
+    monkeypatch.setattr(rewards, "_fast_is_correct", lambda pred, item: None)
+    monkeypatch.setattr(rewards._WORKER, "call", broken)
     res = evaluate(
         model, proc, items[:3], cfg(conditions=("none",)), progress=True, generate_fn=gen
     )

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,57 @@ def is_number(s: str) -> bool:
     return True
 
 
+# The largest image decoded, in pixels (width x height): a small PNG can declare a huge canvas
+# (a 17 KB file decoding to gigabytes). The models see at most their processor's max_pixels
+# (about 12.8 million for Qwen2.5-VL) anyway. Set HALLUCUE_MAX_IMAGE_PIXELS to change it.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+
+
+def max_image_pixels() -> int:
+    """The pixel limit of image decoding: HALLUCUE_MAX_IMAGE_PIXELS, else the default."""
+    raw = os.environ.get("HALLUCUE_MAX_IMAGE_PIXELS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BenchmarkError(
+            f"HALLUCUE_MAX_IMAGE_PIXELS must be a whole number of pixels >= 1, got {raw!r}"
+        )
+    return value
+
+
+def _open_bounded(source: Any, where: str) -> Image.Image:
+    """Image.open with Pillow's bomb check as an error, then the pixel limit checked from the
+    header, before anything is decoded."""
+    limit = max_image_pixels()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = source if isinstance(source, Image.Image) else Image.open(source)
+    w, h = img.size
+    if w * h > limit:
+        raise BenchmarkError(
+            f"{where}: the image is {w}x{h} = {w * h} pixels, over the limit of {limit} "
+            "(a decompression bomb, or a needlessly large image). Downscale it (the model sees at "
+            "most its processor's max_pixels anyway), drop that row, or raise the limit with "
+            "HALLUCUE_MAX_IMAGE_PIXELS."
+        )
+    return img
+
+
+def _regular_file(path: Path, where: str) -> Path:
+    """`path` when it is a regular file; special files (a FIFO blocks, /dev/zero never ends,
+    a directory is no image) are refused before they are opened."""
+    if path.exists() and not path.is_file():
+        raise BenchmarkError(
+            f"{where}: the image path {path} is not a regular file (a directory, FIFO or "
+            "device); give the path of an image file (PNG/JPEG) or drop that row."
+        )
+    return path
+
+
 def read_image(value: Any, ctx: RowContext, item_id: str, column: str) -> Image.Image | None:
     """A decoded PIL image from whatever a column holds: PIL, {'bytes','path'}, bytes, a path, or
     empty (None). Decoded in full here, so damaged bytes fail at load time naming the row; the
@@ -88,20 +140,20 @@ def read_image(value: Any, ctx: RowContext, item_id: str, column: str) -> Image.
     path: Path | None = None
     try:
         if isinstance(value, Image.Image):
-            img = value
+            img = _open_bounded(value, where)
         elif isinstance(value, dict):
             if value.get("bytes"):
-                img = Image.open(io.BytesIO(value["bytes"]))
+                img = _open_bounded(io.BytesIO(value["bytes"]), where)
             elif value.get("path"):
-                path = _resolve(value["path"], ctx)
-                img = Image.open(path)
+                path = _regular_file(_resolve(value["path"], ctx), where)
+                img = _open_bounded(path, where)
             else:
                 return None
         elif isinstance(value, (bytes, bytearray)):
-            img = Image.open(io.BytesIO(value))
+            img = _open_bounded(io.BytesIO(value), where)
         elif isinstance(value, (str, os.PathLike)):
-            path = _resolve(str(value), ctx)
-            img = Image.open(path)
+            path = _regular_file(_resolve(str(value), ctx), where)
+            img = _open_bounded(path, where)
         else:
             raise TypeError(f"unsupported image value of type {type(value).__name__}")
         img.load()
@@ -112,10 +164,13 @@ def read_image(value: Any, ctx: RowContext, item_id: str, column: str) -> Image.
             f"{where}: the image file {path or err.filename} does not exist{base}. Fix the path, "
             f"or set it to null for a text-only item, or drop that row."
         ) from err
-    except Image.DecompressionBombError as err:
+    except BenchmarkError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise BenchmarkError(
-            f"{where}: the image is too large to decode safely ({err}). Downscale it (the model "
-            f"sees at most its processor's max_pixels anyway) or drop that row."
+            f"{where}: the image is too large to decode safely, over the limit of Pillow's "
+            f"decompression-bomb check ({err}). Downscale it (the model sees at most its "
+            f"processor's max_pixels anyway) or drop that row."
         ) from err
     except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError) as err:
         source = f"file {path}" if path is not None else "bytes"

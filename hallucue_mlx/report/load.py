@@ -83,6 +83,75 @@ def _read_jsonl(path: Path, root: Path, problems: list[str]) -> list[dict[str, A
     return rows
 
 
+# The type each records.jsonl field must have when present: a string "false" where a boolean
+# belongs would otherwise count as correct.
+_BOOL, _INT, _STR = (bool,), (int,), (str,)
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str, int),
+    "benchmark": _STR,
+    "split": _STR,
+    "corruption": _STR,
+    "correct": _BOOL,
+    "format_ok": _BOOL,
+    "truncated": _BOOL,
+    "corruption_applied": _BOOL,
+    "corruption_changed": _BOOL,
+    "sample": _INT,
+    "response_tokens": _INT,
+    "n_choices": _INT,
+    "extracted": (str, type(None)),
+    "grader_error": (str, type(None)),
+}
+_TYPE_WORDS = {_BOOL: "true or false", _INT: "an integer", _STR: "a string"}
+
+
+def _bad_field(row: Any) -> str | None:
+    """Why a record line cannot be used (a field of the wrong type), or None."""
+    if not isinstance(row, dict):
+        return f"not a JSON object ({type(row).__name__})"
+    for name, types in _RECORD_TYPES.items():
+        if name not in row:
+            continue
+        v = row[name]
+        ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+        if not ok:
+            want = _TYPE_WORDS.get(
+                types, " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            )
+            return f"field {name!r} is {v!r} ({type(v).__name__}), expected {want}"
+    return None
+
+
+def _typed_records(path: Path, root: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """The record lines of a records.jsonl whose fields have their types; each refused line is
+    named (file:line and the field), the first few of a file one by one."""
+    rows: list[dict[str, Any]] = []
+    refused: list[str] = []
+    torn = 0
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            torn += 1
+            continue
+        why = _bad_field(row)
+        if why is None:
+            rows.append(row)
+        else:
+            refused.append(f"`{path.relative_to(root)}:{lineno}`: {why}; record skipped.")
+    if torn:
+        problems.append(f"`{path.relative_to(root)}`: {torn} unreadable line(s) skipped.")
+    problems.extend(refused[:5])
+    if len(refused) > 5:
+        problems.append(
+            f"`{path.relative_to(root)}`: {len(refused) - 5} more record(s) with a field of the "
+            "wrong type skipped."
+        )
+    return rows
+
+
 def _names(value: Any) -> list[str] | None:
     """A list of names from results/manifest: strings, or dicts with a name."""
     if not isinstance(value, list):
@@ -119,7 +188,7 @@ def _load_records(
                 f"`{path.relative_to(root)}`: folder name is not <benchmark>-<split>; skipped."
             )
             continue
-        rows = _read_jsonl(path, root, problems)
+        rows = _typed_records(path, root, problems)
         good = [r for r in rows if {"id", "corruption", "correct"} <= r.keys()]
         if len(good) < len(rows):
             problems.append(
