@@ -69,7 +69,7 @@ BAD_SETTINGS = [
     ("train.epsilon=-0.1", "train.epsilon", ">= 0"),
     ("train.weight_decay=-0.01", "train.weight_decay", ">= 0"),
     ("train.top_p=0", "train.top_p", "(0, 1]"),
-    ("train.lora_dropout=-0.2", "train.lora_dropout", "[0, 1]"),
+    ("train.lora_dropout=-0.2", "train.lora_dropout", "[0, 0.99]"),
     ("train.format_weight=-1", "train.format_weight", ">= 0"),
     ("train.importance_sampling_level=tokens", "train.importance_sampling_level", "sequence"),
     ("output.dir=''", "output.dir", "is empty"),
