@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from reliability_helpers import picture, row, write_items
 from typer.testing import CliRunner
 
 from hallucue_mlx.cli import app
-from tests.reliability.reliability_helpers import picture, row, write_items
 
 
 def invoke(*args: str):
@@ -94,7 +94,7 @@ def test_train_options_checked_before_anything_is_written(
 
 
 def test_run_huge_seed_is_a_setting_error(tmp_path: Path, tiny_dir: Path, said) -> None:
-    from tests.reliability.reliability_helpers import grid_yaml
+    from reliability_helpers import grid_yaml
 
     cfg = grid_yaml(tmp_path / "run.yaml", tiny_dir)
     out = tmp_path / "run"
@@ -268,8 +268,7 @@ def test_run_with_an_extreme_aspect_image(tmp_path: Path, tiny_dir: Path, said) 
     """As `eval` does: the item and its image's shape named, not a traceback."""
     import yaml
     from PIL import Image
-
-    from tests.reliability.reliability_helpers import grid_yaml
+    from reliability_helpers import grid_yaml
 
     data = write_items(tmp_path / "d", [row(0)], {"q0.png": Image.new("RGB", (1500, 5))})
     cfg_path = grid_yaml(tmp_path / "run.yaml", tiny_dir)
