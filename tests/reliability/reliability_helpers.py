@@ -44,8 +44,10 @@ def row(i: int | str, **over) -> dict:
     return r
 
 
-def train_tiny(model_dir: Path, out: Path, quiet: bool = True, **over):
-    """A few-step GRPO run of the tiny model on 4 synth items, through the public train()."""
+def train_tiny(
+    model_dir: Path, out: Path, quiet: bool = True, resume: bool = False, n_items: int = 4, **over
+):
+    """A few-step GRPO run of the tiny model on n_items synth items, through the public train()."""
     from hallucue_mlx.config import TrainConfig, build
     from hallucue_mlx.data.synth import load_synth
     from hallucue_mlx.models.load import load_model
@@ -69,9 +71,10 @@ def train_tiny(model_dir: Path, out: Path, quiet: bool = True, **over):
     return train(
         cfg,
         out_dir=out,
+        resume=resume,
         quiet=quiet,
         model_and_processor=load_model(str(model_dir)),
-        items=load_synth("train", n=4, seed=0),
+        items=load_synth("train", n=n_items, seed=0),
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import pytest
-from reliability_helpers import picture, row, write_items
+from reliability_helpers import picture, row, train_tiny, write_items
 
 from hallucue_mlx.config import ConfigError, EvalConfig, build, load_config, load_yaml
 from hallucue_mlx.evaluate import evaluate_benchmark
@@ -166,43 +166,11 @@ def test_run_refuses_finished_cells_after_the_model_weights_changed(tiny_dir, tm
 # ---------------------------------------------------------------- case 5: train --resume
 
 
-def _train(model_dir: Path, out: Path, resume: bool = False, n_items: int = 4, **over):
-    """A few-step GRPO run of the tiny model on 4 synth items (as reliability_helpers.train_tiny),
-    optionally resuming."""
-    from hallucue_mlx.config import TrainConfig
-    from hallucue_mlx.data.synth import load_synth
-    from hallucue_mlx.models.load import load_model
-    from hallucue_mlx.train import train
-
-    settings = dict(
-        model=str(model_dir),
-        steps=1,
-        prompts_per_step=1,
-        num_generations=2,
-        max_completion_length=4,
-        eval_every=0,
-        n_eval=0,
-        save_every=1,
-        warmup_steps=0,
-        beta=0.0,
-        prompt_template="short",
-    )
-    settings.update(over)
-    return train(
-        build(TrainConfig, settings, "train"),
-        out_dir=out,
-        resume=resume,
-        quiet=True,
-        model_and_processor=load_model(str(model_dir)),
-        items=load_synth("train", n=n_items, seed=0),
-    )
-
-
 def test_train_resume_with_new_settings_is_refused_naming_each(tiny_dir, tmp_path, said):
     out = tmp_path / "t"
-    _train(tiny_dir, out, steps=1)
+    train_tiny(tiny_dir, out, steps=1)
     with pytest.raises(ValueError) as e:
-        _train(tiny_dir, out, resume=True, steps=2, corruption="blank", learning_rate=0.5)
+        train_tiny(tiny_dir, out, resume=True, steps=2, corruption="blank", learning_rate=0.5)
     msg = said(
         "train --resume: settings changed",
         str(e.value),
@@ -218,8 +186,8 @@ def test_train_resume_with_new_settings_is_refused_naming_each(tiny_dir, tmp_pat
 
 def test_train_resume_may_extend_the_steps(tiny_dir, tmp_path):
     out = tmp_path / "t"
-    _train(tiny_dir, out, steps=1)
-    assert _train(tiny_dir, out, resume=True, steps=2).steps_done == 2
+    train_tiny(tiny_dir, out, steps=1)
+    assert train_tiny(tiny_dir, out, resume=True, steps=2).steps_done == 2
 
 
 # ---------------------------------------------------------------- case 6: no-op corruption
@@ -244,7 +212,7 @@ def test_training_warns_when_its_corruption_changed_no_item(tiny_dir, tmp_path, 
     from hallucue_mlx.grid import _training_summary
 
     with pytest.warns(UserWarning, match="changed none") as w:
-        _train(tiny_dir, tmp_path / "t", n_items=1, corruption="random")
+        train_tiny(tiny_dir, tmp_path / "t", n_items=1, corruption="random", steps=1)
     said("train: corruption changed nothing", str(w[0].message), "changed none of the 1")
     lines = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
     assert [d["event"] for d in lines if "event" in d] == ["warning"]
@@ -252,7 +220,7 @@ def test_training_warns_when_its_corruption_changed_no_item(tiny_dir, tmp_path, 
 
 
 def test_a_corruption_that_changes_items_does_not_warn(tiny_dir, tmp_path, recwarn):
-    _train(tiny_dir, tmp_path / "t", n_items=2, corruption="random")
+    train_tiny(tiny_dir, tmp_path / "t", n_items=2, corruption="random", steps=1)
     assert not [w for w in recwarn if "changed none" in str(w.message)]
 
 
