@@ -149,12 +149,6 @@ def run(
     import shlex
     import sys
 
-    from hallucue_mlx.data.bench import BenchmarkError
-    from hallucue_mlx.grid import GridError, GridInterrupted, run_grid
-    from hallucue_mlx.models.load import ModelLoadError
-    from hallucue_mlx.runfolder import folder_lock
-    from hallucue_mlx.train import TrainingDiverged
-
     try:
         cfg = load_config(config, set_)
         if print_config:
@@ -165,9 +159,27 @@ def run(
         raise typer.Exit(2) from None
     out = out or Path(cfg.output.dir + ("-quick" if quick else ""))
     again = "hallucue-mlx run " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--force")
+    _run_or_sweep(cfg, out, quick, force, again, None)
+
+
+def _run_or_sweep(
+    cfg: Any, out: Path, quick: bool, force: bool, again: str, sweep: tuple[str, list] | None
+) -> None:
+    """The grid (or a sweep: given, or grid.ratios), with the errors a run can end in."""
+    from hallucue_mlx.data.bench import BenchmarkError
+    from hallucue_mlx.grid import GridError, GridInterrupted, run_grid
+    from hallucue_mlx.models.load import ModelLoadError
+    from hallucue_mlx.runfolder import folder_lock
+    from hallucue_mlx.sweep import ratio_sweep, run_sweep
+    from hallucue_mlx.train import TrainingDiverged
+
+    sweep = sweep or ratio_sweep(cfg)
     try:
-        with folder_lock(out, _command("run")):
-            run_grid(cfg, out, quick=quick, force=force)
+        with folder_lock(out, _command("sweep" if sweep else "run")):
+            if sweep is None:
+                run_grid(cfg, out, quick=quick, force=force)
+            else:
+                run_sweep(cfg, sweep[0], sweep[1], out, quick=quick, force=force)
     except (GridInterrupted, KeyboardInterrupt) as e:
         typer.echo(
             f"\nstopped ({str(e) or 'Ctrl-C'}); finished cells and checkpoints are kept in {out}. "
@@ -185,10 +197,56 @@ def run(
             f"error: {e} Rerunning continues from that checkpoint: {again.strip()}", err=True
         )
         raise typer.Exit(1) from None
-    except (ConfigError, GridError, BenchmarkError, ValueError) as e:
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except (GridError, BenchmarkError, ValueError) as e:
         # ValueError as in eval: an item the model's processor cannot encode, named
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def sweep(
+    assignment: str = typer.Argument(
+        ...,
+        help="KEY=V1,V2,...: one config key and its values, e.g. train.beta=0,0.01,0.1 or "
+        "grid.ratio=0.25,0.5,1.0 (values read as YAML).",
+    ),
+    config: str | None = typer.Option(
+        None, "--config", help="Run config YAML, or a shipped one by name (default: default.yaml)."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override another config key: section.key=value, repeatable."
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Sweep folder (default: the config's output.dir plus -sweep-KEY; with --quick, "
+        "plus -quick). Rerunning continues it.",
+    ),
+    quick: bool = typer.Option(False, "--quick", help="Smoke run of every value's grid."),
+    force: bool = typer.Option(
+        False, "--force", help="Discard earlier results of this sweep folder and start over."
+    ),
+) -> None:
+    """Run the grid once per value of one config key and report accuracy and vision gain
+    against the value (a dose-response figure and table); the base model is evaluated once."""
+    import shlex
+    import sys
+
+    from hallucue_mlx.sweep import check_sweep, parse_assignment
+
+    try:
+        cfg = load_config(config, set_)
+        key, values = parse_assignment(assignment)
+        check_sweep(key, values)
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    out = out or Path(f"{cfg.output.dir}-sweep-{key}" + ("-quick" if quick else ""))
+    again = "hallucue-mlx sweep " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--force")
+    _run_or_sweep(cfg, out, quick, force, again, (key, values))
 
 
 def _command(name: str) -> str:
@@ -459,11 +517,12 @@ def report(
         ..., help="Run folder written by `hallucue-mlx run` (finished or partial)."
     ),
 ) -> None:
-    """Rebuild report.md and figures of a run folder from its records."""
+    """Rebuild report.md and figures of a run folder (or a sweep folder) from its records."""
     from hallucue_mlx.report import ReportError, write_report
+    from hallucue_mlx.report.sweep import is_sweep, write_sweep_report
 
     try:
-        path = write_report(run_dir)
+        path = write_sweep_report(run_dir) if is_sweep(run_dir) else write_report(run_dir)
     except ReportError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None

@@ -79,6 +79,14 @@ def _reward_loads(name: str | None) -> None:
         load_reward_function(name)
 
 
+def _ratio_list(values: list[Any]) -> None:
+    for r in values:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
+            raise ValueError(f"{r!r} is not a ratio; each must be a number with 0 < ratio <= 1")
+    if len(set(values)) != len(values):
+        raise ValueError(f"lists a ratio twice: {values}")
+
+
 def _section_fields(cls: type) -> list:
     """The fields a run config's section has: a TrainConfig / EvalConfig without grid-owned keys."""
     owned = _OWNED.get(cls, {})
@@ -610,6 +618,12 @@ class GridSection:
         1.0, "Share of training items corrupted (the paper: 1.0). 0 < ratio <= 1.", gt=0, max=1
     )
     include_base: bool = _f(True, "Also evaluate the untrained base model (the reference row).")
+    ratios: list[float] = _f(
+        [],
+        "A ratio sweep: train every corrupted condition at each of these ratios (clean GRPO and "
+        "the base once) and report accuracy against the ratio; empty: one run at grid.ratio.",
+        check=_ratio_list,
+    )
 
 
 @dataclass
@@ -899,6 +913,8 @@ def config_hash(cfg: RunConfig) -> str:
     """sha256 of everything that decides the cells' results (the output folder excluded)."""
     d = to_dict(cfg)
     d.pop("output", None)
+    if not d["grid"].get("ratios"):  # no sweep: the hash of folders made before the key existed
+        d["grid"].pop("ratios", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

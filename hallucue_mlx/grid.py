@@ -238,13 +238,21 @@ def run_grid(
     report: bool = True,
     stop_after_tasks: int | None = None,
     stop_training_at: tuple[str, int] | None = None,
+    shared: dict[str, Path] | None = None,
 ) -> Path:
     """Run (or continue) the whole grid in out_dir (default: cfg.output.dir); returns results.json.
 
     quick: the smoke-run version of cfg (config.quick). force: discard earlier results in out_dir.
+    shared: model -> a finished run folder whose model of that name has this grid's recipe (a
+    sweep's base, or clean GRPO in a ratio sweep): copied in rather than computed again.
     stop_after_tasks / stop_training_at=(condition, step): stop early as if interrupted (tests);
     raises GridInterrupted.
     """
+    if cfg.grid.ratios:
+        raise GridError(
+            "grid.ratios makes this a ratio sweep: run it with `hallucue-mlx run` (or "
+            "hallucue_mlx.sweep.run_sweep), which runs one grid per ratio"
+        )
     if quick:
         cfg = quick_config(cfg)
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
@@ -254,6 +262,10 @@ def run_grid(
     if force:  # only now that config and data are good: a failed start deletes nothing
         _clear(out, quiet)
     runfolder.write_manifest(out, manifest, runfolder.check_resumable(out, manifest))
+    for model, src in (shared or {}).items():
+        copied = runfolder.adopt_model(Path(src), out, model, trained=model != BASE)
+        if copied and not quiet:
+            print(f"{model}: shared with {src} (same recipe), not computed again")
 
     timing = Timing.load(out / runfolder.TIMING)
     timing.sessions += 1

@@ -45,6 +45,7 @@ DONE = "done.json"
 TRAIN_DIR = "train"
 EVAL_DIR = "eval"
 REPORT_FILE = "report.md"
+SWEEP = "sweep.json"  # a sweep folder: key, values, one run folder per value (hallucue_mlx.sweep)
 # What `run --force` removes, and only in a run folder (one whose manifest.json the grid wrote):
 # what the grid writes. figures/ and tables/ stay (the report rewrites its own files there and a
 # rebuild drops figures the data no longer gives), and so does everything else.
@@ -91,6 +92,28 @@ def train_dir(out: Path, condition: str) -> Path:
 def eval_dir(out: Path, model: str, target: str) -> Path:
     """The evaluation folder of one model on one target (`<benchmark>-<test|train>`)."""
     return out / EVAL_DIR / model / target
+
+
+def adopt_model(src: Path, out: Path, model: str, trained: bool) -> list[str]:
+    """Copy one model's finished training (train/<model>, when `trained`) and evaluations
+    (eval/<model>/*) from the finished run folder `src` into `out`, where `out` has none yet: a
+    sweep shares a model whose recipe the swept key does not change. Returns what was copied.
+    Each copy lands under a temporary name first, so a kill leaves no half-copied folder."""
+    pairs = [(d, eval_dir(out, model, d.name)) for d in sorted((src / EVAL_DIR / model).glob("*"))]
+    if trained:
+        pairs.insert(0, (train_dir(src, model), train_dir(out, model)))
+    copied = []
+    for a, b in pairs:
+        if not a.is_dir() or b.exists():
+            continue
+        tmp = b.with_name(f".{b.name}.adopting")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(a, tmp, symlinks=True)
+        os.replace(tmp, b)
+        copied.append(str(b.relative_to(out)))
+    return copied
 
 
 def part_file(d: Path, condition: str) -> Path:

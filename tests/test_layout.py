@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train", "evaluate"),
     ("warmup", "gallery"),
     ("grid", "report"),
+    ("sweep",),
     ("cli",),
 )
 

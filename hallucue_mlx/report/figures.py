@@ -18,7 +18,7 @@ from hallucue_mlx.report.load import RunData
 from hallucue_mlx.report.tables import Cells, version_accuracy, version_order
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +43,7 @@ def model_colors(run: RunData) -> dict[str, str]:
     return {m: OKABE_ITO[i % len(OKABE_ITO)] for i, m in enumerate(run.models)}
 
 
-def _save(fig: Any, figdir: Path, stem: str) -> Path:
+def save_figure(fig: Any, figdir: Path, stem: str) -> Path:
     png = figdir / f"{stem}.png"
     # atomic (temp file, then rename): a kill mid-save never leaves a half-written figure
     atomic.write_with(
@@ -60,7 +60,7 @@ def _save(fig: Any, figdir: Path, stem: str) -> Path:
 
 
 def fig_matrix(run: RunData, figdir: Path) -> Path | None:
-    plt = _plt()
+    plt = pyplot()
     benches = [b for b in run.benchmarks if any(k[1] == b and k[2] == "test" for k in run.records)]
     if not benches:
         return None
@@ -118,11 +118,11 @@ def fig_matrix(run: RunData, figdir: Path) -> Path | None:
         for s in ax.spines.values():
             s.set_visible(False)
         fig.colorbar(im, ax=ax, shrink=0.8, label="accuracy %")
-    return _save(fig, figdir, "matrix")
+    return save_figure(fig, figdir, "matrix")
 
 
 def fig_gains(run: RunData, cells: Cells, figdir: Path) -> Path | None:
-    plt = _plt()
+    plt = pyplot()
     trained = [
         m for m in run.train_conditions if any((m, b) in cells for b in [*run.benchmarks, "AVG"])
     ]
@@ -164,11 +164,11 @@ def fig_gains(run: RunData, cells: Cells, figdir: Path) -> Path | None:
         ax.set_ylim(len(trained) - 0.5, -0.5)
         ax.grid(axis="x", color="#eeeeee")
     fig.suptitle("Clean test accuracy change vs base, paired bootstrap 95% CI", fontsize=11)
-    return _save(fig, figdir, "gains")
+    return save_figure(fig, figdir, "gains")
 
 
 def fig_versions(run: RunData, bench: str, figdir: Path) -> Path | None:
-    plt = _plt()
+    plt = pyplot()
     acc = version_accuracy(run, bench)
     if not acc:
         return None
@@ -209,7 +209,7 @@ def fig_versions(run: RunData, bench: str, figdir: Path) -> Path | None:
         ax.set_axisbelow(True)
     axes[0][0].set_ylabel("accuracy %")
     axes[0][-1].legend(loc="upper right", frameon=False, ncol=1)
-    return _save(fig, figdir, f"versions-{bench}")
+    return save_figure(fig, figdir, f"versions-{bench}")
 
 
 def _smooth(values: list[float], weight: float = 0.6) -> list[float]:
@@ -232,7 +232,7 @@ CURVE_PANELS = (
 def fig_curves(run: RunData, figdir: Path) -> Path | None:
     from matplotlib.ticker import MaxNLocator
 
-    plt = _plt()
+    plt = pyplot()
     conds = [c for c in run.train_conditions if run.curves.get(c)]
     if not conds:
         return None
@@ -287,7 +287,7 @@ def fig_curves(run: RunData, figdir: Path) -> Path | None:
                 break
     fig.legend(handles, labels, loc="outside lower center", ncol=len(conds), frameon=False)
     fig.suptitle("GRPO training (faint: per step; bold: smoothed)", fontsize=11)
-    return _save(fig, figdir, "training_curves")
+    return save_figure(fig, figdir, "training_curves")
 
 
 def _clean_eval_accuracy(row: dict[str, Any]) -> Any:
@@ -298,7 +298,7 @@ def _clean_eval_accuracy(row: dict[str, Any]) -> Any:
 
 def fig_eval_curves(run: RunData, figdir: Path) -> Path | None:
     """Held-out greedy accuracy logged during training: clean (solid) and own corruption (dashed)."""
-    plt = _plt()
+    plt = pyplot()
     conds = [c for c in run.train_conditions if run.eval_curves.get(c)]
     if not conds:
         return None
@@ -328,4 +328,4 @@ def fig_eval_curves(run: RunData, figdir: Path) -> Path | None:
     ax.set_title("Greedy evaluation during training")
     ax.grid(color="#eeeeee")
     ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(fig, figdir, "training_eval")
+    return save_figure(fig, figdir, "training_eval")

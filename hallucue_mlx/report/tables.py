@@ -46,7 +46,7 @@ def ci_text(ci: Sequence[float] | None) -> str:
     return "" if ci is None else f"[{_points(ci[0]):.1f}, {_points(ci[1]):.1f}]"
 
 
-def _r(x: float | None, digits: int = 4) -> float | str:
+def csv_value(x: float | None, digits: int = 4) -> float | str:
     """A CSV value: rounded number, empty for missing."""
     return "" if x is None else round(float(x), digits)
 
@@ -105,12 +105,12 @@ def table1(run: RunData, cells: Cells) -> Table:
                     model,
                     bench,
                     c.n,
-                    _r(c.accuracy),
-                    _r(c.ci95[0]),
-                    _r(c.ci95[1]),
-                    _r(d.get("diff")),
-                    _r(dci[0]),
-                    _r(dci[1]),
+                    csv_value(c.accuracy),
+                    csv_value(c.ci95[0]),
+                    csv_value(c.ci95[1]),
+                    csv_value(d.get("diff")),
+                    csv_value(dci[0]),
+                    csv_value(dci[1]),
                     d.get("n", ""),
                 ]
             )
@@ -197,11 +197,11 @@ def matrix_table(run: RunData, split: str = "test") -> Table:
                         model,
                         cond,
                         s["n"],
-                        _r(s["accuracy"]),
-                        _r(s["ci95"][0]),
-                        _r(s["ci95"][1]),
-                        _r(s["format_rate"]),
-                        _r(s["mean_response_tokens"], 2),
+                        csv_value(s["accuracy"]),
+                        csv_value(s["ci95"][0]),
+                        csv_value(s["ci95"][1]),
+                        csv_value(s["format_rate"]),
+                        csv_value(s["mean_response_tokens"], 2),
                         s["grader_errors"],
                     ]
                 )
@@ -253,7 +253,7 @@ def splits_table(run: RunData) -> Table | None:
                     row.append(pct(v["accuracy"]) if v else "—")
                     if v:
                         any_cell = True
-                        csv_rows.append([bench, model, s, c, v["n"], _r(v["accuracy"])])
+                        csv_rows.append([bench, model, s, c, v["n"], csv_value(v["accuracy"])])
             if any_cell:
                 rows.append(row)
     return Table(
@@ -312,10 +312,10 @@ def diagnostics_table(run: RunData, diag: Diagnostics) -> Table:
                     model,
                     key,
                     (g or {}).get("n", ""),
-                    _r((g or {}).get("diff")),
-                    _r(ci[0]),
-                    _r(ci[1]),
-                    _r((g or {}).get("mcnemar_p")),
+                    csv_value((g or {}).get("diff")),
+                    csv_value(ci[0]),
+                    csv_value(ci[1]),
+                    csv_value((g or {}).get("mcnemar_p")),
                     "",
                 ]
             )
@@ -331,9 +331,9 @@ def diagnostics_table(run: RunData, diag: Diagnostics) -> Table:
                     model,
                     f"answered_rate/{c}",
                     h["n"],
-                    _r(h["rate"]),
-                    _r(h["ci95"][0]),
-                    _r(h["ci95"][1]),
+                    csv_value(h["rate"]),
+                    csv_value(h["ci95"][0]),
+                    csv_value(h["ci95"][1]),
                     "",
                     h["answered_correct"],
                 ]
@@ -429,11 +429,11 @@ def versions_table(run: RunData, diag: Diagnostics) -> Table | None:
                         model,
                         v,
                         (c or {}).get("n", ""),
-                        _r((c or {}).get("accuracy")),
-                        _r((k or {}).get("accuracy")),
-                        _r(g.get("diff")),
-                        _r(gci[0]),
-                        _r(gci[1]),
+                        csv_value((c or {}).get("accuracy")),
+                        csv_value((k or {}).get("accuracy")),
+                        csv_value(g.get("diff")),
+                        csv_value(gci[0]),
+                        csv_value(gci[1]),
                     ]
                 )
             rows.append(row)

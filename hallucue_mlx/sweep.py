@@ -1,0 +1,224 @@
+"""One-factor sweeps: the grid run once per value of one config key, and a dose-response report.
+
+    hallucue-mlx sweep train.beta=0,0.01,0.1          (any key but output.* and grid.* lists)
+    grid.ratios: [0.25, 0.5, 1.0] in a run config     (a sweep of grid.ratio, run by `run`)
+
+Layout of a sweep folder:
+
+    sweep.json                 the key, the values, the config, one run folder per value
+    <key>=<value>/             an ordinary run folder (manifest, train/, eval/, results, report)
+    report.md, report.html     the dose-response report (hallucue_mlx.report.sweep)
+    figures/dose_response.*    tables/dose_response.*
+
+Sharing: a model whose recipe (its training config, evaluation config, model and data) does not
+change with the swept key is computed once and copied into the later value folders: the base model
+in every sweep of a training key, clean GRPO in a ratio sweep (its training ignores grid.ratio).
+Everything random derives from the seeds, so a copy equals a recomputation.
+
+Resume: rerunning the same command continues the value folder in progress; finished ones are kept.
+A changed key, value list or config is refused (new --out, or --force).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hallucue_mlx import atomic, runfolder
+from hallucue_mlx.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    config_hash,
+    eval_config_for,
+    from_dict,
+    to_dict,
+    train_config_for,
+)
+from hallucue_mlx.config import quick as quick_config
+from hallucue_mlx.grid import BASE, models, run_grid
+from hallucue_mlx.report.sweep import write_sweep_report
+from hallucue_mlx.runfolder import GridError
+
+RATIO_KEY = "grid.ratio"
+# grid keys that decide which rows and columns exist: a sweep compares one grid's cells across
+# values, so these stay fixed (grid.ratio, the share of items corrupted, is sweepable)
+FIXED_PREFIXES = ("output.", "grid.")
+
+
+def parse_assignment(text: str) -> tuple[str, list[Any]]:
+    """'train.beta=0,0.01,0.1' -> ('train.beta', [0, 0.01, 0.1]); each value read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"a sweep takes KEY=V1,V2,..., got {text!r} (e.g. train.beta=0,0.01,0.1)")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    values = [_scalar(v.strip()) for v in raw.split(",") if v.strip()]
+    return key, values
+
+
+def _scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def check_sweep(key: str, values: list[Any]) -> None:
+    """A sweepable key with at least two distinct values."""
+    if not key:
+        raise ConfigError("a sweep needs a key, e.g. train.beta=0,0.01,0.1")
+    if key.startswith(FIXED_PREFIXES) and key != RATIO_KEY:
+        raise ConfigError(
+            f"{key} cannot be swept: output.* names the folder and grid.* decides the grid's rows "
+            f"and columns (sweep {RATIO_KEY}, or set grid.ratios, for the corruption ratio)"
+        )
+    if len(values) < 2:
+        raise ConfigError(f"a sweep of {key} needs at least two values, got {values}")
+    shown = [json.dumps(v) for v in values]
+    if len(set(shown)) != len(shown):
+        raise ConfigError(f"a sweep of {key} lists a value twice: {', '.join(shown)}")
+
+
+def value_name(key: str, value: Any) -> str:
+    """The value folder's name: 'train.beta=0.01'."""
+    shown = value if isinstance(value, str) else json.dumps(value)
+    safe = "".join(c if c.isalnum() or c in "._-+=" else "_" for c in f"{key}={shown}")
+    return safe
+
+
+def value_configs(cfg: RunConfig, key: str, values: list[Any]) -> list[RunConfig]:
+    """cfg with key=value, per value; an invalid value is named."""
+    base = to_dict(replace(cfg, grid=replace(cfg.grid, ratios=[])))
+    out = []
+    for v in values:
+        try:
+            out.append(from_dict(apply_overrides(base, [f"{key}={json.dumps(v)}"])))
+        except ConfigError as e:
+            raise ConfigError(f"sweep value {key}={v!r}: {e}") from None
+    return out
+
+
+def recipe(cfg: RunConfig, model: str) -> str:
+    """What one model's results depend on; equal recipes give equal results (same seeds)."""
+    d = {
+        "model": to_dict(cfg.model),
+        "data": to_dict(cfg.data),
+        "seed": cfg.seed,
+        "eval": asdict(eval_config_for(cfg)),
+        "train": None if model == BASE else asdict(train_config_for(cfg, model)),
+    }
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _manifest(cfg: RunConfig, key: str, values: list[Any], quick: bool) -> dict[str, Any]:
+    return {
+        "kind": "sweep",
+        "key": key,
+        "values": values,
+        "runs": [value_name(key, v) for v in values],
+        "config": to_dict(cfg),
+        "config_hash": config_hash(cfg),
+        "quick": quick,
+    }
+
+
+def _check_folder(out: Path, manifest: dict[str, Any], force: bool) -> None:
+    """Refuse a folder holding another sweep, or a plain run; --force clears the old sweep."""
+    if (out / runfolder.MANIFEST).is_file():
+        raise GridError(f"{out} is a run folder, not a sweep folder; use a new --out")
+    path = out / runfolder.SWEEP
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise GridError(f"{path} is not valid JSON ({e}); use a new --out") from None
+    same = all(old.get(k) == manifest[k] for k in ("key", "values", "config_hash", "quick"))
+    if same:
+        return
+    if not force:
+        raise GridError(
+            f"{out} holds a sweep of {old.get('key')}={old.get('values')} with another config or "
+            f"mode; this is {manifest['key']}={manifest['values']}. Use a new --out folder, or "
+            "--force to clear that sweep's run folders and report"
+        )
+    for name in old.get("runs", []):
+        sub = out / str(name)
+        if sub.is_dir() and "/" not in str(name):
+            runfolder.clear_run(sub)
+    runfolder.clear_owned(out, (runfolder.SWEEP, "report.md", "report.html"))
+
+
+def run_sweep(
+    cfg: RunConfig,
+    key: str,
+    values: list[Any],
+    out_dir: str | Path | None = None,
+    quick: bool = False,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    report: bool = True,
+) -> Path:
+    """Run (or continue) the grid once per value of `key` in out_dir; returns sweep.json.
+
+    quick: every value's grid is the smoke-run version (applied before the value, so a swept
+    training key keeps its values). force: discard earlier results of this sweep folder.
+    """
+    check_sweep(key, values)
+    if quick:
+        cfg = quick_config(replace(cfg, grid=replace(cfg.grid, ratios=[])))
+    cfgs = value_configs(cfg, key, values)
+    out = Path(out_dir if out_dir is not None else cfg.output.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _manifest(cfg, key, values, quick)
+    _check_folder(out, manifest, force)
+    atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
+
+    done: dict[str, Path] = {}  # recipe -> a finished value folder holding that model
+    for i, (v, vcfg) in enumerate(zip(values, cfgs, strict=True)):
+        sub = out / value_name(key, v)
+        shared = {m: done[recipe(vcfg, m)] for m in models(vcfg) if recipe(vcfg, m) in done}
+        manifest.setdefault("shared", {})[sub.name] = sorted(shared)
+        atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
+        if not quiet:
+            _announce(i, len(values), key, v, shared)
+        run_grid(vcfg, sub, force=force, quiet=quiet, report=report, shared=shared)
+        for m in models(vcfg):
+            done.setdefault(recipe(vcfg, m), sub)
+
+    manifest["finished"] = True
+    atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
+    if report:
+        path = write_sweep_report(out)
+        if not quiet:
+            print(f"sweep report: {path}")
+    return out / runfolder.SWEEP
+
+
+def _announce(i: int, n: int, key: str, value: Any, shared: dict[str, Path]) -> None:
+    from rich.console import Console
+
+    note = f" (shared: {', '.join(shared)})" if shared else ""
+    Console(stderr=True).rule(f"[bold]sweep {key}: value {i + 1}/{n} = {value!r}{note}")
+
+
+def ratio_sweep(cfg: RunConfig) -> tuple[str, list[float]] | None:
+    """(grid.ratio, the ratios) when the config asks for a ratio sweep, else None."""
+    return (RATIO_KEY, list(cfg.grid.ratios)) if cfg.grid.ratios else None
+
+
+__all__ = [
+    "RATIO_KEY",
+    "check_sweep",
+    "parse_assignment",
+    "ratio_sweep",
+    "recipe",
+    "run_sweep",
+    "value_configs",
+    "value_name",
+]
