@@ -21,6 +21,7 @@ from hallucue_mlx.config import (
     dump_yaml,
     load_config,
     load_yaml,
+    run_dir,
     settings,
 )
 from hallucue_mlx.config import quick as quick_config
@@ -157,7 +158,7 @@ def run(
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    out = out or Path(cfg.output.dir + ("-quick" if quick else ""))
+    out = out or run_dir(cfg, quick)
     again = "hallucue-mlx run " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--force")
     _run_or_sweep(cfg, out, quick, force, again, None)
 

@@ -23,7 +23,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -776,6 +776,56 @@ def apply_overrides(
     return out
 
 
+def _plain(value: Any) -> Any:
+    """Python values as YAML's safe dumper writes them: tuples as lists, paths as text."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _yaml_flow(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf, allow_unicode=True)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def override_strings(overrides: Sequence[str] | Mapping[str, Any] | None) -> list[str]:
+    """--set strings ('section.key=value') from a list of them, or from a mapping such as
+    {"train.steps": 20, "grid.eval_conditions": ["none", "blank"]} whose values are Python
+    objects, written as YAML that parses back to the same value: a mapping then takes the very
+    path --set takes (the same checks, the same messages)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if not isinstance(overrides, Mapping):
+        bad = [o for o in overrides if not isinstance(o, str)]
+        if bad:
+            raise ConfigError(f"an override is a 'section.key=value' string, got {bad[0]!r}")
+        return list(overrides)
+    out = []
+    for key, value in overrides.items():
+        if not isinstance(key, str) or not key.strip() or "=" in key:
+            raise ConfigError(f"an override's key is a dotted 'section.key', got {key!r}")
+        plain = _plain(value)
+        try:
+            text = _yaml_flow(plain)
+            same = _yaml_flow(_parse_value(text)) == text
+        except yaml.YAMLError:
+            same = False
+        if not same:
+            raise ConfigError(
+                f"{key}: {value!r} is not a value a config holds; valid: text, a number, "
+                "true/false, None, or a list or mapping of those",
+                key,
+            )
+        out.append(f"{key}={text}")
+    return out
+
+
 def default_config_object() -> RunConfig:
     """RunConfig() with every default (not the shipped default.yaml)."""
     return RunConfig()
@@ -886,15 +936,20 @@ def load_yaml(path: str | Path, what: str = "sections (model, data, train, ...)"
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML run config (None: the packaged default), apply --set overrides, validate."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Load a YAML run config (None: the packaged default), apply --set overrides (a list of
+    'section.key=value', or a mapping: override_strings), validate."""
     p = resolve_config_path(path)
-    data = apply_overrides(load_yaml(p), overrides or [])
+    sets = override_strings(overrides)
+    data = apply_overrides(load_yaml(p), sets)
     try:
         return from_dict(data)
     except ConfigError as e:
-        where = f"{p} with --set {' '.join(overrides)}" if overrides else str(p)
-        raise ConfigError(f"{where}: {e}") from None
+        where = f"{p} with --set {' '.join(sets)}" if sets else str(p)
+        raise ConfigError(f"{where}: {e}", e.key) from None
 
 
 # ================================================================ output
@@ -1008,6 +1063,12 @@ def eval_config_for(cfg: RunConfig) -> EvalConfig:
         seed=cfg.seed,
         template=prompt_template(cfg),
     )
+
+
+def run_dir(cfg: RunConfig, quick: bool = False) -> Path:
+    """The run folder when none is given: output.dir, plus '-quick' for a smoke run (so a smoke
+    run never continues, or is refused by, the full run's folder)."""
+    return Path(cfg.output.dir + ("-quick" if quick else ""))
 
 
 def quick(cfg: RunConfig) -> RunConfig:

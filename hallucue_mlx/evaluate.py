@@ -48,6 +48,7 @@ from hallucue_mlx.rewards import Reward, check_golds, grade
 from hallucue_mlx.rollout import Completion, encode_prompt, generate
 from hallucue_mlx.runfolder import (
     RECORDS_FILE,
+    SUMMARY_EXTRA_KEYS,
     SUMMARY_FILE,
     part_done_file,
     part_file,
@@ -78,6 +79,11 @@ class EvalResult:
     seconds: float = 0.0  # wall time of the conditions actually run (not the skipped ones)
     items_evaluated: int = 0  # item x condition pairs generated in this call
     skipped: list[str] = field(default_factory=list)  # conditions resumed from out_dir
+
+    @property
+    def by_condition(self) -> dict[str, dict[str, Any]]:
+        """{condition: its summary (n, accuracy, ci95, ...)}, in evaluation order."""
+        return {k: v for k, v in self.summary.items() if k not in SUMMARY_EXTRA_KEYS}
 
     @property
     def items_per_s(self) -> float:

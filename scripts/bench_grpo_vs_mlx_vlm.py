@@ -54,9 +54,9 @@ def n_params(model) -> int:
 def bench_ours(path: str, items: list, args, tmp: Path) -> dict:
     import numpy as np
 
-    import hallucue_mlx.train as T
     from hallucue_mlx.config import TrainConfig, build
     from hallucue_mlx.models.load import load_model
+    from hallucue_mlx.train import train as train_grpo
 
     model, proc = load_model(path, dtype="float32")
     settings = dict(
@@ -80,7 +80,7 @@ def bench_ours(path: str, items: list, args, tmp: Path) -> dict:
     )
     cfg = build(TrainConfig, settings, "train")
     # the same prompts, in the same order, as the peer sees
-    T.train(
+    train_grpo(
         cfg,
         None,
         tmp / "ours",

@@ -4,18 +4,21 @@ from which a rerun resumes."""
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import mlx.core as mx
 import pytest
 from reliability_helpers import train_tiny
 
-import hallucue_mlx.train as train_mod
 from hallucue_mlx.config import TrainConfig, build
 from hallucue_mlx.data.synth import load_synth
 from hallucue_mlx.models.load import load_model
 from hallucue_mlx.runfolder import latest_checkpoint
 from hallucue_mlx.train import TrainingDiverged
+
+# the module (on the package, hallucue_mlx.train is the API function train)
+train_mod = importlib.import_module("hallucue_mlx.train")
 
 
 def _inject_nan(monkeypatch, bad_calls: set[int] | None = None, from_call: int | None = None):
