@@ -459,7 +459,7 @@ def report(
         ..., help="Run folder written by `hallucue-mlx run` (finished or partial)."
     ),
 ) -> None:
-    """Rebuild report.md and figures of a run folder from its records."""
+    """Rebuild report.md, report.html and figures of a run folder from its records."""
     from hallucue_mlx.report import ReportError, write_report
 
     try:
@@ -468,7 +468,8 @@ def report(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     typer.echo(
-        f"wrote {path} (figures in {path.parent / 'figures'}, tables in {path.parent / 'tables'})"
+        f"wrote {path} and {path.with_suffix('.html')} (figures in {path.parent / 'figures'}, "
+        f"tables in {path.parent / 'tables'})"
     )
 
 
