@@ -518,7 +518,8 @@ def report(
         ..., help="Run folder written by `hallucue-mlx run` (finished or partial)."
     ),
 ) -> None:
-    """Rebuild report.md and figures of a run folder (or a sweep folder) from its records."""
+    """Rebuild report.md, report.html and figures of a run folder (or a sweep folder) from its
+    records."""
     from hallucue_mlx.report import ReportError, write_report
     from hallucue_mlx.report.sweep import is_sweep, write_sweep_report
 
@@ -528,7 +529,8 @@ def report(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     typer.echo(
-        f"wrote {path} (figures in {path.parent / 'figures'}, tables in {path.parent / 'tables'})"
+        f"wrote {path} and {path.with_suffix('.html')} (figures in {path.parent / 'figures'}, "
+        f"tables in {path.parent / 'tables'})"
     )
 
 

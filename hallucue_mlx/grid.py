@@ -512,7 +512,7 @@ def _write_report(out: Path, quiet: bool) -> None:
         print(f"writing the report failed; rebuild it with: hallucue-mlx report {out}")
         raise
     if not quiet:
-        print(f"report: {path}")
+        print(f"report: {path} and {path.with_suffix('.html')} (one self-contained file)")
 
 
 __all__ = [

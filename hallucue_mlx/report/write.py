@@ -1,6 +1,7 @@
 """write_report: a run folder's report.md, tables/ and figures/, rebuilt from its records.
 
-write_report(run_dir) -> run_dir/report.md, run_dir/figures/*.png|pdf, run_dir/tables/*
+write_report(run_dir) -> run_dir/report.md, run_dir/figures/*.png|pdf, run_dir/tables/*, and
+run_dir/report.html (the same report as one self-contained file, see report/html.py)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hallucue_mlx.report.figures import (
     fig_matrix,
     fig_versions,
 )
+from hallucue_mlx.report.html import write_html
 from hallucue_mlx.report.labels import eval_label, model_label
 from hallucue_mlx.report.load import RunData, load_run, missing_pieces
 from hallucue_mlx.report.reading import reading
@@ -262,7 +264,8 @@ def _listing(tables: list[Table], figs: Figures) -> list[str]:
 
 
 def write_report(run_dir: Path) -> Path:
-    """Rebuild run_dir/report.md, figures/ and tables/ from the run folder; returns report.md's path."""
+    """Rebuild run_dir/report.md, figures/, tables/ and report.html from the run folder; returns
+    report.md's path (report.html is beside it)."""
     run = load_run(Path(run_dir))
     figdir, tabdir = run.root / "figures", run.root / "tables"
     figdir.mkdir(exist_ok=True)
@@ -279,4 +282,6 @@ def write_report(run_dir: Path) -> Path:
         *_training_section(run, figs),
         *_listing(tables, figs),
     ]
-    return atomic.write_text(run.root / "report.md", "\n".join(lines))
+    path = atomic.write_text(run.root / "report.md", "\n".join(lines))
+    write_html(path)
+    return path
