@@ -11,7 +11,7 @@ The Python API (hallucue_mlx.api) is available from the package itself:
     hm.evaluate(n=50, conditions=["none", "blank"]).by_condition["blank"]["accuracy"]
 
 Its names load on first use, so `import hallucue_mlx` (and the command's --help) loads no MLX.
-Five of them share their name with a module (train, evaluate, corrupt, gallery, report): on the
+Six of them share their name with a module (train, evaluate, corrupt, gallery, report, sweep): on the
 package the name is always the function, so import those modules by their full name
 (`from hallucue_mlx.train import TrainResult`), not as attributes of the package.
 """
@@ -50,6 +50,7 @@ __all__ = [
     "load_model",
     "report",
     "run",
+    "sweep",
     "train",
 ]
 _API = frozenset(__all__) - {"__version__"}
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
         load_model,
         report,
         run,
+        sweep,
         train,
     )
 
@@ -99,7 +101,7 @@ def __dir__() -> list[str]:
 
 class _Package(ModuleType):
     """The package's module type. Importing a submodule sets it as an attribute of the package;
-    for the five submodules named like an API function that would hide the function (and which
+    for the submodules named like an API function that would hide the function (and which
     one `hallucue_mlx.train` is would depend on what was imported first), so that one setting is
     dropped: the name stays the function's, through __getattr__."""
 

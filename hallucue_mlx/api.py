@@ -61,6 +61,7 @@ from hallucue_mlx.models.load import ModelLoadError
 from hallucue_mlx.models.load import load_model as _load_model
 from hallucue_mlx.prompts import resolve_template
 from hallucue_mlx.report import ReportError, write_report
+from hallucue_mlx.report.sweep import is_sweep, write_sweep_report
 from hallucue_mlx.rewards import check_golds
 from hallucue_mlx.runfolder import (
     FolderBusy,
@@ -68,6 +69,7 @@ from hallucue_mlx.runfolder import (
     folder_lock,
     latest_checkpoint,
 )
+from hallucue_mlx.sweep import check_sweep, ratio_sweep, run_sweep
 from hallucue_mlx.train import ResumeMismatch, TrainingDiverged, TrainResult, check_new_folder
 from hallucue_mlx.train import train as _train
 
@@ -140,8 +142,51 @@ def run(
     """
     cfg = load_config(config, overrides)
     folder = Path(out) if out is not None else run_dir(cfg, quick)
+    ratios = ratio_sweep(cfg)
     with _writing(folder, "run"):
-        run_grid(cfg, folder, quick=quick, force=force, quiet=quiet)
+        if ratios is None:
+            run_grid(cfg, folder, quick=quick, force=force, quiet=quiet)
+        else:  # grid.ratios: a sweep of grid.ratio, as `hallucue-mlx run` does
+            run_sweep(cfg, *ratios, folder, quick=quick, force=force, quiet=quiet)
+    return folder
+
+
+def sweep(
+    config: Config = None,
+    key: str = "grid.ratio",
+    values: Sequence[Any] = (0.25, 0.5, 1.0),
+    out: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Overrides = None,
+    quick: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+) -> Path:
+    """Run (or continue) the grid once per value of one config key and write the dose-response
+    report, as `hallucue-mlx sweep KEY=V1,V2,...` does (sweep.run_sweep); returns the sweep
+    folder.
+
+    key: any key but output.* and the grid's lists (e.g. "train.beta", "train.num_generations",
+    "grid.ratio"); values: at least two. out: default the config's output.dir plus
+    "-sweep-<key>" (and "-quick"). Each value gets an ordinary run folder `<key>=<value>/`; a
+    model whose recipe the key does not change (the base for a training key; clean GRPO in a
+    ratio sweep) is computed once and copied. The folder holds sweep.json, report.md,
+    report.html, figures/dose_response.png and tables/dose_response.csv|md.
+
+        >>> folder = sweep(key="train.beta", values=[0.0, 0.1], quick=True)
+        >>> (folder / "figures" / "dose_response.png").is_file()
+        True
+    """
+    cfg = load_config(config, overrides)
+    values = list(values)
+    check_sweep(key, values)
+    folder = (
+        Path(out)
+        if out is not None
+        else Path(f"{cfg.output.dir}-sweep-{key}" + ("-quick" if quick else ""))
+    )
+    with _writing(folder, "sweep"):
+        run_sweep(cfg, key, values, folder, quick=quick, force=force, quiet=quiet)
     return folder
 
 
@@ -380,14 +425,16 @@ def load_model(
 
 
 def report(run_dir: str | os.PathLike[str]) -> Path:
-    """Rebuild report.md, figures/ and tables/ of a run folder from its records, as
-    `hallucue-mlx report` does (report.write_report); works on a partial run too; returns
-    report.md's path. Raises ReportError for a folder that is not a run folder.
+    """Rebuild report.md, report.html, figures/ and tables/ of a run folder (or a sweep folder)
+    from its records, as `hallucue-mlx report` does (report.write_report,
+    report.sweep.write_sweep_report); works on a partial run too; returns report.md's path.
+    Raises ReportError for a folder that is neither.
 
         >>> report("runs/default")
         PosixPath('runs/default/report.md')
     """
-    return write_report(Path(run_dir))
+    folder = Path(run_dir)
+    return write_sweep_report(folder) if is_sweep(folder) else write_report(folder)
 
 
 __all__ = [
@@ -414,5 +461,6 @@ __all__ = [
     "load_model",
     "report",
     "run",
+    "sweep",
     "train",
 ]

@@ -10,6 +10,8 @@ CI executes, tests/test_labs.py) and HALLUCUE_LAB_OUT (where run folders go; def
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -287,6 +289,9 @@ def main() -> None:
         nbformat.validate(nb)
         (HERE / name).write_text(nbformat.writes(nb) + "\n")
         print("wrote", HERE / name)
+    # the cells in the project's code style (ruff format, as CI checks)
+    paths = [str(HERE / name) for name in LABS]
+    subprocess.run([sys.executable, "-m", "ruff", "format", "-q", *paths], check=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The report of a sweep folder: accuracy and vision gain against the swept value (dose-response).
 
-    write_sweep_report(sweep_dir) -> report.md, figures/dose_response.png|pdf,
+    write_sweep_report(sweep_dir) -> report.md, report.html, figures/dose_response.png|pdf,
                                      tables/dose_response.md|csv
 
 Every number is recomputed from each value folder's records (hallucue_mlx.metrics), on the first
@@ -18,6 +18,7 @@ from typing import Any
 from hallucue_mlx import atomic, runfolder
 from hallucue_mlx.metrics import macro_paired_diff, table1_cells
 from hallucue_mlx.report.figures import pyplot, save_figure
+from hallucue_mlx.report.html import write_html
 from hallucue_mlx.report.labels import BASE, OKABE_ITO, model_label
 from hallucue_mlx.report.load import ReportError, RunData, load_run
 from hallucue_mlx.report.tables import Table, ci_text, csv_value, pct, signed
@@ -318,7 +319,9 @@ def write_sweep_report(root: Path) -> Path:
     lines += ["## Files", "", f"- [{STEM}.csv](tables/{STEM}.csv), [{STEM}.md](tables/{STEM}.md)"]
     if fig is not None:
         lines.append(f"- [{fig.name}](figures/{fig.name}) (also [PDF](figures/{STEM}.pdf))")
-    return atomic.write_text(sweep.root / "report.md", "\n".join(lines) + "\n")
+    path = atomic.write_text(sweep.root / "report.md", "\n".join(lines) + "\n")
+    write_html(path)
+    return path
 
 
 __all__ = ["DosePoint", "SweepData", "is_sweep", "load_sweep", "points", "write_sweep_report"]
