@@ -133,7 +133,9 @@ def lab1() -> list:
             "hallucination, a guess, or a sensible use of the text? How would you tell them apart "
             "from the records (`res.records`)?\n"
             "3. Text removal lowers accuracy on which versions? Why is it the mirror image of the "
-            "blank image?\n"
+            "blank image? Look at the item printed in section 1: after text removal, could a "
+            "model with perfect vision still answer it? What does that mean for reading the "
+            "text-removal column as 'the model ignores the text'?\n"
             "4. A random image is a *wrong* image, not a missing one. Is the model better or worse "
             "off with a wrong image than with none?"
         ),

@@ -196,35 +196,51 @@ def fig_dose_response(sweep: SweepData, pts: list[DosePoint], figdir: Path) -> P
     plt = pyplot()
     xs, numeric = _positions(sweep.values)
     xof = {json.dumps(v): x for v, x in zip(sweep.values, xs)}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
     order = list(dict.fromkeys(p.model for p in pts))
     for k, model in enumerate(order):
         mine = sorted((p for p in pts if p.model == model), key=lambda p: xof[json.dumps(p.value)])
         x = [xof[json.dumps(p.value)] for p in mine]
         color = "#777777" if model == BASE else OKABE_ITO[1 + (k - 1) % (len(OKABE_ITO) - 1)]
         style = dict(color=color, marker="o", ms=4, ls="--" if model == BASE else "-")
-        for ax, get in zip(axes, (_acc, _gain)):
+        for ax, get in zip(axes, (_acc, _delta, _gain)):
             got = [(xi, *get(p)) for xi, p in zip(x, mine) if get(p) is not None]
             if not got:
                 continue
             gx, y, lo, hi = (list(t) for t in zip(*got))
             ax.plot(gx, y, label=model_label(model), **style)
-            ax.fill_between(gx, lo, hi, color=color, alpha=0.15, lw=0)
-    for ax, title in zip(axes, ("Clean test accuracy (%)", "Vision gain: clean − blank (points)")):
+            # light fill plus edge lines: overlapping bands stay readable
+            ax.fill_between(gx, lo, hi, color=color, alpha=0.08, lw=0)
+            for edge in (lo, hi):
+                ax.plot(gx, edge, color=color, lw=0.7, ls=":", alpha=0.8)
+    titles = (
+        "Clean test accuracy (%)",
+        "Change vs base, paired (points)",
+        "Vision gain: clean − blank (points)",
+    )
+    for ax, title in zip(axes, titles):
         ax.set_title(title)
         ax.set_xlabel(sweep.key)
         ax.set_xticks(xs, [_shown(v) for v in sweep.values])
         ax.grid(color="#eeeeee")
         if not numeric:
             ax.set_xlim(min(xs) - 0.3, max(xs) + 0.3)
-    axes[1].axhline(0, color="#999999", lw=1)
-    axes[0].legend(loc="best", frameon=False)
+    for ax in axes[1:]:
+        ax.axhline(0, color="#999999", lw=1)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
     fig.suptitle(f"Dose-response over {sweep.key} (bands: 95% CI over items, one seed)")
     return save_figure(fig, figdir, STEM)
 
 
 def _acc(p: DosePoint) -> tuple[float, float, float]:
     return 100 * p.accuracy, 100 * p.ci95[0], 100 * p.ci95[1]
+
+
+def _delta(p: DosePoint) -> tuple[float, float, float] | None:
+    if p.delta is None or p.delta_ci95 is None:
+        return None
+    return 100 * p.delta, 100 * p.delta_ci95[0], 100 * p.delta_ci95[1]
 
 
 def _gain(p: DosePoint) -> tuple[float, float, float] | None:
