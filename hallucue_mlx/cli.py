@@ -107,8 +107,13 @@ data_app = _Typer(
 model_app = _Typer(
     help="The embedded model hallucue-tiny: where it is, how to rebuild it.", no_args_is_help=True
 )
+export_app = _Typer(
+    help="Export the experiment to other training frameworks (EasyR1, for the paper's GPU scale).",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
+app.add_typer(export_app, name="export")
 
 
 @app.command()
@@ -611,6 +616,49 @@ def model_build_tiny(
 
     result = build_tiny(out, WarmupConfig(seed=seed, max_minutes=max_minutes), log=typer.echo)
     typer.echo(json.dumps(result["eval"], indent=2))
+
+
+@export_app.command("easyr1")
+def export_easyr1(
+    out: Path = typer.Option(
+        ..., "--out", help="Folder to write (new or empty; --force replaces an earlier export)."
+    ),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        help="Run config YAML, or a shipped one by name (default: the packaged default.yaml).",
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config key: section.key=value (YAML value), repeatable."
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="The PyTorch model EasyR1 trains: Hugging Face id or folder (default: the paper's "
+        "Qwen/Qwen2.5-VL-3B-Instruct; MLX conversions do not load in EasyR1).",
+    ),
+    lora_rank: int = typer.Option(
+        0, "--lora-rank", min=0, help="LoRA rank (0: full fine-tuning, as in the paper)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export in --out."),
+) -> None:
+    """Write the config's experiment for EasyR1: per training condition the corrupted training
+    set (parquet), a config and the launch line; the clean validation set, the prompt, the reward
+    function and a README."""
+    from hallucue_mlx.export.easyr1 import ExportError, ExportOptions
+    from hallucue_mlx.export.easyr1 import export_easyr1 as run_export
+
+    cfg = load_config(config, set_)
+    options = ExportOptions(lora_rank=lora_rank, **({"model": model} if model else {}))
+    try:
+        res = run_export(cfg, out, options, force=force, log=typer.echo)
+    except ExportError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"wrote {len(res.conditions)} training sets ({', '.join(res.conditions)}), the validation "
+        f"set, configs, reward.py and launch.sh to {res.out}; next: see {res.out / 'README.md'}"
+    )
 
 
 def main() -> None:

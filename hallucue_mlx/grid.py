@@ -143,19 +143,23 @@ class GridData:
     subsets: dict[str, dict[str, Any]]  # name -> SubsetManifest.to_dict()
 
 
+def load_spec(spec: BenchmarkSpec, split: str, key: str, seed: int) -> list:
+    """The items of one data spec of a run config (`key` names it in errors), golds checked."""
+    try:
+        items = load_benchmark(spec.name, split, path=spec.path, n=spec.n, seed=seed)
+        check_golds(items, spec.path or "")
+        return items
+    except BenchmarkError as e:
+        raise BenchmarkError(
+            f"{key}: {e} In a run config the local copy goes in {key}.path (--set {key}.path=DIR)."
+        ) from None
+
+
 def load_data(cfg: RunConfig) -> GridData:
     seed = cfg.data.seed
 
     def load(spec: BenchmarkSpec, split: str, key: str) -> list:
-        try:
-            items = load_benchmark(spec.name, split, path=spec.path, n=spec.n, seed=seed)
-            check_golds(items, spec.path or "")
-            return items
-        except BenchmarkError as e:
-            raise BenchmarkError(
-                f"{key}: {e} In a run config the local copy goes in {key}.path "
-                f"(--set {key}.path=DIR)."
-            ) from None
+        return load_spec(spec, split, key, seed)
 
     tspec = cfg.data.train
     tsplit = tspec.split or "train"

@@ -37,15 +37,19 @@ def format_choices(choices: tuple[str, ...]) -> str:
     return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
 
 
+def problem_text(item: Item) -> str:
+    """The question and its choices: the user-turn text before the template's instruction."""
+    parts = [item.question.strip()]
+    if item.choices and "A." not in item.question:
+        parts.append("Choices:\n" + format_choices(item.choices))
+    return "\n".join(p for p in parts if p)
+
+
 def build_prompt(item: Item, template: str = "easyr1") -> str:
     """The user-turn text for an item (the image is added by the chat template)."""
     if template not in TEMPLATES:
         raise ValueError(f"unknown prompt template {template!r}; choose one of {sorted(TEMPLATES)}")
-    parts = [item.question.strip()]
-    if item.choices and "A." not in item.question:
-        parts.append("Choices:\n" + format_choices(item.choices))
-    parts.append(TEMPLATES[template])
-    return "\n".join(p for p in parts if p)
+    return "\n".join(p for p in (problem_text(item), TEMPLATES[template]) if p)
 
 
 def format_answer(think: str, answer: str) -> str:

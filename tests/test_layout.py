@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parent.parent / "hallucue_mlx"
 # rollout -> reward -> advantage -> loss -> adapter; records -> metrics -> report). Modules of one
 # layer may import each other as long as there is no cycle.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("atomic", "backend", "fastblas", "data.item"),
+    ("atomic", "backend", "fastblas", "data.item", "grading"),
     ("data", "runfolder"),
     ("prompts", "rewards", "corrupt"),
     ("config", "metrics", "views"),
@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train", "evaluate"),
     ("warmup", "gallery"),
     ("grid", "report"),
-    ("sweep",),
+    ("sweep", "export"),
     # "" is the package's own __init__.py (see _module_name): it serves the api's names
     ("cli", "api", ""),
 )
