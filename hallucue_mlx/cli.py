@@ -565,9 +565,9 @@ def import_(
         "prompt).",
     ),
 ) -> None:
-    """Bring a checkpoint trained elsewhere into a run folder: convert it with mlx-vlm, evaluate
-    it under every eval condition on the run's items, and add it as a row to results.json and the
-    report. Rerunning continues it."""
+    """Bring a checkpoint trained elsewhere into a run folder as one more row: converted with
+    mlx-vlm, evaluated under every eval condition on the run's items, added to results.json and
+    report.md. Rerunning continues it."""
     from hallucue_mlx.importer import import_checkpoint
     from hallucue_mlx.runfolder import folder_lock
 

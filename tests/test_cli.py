@@ -5,11 +5,13 @@ from typer.testing import CliRunner
 
 from hallucue_mlx.cli import app
 
-COMMANDS = ["doctor", "run", "train", "eval", "corrupt", "report", "data", "model"]
+COMMANDS = ["doctor", "run", "train", "eval", "corrupt", "report", "import", "data", "model"]
 
 
 def test_top_level_help_lists_every_command_with_a_description():
-    out = CliRunner().invoke(app, ["--help"], terminal_width=200)
+    # rich reads the width from COLUMNS (terminal_width alone left it at 80 columns, so a wrapped
+    # description line could be taken for a command's line)
+    out = CliRunner().invoke(app, ["--help"], terminal_width=200, env={"COLUMNS": "200"})
     assert out.exit_code == 0
     for name in COMMANDS:
         line = next((ln for ln in out.output.splitlines() if f" {name} " in ln), None)
