@@ -539,6 +539,61 @@ def report(
     )
 
 
+@app.command(name="import")
+def import_(
+    model: Path = typer.Option(
+        ...,
+        "--model",
+        help="Checkpoint folder: Hugging Face layout (config.json, *.safetensors, tokenizer, "
+        "processor and chat-template files; EasyR1: <checkpoint>/actor/huggingface after merging) "
+        "or an MLX folder (used as is).",
+    ),
+    name: str = typer.Option(
+        ..., "--name", help="The model's row name in the run's tables and figures, e.g. GRPO-BI-7B."
+    ),
+    into: Path = typer.Option(..., "--into", help="Run folder written by `hallucue-mlx run`."),
+    dtype: str | None = typer.Option(
+        None,
+        "--dtype",
+        help="dtype of the converted weights: float16, bfloat16 or float32 (default: the "
+        "checkpoint's torch_dtype).",
+    ),
+    quantize: int | None = typer.Option(
+        None,
+        "--quantize",
+        help="Quantize the converted weights to this many bits (2, 3, 4, 5, 6 or 8; group size 64).",
+    ),
+    template: str | None = typer.Option(
+        None,
+        "--template",
+        help="Prompt template to evaluate it with (default: the run's, so every row saw the same "
+        "prompt).",
+    ),
+) -> None:
+    """Bring a checkpoint trained elsewhere into a run folder as one more row: converted with
+    mlx-vlm, evaluated under every eval condition on the run's items, added to results.json and
+    report.md. Rerunning continues it."""
+    from hallucue_mlx.importer import import_checkpoint
+    from hallucue_mlx.runfolder import folder_lock
+
+    try:
+        with folder_lock(into, _command("import")):
+            import_checkpoint(into, model, name, dtype=dtype, quantize=quantize, template=template)
+    except ConfigError:
+        raise  # a bad option: exit 2 at the boundary
+    except ValueError as err:
+        # a checkpoint that cannot be loaded, an item its processor cannot encode, a changed part
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo(
+            f"\nstopped (Ctrl-C); the conversion, once finished, and finished evaluation "
+            f"conditions are kept in {into}. Continue with: {_rerun()}",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+
+
 def _check_count(n: int | None, flag: str, default: str) -> None:
     if n is not None and n < 1:
         raise typer.BadParameter(

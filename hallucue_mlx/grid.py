@@ -15,12 +15,17 @@ everything random derives from the seeds, so results.json equals an uninterrupte
 `timing` entry (wall clock). Not so with a train.max_minutes budget: then the number of steps
 depends on the machine's speed. A changed config or changed data is refused (new --out, --force).
 --force clears only the run's own files (runfolder.OWNED_PATHS), after config and data loaded.
+
+Models trained elsewhere join a run folder with `hallucue-mlx import` (hallucue_mlx.importer):
+evaluated like the grid's models into eval/<name>/ and recorded in imported.json, so results()
+gives them rows and a resumed run keeps them.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,11 +100,12 @@ def targets(cfg: RunConfig) -> list[Target]:
     return out
 
 
-def cells(cfg: RunConfig) -> list[Cell]:
-    """Every cell of the grid, in run order (model, then data set, then eval condition)."""
+def cells(cfg: RunConfig, imported: Sequence[str] = ()) -> list[Cell]:
+    """Every cell of the grid, in run order (model, then data set, then eval condition); the
+    models named in `imported` (hallucue_mlx.importer) after the grid's own."""
     return [
         Cell(m, c, t.benchmark, t.split)
-        for m in models(cfg)
+        for m in [*models(cfg), *imported]
         for t in targets(cfg)
         for c in cfg.grid.eval_conditions
     ]
@@ -433,16 +439,25 @@ EXTRA_KEYS = ("truncated_rate", "grader_errors", "chance")
 
 
 def results(cfg: RunConfig, out: Path, data: GridData | None = None) -> dict[str, Any]:
-    """results.json's content (without timing) from the records in out/eval."""
+    """results.json's content (without timing) from the records in out/eval: the grid's models,
+    then the models imported into the folder (runfolder.imported_models) whose evaluations are
+    finished."""
+    imported = runfolder.read_imported(out)
+    extra = runfolder.imported_models(out)
     summaries: dict[tuple[str, str], dict] = {}
     rows = []
-    for c in cells(cfg):
+    for c in cells(cfg, extra):
         tdir = f"{c.benchmark}-{c.split}"
         key = (c.train, tdir)
         if key not in summaries:
             d = runfolder.eval_dir(out, c.train, tdir)
             if not (d / runfolder.RECORDS_FILE).is_file():
-                raise GridError(f"no evaluation records in {d}; rerun the grid to finish it")
+                again = (
+                    f"rerun `hallucue-mlx import --name {c.train} --into {out}` with its --model"
+                    if c.train in extra
+                    else "rerun the grid"
+                )
+                raise GridError(f"no evaluation records in {d}; {again} to finish it")
             recs = load_records(d)
             summaries[key] = summarize(recs)
             for cond, w in unchanged_corruptions(recs).items():
@@ -460,13 +475,13 @@ def results(cfg: RunConfig, out: Path, data: GridData | None = None) -> dict[str
     training = {}
     for cond in cfg.grid.train_conditions:
         training[cond] = _training_summary(runfolder.train_dir(out, cond))
-    return {
+    res = {
         "model": cfg.model.id,
         "benchmarks": [s.name for s in cfg.data.eval],
         "train_benchmark": cfg.data.train.name,
         "train_conditions": list(cfg.grid.train_conditions),
         "eval_conditions": list(cfg.grid.eval_conditions),
-        "models": models(cfg),
+        "models": models(cfg) + extra,
         "splits": {
             t.dirname: {"benchmark": t.benchmark, "split": t.split, "n": _n(data, t)}
             for t in targets(cfg)
@@ -475,6 +490,9 @@ def results(cfg: RunConfig, out: Path, data: GridData | None = None) -> dict[str
         "cells": rows,
         "training": training,
     }
+    if extra:  # only then: a folder without imports keeps its results.json byte for byte
+        res["imported"] = {name: imported[name] for name in extra}
+    return res
 
 
 def _n(data: GridData | None, t: Target) -> int | None:

@@ -11,6 +11,9 @@ the timing record, and the readers of what training and evaluation left behind.
     results.json                  one row per cell, plus wall-clock `timing`
     timing.json                   seconds per task, summed over sessions
     report.md, figures/, tables/  written by hallucue_mlx.report
+    imported.json                 models brought in from elsewhere (`hallucue-mlx import`), by name:
+                                  source, format, options, prompt template, done
+    imported/<name>/model/        such a model's checkpoint, converted to MLX by mlx-vlm
     .hallucue.lock                held (flock) by the one command writing the folder (folder_lock)
 
 A low utility module: files and JSON only (no MLX, no higher package module).
@@ -46,10 +49,15 @@ TRAIN_DIR = "train"
 EVAL_DIR = "eval"
 REPORT_FILE = "report.md"
 SWEEP = "sweep.json"  # a sweep folder: key, values, one run folder per value (hallucue_mlx.sweep)
+# Models trained elsewhere and evaluated into the run (hallucue_mlx.importer): the record of them,
+# and the folder their converted checkpoints go in (imported/<name>/model).
+IMPORTED = "imported.json"
+IMPORTED_DIR = "imported"
+IMPORTED_MODEL = "model"
 # What `run --force` removes, and only in a run folder (one whose manifest.json the grid wrote):
 # what the grid writes. figures/ and tables/ stay (the report rewrites its own files there and a
 # rebuild drops figures the data no longer gives), and so does everything else.
-OWNED_PATHS = (MANIFEST, RESULTS, TIMING, TRAIN_DIR, EVAL_DIR, REPORT_FILE)
+OWNED_PATHS = (MANIFEST, RESULTS, TIMING, TRAIN_DIR, EVAL_DIR, REPORT_FILE, IMPORTED, IMPORTED_DIR)
 # The one-writer lock of an output folder (folder_lock).
 LOCK = ".hallucue.lock"
 
@@ -92,6 +100,39 @@ def train_dir(out: Path, condition: str) -> Path:
 def eval_dir(out: Path, model: str, target: str) -> Path:
     """The evaluation folder of one model on one target (`<benchmark>-<test|train>`)."""
     return out / EVAL_DIR / model / target
+
+
+def imported_model_dir(out: Path, name: str) -> Path:
+    """Where an imported model's converted checkpoint goes."""
+    return out / IMPORTED_DIR / name / IMPORTED_MODEL
+
+
+def read_imported(out: Path) -> dict[str, dict[str, Any]]:
+    """imported.json: name -> what the import recorded (source, format, options, template, done),
+    in import order; {} when nothing was imported. GridError when the file cannot be read."""
+    path = out / IMPORTED
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise GridError(
+            f"{path} cannot be read ({e}); restore it, or import the models again after "
+            f"deleting it and their folders under {EVAL_DIR}/ and {IMPORTED_DIR}/"
+        ) from None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise GridError(f"{path} is not an imported-models record ({{'models': {{name: ...}}}})")
+    return models
+
+
+def write_imported(out: Path, models: dict[str, dict[str, Any]]) -> None:
+    atomic.write_json(out / IMPORTED, {"models": models}, indent=2)
+
+
+def imported_models(out: Path) -> list[str]:
+    """The names of the imported models whose evaluations are finished, in import order."""
+    return [name for name, entry in read_imported(out).items() if entry.get("done")]
 
 
 def adopt_model(src: Path, out: Path, model: str, trained: bool) -> list[str]:

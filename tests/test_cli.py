@@ -5,11 +5,25 @@ from typer.testing import CliRunner
 
 from hallucue_mlx.cli import app
 
-COMMANDS = ["doctor", "run", "train", "eval", "corrupt", "report", "data", "model", "export"]
+COMMANDS = [
+    "doctor",
+    "run",
+    "sweep",
+    "train",
+    "eval",
+    "corrupt",
+    "report",
+    "import",
+    "data",
+    "model",
+    "export",
+]
 
 
 def test_top_level_help_lists_every_command_with_a_description():
-    out = CliRunner().invoke(app, ["--help"], terminal_width=200)
+    # rich reads the width from COLUMNS (terminal_width alone left it at 80 columns, so a wrapped
+    # description line could be taken for a command's line)
+    out = CliRunner().invoke(app, ["--help"], terminal_width=200, env={"COLUMNS": "200"})
     assert out.exit_code == 0
     for name in COMMANDS:
         # the command's own row: its name first (another command's help may contain the word)

@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train", "evaluate"),
     ("warmup", "gallery"),
     ("grid", "report"),
-    ("sweep", "export"),
+    ("sweep", "export", "importer"),
     # "" is the package's own __init__.py (see _module_name): it serves the api's names
     ("cli", "api", ""),
 )

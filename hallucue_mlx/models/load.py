@@ -154,7 +154,8 @@ def model_family(model: Any) -> str:
     raise ModelLoadError(f"cannot tell the family of {type(model).__name__}: no config.model_type")
 
 
-def _check_safetensors(model_dir: Path) -> None:
+def check_safetensors(model_dir: Path) -> None:
+    """ModelLoadError unless model_dir holds *.safetensors weights, each whole (header and size)."""
     files = sorted(model_dir.glob("*.safetensors"))
     for path in files:
         problem = _safetensors_problem(path)
@@ -276,7 +277,7 @@ def load_model(
     mx_dtype = resolve_dtype(dtype or "auto")
     model_dir = resolve_model_dir(model)
     family_of_config(read_config(model_dir), str(model_dir / "config.json"))
-    _check_safetensors(model_dir)
+    check_safetensors(model_dir)
     try:
         loaded, processor = mlx_vlm.load(str(model_dir), trust_remote_code=trust_remote_code)
     except ValueError as e:

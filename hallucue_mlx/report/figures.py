@@ -13,7 +13,7 @@ import numpy as np
 
 from hallucue_mlx import atomic
 from hallucue_mlx.metrics import summarize
-from hallucue_mlx.report.labels import EVAL_LONG, OKABE_ITO, eval_label, model_label
+from hallucue_mlx.report.labels import EVAL_LONG, OKABE_ITO, eval_label
 from hallucue_mlx.report.load import RunData
 from hallucue_mlx.report.tables import Cells, version_accuracy, version_order
 
@@ -111,7 +111,7 @@ def fig_matrix(run: RunData, figdir: Path) -> Path | None:
                 else:
                     ax.text(j, i, "—", ha="center", va="center", color="#555555")
         ax.set_xticks(range(len(run.eval_conditions)), [eval_label(c) for c in run.eval_conditions])
-        ax.set_yticks(range(len(run.models)), [model_label(m) for m in run.models])
+        ax.set_yticks(range(len(run.models)), [run.label(m) for m in run.models])
         ax.set_xlabel("evaluated under")
         ax.set_title(f"{bench} (test): accuracy %")
         ax.tick_params(length=0)
@@ -123,8 +123,10 @@ def fig_matrix(run: RunData, figdir: Path) -> Path | None:
 
 def fig_gains(run: RunData, cells: Cells, figdir: Path) -> Path | None:
     plt = pyplot()
-    trained = [
-        m for m in run.train_conditions if any((m, b) in cells for b in [*run.benchmarks, "AVG"])
+    trained = [  # every model but base: trained here or imported
+        m
+        for m in [*run.train_conditions, *run.imported]
+        if any((m, b) in cells for b in [*run.benchmarks, "AVG"])
     ]
     avg = ["AVG"] if len(run.benchmarks) > 1 else []  # with one benchmark AVG repeats it
     cols = [
@@ -160,7 +162,7 @@ def fig_gains(run: RunData, cells: Cells, figdir: Path) -> Path | None:
         )  # at least +-1 point, so zero-width CIs read as such
         ax.set_title(b)
         ax.set_xlabel("Δ accuracy vs base (points)")
-        ax.set_yticks(range(len(trained)), [model_label(m) for m in trained])
+        ax.set_yticks(range(len(trained)), [run.label(m) for m in trained])
         ax.set_ylim(len(trained) - 0.5, -0.5)
         ax.grid(axis="x", color="#eeeeee")
     fig.suptitle("Clean test accuracy change vs base, paired bootstrap 95% CI", fontsize=11)
@@ -198,7 +200,7 @@ def fig_versions(run: RunData, bench: str, figdir: Path) -> Path | None:
                 vals,
                 width,
                 color=colors[m],
-                label=model_label(m),
+                label=run.label(m),
                 edgecolor="white",
                 linewidth=0.5,
             )
@@ -260,7 +262,7 @@ def fig_curves(run: RunData, figdir: Path) -> Path | None:
                 styles[c],
                 color=colors[c],
                 lw=1.8,
-                label=model_label(c),
+                label=run.label(c),
             )
             drawn = True
         ax.set_title(title)
@@ -321,7 +323,7 @@ def fig_eval_curves(run: RunData, figdir: Path) -> Path | None:
                     marker="o",
                     ms=3,
                     color=colors[c],
-                    label=f"{model_label(c)}, {suffix}",
+                    label=f"{run.label(c)}, {suffix}",
                 )
     ax.set_xlabel("step")
     ax.set_ylabel("held-out accuracy %")

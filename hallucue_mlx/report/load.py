@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hallucue_mlx import runfolder
 from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.metrics import Record
 from hallucue_mlx.report.labels import BASE, EVAL_LONG, model_label
@@ -35,10 +36,17 @@ class RunData:
     split_names: dict[str, str] = field(
         default_factory=dict
     )  # benchmark -> its split read as "test"
+    # models trained elsewhere (`hallucue-mlx import`): name -> imported.json's entry
+    imported: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def models(self) -> list[str]:
-        return [BASE, *self.train_conditions]
+        return [BASE, *self.train_conditions, *self.imported]
+
+    def label(self, model: str) -> str:
+        """A model's name in tables and figures: an imported model's own name, else the name of
+        the condition it was trained under (labels.model_label)."""
+        return model if model in self.imported else model_label(model)
 
     def cell(self, model: str, bench: str, split: str, cond: str) -> list[Record]:
         return [r for r in self.records.get((model, bench, split), []) if r["corruption"] == cond]
@@ -272,8 +280,13 @@ def load_run(run_dir: Path) -> RunData:
             "train/*/metrics.jsonl: not a run folder"
         )
 
+    try:
+        imported = runfolder.read_imported(root)
+    except runfolder.GridError as e:
+        problems.append(f"{e}; its models are shown as trained ones.")
+        imported = {}
     sources = (results, manifest, cfg)
-    found_models = sorted({m for (m, _, _) in records} - {BASE})
+    found_models = sorted({m for (m, _, _) in records} - {BASE} - set(imported))
     train = _listed("train_conditions", *sources) or [
         c for c in CORRUPTIONS if c in curves or c in found_models
     ]
@@ -297,6 +310,7 @@ def load_run(run_dir: Path) -> RunData:
         results=results,
         problems=problems,
         split_names=split_names,
+        imported=imported,
     )
 
 
@@ -319,10 +333,10 @@ def missing_pieces(run: RunData) -> list[str]:
     for model in run.models:
         for bench in run.benchmarks:
             if (model, bench, "test") not in run.records:
-                out.append(f"{model_label(model)}: no test-split evaluation on {bench}.")
+                out.append(f"{run.label(model)}: no test-split evaluation on {bench}.")
                 continue
             lacking = [c for c in run.eval_conditions if not run.has(model, bench, "test", c)]
             if lacking:
                 names = ", ".join(EVAL_LONG.get(c, c) for c in lacking)
-                out.append(f"{model_label(model)} on {bench} (test): not evaluated under {names}.")
+                out.append(f"{run.label(model)} on {bench} (test): not evaluated under {names}.")
     return out

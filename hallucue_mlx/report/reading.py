@@ -32,10 +32,10 @@ def _negated(ci: Sequence[float]) -> list[float]:
 
 
 def _vs_base(run: RunData, cells: Cells) -> list[str]:
-    """Each training vs base, clean test accuracy."""
+    """Each training (and each imported model) vs base, clean test accuracy."""
     out: list[str] = []
     cols = [*run.benchmarks, "AVG"] if len(run.benchmarks) > 1 else list(run.benchmarks)
-    for model in run.train_conditions:
+    for model in [*run.train_conditions, *run.imported]:
         for b in cols:
             c, base = cells.get((model, b)), cells.get(("base", b))
             if c is None or base is None or c.delta is None:
@@ -46,12 +46,12 @@ def _vs_base(run: RunData, cells: Cells) -> list[str]:
             if excludes_zero(d["ci95"]):
                 verb = "raised" if d["diff"] > 0 else "lowered"
                 out.append(
-                    f"{model_label(model)} {verb} clean test accuracy on {where} from "
+                    f"{run.label(model)} {verb} clean test accuracy on {where} from "
                     f"{pct(base.accuracy)}% to {pct(c.accuracy)}% ({nums})."
                 )
             else:
                 out.append(
-                    f"{model_label(model)}'s clean test accuracy on {where} ({pct(c.accuracy)}% "
+                    f"{run.label(model)}'s clean test accuracy on {where} ({pct(c.accuracy)}% "
                     f"vs {pct(base.accuracy)}% for base) is within noise of base ({nums})."
                 )
     return out
@@ -82,7 +82,7 @@ def _gain_kept(run: RunData, cells: Cells) -> list[str]:
         if excludes_zero(ref.delta["ci95"]) and ref.delta["diff"] > 0:
             share = c.delta["diff"] / ref.delta["diff"]
             out.append(
-                f"{model_label(model)} kept {100 * share:.0f}% of clean GRPO's gain {where} "
+                f"{run.label(model)} kept {100 * share:.0f}% of clean GRPO's gain {where} "
                 f"({signed(c.delta['diff'])} vs {signed(ref.delta['diff'])} points)."
             )
         vs = _vs_grpo(run, model, key)
@@ -90,10 +90,10 @@ def _gain_kept(run: RunData, cells: Cells) -> list[str]:
             nums = f"{signed(vs['diff'])} points, {_ci_words(vs['ci95'])}"
             if excludes_zero(vs["ci95"]):
                 word = "above" if vs["diff"] > 0 else "below"
-                out.append(f"{model_label(model)} scored {word} clean GRPO {where} ({nums}).")
+                out.append(f"{run.label(model)} scored {word} clean GRPO {where} ({nums}).")
             else:
                 out.append(
-                    f"{model_label(model)} and clean GRPO differ {where} within noise ({nums})."
+                    f"{run.label(model)} and clean GRPO differ {where} within noise ({nums})."
                 )
     return out
 
@@ -123,14 +123,14 @@ def _blank_by_version(run: RunData, diag: Diagnostics) -> list[str]:
                     )
             if parts:
                 out.append(
-                    f"Under blank images, {model_label(model)} accuracy on {b} (test) "
+                    f"Under blank images, {run.label(model)} accuracy on {b} (test) "
                     + "; ".join(parts)
                     + "."
                 )
     return out
 
 
-def _blank_raised(diag: Diagnostics) -> list[str]:
+def _blank_raised(run: RunData, diag: Diagnostics) -> list[str]:
     """Blank images overall: only a clear rise (the paper's finding 4) gets a sentence."""
     out: list[str] = []
     for (model, b), d in diag.items():
@@ -138,7 +138,7 @@ def _blank_raised(diag: Diagnostics) -> list[str]:
         if g is None or not excludes_zero(g["ci95"]) or g["diff"] > 0:
             continue
         out.append(
-            f"Blank images raised {model_label(model)}'s accuracy on {b} (test) from "
+            f"Blank images raised {run.label(model)}'s accuracy on {b} (test) from "
             f"{pct(g['accuracy_a'])}% to {pct(g['accuracy_b'])}% ({_ci_words(_negated(g['ci95']))})."
         )
     return out
@@ -179,11 +179,11 @@ def _own_corruption(run: RunData) -> list[str]:
             if excludes_zero(g["ci95"]):
                 word = "above" if g["diff"] > 0 else "below"
                 out.append(
-                    f"Under {EVAL_LONG[model]} on {b}, {model_label(model)} scored {word} clean GRPO ({nums})."
+                    f"Under {EVAL_LONG[model]} on {b}, {run.label(model)} scored {word} clean GRPO ({nums})."
                 )
             else:
                 out.append(
-                    f"Under {EVAL_LONG[model]} on {b}, {model_label(model)} is within noise of clean GRPO ({nums})."
+                    f"Under {EVAL_LONG[model]} on {b}, {run.label(model)} is within noise of clean GRPO ({nums})."
                 )
     return out
 
@@ -196,7 +196,7 @@ def _train_vs_test(run: RunData) -> list[str]:
             tr, te = run.cell(model, b, "train", "none"), run.cell(model, b, "test", "none")
             if tr and te:
                 out.append(
-                    f"{model_label(model)} scored {pct(accuracy(tr))}% on a {len({r['id'] for r in tr})}-item slice of the {b} "
+                    f"{run.label(model)} scored {pct(accuracy(tr))}% on a {len({r['id'] for r in tr})}-item slice of the {b} "
                     f"train split against {pct(accuracy(te))}% on its test split (clean; different items, "
                     "so no paired test)."
                 )
@@ -209,7 +209,7 @@ def reading(run: RunData, cells: Cells, diag: Diagnostics) -> list[str]:
         *_vs_base(run, cells),
         *_gain_kept(run, cells),
         *_blank_by_version(run, diag),
-        *_blank_raised(diag),
+        *_blank_raised(run, diag),
         *_answered_anyway(diag),
         *_own_corruption(run),
         *_train_vs_test(run),

@@ -20,7 +20,7 @@ from hallucue_mlx.metrics import (
     summarize,
     table1_cells,
 )
-from hallucue_mlx.report.labels import eval_label, model_label
+from hallucue_mlx.report.labels import eval_label
 from hallucue_mlx.report.load import RunData
 
 Cells = dict[tuple[str, str], Table1Cell]
@@ -82,12 +82,12 @@ def table1(run: RunData, cells: Cells) -> Table:
     cols = ["Model", *[_bench_head(run, b) for b in run.benchmarks], "AVG"]
     rows, csv_rows = [], []
     for model in run.models:
-        row = [model_label(model)]
+        row = [run.label(model)]
         for bench in [*run.benchmarks, "AVG"]:
             c = cells.get((model, bench))
             if c is None:
                 row.append("—")
-                csv_rows.append([model_label(model), model, bench, "", "", "", "", "", "", "", ""])
+                csv_rows.append([run.label(model), model, bench, "", "", "", "", "", "", "", ""])
                 continue
             if c.delta is None:
                 row.append(f"{pct(c.accuracy)} {ci_text(c.ci95)}")
@@ -101,7 +101,7 @@ def table1(run: RunData, cells: Cells) -> Table:
             dci = d.get("ci95") or [None, None]
             csv_rows.append(
                 [
-                    model_label(model),
+                    run.label(model),
                     model,
                     bench,
                     c.n,
@@ -155,7 +155,7 @@ def table1_latex(run: RunData, cells: Cells) -> str:
         r"\midrule",
     ]
     for model in run.models:
-        parts = [esc(model_label(model))]
+        parts = [esc(run.label(model))]
         for b in cols:
             c = cells.get((model, b))
             if c is None:
@@ -183,7 +183,7 @@ def matrix_table(run: RunData, split: str = "test") -> Table:
             if (model, bench, split) not in run.records:
                 continue
             summ = summarize(run.records[(model, bench, split)])
-            row = [bench, model_label(model)]
+            row = [bench, run.label(model)]
             for cond in run.eval_conditions:
                 s = summ.get(cond)
                 if s is None:
@@ -240,7 +240,7 @@ def splits_table(run: RunData) -> Table | None:
     rows, csv_rows = [], []
     for bench in benches:
         for model in run.models:
-            row = [bench, model_label(model)]
+            row = [bench, run.label(model)]
             any_cell = False
             for s in splits:
                 summ = (
@@ -301,7 +301,7 @@ def diagnostics_table(run: RunData, diag: Diagnostics) -> Table:
     ] + [f"answered under {eval_label(c)} (lucky)" for c in corrupted]
     rows, csv_rows = [], []
     for (model, bench), d in diag.items():
-        row = [bench, model_label(model)]
+        row = [bench, run.label(model)]
         for key in ("vision_gain", "random_image_gain", "text_gain"):
             g = d[key]
             row.append(_gain_text(g))
@@ -414,7 +414,7 @@ def versions_table(run: RunData, diag: Diagnostics) -> Table | None:
             clean, blank = acc.get((model, "none"), {}), acc.get((model, "blank"), {})
             if not clean and not blank:
                 continue
-            row = [b, model_label(model)]
+            row = [b, run.label(model)]
             gains = (diag.get((model, b)) or {}).get("vision_gain_by_version") or {}
             for v in all_versions:
                 c, k = clean.get(v), blank.get(v)

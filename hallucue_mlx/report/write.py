@@ -57,6 +57,13 @@ def _run_info(run: RunData) -> list[str]:
     lines.append(
         "- Eval conditions: " + ", ".join(f"{eval_label(c)} (`{c}`)" for c in run.eval_conditions)
     )
+    for name, entry in run.imported.items():
+        how = "converted by mlx-vlm" if entry.get("converted") else "MLX weights used as given"
+        lines.append(
+            f"- Imported model {name}: trained elsewhere, from `{entry.get('source', '?')}` "
+            f"({how}), evaluated here with the `{entry.get('template', '?')}` prompt"
+            + ("" if entry.get("done") else "; its evaluation is not finished")
+        )
     timing = (run.results or {}).get("timing")
     if isinstance(timing, dict):
         # top-level numbers only: per-cell timings live in results.json
