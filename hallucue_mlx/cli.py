@@ -56,8 +56,17 @@ def user_error(e: Exception) -> tuple[int, str] | None:
     """(exit code, one line) for a user or environment error no command handled itself: 2 for a
     bad setting, 1 for data, a model, a report, the file system or a lost rank; None for
     anything else."""
+    import sys
+
+    # first, before the slow imports below (the launcher may stop this rank at any moment), and
+    # only if the module is loaded (it loads MLX; its errors cannot come from elsewhere)
+    dist = sys.modules.get("hallucue_mlx.distributed")
+    if dist is not None and isinstance(e, (dist.PeerLost, dist.Terminated)):
+        return 1, f"error: {e}. Finished work and the last checkpoint are kept; {_RERUN_RANKS}"
+    if dist is not None and isinstance(e, dist.MainFailed):
+        return 1, f"error: {e}"
+
     from hallucue_mlx.data.common import BenchmarkError
-    from hallucue_mlx.distributed import MainFailed, PeerLost, Terminated
     from hallucue_mlx.models.load import ModelLoadError
     from hallucue_mlx.report.load import ReportError
     from hallucue_mlx.runfolder import GridError
@@ -65,10 +74,6 @@ def user_error(e: Exception) -> tuple[int, str] | None:
     if isinstance(e, ConfigError):
         return 2, f"error: {e}"
     if isinstance(e, (BenchmarkError, ModelLoadError, ReportError, GridError)):
-        return 1, f"error: {e}"
-    if isinstance(e, (PeerLost, Terminated)):
-        return 1, f"error: {e}. Finished work and the last checkpoint are kept; {_RERUN_RANKS}"
-    if isinstance(e, MainFailed):
         return 1, f"error: {e}"
     if isinstance(e, OSError):
         return 1, os_error_message(e)

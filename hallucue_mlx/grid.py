@@ -21,8 +21,9 @@ Several processes (`mlx.launch -n N -- hallucue-mlx run`; hallucue_mlx.distribut
   dealt round-robin in plan order) into the one run folder, which every rank must see (one
   machine, or a shared filesystem; checked at the start). Rank 0 holds the folder's lock, writes
   the manifest before the others start and results.json and the report after all have finished.
-  Each cell is computed by one process exactly as one process computes it, so results.json's cells
-  equal a one-process run's.
+  Each cell is computed by one process as one process computes it (ranks on one host split its
+  cores' BLAS threads, another float summation order), so results.json's cells equal a
+  one-process run's (tested).
 - data: every training runs data-parallel over all ranks (train.py), rank 0 evaluates; only rank 0
   touches the folder. The trainings equal one process's up to float summation order.
 """
