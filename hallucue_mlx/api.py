@@ -54,6 +54,7 @@ from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply_one
 from hallucue_mlx.data.bench import load_benchmark as _load_benchmark
 from hallucue_mlx.data.common import BenchmarkError
 from hallucue_mlx.data.item import Item
+from hallucue_mlx.distributed import current as _world
 from hallucue_mlx.evaluate import EvalResult, evaluate_benchmark
 from hallucue_mlx.gallery import gallery_for, write_gallery
 from hallucue_mlx.grid import GridInterrupted, load_data, run_grid, targets
@@ -107,7 +108,11 @@ def load_config(config: Config = None, overrides: Overrides = None) -> RunConfig
 
 @contextmanager
 def _writing(folder: Path, call: str) -> Iterator[Path]:
-    """One writer per output folder, as with the commands (runfolder.folder_lock)."""
+    """One writer per output folder, as with the commands (runfolder.folder_lock); under several
+    processes (mlx.launch) rank 0, the one that writes, holds it."""
+    if not _world().is_main:
+        yield folder
+        return
     with folder_lock(folder, f"python: hallucue_mlx.{call}"):
         yield folder
 
@@ -240,10 +245,16 @@ def train(
     folder = Path(out) if out is not None else _train_dir(condition, quick)
     data = load_data(cfg)
     held_out = data.eval_items[targets(cfg)[0].dirname]
-    with _writing(folder, "train"):
+    world = _world()
+
+    def check() -> bool:
         again = resume and latest_checkpoint(folder) is not None
         if not again:
             check_new_folder(folder, False, force)
+        return again
+
+    with _writing(folder, "train"):
+        again = world.on_main(check, "checking the training folder")
         return _train(
             tcfg,
             out_dir=folder,

@@ -10,8 +10,10 @@ from process start, so `ensure_fast_blas()` starts the process again once with L
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import sys
@@ -133,6 +135,36 @@ def fast_blas_loaded() -> bool:
     except OSError:
         return False
     return "libopenblas" in maps
+
+
+def set_blas_threads(n: int) -> bool:
+    """Give the OpenBLAS mapped into this process n threads (openblas_set_num_threads); False
+    when none is loaded (macOS's Accelerate, the reference BLAS)."""
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return False
+    path = next((ln.split()[-1] for ln in maps if "libopenblas" in ln.split()[-1]), None)
+    if path is None:
+        return False
+    try:
+        ctypes.CDLL(path).openblas_set_num_threads(max(1, n))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def local_ranks() -> int:
+    """How many ranks of a ring launch share this rank's host (mlx.launch's MLX_HOSTFILE lists
+    each rank's host:port addresses); 1 when not launched, or when it cannot tell."""
+    path, rank = os.environ.get("MLX_HOSTFILE"), os.environ.get("MLX_RANK")
+    if not path or rank is None:
+        return 1
+    try:
+        hosts = [{a.rsplit(":", 1)[0] for a in h} for h in json.loads(Path(path).read_text())]
+        return max(1, sum(1 for h in hosts if h & hosts[int(rank)]))
+    except (OSError, ValueError, IndexError, TypeError, AttributeError):
+        return 1
 
 
 def _wants_fast_blas() -> bool:

@@ -54,7 +54,18 @@ def os_error_message(e: OSError) -> str:
 
 def user_error(e: Exception) -> tuple[int, str] | None:
     """(exit code, one line) for a user or environment error no command handled itself: 2 for a
-    bad setting, 1 for data, a model, a report or the file system; None for anything else."""
+    bad setting, 1 for data, a model, a report, the file system or a lost rank; None for
+    anything else."""
+    import sys
+
+    # first, before the slow imports below (the launcher may stop this rank at any moment), and
+    # only if the module is loaded (it loads MLX; its errors cannot come from elsewhere)
+    dist = sys.modules.get("hallucue_mlx.distributed")
+    if dist is not None and isinstance(e, (dist.PeerLost, dist.Terminated)):
+        return 1, f"error: {e}. Finished work and the last checkpoint are kept; {_RERUN_RANKS}"
+    if dist is not None and isinstance(e, dist.MainFailed):
+        return 1, f"error: {e}"
+
     from hallucue_mlx.data.common import BenchmarkError
     from hallucue_mlx.models.load import ModelLoadError
     from hallucue_mlx.report.load import ReportError
@@ -67,6 +78,31 @@ def user_error(e: Exception) -> tuple[int, str] | None:
     if isinstance(e, OSError):
         return 1, os_error_message(e)
     return None
+
+
+_RERUN_RANKS = (
+    "rerun the same command (under mlx.launch with any number of ranks that divides "
+    "train.prompts_per_step, or in one process; train needs --resume) to continue from there"
+)
+
+
+def _world() -> Any:
+    """This process's distributed.World (mx.distributed.init() only when launched by
+    mlx.launch); under several ranks, SIGTERM makes a rank say why it stopped."""
+    from hallucue_mlx.distributed import current, stop_on_sigterm
+
+    world = current()
+    stop_on_sigterm(world)
+    return world
+
+
+def _main_lock(world: Any, out: Path, command: str) -> Any:
+    """The output folder's lock, held by rank 0 alone: the only rank that writes shared files."""
+    from contextlib import nullcontext
+
+    from hallucue_mlx.runfolder import folder_lock
+
+    return folder_lock(out, command) if world.is_main else nullcontext(out)
 
 
 def _boundary(fn: Callable[..., None]) -> Callable[..., None]:
@@ -175,15 +211,15 @@ def _run_or_sweep(
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.grid import GridError, GridInterrupted, run_grid
     from hallucue_mlx.models.load import ModelLoadError
-    from hallucue_mlx.runfolder import folder_lock
     from hallucue_mlx.sweep import ratio_sweep, run_sweep
     from hallucue_mlx.train import TrainingDiverged
 
     sweep = sweep or ratio_sweep(cfg)
+    world = _world()
     try:
-        with folder_lock(out, _command("sweep" if sweep else "run")):
+        with _main_lock(world, out, _command("sweep" if sweep else "run")):
             if sweep is None:
-                run_grid(cfg, out, quick=quick, force=force)
+                run_grid(cfg, out, quick=quick, force=force, world=world)
             else:
                 run_sweep(cfg, sweep[0], sweep[1], out, quick=quick, force=force)
     except (GridInterrupted, KeyboardInterrupt) as e:
@@ -362,7 +398,7 @@ def train(
 
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.models.load import ModelLoadError
-    from hallucue_mlx.runfolder import GridError, folder_lock
+    from hallucue_mlx.runfolder import GridError
     from hallucue_mlx.train import ResumeMismatch, TrainingDiverged, check_new_folder, resume_hint
     from hallucue_mlx.train import train as run_train
 
@@ -378,12 +414,13 @@ def train(
         shlex.quote(a) for a in sys.argv[2:] if a not in ("--resume", "--force")
     )
     again = f"{again.strip()} --resume" if sys.argv[2:] else resume_hint(out)
+    world = _world()
     try:
-        with folder_lock(out, _command("train")):
-            kept = check_new_folder(out, resume, force)
-            if kept:
+        with _main_lock(world, out, _command("train")):
+            kept = world.on_main(lambda: check_new_folder(out, resume, force), "checking --out")
+            if kept and world.is_main:
                 typer.echo(f"--force cleared what train wrote in {out}; kept: {', '.join(kept)}")
-            result = run_train(cfg, None, out, resume=resume)
+            result = run_train(cfg, None, out, resume=resume, world=world)
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, the last checkpoint stays
         typer.echo(
             f"\nStopped at once (second Ctrl-C); the last checkpoint in {out} is kept. Resume with: {again}",
@@ -401,12 +438,14 @@ def train(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     if result.interrupted:
-        typer.echo(
-            f"Stopped after step {result.steps_done}; checkpoint saved. Resume with: {again}",
-            err=True,
-        )
+        if world.is_main:
+            typer.echo(
+                f"Stopped after step {result.steps_done}; checkpoint saved. Resume with: {again}",
+                err=True,
+            )
         raise typer.Exit(130)
-    typer.echo(f"Done: {result.steps_done} steps; adapter in {result.adapter_dir}")
+    if world.is_main:
+        typer.echo(f"Done: {result.steps_done} steps; adapter in {result.adapter_dir}")
 
 
 _EVAL_FLAGS = {"conditions": "--corruption", "samples_per_item": "--samples"}
@@ -460,6 +499,9 @@ def eval_(
         cfg = build(EvalConfig, flags, "eval")
     except ConfigError as e:
         raise _bad(e, _EVAL_FLAGS, flags) from None
+    if _world().distributed:
+        typer.echo("error: eval runs in one process; start it without mlx.launch", err=True)
+        raise typer.Exit(2)
     try:
         split = split or get_adapter(benchmark).default_split
         out = out or default_eval_dir(benchmark, split, model, data)

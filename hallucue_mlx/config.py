@@ -42,6 +42,9 @@ IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 # LoRA targets: the Qwen2/2.5-VL decoder projections; the LM head and embeddings stay frozen.
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TEMPLATE_CHOICES = (*TEMPLATES, "auto")
+# How `run` uses several processes (mlx.launch -n N): whole cells per rank, or each training
+# data-parallel over all ranks. One process ignores it.
+GRID_PARALLEL = ("cells", "data")
 
 
 class ConfigError(ValueError):
@@ -624,6 +627,14 @@ class GridSection:
         "the base once) and report accuracy against the ratio; empty: one run at grid.ratio.",
         check=_ratio_list,
     )
+    parallel: str = _f(
+        "cells",
+        "Under several processes (mlx.launch -n N): cells gives each rank whole models (a "
+        "training and its evaluations; the run folder must be on a filesystem every rank "
+        "shares); data trains each model data-parallel over all ranks (rank 0 evaluates). One "
+        "process ignores it; results do not depend on it.",
+        choices=GRID_PARALLEL,
+    )
 
 
 @dataclass
@@ -965,9 +976,11 @@ def to_dict(cfg: Any) -> Any:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """sha256 of everything that decides the cells' results (the output folder excluded)."""
+    """sha256 of everything that decides the cells' results (the output folder and how
+    processes share the work excluded)."""
     d = to_dict(cfg)
     d.pop("output", None)
+    d["grid"].pop("parallel", None)
     if not d["grid"].get("ratios"):  # no sweep: the hash of folders made before the key existed
         d["grid"].pop("ratios", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()

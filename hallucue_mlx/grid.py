@@ -19,11 +19,23 @@ depends on the machine's speed. A changed config or changed data is refused (new
 Models trained elsewhere join a run folder with `hallucue-mlx import` (hallucue_mlx.importer):
 evaluated like the grid's models into eval/<name>/ and recorded in imported.json, so results()
 gives them rows and a resumed run keeps them.
+
+Several processes (`mlx.launch -n N -- hallucue-mlx run`; hallucue_mlx.distributed), grid.parallel:
+- cells (the default): each rank computes whole models (a model's training and its evaluations,
+  dealt round-robin in plan order) into the one run folder, which every rank must see (one
+  machine, or a shared filesystem; checked at the start). Rank 0 holds the folder's lock, writes
+  the manifest before the others start and results.json and the report after all have finished.
+  Each cell is computed by one process as one process computes it (ranks on one host split its
+  cores' BLAS threads, another float summation order), so results.json's cells equal a
+  one-process run's (tested).
+- data: every training runs data-parallel over all ranks (train.py), rank 0 evaluates; only rank 0
+  touches the folder. The trainings equal one process's up to float summation order.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +46,7 @@ from hallucue_mlx import atomic, runfolder
 from hallucue_mlx.backend import backend_name, dtype_name, fast_blas_loaded
 from hallucue_mlx.config import (
     BenchmarkSpec,
+    ConfigError,
     RunConfig,
     config_hash,
     eval_config_for,
@@ -45,6 +58,7 @@ from hallucue_mlx.config import (
 )
 from hallucue_mlx.data.bench import BenchmarkError, get_adapter, load_benchmark
 from hallucue_mlx.data.subset import SubsetManifest
+from hallucue_mlx.distributed import World, current
 from hallucue_mlx.evaluate import evaluate, load_records, unchanged_corruptions
 from hallucue_mlx.metrics import summarize
 from hallucue_mlx.models.load import load_model, resolve_model_dir
@@ -134,6 +148,26 @@ def plan(cfg: RunConfig) -> list[Task]:
         if m != BASE:
             tasks.append(Task("train", m))
         tasks.extend(Task("eval", m, t) for t in targets(cfg))
+    return tasks
+
+
+def owners(cfg: RunConfig, size: int) -> dict[str, int]:
+    """grid.parallel cells: the rank that computes each model's tasks (its training, then its
+    evaluations, which need its adapter), dealt round-robin in plan order."""
+    return {m: i % size for i, m in enumerate(models(cfg))}
+
+
+def rank_tasks(cfg: RunConfig, world: World, mode: str | None) -> list[Task]:
+    """The tasks this process runs: all (one process), its models' (cells), or for data: every
+    training (all ranks join each), then rank 0 alone evaluates, so the other ranks are done
+    when the last training is."""
+    tasks = plan(cfg)
+    if mode == "cells":
+        own = owners(cfg, world.size)
+        return [t for t in tasks if own[t.model] == world.rank]
+    if mode == "data":
+        trainings = [t for t in tasks if t.kind == "train"]
+        return trainings + ([t for t in tasks if t.kind == "eval"] if world.is_main else [])
     return tasks
 
 
@@ -238,6 +272,109 @@ def _load(cfg: RunConfig, adapter: str | Path | None) -> tuple[Any, Any]:
     return load_model(cfg.model.id, adapter=adapter, dtype=cfg.model.dtype)
 
 
+@dataclass
+class Session:
+    """What the tasks of one run_grid call share."""
+
+    cfg: RunConfig
+    out: Path
+    data: GridData
+    timing: Timing
+    world: World  # the processes a training runs on: all ranks (data) or this one
+    writes: bool  # this process writes its trainings' done markers (not so: data, rank > 0)
+
+
+def parallel_mode(cfg: RunConfig, world: World) -> str | None:
+    """None for one process, else grid.parallel (checked against the training batch for data)."""
+    if not world.distributed:
+        return None
+    mode = cfg.grid.parallel
+    if mode == "data" and cfg.train.prompts_per_step % world.size:
+        raise ConfigError(
+            f"train.prompts_per_step = {cfg.train.prompts_per_step} does not split over "
+            f"{world.size} processes (grid.parallel: data); make it a multiple of {world.size}, "
+            "or use grid.parallel: cells",
+            "train.prompts_per_step",
+        )
+    return mode
+
+
+def _prepare(
+    cfg: RunConfig,
+    out: Path,
+    data: GridData,
+    quick: bool,
+    force: bool,
+    quiet: bool,
+    shared: dict[str, Path] | None,
+) -> None:
+    """The run folder's checks and manifest, --force, shared models, a new timing session."""
+    manifest = build_manifest(cfg, data, quick)
+    if force:  # only now that config and data are good: a failed start deletes nothing
+        _clear(out, quiet)
+    runfolder.write_manifest(out, manifest, runfolder.check_resumable(out, manifest))
+    for model, src in (shared or {}).items():
+        copied = runfolder.adopt_model(Path(src), out, model, trained=model != BASE)
+        if copied and not quiet:
+            print(f"{model}: shared with {src} (same recipe), not computed again")
+    timing = Timing.load(out / runfolder.TIMING)
+    timing.sessions += 1
+    timing.save()
+
+
+def check_shared_folder(world: World, out: Path) -> str:
+    """grid.parallel cells: every rank writes its cells into the run folder rank 0 made, so each
+    must see it (one machine, or a filesystem all hosts share at the same path). Returns the
+    session's token (finish_cells tells this session's reports from a stale one)."""
+
+    def mark() -> str:
+        token = secrets.token_hex(16)
+        atomic.write_text(out / runfolder.RANK_CHECK, token)
+        return token
+
+    token = world.on_main(mark, "marking the run folder")
+    mark_file = out / runfolder.RANK_CHECK
+    sees = mark_file.is_file() and mark_file.read_text() == token
+    blind = [r for r, ok in enumerate(world.gather_json(sees, "checking the run folder")) if not ok]
+    if world.is_main:
+        mark_file.unlink(missing_ok=True)
+    if blind:
+        raise GridError(
+            f"grid.parallel cells: rank(s) {', '.join(map(str, blind))} cannot see the run folder "
+            f"{out} that rank 0 writes (another machine without a shared filesystem); put --out "
+            "on a filesystem every host mounts at the same path, or use --set grid.parallel=data"
+        )
+    return token
+
+
+def finish_cells(world: World, out: Path, token: str, timing: Timing) -> None:
+    """grid.parallel cells: the other ranks leave their task times in the run folder and end;
+    rank 0 waits for all of them, polling the folder (a rank waiting inside a ring collective
+    spins a core, measured, which would slow the ranks still computing on the same machine). A
+    rank that fails exits non-zero and mlx.launch stops rank 0 (distributed.Terminated)."""
+    if not world.is_main:
+        data = {"token": token, "tasks": timing.tasks}
+        atomic.write_json(runfolder.rank_done_file(out, world.rank), data)
+        return
+    pending = set(range(1, world.size))
+    while pending:
+        for rank in sorted(pending):
+            path = runfolder.rank_done_file(out, rank)
+            try:
+                got = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if got.get("token") != token:
+                continue  # a report left by an earlier session
+            for name, seconds in got["tasks"].items():
+                timing.tasks[name] = timing.tasks.get(name, 0.0) + seconds
+            path.unlink(missing_ok=True)
+            pending.discard(rank)
+        if pending:
+            time.sleep(0.5)
+    timing.save()
+
+
 def run_grid(
     cfg: RunConfig,
     out_dir: str | Path | None = None,
@@ -249,6 +386,7 @@ def run_grid(
     stop_after_tasks: int | None = None,
     stop_training_at: tuple[str, int] | None = None,
     shared: dict[str, Path] | None = None,
+    world: World | None = None,
 ) -> Path:
     """Run (or continue) the whole grid in out_dir (default: cfg.output.dir); returns results.json.
 
@@ -256,7 +394,9 @@ def run_grid(
     shared: model -> a finished run folder whose model of that name has this grid's recipe (a
     sweep's base, or clean GRPO in a ratio sweep): copied in rather than computed again.
     stop_after_tasks / stop_training_at=(condition, step): stop early as if interrupted (tests);
-    raises GridInterrupted.
+    raises GridInterrupted. world: the processes running the grid (default:
+    distributed.current(), one unless launched by mlx.launch); grid.parallel says how several
+    share it (module docstring). Every rank returns the path; rank 0 alone writes it.
     """
     if cfg.grid.ratios:
         raise GridError(
@@ -265,22 +405,47 @@ def run_grid(
         )
     if quick:
         cfg = quick_config(cfg)
+    world = world or current()
+    mode = parallel_mode(cfg, world)
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg)
-    manifest = build_manifest(cfg, data, quick)
-    if force:  # only now that config and data are good: a failed start deletes nothing
-        _clear(out, quiet)
-    runfolder.write_manifest(out, manifest, runfolder.check_resumable(out, manifest))
-    for model, src in (shared or {}).items():
-        copied = runfolder.adopt_model(Path(src), out, model, trained=model != BASE)
-        if copied and not quiet:
-            print(f"{model}: shared with {src} (same recipe), not computed again")
+    world.on_main(
+        lambda: _prepare(cfg, out, data, quick, force, quiet, shared), "preparing the run folder"
+    )
+    token = check_shared_folder(world, out) if mode == "cells" else ""
+    timing = Timing.load(out / runfolder.TIMING) if world.is_main else Timing(None)
+    train_world = world if mode == "data" else World()
+    session = Session(cfg, out, data, timing, train_world, mode != "data" or world.is_main)
+    _run_tasks(
+        session,
+        rank_tasks(cfg, world, mode),
+        quiet or not world.is_main,
+        stop_after_tasks,
+        stop_training_at,
+    )
+    if mode == "cells":  # rank 0 waits for every rank's cells and adds their times
+        finish_cells(world, out, token, timing)
+    path = out / runfolder.RESULTS
+    if world.is_main:
+        path = write_results(cfg, out, data, timing)
+        if not quiet:
+            print_grid_summary(path)
+        if report:
+            _write_report(out, quiet)
+    return path
 
-    timing = Timing.load(out / runfolder.TIMING)
-    timing.sessions += 1
-    timing.save()
-    tasks = plan(cfg)
+
+def _run_tasks(
+    session: Session,
+    tasks: list[Task],
+    quiet: bool,
+    stop_after_tasks: int | None,
+    stop_training_at: tuple[str, int] | None,
+) -> None:
+    """This process's tasks in order, skipping finished ones, under the live view."""
+    cfg, out, data = session.cfg, session.out, session.data
     ecfg = eval_config_for(cfg)
     conds = list(cfg.grid.eval_conditions)
     cost = {
@@ -291,9 +456,7 @@ def run_grid(
         )
         for t in tasks
     }
-    held_out = data.eval_items[targets(cfg)[0].dirname]
     loaded: dict[str, tuple[Any, Any]] = {}  # one loaded model at a time, for its evaluations
-
     with GridView([cost[t] for t in tasks], quiet) as view:
         for i, task in enumerate(tasks):
             if stop_after_tasks is not None and i >= stop_after_tasks:
@@ -301,34 +464,27 @@ def run_grid(
             kind, units = cost[task]
             if task.kind == "train":
                 loaded.clear()  # free the evaluated model's memory before training loads its own
-                _run_training(cfg, out, task.model, data, held_out, view, timing, stop_training_at)
-            else:
-                assert task.target is not None
-                t = task.target
-                d = runfolder.eval_dir(out, task.model, t.dirname)
-                items = data.eval_items[t.dirname]
-                if runfolder.eval_done(d, conds, len(items), ecfg.samples_per_item):
-                    view.skip("eval", units)
-                    view.finish_task(f"[dim]kept[/dim] {task.name}")
-                    continue
-                if task.model not in loaded:
-                    loaded.clear()
-                    adapter = (
-                        cfg.model.adapter
-                        if task.model == BASE
-                        else runfolder.train_dir(out, task.model) / runfolder.ADAPTER_DIR
-                    )
-                    loaded[task.model] = _load(cfg, adapter)
-                model, processor = loaded[task.model]
-                _run_eval(model, processor, items, ecfg, conds, d, task, view, timing)
+                _run_training(session, task.model, view, stop_training_at)
+                continue
+            assert task.target is not None
+            t = task.target
+            d = runfolder.eval_dir(out, task.model, t.dirname)
+            items = data.eval_items[t.dirname]
+            if runfolder.eval_done(d, conds, len(items), ecfg.samples_per_item):
+                view.skip("eval", units)
+                view.finish_task(f"[dim]kept[/dim] {task.name}")
+                continue
+            if task.model not in loaded:
+                loaded.clear()
+                adapter = (
+                    cfg.model.adapter
+                    if task.model == BASE
+                    else runfolder.train_dir(out, task.model) / runfolder.ADAPTER_DIR
+                )
+                loaded[task.model] = _load(cfg, adapter)
+            model, processor = loaded[task.model]
+            _run_eval(model, processor, items, ecfg, conds, d, task, view, session.timing)
     loaded.clear()
-
-    path = write_results(cfg, out, data, timing)
-    if not quiet:
-        print_grid_summary(path)
-    if report:
-        _write_report(out, quiet)
-    return path
 
 
 def _clear(out: Path, quiet: bool) -> None:
@@ -339,25 +495,31 @@ def _clear(out: Path, quiet: bool) -> None:
         print(f"--force cleared this run's own files in {out} and kept the rest: {shown}")
 
 
+def _training_status(d: Path, steps: int) -> dict[str, Any]:
+    done = runfolder.training_done(d, steps)
+    resume = runfolder.latest_checkpoint(d) is not None
+    return {"done": done, "resume": resume, "start": runfolder.checkpoint_step(d) if resume else 0}
+
+
 def _run_training(
-    cfg: RunConfig,
-    out: Path,
+    session: Session,
     cond: str,
-    data: GridData,
-    held_out: list,
     view: GridView,
-    timing: Timing,
     stop_training_at: tuple[str, int] | None,
 ) -> None:
+    cfg, out, data, timing = session.cfg, session.out, session.data, session.timing
     tcfg = train_config_for(cfg, cond)
     d = runfolder.train_dir(out, cond)
     name = f"train {cond}"
-    if runfolder.training_done(d, tcfg.steps):
+    # data-parallel: rank 0 reads the folder and tells the others
+    status = session.world.on_main(
+        lambda: _training_status(d, tcfg.steps), f"checking train/{cond}"
+    )
+    if status["done"]:
         view.skip("train", tcfg.steps)
         view.finish_task(f"[dim]kept[/dim] {name}")
         return
-    resume = runfolder.latest_checkpoint(d) is not None
-    start = runfolder.checkpoint_step(d) if resume else 0
+    resume, start = status["resume"], status["start"]
     view.skip("train", start)
     t0 = time.perf_counter()
     last = [time.perf_counter(), start]
@@ -383,8 +545,9 @@ def _run_training(
             stop_after=stop_after,
             model_and_processor=_load(cfg, None),
             items=data.train_items,
-            eval_items=held_out,
+            eval_items=session.data.eval_items[targets(cfg)[0].dirname],
             on_step=on_step,
+            world=session.world,
         )
     finally:
         timing.add(name, time.perf_counter() - t0)
@@ -393,7 +556,8 @@ def _run_training(
         raise GridInterrupted(
             f"training {cond!r} stopped at step {result.steps_done}/{tcfg.steps} (checkpoint kept)"
         )
-    runfolder.mark_training_done(d, result.steps_done, cond, time_up)
+    if session.writes:
+        runfolder.mark_training_done(d, result.steps_done, cond, time_up)
     view.finish_task(f"[green]done[/green] {name} ({result.steps_done} steps)")
 
 

@@ -8,8 +8,13 @@ https://huggingface.co/docs/trl/main/en/grpo_trainer. Per token, with ratio r = 
 
     grpo:     mean over sequences of (sum_t l / |o_i|)
     dapo:     sum of l over all completion tokens / number of completion tokens (bnpo: same here,
-              one process, the whole generation batch in one loss)
+              the whole generation batch in one loss)
     dr_grpo:  sum of l / (number of sequences * max_completion_length)
+
+Data-parallel training splits a step's batch over processes by whole groups. Each share's loss
+and token-mean metrics are then normalised by the whole batch's counts (`BatchTotals`), so the
+shares' losses, gradients and metrics add up to the whole batch's: summing them over processes
+gives what one process computes, up to float summation order.
 
 importance_sampling_level="sequence" (GSPO) uses one ratio per sequence,
 exp(mean_t(log pi - log pi_old)). The KL reference is the same model with LoRA switched off.
@@ -39,6 +44,14 @@ class LossConfig:
     importance_sampling_level: str = "token"
     max_completion_length: int = 256  # dr_grpo's constant normaliser
     temperature: float = 1.0  # log-probs are taken at the sampling temperature
+
+
+@dataclass(frozen=True)
+class BatchTotals:
+    """The whole step batch's counts, for a share of it: completion tokens and sequences."""
+
+    tokens: int
+    sequences: int
 
 
 # ---------------------------------------------------------------- advantages
@@ -151,8 +164,17 @@ def completion_logprobs(
 # ---------------------------------------------------------------- objective
 
 
-def _masked_mean(x: mx.array, mask: mx.array) -> mx.array:
-    return (x * mask).sum() / mx.maximum(mask.sum(), 1.0)
+def _masked_mean(x: mx.array, mask: mx.array, totals: BatchTotals | None = None) -> mx.array:
+    """Mean over the masked tokens; with totals, this share's part of the whole batch's mean."""
+    if totals is None:
+        return (x * mask).sum() / mx.maximum(mask.sum(), 1.0)
+    return (x * mask).sum() / max(totals.tokens, 1)
+
+
+def loss_metric_names(with_kl: bool) -> list[str]:
+    """The metrics policy_loss returns (sorted), e.g. for a share of the batch with no groups."""
+    names = ["clip_ratio/high_mean", "clip_ratio/low_mean", "clip_ratio/region_mean", "entropy"]
+    return sorted(names + (["kl"] if with_kl else []))
 
 
 def k3_kl(logps: mx.array, ref_logps: mx.array) -> mx.array:
@@ -168,11 +190,13 @@ def grpo_loss(
     mask: mx.array,
     cfg: LossConfig,
     ref_logps: mx.array | None = None,
+    totals: BatchTotals | None = None,
 ) -> tuple[mx.array, dict[str, mx.array]]:
     """The clipped surrogate (+ beta * KL) reduced per cfg.loss_type; returns (loss, metrics).
 
     logps, old_logps, ref_logps, mask: (B, T); advantages: (B,). mask is 1 on completion tokens
-    (the final EOS included), 0 on padding.
+    (the final EOS included), 0 on padding. totals: these rows are a share of a larger batch;
+    normalise by its counts (the shares' losses and metrics then add up to the whole batch's).
     """
     mask = mask.astype(mx.float32)
     old = mx.stop_gradient(old_logps)
@@ -192,22 +216,26 @@ def grpo_loss(
         if cfg.beta:
             per_token = per_token + cfg.beta * kl
     if cfg.loss_type == "grpo":
-        loss = ((per_token * mask).sum(-1) / mx.maximum(mask.sum(-1), 1.0)).mean()
+        per_seq = (per_token * mask).sum(-1) / mx.maximum(mask.sum(-1), 1.0)
+        loss = per_seq.mean() if totals is None else per_seq.sum() / totals.sequences
     elif cfg.loss_type in ("dapo", "bnpo"):
-        loss = (per_token * mask).sum() / mx.maximum(mask.sum(), 1.0)
+        loss = _masked_mean(per_token, mask, totals)
     else:  # dr_grpo
-        loss = (per_token * mask).sum() / (mask.shape[0] * cfg.max_completion_length)
+        rows = mask.shape[0] if totals is None else totals.sequences
+        loss = (per_token * mask).sum() / (rows * cfg.max_completion_length)
 
     ratio_b = mx.broadcast_to(ratio, mask.shape)
     low = ((ratio_b < 1 - eps_low) & (adv < 0)).astype(mx.float32)
     high = ((ratio_b > 1 + eps_high) & (adv > 0)).astype(mx.float32)
     metrics = {
-        "clip_ratio/low_mean": mx.stop_gradient(_masked_mean(low, mask)),
-        "clip_ratio/high_mean": mx.stop_gradient(_masked_mean(high, mask)),
-        "clip_ratio/region_mean": mx.stop_gradient(_masked_mean(mx.maximum(low, high), mask)),
+        "clip_ratio/low_mean": mx.stop_gradient(_masked_mean(low, mask, totals)),
+        "clip_ratio/high_mean": mx.stop_gradient(_masked_mean(high, mask, totals)),
+        "clip_ratio/region_mean": mx.stop_gradient(
+            _masked_mean(mx.maximum(low, high), mask, totals)
+        ),
     }
     if kl is not None:
-        metrics["kl"] = mx.stop_gradient(_masked_mean(kl, mask))
+        metrics["kl"] = mx.stop_gradient(_masked_mean(kl, mask, totals))
     return loss, metrics
 
 
@@ -224,6 +252,7 @@ class PolicyBatch:
     old_logps: mx.array  # (B, T) behaviour log-probs from the rollout
     advantages: mx.array  # (B,)
     ref_logps: mx.array | None = None  # (B, T) LoRA-off log-probs, when beta > 0 or KL is logged
+    totals: BatchTotals | None = None  # set when this is a share of the step's batch
 
 
 def make_batch(
@@ -263,9 +292,9 @@ def policy_loss(
         model, batch.prompts, batch.completion_ids, bias, cfg.temperature, True, checkpoint
     )
     loss, metrics = grpo_loss(
-        logps, batch.old_logps, batch.advantages, batch.mask, cfg, batch.ref_logps
+        logps, batch.old_logps, batch.advantages, batch.mask, cfg, batch.ref_logps, batch.totals
     )
-    metrics["entropy"] = _masked_mean(ent, batch.mask)
+    metrics["entropy"] = _masked_mean(ent, batch.mask, batch.totals)
     return loss, metrics
 
 

@@ -306,8 +306,25 @@ def encode_prompt(
 # ---------------------------------------------------------------- sampling
 
 
+def _draw(logp: mx.array, key: mx.array, rows: tuple[int, int] | None) -> mx.array:
+    """A categorical draw per row. rows=(first, total): these B rows are rows first..first+B of a
+    batch of `total` rows, and draw the Gumbel noise those rows get in the whole batch's draw
+    (mx.random.categorical is argmax(logits + gumbel(shape, key)), bit for bit); so a process
+    that decodes a share of a step samples exactly what one process decoding all of it would."""
+    if rows is None:
+        return mx.random.categorical(logp, key=key)
+    first, total = rows
+    noise = mx.random.gumbel((total, logp.shape[-1]), key=key)[first : first + logp.shape[0]]
+    return mx.argmax(noise + logp, axis=-1)
+
+
 def _sample(
-    logits: mx.array, bias: mx.array, temperature: float, top_p: float, key: mx.array
+    logits: mx.array,
+    bias: mx.array,
+    temperature: float,
+    top_p: float,
+    key: mx.array,
+    rows: tuple[int, int] | None = None,
 ) -> tuple[mx.array, mx.array]:
     """Token ids (B,) and their log-probs at the sampling temperature (T=0: greedy, log-probs at T=1)."""
     logits = logits.astype(mx.float32) + bias
@@ -324,17 +341,17 @@ def _sample(
             cum = mx.cumsum(mx.exp(sorted_lp), axis=-1)
             drop_sorted = (cum - mx.exp(sorted_lp)) >= top_p
             drop = mx.put_along_axis(mx.zeros_like(drop_sorted), order, drop_sorted, axis=-1)
-            tok = mx.random.categorical(mx.where(drop, -mx.inf, logp), key=key)
+            tok = _draw(mx.where(drop, -mx.inf, logp), key, rows)
         else:
-            tok = mx.random.categorical(logp, key=key)
+            tok = _draw(logp, key, rows)
     lp = mx.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
     return tok.astype(mx.int32), lp
 
 
 @lru_cache(maxsize=16)
-def _sampler(temperature: float, top_p: float):
-    """_sample compiled for one (temperature, top_p): fewer small ops per decoded token."""
-    return mx.compile(partial(_sample, temperature=temperature, top_p=top_p))
+def _sampler(temperature: float, top_p: float, rows: tuple[int, int] | None = None):
+    """_sample compiled for one (temperature, top_p, rows): fewer small ops per decoded token."""
+    return mx.compile(partial(_sample, temperature=temperature, top_p=top_p, rows=rows))
 
 
 def generate(
@@ -346,10 +363,13 @@ def generate(
     max_tokens: int = 256,
     key: mx.array | None = None,
     top_p: float = 1.0,
+    rows: tuple[int, int] | None = None,
 ) -> list[list[Completion]]:
     """n completions for each prompt, all decoded as one batch of len(prompts) * n rows.
 
     Returns one list of n Completions per prompt. The same key gives the same samples.
+    rows=(first, total): these prompts are a share of a larger batch (data-parallel training):
+    their rows are first.. of `total`, and each row samples with the noise it gets in that batch.
     """
     if n < 1 or max_tokens < 1 or not prompts:
         raise ValueError(
@@ -394,7 +414,7 @@ def generate(
     base = mx.repeat(mx.array([p.length + p.rope_delta for p in prompts], dtype=mx.int32), n)
 
     keys = mx.random.split(key, max_tokens)
-    sample = _sampler(float(temperature), float(top_p))
+    sample = _sampler(float(temperature), float(top_p), rows)
     y, lp = sample(first_logits, bias, key=keys[0])
     done = (y[:, None] == eos[None]).any(axis=1)
     toks, lps = [y], [lp]

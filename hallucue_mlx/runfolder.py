@@ -60,6 +60,16 @@ IMPORTED_MODEL = "model"
 OWNED_PATHS = (MANIFEST, RESULTS, TIMING, TRAIN_DIR, EVAL_DIR, REPORT_FILE, IMPORTED, IMPORTED_DIR)
 # The one-writer lock of an output folder (folder_lock).
 LOCK = ".hallucue.lock"
+# Written by rank 0 and read back by the others when ranks share a run folder (grid.parallel
+# cells): a rank that cannot read it is on another machine without a shared filesystem.
+RANK_CHECK = ".hallucue.ranks"
+
+
+def rank_done_file(out: Path, rank: int) -> Path:
+    """Where a rank other than 0 leaves its task times when its cells are done (grid.parallel
+    cells); rank 0 reads and removes it."""
+    return out / f".hallucue.rank{rank}.json"
+
 
 # A training folder (train()): checkpoints/latest is {"checkpoint": <dir name>, "step": <int>}.
 CKPT_DIR = "checkpoints"
@@ -487,9 +497,10 @@ def weights_fingerprint(path: str | Path) -> str:
 
 @dataclass
 class Timing:
-    """Seconds per task ('train <cond>', 'eval <model> on <target>'), summed over sessions."""
+    """Seconds per task ('train <cond>', 'eval <model> on <target>'), summed over sessions.
+    path None: kept in memory only (a rank other than 0 reports its tasks to rank 0)."""
 
-    path: Path
+    path: Path | None
     tasks: dict[str, float] = field(default_factory=dict)
     sessions: int = 0
 
@@ -508,6 +519,8 @@ class Timing:
         self.save()
 
     def save(self) -> None:
+        if self.path is None:
+            return
         atomic.write_json(self.path, {"tasks": self.tasks, "sessions": self.sessions}, indent=2)
 
     def summary(self) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from hallucue_mlx.config import (
     train_config_for,
 )
 from hallucue_mlx.config import quick as quick_config
+from hallucue_mlx.distributed import current
 from hallucue_mlx.grid import BASE, models, run_grid
 from hallucue_mlx.report.sweep import write_sweep_report
 from hallucue_mlx.runfolder import GridError
@@ -170,6 +171,12 @@ def run_sweep(
     training key keeps its values). force: discard earlier results of this sweep folder.
     """
     check_sweep(key, values)
+    if current().distributed:
+        raise GridError(
+            "a sweep runs in one process; under mlx.launch run one value's grid at a time "
+            f"(hallucue-mlx run --set {key}=VALUE --out FOLDER), or launch the sweep without "
+            "mlx.launch"
+        )
     if quick:
         cfg = quick_config(replace(cfg, grid=replace(cfg.grid, ratios=[])))
     cfgs = value_configs(cfg, key, values)

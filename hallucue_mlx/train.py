@@ -12,8 +12,16 @@ pools), then per step (train_step) collect -> select_groups -> update -> step_re
 then evaluate_now and save_checkpoint (_loop). The reward, the in-training evaluation and the step
 order are passed in (defaults: rewards.score, evaluate.greedy_eval, step_indices).
 
-Simplifications against textbook GRPO, on purpose: one process, the whole rollout batch in one
-loss (dapo and bnpo coincide); the reference is the base model with LoRA off, not a frozen copy.
+Data parallelism (launched by `mlx.launch -n N`; hallucue_mlx.distributed): each rank rolls out
+a contiguous share of the step's prompts (whole groups), with the sampling noise those rows get in
+the whole batch's draw; the ranks exchange their scored episodes, so advantages, the groups kept
+and every logged metric are computed from the whole step as one process computes them. Each share's
+loss is normalised by the whole batch's counts and the gradients are summed over ranks, so every
+rank applies the same update. Rank 0 alone reads checkpoints (it sends their state to the others)
+and writes every file; it alone runs the held-out evaluation while the others wait.
+
+Simplifications against textbook GRPO, on purpose: the whole rollout batch in one loss (dapo and
+bnpo coincide); the reference is the base model with LoRA off, not a frozen copy.
 """
 
 from __future__ import annotations
@@ -35,13 +43,14 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from hallucue_mlx import atomic, runfolder
-from hallucue_mlx.config import TrainConfig
+from hallucue_mlx.config import ConfigError, TrainConfig
 from hallucue_mlx.corrupt import Corruption, apply
 from hallucue_mlx.data.bench import load_benchmark
 from hallucue_mlx.data.item import Item
+from hallucue_mlx.distributed import World, current
 from hallucue_mlx.evaluate import (
     Decoding,
     UnchangedCorruptionWarning,
@@ -50,9 +59,11 @@ from hallucue_mlx.evaluate import (
     unchanged_warning,
 )
 from hallucue_mlx.grpo import (
+    BatchTotals,
     LossConfig,
     PolicyBatch,
     group_advantages,
+    loss_metric_names,
     make_batch,
     policy_loss,
     reference_logprobs,
@@ -339,6 +350,7 @@ class Run:
     bias: mx.array
     pad_id: int
     loss_and_grad: Callable
+    world: World = field(default_factory=World)  # one process unless launched with several
 
     @property
     def metrics_path(self) -> Path:
@@ -355,18 +367,21 @@ class Run:
 
 @dataclass
 class Rollout:
-    """A step's sampled groups: one encoded prompt per group, the scored episodes."""
+    """A step's sampled groups: this process's encoded prompts (its groups start at first_group),
+    the scored episodes of the whole step (other ranks' without prompt ids and log-probs)."""
 
     prompts: list[PromptInputs]
     episodes: list[Episode]
     seconds: float
+    first_group: int = 0
 
 
 @dataclass
 class StepBatch:
-    """The groups an update uses, as a padded batch, and the step's reward statistics."""
+    """The groups an update uses (of the whole step), this process's share of them as a padded
+    batch (None: none of them are this rank's), and the step's reward statistics."""
 
-    batch: PolicyBatch
+    batch: PolicyBatch | None
     groups: list[int]
     reward_metrics: dict[str, float]
 
@@ -402,19 +417,62 @@ def check_resume_settings(saved: dict[str, Any], config: TrainConfig, out: Path)
 
 
 def resolve_config(
-    config: TrainConfig, ckpt: Path | None, model_path: str | Path | None
+    config: TrainConfig, saved_state: dict | None, model_path: str | Path | None, out: Path
 ) -> TrainConfig:
-    """The run's settings: a resumed run's saved ones (except steps), the template resolved."""
+    """The run's settings: a resumed run's saved ones (its checkpoint's state.json; all but
+    steps), the template resolved."""
     if config.prompt_template == "auto":
         template = resolve_template("auto", model_path or config.model)
         config = replace(config, prompt_template=template)
-    if ckpt is not None:
-        saved = json.loads((ckpt / "state.json").read_text())["config"]
-        check_resume_settings(saved, config, ckpt.parent.parent)
+    if saved_state is not None:
+        saved = saved_state["config"]
+        check_resume_settings(saved, config, out)
         # the saved run's settings (equal but for how long to run), with the new steps
         config = replace(TrainConfig(**saved), steps=config.steps)
     config.validate()
     return config
+
+
+def check_world(cfg: TrainConfig, world: World) -> None:
+    """Data parallelism splits a step's prompts evenly over the ranks, whole groups each."""
+    try:
+        world.share(cfg.prompts_per_step, "train.prompts_per_step")
+    except ValueError as e:
+        raise ConfigError(str(e), "train.prompts_per_step") from None
+
+
+def resume_point(out: Path, resume: bool, world: World) -> tuple[Path | None, dict | None]:
+    """The checkpoint a resumed run continues from (read by rank 0 only) and its state.json,
+    which rank 0 sends to the other ranks: they need no access to the folder."""
+
+    def read() -> dict | None:
+        if not resume:
+            return None
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            raise FileNotFoundError(
+                f"--resume: no checkpoint in {out / CKPT_DIR}; start without --resume"
+            )
+        return {"dir": str(ckpt), "state": json.loads((ckpt / "state.json").read_text())}
+
+    got = world.on_main(read, "reading the checkpoint")
+    if got is None:
+        return None, None
+    return (Path(got["dir"]) if world.is_main else None), got["state"]
+
+
+def share_state(world: World, model: nn.Module, opt: optim.Optimizer) -> None:
+    """Rank 0's LoRA weights and optimizer state (a resumed run's: from its checkpoint) on every
+    rank, bit for bit, so all ranks start equal and stay equal (they apply the same updates)."""
+    if not world.distributed:
+        return
+    params = world.broadcast_arrays(
+        dict(tree_flatten(model.trainable_parameters())), "rank 0's LoRA weights"
+    )
+    model.update(tree_unflatten(list(params.items())))
+    state = world.broadcast_arrays(dict(tree_flatten(opt.state)), "rank 0's optimizer state")
+    opt.state = tree_unflatten(list(state.items()))
+    mx.eval(model.trainable_parameters(), opt.state)
 
 
 def _held_out(cfg: TrainConfig, eval_items: list[Item] | None) -> list[Item] | None:
@@ -435,13 +493,18 @@ def setup(
     reward_fn: RewardFn | None,
     evaluate_fn: EvaluateFn | None,
     indices_fn: IndicesFn,
+    world: World | None = None,
+    saved_state: dict | None = None,
 ) -> tuple[Run, TrainState]:
-    """LoRA on the model, the optimizer (restored from ckpt), the data pools; the start state."""
+    """LoRA on the model, the optimizer (restored from ckpt), the data pools; the start state.
+    Under data parallelism only rank 0 has ckpt; saved_state (its state.json) is every rank's."""
+    world = world or World()
     model, processor = model_and_processor
     if not hasattr(model, "_hallucue_lora"):
         apply_lora(model, lora_config(cfg))
     opt = make_optimizer(cfg)
-    saved = _restore(ckpt, model, opt) if ckpt is not None else {}
+    saved = _restore(ckpt, model, opt) if ckpt is not None else (saved_state or {})
+    share_state(world, model, opt)
     state = TrainState(
         step=int(saved.get("step", 0)),
         bad_in_row=int(saved.get("bad_in_row", 0)),
@@ -473,6 +536,7 @@ def setup(
         bias=bias,
         pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
         loss_and_grad=loss_and_grad,
+        world=world,
     )
     return run, state
 
@@ -490,11 +554,12 @@ def _episodes(
     prompts: list[PromptInputs],
     groups: list[list[Completion]],
     reward_fn: RewardFn,
+    first_group: int = 0,
 ) -> list[Episode]:
-    """One scored episode per completion, group by group."""
+    """One scored episode per completion, group by group (numbered from first_group)."""
     episodes: list[Episode] = []
     prompt_ids = [p.input_ids.tolist() for p in prompts]
-    for g, ((it, rec), comps) in enumerate(zip(chosen, groups)):
+    for g, ((it, rec), comps) in enumerate(zip(chosen, groups), start=first_group):
         corruption = rec.corruption if rec is not None and rec.applied else "none"
         for c in comps:
             r = reward_fn(c.text, it)
@@ -502,7 +567,7 @@ def _episodes(
                 Episode(
                     item_id=it.id,
                     group=g,
-                    prompt_ids=prompt_ids[g],
+                    prompt_ids=prompt_ids[g - first_group],
                     completion_ids=c.ids,
                     logprobs=c.logprobs,
                     text=c.text,
@@ -518,27 +583,57 @@ def _episodes(
 
 
 def collect(run: Run, step: int) -> Rollout:
-    """The step's prompts, num_generations sampled completions each, and their rewards."""
-    cfg, t0 = run.cfg, time.perf_counter()
+    """The step's prompts, num_generations sampled completions each, and their rewards. Under
+    data parallelism this rank samples its share of the prompts and gets the others' episodes."""
+    cfg, world, t0 = run.cfg, run.world, time.perf_counter()
     run.model.eval()
     idx = run.indices_fn(step, cfg.prompts_per_step, len(run.pool), cfg.seed)
-    chosen = [run.pool[i] for i in idx]
+    mine = world.share(len(idx), "train.prompts_per_step")
+    chosen = [run.pool[i] for i in idx[mine.start : mine.stop]]
     prompts = [
         encode_prompt(run.processor, run.model, it, template=cfg.prompt_template)
         for it, _ in chosen
     ]
+    n = cfg.num_generations
     groups = generate(
         run.model,
         run.processor,
         prompts,
-        n=cfg.num_generations,
+        n=n,
         temperature=cfg.temperature,
         max_tokens=cfg.max_completion_length,
         key=step_key(cfg.seed, step),
         top_p=cfg.top_p,
+        rows=(mine.start * n, len(idx) * n) if world.distributed else None,
     )
     seconds = time.perf_counter() - t0
-    return Rollout(prompts, _episodes(chosen, prompts, groups, run.reward_fn), seconds)
+    episodes = _episodes(chosen, prompts, groups, run.reward_fn, mine.start)
+    if world.distributed:
+        episodes, seconds = _gather_episodes(world, episodes, seconds, step)
+    return Rollout(prompts, episodes, seconds, mine.start)
+
+
+def _gather_episodes(
+    world: World, episodes: list[Episode], seconds: float, step: int
+) -> tuple[list[Episode], float]:
+    """Every rank's episodes in group order (the others' without prompt ids and behaviour
+    log-probs: only a rank's own feed its loss) and the slowest rank's rollout time."""
+    light = []
+    for e in episodes:
+        d = asdict(e)
+        d.pop("prompt_ids")
+        d.pop("logprobs")
+        light.append(d)
+    parts = world.gather_json(
+        {"episodes": light, "seconds": seconds}, f"step {step + 1}'s rollouts"
+    )
+    out: list[Episode] = []
+    for rank, part in enumerate(parts):
+        if rank == world.rank:
+            out.extend(episodes)
+        else:
+            out.extend(Episode(**d, prompt_ids=[], logprobs=[]) for d in part["episodes"])
+    return out, max(p["seconds"] for p in parts)
 
 
 def select_groups(run: Run, rollout: Rollout) -> StepBatch:
@@ -551,15 +646,23 @@ def select_groups(run: Run, rollout: Rollout) -> StepBatch:
     for e, a in zip(episodes, adv):
         e.advantage = float(a)
     used = updated_groups(rewards, cfg.num_generations, cfg.drop_zero_std_groups)
-    used_set = set(used)
-    kept = [e for e in episodes if e.group in used_set]
+    first, n_mine = rollout.first_group, len(rollout.prompts)
+    mine = [g for g in used if first <= g < first + n_mine]  # all of them in one process
+    if not mine:
+        return StepBatch(None, used, reward_metrics)
+    mine_set = set(mine)
+    kept = [e for e in episodes if e.group in mine_set]
     batch = make_batch(
-        [rollout.prompts[g] for g in used],
+        [rollout.prompts[g - first] for g in mine],
         [e.completion_ids for e in kept],
         [e.logprobs for e in kept],
         np.array([e.advantage for e in kept], np.float32),
         run.pad_id,
     )
+    if run.world.distributed:  # a share: normalise by the whole update batch's counts
+        used_set = set(used)
+        tokens = sum(len(e.completion_ids) for e in episodes if e.group in used_set)
+        batch.totals = BatchTotals(tokens, len(used) * cfg.num_generations)
     if cfg.beta > 0:
         batch.ref_logps = reference_logprobs(run.model, batch, run.bias, cfg.temperature)
     return StepBatch(batch, used, reward_metrics)
@@ -568,6 +671,31 @@ def select_groups(run: Run, rollout: Rollout) -> StepBatch:
 def _learning_rate(opt: optim.Optimizer) -> float:
     lr = opt.learning_rate
     return float(lr.item()) if isinstance(lr, mx.array) else float(lr)
+
+
+def gradients(
+    run: Run, batch: PolicyBatch | None, step: int
+) -> tuple[tuple[mx.array, dict[str, mx.array]], Any]:
+    """(loss, metrics), gradients of this process's batch; under data parallelism summed over the
+    ranks (each share is normalised by the whole batch's counts, so the sums are the whole
+    batch's, and every rank gets the same numbers). A rank with no group to update adds zeros."""
+    world = run.world
+    if batch is not None:
+        (loss, metrics), grads = run.loss_and_grad(batch)
+    else:
+        grads = tree_map(mx.zeros_like, run.model.trainable_parameters())
+        loss = mx.array(0.0)
+        metrics = {k: mx.array(0.0) for k in loss_metric_names(run.cfg.beta > 0)}
+    if not world.distributed:
+        return (loss, metrics), grads
+    names, flat = sorted(metrics), tree_flatten(grads)
+    summed = world.sum_arrays(
+        [loss, *(metrics[k] for k in names), *(g for _, g in flat)],
+        f"step {step + 1}'s gradients",
+    )
+    metrics = dict(zip(names, summed[1 : 1 + len(names)]))
+    grads = tree_unflatten([(k, g) for (k, _), g in zip(flat, summed[1 + len(names) :])])
+    return (summed[0], metrics), grads
 
 
 def update(run: Run, state: TrainState, step_batch: StepBatch) -> UpdateStats:
@@ -579,7 +707,7 @@ def update(run: Run, state: TrainState, step_batch: StepBatch) -> UpdateStats:
     metrics: dict[str, float] = {}
     skipped = 0
     for _ in range(cfg.num_iterations):
-        (loss, loss_metrics), grads = run.loss_and_grad(step_batch.batch)
+        (loss, loss_metrics), grads = gradients(run, step_batch.batch, state.step)
         if cfg.max_grad_norm > 0:
             grads, gnorm = optim.clip_grad_norm(grads, cfg.max_grad_norm)
         else:
@@ -670,8 +798,11 @@ def evaluate_now(run: Run, step: int) -> dict[str, Any]:
     return rec
 
 
-def train_step(run: Run, state: TrainState) -> dict[str, Any]:
-    """One step: collect, select groups, update, log. Returns the step's record."""
+def train_step(run: Run, state: TrainState, stop: _StopFlag | None = None) -> dict[str, Any]:
+    """One step: collect, select groups, update, log. Returns the step's record.
+
+    Under data parallelism the ranks also agree on the step's time (the slowest rank's, so
+    max_minutes ends every rank at the same step) and on a stop request seen by any rank."""
     t0 = time.perf_counter()
     mx.reset_peak_memory()
     mx.random.seed(
@@ -682,7 +813,15 @@ def train_step(run: Run, state: TrainState) -> dict[str, Any]:
     upd = update(run, state, step_batch)
     state.step += 1
     rec = step_record(state.step, rollout, step_batch, upd, t0)
-    log_step(run, rec, rollout.episodes)
+    if run.world.distributed:
+        asked = stop is not None and stop.requested
+        rec["step_time"], stopping = run.world.max_values(
+            [rec["step_time"], float(asked)], f"the end of step {state.step}"
+        )
+        if stop is not None:
+            stop.requested = bool(stopping)
+    if run.world.is_main:
+        log_step(run, rec, rollout.episodes)
     state.train_seconds += rec["step_time"]
     return rec
 
@@ -695,14 +834,16 @@ def _loop(
     result = TrainResult(run.out, None, state.step)
 
     def evaluate_at(step: int) -> None:
-        result.evals.append(evaluate_now(run, step))
-        view.note(result.evals[-1])
+        if run.world.is_main:  # the others wait: rank 0's evaluation equals one process's
+            result.evals.append(evaluate_now(run, step))
+            view.note(result.evals[-1])
+        run.world.barrier(f"rank 0's evaluation at step {step}", timeout=None)
 
     with _StopFlag() as stop, view:
         if run.eval_items is not None and state.step == 0:
             evaluate_at(0)
         while state.step < end:
-            rec = train_step(run, state)
+            rec = train_step(run, state, stop)
             step = state.step
             if rec.get("warning"):
                 view.warn(
@@ -719,7 +860,8 @@ def _loop(
             last = step == cfg.steps or result.time_up
             if run.eval_items is not None and (step % cfg.eval_every == 0 or last):
                 evaluate_at(step)
-            if step % cfg.save_every == 0 or stop.requested or step == end or result.time_up:
+            saving = step % cfg.save_every == 0 or stop.requested or step == end
+            if run.world.is_main and (saving or result.time_up):
                 extra = {"bad_in_row": state.bad_in_row, "train_seconds": state.train_seconds}
                 save_checkpoint(run.out, step, run.model, run.opt, cfg, extra)
             if result.time_up:
@@ -766,6 +908,7 @@ def train(
     reward_fn: RewardFn | None = None,
     evaluate_fn: EvaluateFn | None = None,
     indices_fn: IndicesFn = step_indices,
+    world: World | None = None,
 ) -> TrainResult:
     """Run (or resume) GRPO; writes metrics.jsonl, rollouts.jsonl, checkpoints/ and adapter/ in out_dir.
 
@@ -777,28 +920,42 @@ def train(
     reward_fn(response, item) -> rewards.Reward: the reward (default: rewards.score with the
     config's weights); evaluate_fn: the in-training evaluation (default: greedy
     evaluate.greedy_eval with reward_fn); indices_fn: which pool items a step uses (step_indices).
+    world: the processes training together (default: distributed.current(), one process unless
+    launched by mlx.launch); only rank 0 reads and writes out_dir (adapter_dir is None elsewhere).
     """
+    world = world or current()
+    check_world(config, world)  # a resumed run's settings equal these (check_resume_settings)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = latest_checkpoint(out) if resume else None
-    if resume and ckpt is None:
-        raise FileNotFoundError(
-            f"--resume: no checkpoint in {out / CKPT_DIR}; start without --resume"
-        )
-    cfg = resolve_config(config, ckpt, model_path)
-    atomic.write_json(out / "train_config.json", asdict(cfg), indent=2, end="")
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    ckpt, saved = resume_point(out, resume, world)
+    cfg = resolve_config(config, saved, model_path, out)
+    if world.is_main:
+        atomic.write_json(out / "train_config.json", asdict(cfg), indent=2, end="")
     if model_and_processor is None:
         model_and_processor = load_model(str(model_path or cfg.model), dtype=cfg.dtype)
     run, state = setup(
-        cfg, out, ckpt, model_and_processor, items, eval_items, reward_fn, evaluate_fn, indices_fn
+        cfg,
+        out,
+        ckpt,
+        model_and_processor,
+        items,
+        eval_items,
+        reward_fn,
+        evaluate_fn,
+        indices_fn,
+        world,
+        saved,
     )
-    trim_logs(run, state.step, resume)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    view = TrainView(cfg.steps, state.step, quiet=quiet)
-    warn_unchanged_corruption(run, state.step, view)
+    view = TrainView(cfg.steps, state.step, quiet=quiet or not world.is_main)
+    if world.is_main:
+        trim_logs(run, state.step, resume)
+        warn_unchanged_corruption(run, state.step, view)
     result = _loop(run, state, end, view, on_step)
     if result.steps_done >= cfg.steps or result.time_up:
-        result.adapter_dir = save_adapter(run.model, out / ADAPTER_DIR)
+        if world.is_main:
+            result.adapter_dir = save_adapter(run.model, out / ADAPTER_DIR)
     elif stop_after is not None and state.step >= stop_after:
         result.interrupted = True
     return result

@@ -313,7 +313,7 @@ def test_every_enum_like_setting_lists_its_choices():
         },
         C.EvalConfig: {"conditions", "template"},
         C.ModelSection: {"dtype"},
-        C.GridSection: {"train_conditions", "eval_conditions"},
+        C.GridSection: {"train_conditions", "eval_conditions", "parallel"},
     }
     for cls, names in enums.items():
         with_choices = {s.name for s in C.settings(cls) if s.choices}
