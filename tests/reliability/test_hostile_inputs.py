@@ -253,7 +253,9 @@ def test_ctrl_c_stops_a_hanging_grading(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-            pytest.fail("Ctrl-C did not stop a hanging grading within 20 s")
+            pytest.fail(
+                "Ctrl-C did not stop a hanging grading within 60 s (the grading itself would run 600 s)"
+            )
     assert b"KeyboardInterrupt" in proc.stderr.read()
 
 
