@@ -230,7 +230,11 @@ def test_ordinary_answers_take_the_fast_path_with_the_same_results():
 def test_ctrl_c_stops_a_hanging_grading(tmp_path):
     script = textwrap.dedent(
         """
+        import signal
         import sys
+        # Ctrl-C as a terminal delivers it: a job started in the background by a
+        # non-interactive shell inherits SIGINT ignored, and Python then installs no handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from hallucue_mlx import rewards
         from hallucue_mlx.data.item import Item
         item = Item(id="x", benchmark="b", split="test", question="?", answer="5", image=None,
