@@ -27,6 +27,16 @@ from hallucue_mlx.config import (
 from hallucue_mlx.config import quick as quick_config
 from hallucue_mlx.prompts import resolve_template
 
+# Options several commands share (typer reads them; one definition keeps their help in step).
+CONFIG_OPTION = typer.Option(
+    None,
+    "--config",
+    help="Run config YAML, or a shipped one by name (default: the packaged default.yaml).",
+)
+SET_OPTION = typer.Option(
+    [], "--set", help="Override a config key: section.key=value (YAML value), repeatable."
+)
+
 # ================================================================ the error boundary
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -164,14 +174,8 @@ def doctor(
 
 @app.command()
 def run(
-    config: str | None = typer.Option(
-        None,
-        "--config",
-        help="Run config YAML, or a shipped one by name (default: the packaged default.yaml).",
-    ),
-    set_: list[str] = typer.Option(
-        [], "--set", help="Override a config key: section.key=value (YAML value), repeatable."
-    ),
+    config: str | None = CONFIG_OPTION,
+    set_: list[str] = SET_OPTION,
     out: Path | None = typer.Option(
         None,
         "--out",
@@ -720,14 +724,8 @@ def export_easyr1(
     out: Path = typer.Option(
         ..., "--out", help="Folder to write (new or empty; --force replaces an earlier export)."
     ),
-    config: str | None = typer.Option(
-        None,
-        "--config",
-        help="Run config YAML, or a shipped one by name (default: the packaged default.yaml).",
-    ),
-    set_: list[str] = typer.Option(
-        [], "--set", help="Override a config key: section.key=value (YAML value), repeatable."
-    ),
+    config: str | None = CONFIG_OPTION,
+    set_: list[str] = SET_OPTION,
     model: str | None = typer.Option(
         None,
         "--model",
