@@ -359,6 +359,12 @@ def validate(cfg: RunConfig) -> None:
                 f"{key}.split: {spec.name} has no split {spec.split!r}; choose from "
                 f"{', '.join(splits)}"
             )
+    if cfg.grid.seeds > 1 and cfg.grid.ratios:
+        raise ConfigError(
+            "grid.seeds and grid.ratios each make `run` a sweep, and a sweep varies one key: "
+            "set one of them (grid.seeds=1 or grid.ratios=[])",
+            "grid.seeds",
+        )
     names = [s.name for s in cfg.data.eval]
     if len(set(names)) != len(names):
         raise ConfigError(f"data.eval lists a benchmark twice: {names}")
@@ -653,6 +659,13 @@ class GridSection:
         "A ratio sweep: train every corrupted condition at each of these ratios (clean GRPO and "
         "the base once) and report accuracy against the ratio; empty: one run at grid.ratio.",
         check=_ratio_list,
+    )
+    seeds: int = _f(
+        1,
+        "Train every condition under this many seeds (seed, seed + 1, ...): `run` makes a sweep "
+        "of `seed` whose report gives each model's across-seed mean, spread and 95% intervals "
+        "covering seeds and items. 1: one run, intervals over items only.",
+        min=1,
     )
     parallel: str = _f(
         "cells",
@@ -1018,6 +1031,8 @@ def config_hash(cfg: RunConfig) -> str:
     d["grid"].pop("parallel", None)
     if not d["grid"].get("ratios"):  # no sweep: the hash of folders made before the key existed
         d["grid"].pop("ratios", None)
+    if d["grid"].get("seeds") == 1:  # likewise
+        d["grid"].pop("seeds", None)
     for key, default in IMAGE_KEY_DEFAULTS.items():  # likewise for the image-size keys
         if d["model"].get(key) == default:
             d["model"].pop(key, None)

@@ -401,10 +401,15 @@ def run_grid(
     distributed.current(), one unless launched by mlx.launch); grid.parallel says how several
     share it (module docstring). Every rank returns the path; rank 0 alone writes it.
     """
-    if cfg.grid.ratios:
+    if cfg.grid.ratios or cfg.grid.seeds > 1:
+        which = (
+            "grid.ratios makes this a ratio sweep"
+            if cfg.grid.ratios
+            else ("grid.seeds makes this a sweep of seed")
+        )
         raise GridError(
-            "grid.ratios makes this a ratio sweep: run it with `hallucue-mlx run` (or "
-            "hallucue_mlx.sweep.run_sweep), which runs one grid per ratio"
+            f"{which}: run it with `hallucue-mlx run` (or hallucue_mlx.sweep.run_sweep), which "
+            "runs one grid per value"
         )
     if quick:
         cfg = quick_config(cfg)

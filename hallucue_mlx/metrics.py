@@ -104,6 +104,38 @@ def paired_bootstrap_ci(
     return float(diff.mean()), float(lo), float(hi)
 
 
+def seed_item_bootstrap_ci(
+    values: Sequence[Sequence[float]],
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(mean, lo, hi) of a per-item quantity measured under several training seeds.
+
+    values[s][i] is item i under seed s: the same items, in the same order, in every seed (a
+    paired difference or a correctness, already weighted for a macro average). Each bootstrap
+    draw resamples the seeds, then the items (one item draw for every drawn seed: the test set
+    is shared), so the interval covers seed-to-seed and item sampling variation. With one seed
+    it is the item bootstrap."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2 or x.size == 0:
+        raise ValueError(
+            f"seed_item_bootstrap_ci needs a (seeds, items) table, got shape {x.shape}"
+        )
+    n_seeds, n_items = x.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, 4_000_000 // (n_seeds * n_items))  # bound memory of the index arrays
+    for start in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - start)
+        si = rng.integers(0, n_seeds, size=(rows, n_seeds))
+        ii = rng.integers(0, n_items, size=(rows, n_items))
+        means[start : start + rows] = x[si[:, :, None], ii[:, None, :]].mean(axis=(1, 2))
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(x.mean()), float(lo), float(hi)
+
+
 # ----------------------------------------------------------------------------- records
 
 

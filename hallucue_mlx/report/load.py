@@ -340,3 +340,51 @@ def missing_pieces(run: RunData) -> list[str]:
                 names = ", ".join(EVAL_LONG.get(c, c) for c in lacking)
                 out.append(f"{run.label(model)} on {bench} (test): not evaluated under {names}.")
     return out
+
+
+@dataclass
+class SweepData:
+    root: Path
+    key: str
+    values: list[Any]
+    runs: dict[str, RunData]  # value folder name -> its run (finished or partial)
+    names: list[str]  # value folder names, in value order
+    shared: dict[str, list[str]]  # value folder name -> models copied from an earlier value
+    quick: bool
+
+    @property
+    def any_run(self) -> RunData:
+        return next(iter(self.runs.values()))
+
+
+def is_sweep(root: Path) -> bool:
+    """A folder `hallucue-mlx sweep` (or a run with grid.ratios) wrote."""
+    return (Path(root) / runfolder.SWEEP).is_file()
+
+
+def load_sweep(root: Path) -> SweepData:
+    """Read sweep.json and every value folder that has started. ReportError if none has."""
+    root = Path(root)
+    path = root / runfolder.SWEEP
+    if not path.is_file():
+        raise ReportError(f"{root} has no {runfolder.SWEEP}: not a sweep folder")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path} is not valid JSON ({e})") from None
+    names = [str(n) for n in meta.get("runs", [])]
+    runs = {}
+    for name in names:
+        if (root / name / runfolder.MANIFEST).is_file():
+            runs[name] = load_run(root / name)
+    if not runs:
+        raise ReportError(f"no value of the sweep in {root} has started; run the sweep first")
+    return SweepData(
+        root,
+        str(meta.get("key")),
+        list(meta.get("values", [])),
+        runs,
+        names,
+        dict(meta.get("shared", {})),
+        bool(meta.get("quick")),
+    )
