@@ -362,6 +362,28 @@ def apply(items: Sequence[Item], corruption: Corruption) -> list[tuple[Item, Cor
     return out
 
 
+# Item.meta keys an adapter sets where it knows where an item's needed information lives:
+# NEEDS_IMAGE: the image holds facts the answer needs that the text does not state;
+# TEXT_ONLY_FACTS: a condition span (cut by text removal) states a fact the image does not show.
+NEEDS_IMAGE, TEXT_ONLY_FACTS = "needs_image", "text_only_facts"
+
+
+def info_removed(item: Item, record: CorruptionRecord) -> bool | None:
+    """Whether the corruption removed information the item's answer needs, so that nothing the
+    model is shown supports an answer: True or False where the item's adapter says where its
+    information lives (synth exactly, MathVerse by version), None where it does not. A
+    hallucination is an answer given anyway (metrics.hallucination)."""
+    if not record.changed:
+        return False
+    if record.corruption in ("blank", "random"):
+        flag = item.meta.get(NEEDS_IMAGE)
+    elif record.corruption == "text_removal":
+        flag = item.meta.get(TEXT_ONLY_FACTS)
+    else:
+        return False
+    return flag if isinstance(flag, bool) else None
+
+
 def coverage(records: Sequence[CorruptionRecord]) -> float:
     """Share of the applied records that changed their item (0.0 when none was applied)."""
     applied = [r for r in records if r.applied]

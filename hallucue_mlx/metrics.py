@@ -281,17 +281,31 @@ def answered(r: Record) -> bool:
 
 
 def hallucination(records: Sequence[Record]) -> dict[str, Any]:
-    """Under a corruption that removed the needed information: how often the model still answered,
-    and how many of those answers were right by chance."""
-    hits = [r for r in records if answered(r)]
+    """On the items whose needed information the corruption removed (record "info_removed", see
+    corrupt.info_removed), where no answer is supported by what the model was shown:
+
+    - rate: the share answered anyway (a confident answer, not an abstention): the
+      hallucination rate, with its Wilson CI; abstained: the share that declined;
+    - answered_correct_rate: accuracy of those answers, against chance_rate, the accuracy that
+      guessing would give (1/k on a k-option item, 0 on an open one; items whose options are
+      only in the image are left out of both).
+
+    Items still answerable from what is left, or whose adapter cannot tell, are not counted:
+    n is 0 (rates None) when no item qualifies."""
+    pool = [r for r in records if r.get("info_removed") is True]
+    hits = [r for r in pool if answered(r)]
     lucky = sum(bool(r["correct"]) for r in hits)
+    known = [r for r in hits if isinstance(r.get("n_choices"), int)]
+    chance = [1 / r["n_choices"] if r["n_choices"] else 0.0 for r in known]
     return {
-        "n": len(records),
+        "n": len(pool),
         "answered": len(hits),
-        "rate": len(hits) / len(records) if records else None,
-        "ci95": list(wilson_ci(len(hits), len(records))),
+        "rate": len(hits) / len(pool) if pool else None,
+        "ci95": list(wilson_ci(len(hits), len(pool))),
+        "abstained": (len(pool) - len(hits)) / len(pool) if pool else None,
         "answered_correct": lucky,
         "answered_correct_rate": lucky / len(hits) if hits else None,
+        "chance_rate": sum(chance) / len(chance) if chance else None,
     }
 
 
@@ -309,7 +323,8 @@ def diagnostics(
     vision_gain = clean - blank, random_image_gain = clean - random, text_gain = clean - text
     removal (each paired, None when a condition is missing); blind_accuracy = accuracy under blank
     images; vision_gain_by_version splits the vision gain by modality version (MathVerse);
-    hallucination: per corrupted condition, the share of items answered anyway.
+    hallucination: per corrupted condition, on the items it left unanswerable, the share answered
+    anyway and their accuracy against chance (hallucination).
     """
     _need(records, "id", "corruption", "correct")
     groups = by_condition(records)

@@ -104,6 +104,13 @@ def _record(
         "truncated": False,
         "grader_error": None,
         "n_choices": 4 if choice else 0,
+        # synth's rule (corrupt.info_removed): vision-dominant/-only items need the image; real
+        # benchmarks here say nothing
+        "info_removed": (
+            cond in ("blank", "random") and version in ("vision_dominant", "vision_only")
+        )
+        if bench == "synth"
+        else None,
     }
 
 

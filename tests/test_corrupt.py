@@ -208,3 +208,22 @@ def test_invalid_corruption_arguments_raise():
         Corruption("noise")
     with pytest.raises(ValueError, match="ratio"):
         Corruption("blank", ratio=1.5)
+
+
+def test_info_removed_says_which_items_a_corruption_left_unanswerable():
+    from hallucue_mlx.corrupt import info_removed
+    from hallucue_mlx.data.synth import load_synth
+
+    items = load_synth("test", n=200, seed=0)
+    for name in ("none", "blank", "random", "text_removal"):
+        for item, crec in apply(items, Corruption(name, 1.0, 0)):
+            orig = next(it for it in items if it.id == item.id)
+            got = info_removed(orig, crec)
+            if name == "none" or not crec.changed:
+                assert got is False
+            elif name in ("blank", "random"):
+                # the visual fact is stated in the text of text-dominant and text-lite items
+                assert got == (orig.version in ("vision_dominant", "vision_only")), orig.id
+            else:
+                # text removal cuts count's and digit's addend, which no image shows
+                assert got == (orig.task in ("count", "digit")), (orig.id, orig.question)

@@ -107,10 +107,17 @@ def test_matrix_diagnostics_versions_and_splits(full: tuple[Path, str]) -> None:
     assert float(diag[("synth", "base", "vision_gain")]["value"]) == pytest.approx(
         clean - blank, abs=1e-4
     )
-    # answered = not abstained: an extracted answer that is not "cannot be determined"
-    rs = [r for r in records(run, "base", "synth-test") if r["corruption"] == "blank"]
+    # hallucination: on the items blank images left unanswerable (synth: vision-dominant and
+    # vision-only), answered = not abstained ("cannot be determined") and not empty
+    rs = [
+        r
+        for r in records(run, "base", "synth-test")
+        if r["corruption"] == "blank" and r["info_removed"]
+    ]
+    assert rs and {r["version"] for r in rs} == {"vision_dominant", "vision_only"}
     answered = [r for r in rs if r["extracted"] and "cannot" not in r["extracted"]]
-    row = diag[("synth", "base", "answered_rate/blank")]
+    row = diag[("synth", "base", "hallucination_rate/blank")]
+    assert int(row["n"]) == len(rs)
     assert float(row["value"]) == pytest.approx(len(answered) / len(rs), abs=1e-4)
     assert int(row["lucky_correct"]) == sum(r["correct"] for r in answered)
     # versions: vision_only collapses under blank images, text_dominant does not

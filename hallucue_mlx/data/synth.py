@@ -231,7 +231,15 @@ def make_item(split: str, index: int, seed: int = 0, config: SynthConfig | None 
         version=version,
         condition_spans=spans,
         answer_kind=kind,
-        meta={"think": think, "seed": seed},
+        meta={
+            "think": think,
+            "seed": seed,
+            # where the needed information lives (corrupt.info_removed): the visual fact is in
+            # the text only for text_dominant / text_lite; the addend of count and digit is in
+            # the text only
+            "needs_image": version in ("vision_dominant", "vision_only"),
+            "text_only_facts": task in ("count", "digit") and version != "vision_only",
+        },
     )
 
 

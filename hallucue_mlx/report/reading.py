@@ -145,21 +145,27 @@ def _blank_raised(run: RunData, diag: Diagnostics) -> list[str]:
 
 
 def _answered_anyway(diag: Diagnostics) -> list[str]:
-    """Answering anyway under corruption, for base and clean GRPO."""
+    """Answering anyway where the corruption removed the needed information (hallucination),
+    for base and clean GRPO."""
     out: list[str] = []
     for (model, b), d in diag.items():
         if model not in ("base", "none"):
             continue
         hs = d["hallucination"]
         parts = [
-            f"{pct(h['rate'])}% of items under {EVAL_LONG.get(c, c)} ({h['answered_correct']} of "
-            "those answers right)"
+            f"{pct(h['rate'])}% of the {h['n']} items {EVAL_LONG.get(c, c)} left unanswerable"
+            + (
+                f" (right {pct(h['answered_correct_rate'])}% of the time; chance "
+                f"{pct(h['chance_rate'])}%)"
+                if h["answered_correct_rate"] is not None and h["chance_rate"] is not None
+                else ""
+            )
             for c, h in hs.items()
             if h["rate"] is not None
         ]
         if parts:
             out.append(
-                f"{model_label(model)} on {b} (test) still committed to an answer on "
+                f"{model_label(model)} on {b} (test) still answered (hallucinated) on "
                 + ", ".join(parts)
                 + "."
             )

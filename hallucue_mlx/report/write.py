@@ -189,8 +189,12 @@ def _results_sections(run: RunData, tables: list[Table], figs: Figures) -> list[
         "",
         "Gains are clean accuracy minus accuracy under the corruption, in points, paired on items "
         "(vision gain: blank images; random-image gain: mismatched images; text gain: text removal). "
-        "'Answered' is the share of items where the model still committed to an answer under the "
-        "corruption (no abstention), with how many of those were right by luck.",
+        "Hallucination: on the items whose needed information the corruption removed (the image "
+        "of an item that needs it, under blank or random images; a fact only the text states, "
+        "under text removal), the share the model answered anyway (no abstention), with its 95% "
+        "CI and the number of such items, then the accuracy of those answers against chance "
+        "(1/k for k options, 0 for open answers). Items still answerable from what is left, or "
+        "whose benchmark does not say where their information lives, are not counted (—: none).",
         "",
         tables[2].markdown() if tables[2].rows else "_No clean records to compare with._",
         "",
