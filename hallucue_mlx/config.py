@@ -403,7 +403,10 @@ class TrainConfig:
     train_split: str = _f("train", "Split the training prompts come from.", nonempty=True)
     n_train: int | None = _f(None, "Use only the first N training items (None: all).", min=1)
     eval_split: str = _f(
-        "test", "Held-out split for the periodic greedy evaluation.", nonempty=True
+        "validation",
+        "Held-out split of the training benchmark for the periodic greedy evaluation (not the "
+        "test split: a curve on test items invites choosing settings on them).",
+        nonempty=True,
     )
     n_eval: int = _f(
         48, "Held-out items per periodic evaluation condition (0: no evaluation).", min=0
@@ -713,7 +716,7 @@ TRAIN_OWNED = {
     "benchmark": "data.train.name",
     "train_split": "data.train.split",
     "n_train": "data.train.n",
-    "eval_split": "data.eval (the periodic evaluation uses the first eval benchmark)",
+    "eval_split": "data.train (the periodic evaluation uses its validation split, if it has one)",
     "corruption": "grid.train_conditions",
     "corruption_ratio": "grid.ratio",
     "seed": "seed",

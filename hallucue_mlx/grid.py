@@ -196,6 +196,20 @@ def load_spec(spec: BenchmarkSpec, split: str, key: str, seed: int) -> list:
         ) from None
 
 
+def validation_items(cfg: RunConfig) -> list:
+    """The periodic evaluation's items: n_eval of the training benchmark's validation split
+    (synth, Geometry3K); [] when it has none (a local copy, or a benchmark with test splits
+    only), which turns the periodic evaluation off: it never reads the test split."""
+    spec, t = cfg.data.train, cfg.train
+    if not (t.eval_every and t.n_eval) or spec.path is not None:
+        return []
+    if t.eval_split not in get_adapter(spec.name).splits:
+        return []
+    return load_spec(
+        replace(spec, split=t.eval_split, n=t.n_eval), t.eval_split, "data.train", cfg.data.seed
+    )
+
+
 def load_data(cfg: RunConfig) -> GridData:
     seed = cfg.data.seed
 
@@ -553,7 +567,7 @@ def _run_training(
             stop_after=stop_after,
             model_and_processor=_load(cfg, None),
             items=data.train_items,
-            eval_items=session.data.eval_items[targets(cfg)[0].dirname],
+            eval_items=validation_items(cfg),
             on_step=on_step,
             world=session.world,
         )
