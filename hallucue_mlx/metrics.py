@@ -321,7 +321,8 @@ def diagnostics(
     """Modality diagnostics of one model's records across conditions.
 
     vision_gain = clean - blank, random_image_gain = clean - random, text_gain = clean - text
-    removal (each paired, None when a condition is missing); blind_accuracy = accuracy under blank
+    removal on the items text removal changed (text_removal_coverage: how many of how many);
+    each paired, None when a condition is missing; blind_accuracy = accuracy under blank
     images; vision_gain_by_version splits the vision gain by modality version (MathVerse);
     hallucination: per corrupted condition, on the items it left unanswerable, the share answered
     anyway and their accuracy against chance (hallucination).
@@ -347,10 +348,22 @@ def diagnostics(
             b = [r for r in groups[blank] if str(r.get("version", "")) == v]
             by_version[v] = paired_gain(a, b, n_boot, seed)
 
+    # text removal leaves items no rule matched unchanged: its effect is measured on the changed
+    # ones only, and how many those are is reported beside it
+    text_gain, text_coverage = None, None
+    if text in groups:
+        tr = groups[text]
+        changed = [r for r in tr if r.get("corruption_changed", True)]
+        text_gain = paired_gain(base, changed, n_boot, seed) if changed else None
+        text_coverage = {
+            "changed": len({r["id"] for r in changed}),
+            "n": len({r["id"] for r in tr}),
+        }
     return {
         "vision_gain": gain(blank),
         "random_image_gain": gain(random),
-        "text_gain": gain(text),
+        "text_gain": text_gain,
+        "text_removal_coverage": text_coverage,
         "blind_accuracy": blind,
         "vision_gain_by_version": by_version,
         "hallucination": {c: hallucination(rs) for c, rs in groups.items() if c != clean},

@@ -104,6 +104,9 @@ def _record(
         "truncated": False,
         "grader_error": None,
         "n_choices": 4 if choice else 0,
+        # text removal finds no condition in a vision-only question: such items stay unchanged
+        "corruption_changed": cond != "none"
+        and not (cond == "text_removal" and version == "vision_only"),
         # synth's rule (corrupt.info_removed): vision-dominant/-only items need the image; real
         # benchmarks here say nothing
         "info_removed": (

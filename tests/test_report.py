@@ -107,6 +107,13 @@ def test_matrix_diagnostics_versions_and_splits(full: tuple[Path, str]) -> None:
     assert float(diag[("synth", "base", "vision_gain")]["value"]) == pytest.approx(
         clean - blank, abs=1e-4
     )
+    # text removal: its gain is measured on the items it changed, and its coverage shown
+    tr = [r for r in records(run, "base", "synth-test") if r["corruption"] == "text_removal"]
+    changed = [r for r in tr if r["corruption_changed"]]
+    assert 0 < len(changed) < len(tr)
+    assert int(diag[("synth", "base", "text_gain")]["n"]) == len(changed)
+    cov = diag[("synth", "base", "text_removal_coverage")]
+    assert float(cov["value"]) == pytest.approx(len(changed) / len(tr), abs=1e-4)
     # hallucination: on the items blank images left unanswerable (synth: vision-dominant and
     # vision-only), answered = not abstained ("cannot be determined") and not empty
     rs = [

@@ -297,7 +297,8 @@ def diagnostics_table(run: RunData, diag: Diagnostics) -> Table:
         "Model",
         "vision gain (clean−BI)",
         "random-image gain (clean−RI)",
-        "text gain (clean−TR)",
+        "text gain (clean−TR) on changed items",
+        "TR coverage",
     ] + [f"hallucination under {eval_label(c)}: answered % (acc. / chance %)" for c in corrupted]
     rows, csv_rows = [], []
     for (model, bench), d in diag.items():
@@ -305,6 +306,15 @@ def diagnostics_table(run: RunData, diag: Diagnostics) -> Table:
         for key in ("vision_gain", "random_image_gain", "text_gain"):
             g = d[key]
             row.append(_gain_text(g))
+            if key == "text_gain":
+                cov = d.get("text_removal_coverage")
+                row.append(f"{cov['changed']}/{cov['n']}" if cov else "—")
+                if cov:
+                    share = cov["changed"] / cov["n"] if cov["n"] else None
+                    csv_rows.append(
+                        [bench, model, "text_removal_coverage", cov["n"], csv_value(share)]
+                        + ["", "", "", ""]
+                    )
             ci = (g or {}).get("ci95") or [None, None]
             csv_rows.append(
                 [

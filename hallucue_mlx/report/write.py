@@ -188,7 +188,9 @@ def _results_sections(run: RunData, tables: list[Table], figs: Figures) -> list[
         "## Modality diagnostics (test split)",
         "",
         "Gains are clean accuracy minus accuracy under the corruption, in points, paired on items "
-        "(vision gain: blank images; random-image gain: mismatched images; text gain: text removal). "
+        "(vision gain: blank images; random-image gain: mismatched images; text gain: text removal, "
+        "on the items it changed; TR coverage: how many of the items text removal changed, the "
+        "rest state no condition its rules find). "
         "Hallucination: on the items whose needed information the corruption removed (the image "
         "of an item that needs it, under blank or random images; a fact only the text states, "
         "under text removal), the share the model answered anyway (no abstention), with its 95% "
