@@ -64,6 +64,7 @@ from hallucue_mlx.evaluate import evaluate, load_records, unchanged_corruptions
 from hallucue_mlx.metrics import summarize
 from hallucue_mlx.models.load import load_model, resolve_model_dir
 from hallucue_mlx.report import write_report
+from hallucue_mlx.report.labels import FILTER_NOTE, model_label
 from hallucue_mlx.rewards import check_golds
 from hallucue_mlx.runfolder import GridError, Timing
 from hallucue_mlx.train import train
@@ -673,9 +674,13 @@ def results(cfg: RunConfig, out: Path, data: GridData | None = None) -> dict[str
             for t in targets(cfg)
         },
         "config_hash": config_hash(cfg),
+        # the models' names in the report (marked when not plain GRPO)
+        "labels": {m: model_label(m, cfg.train.drop_zero_std_groups) for m in models(cfg)},
         "cells": rows,
         "training": training,
     }
+    if cfg.train.drop_zero_std_groups:
+        res["label_note"] = FILTER_NOTE
     if extra:  # only then: a folder without imports keeps its results.json byte for byte
         res["imported"] = {name: imported[name] for name in extra}
     return res

@@ -196,6 +196,16 @@ def test_reading_without_gain_and_with_a_drop(tmp_path: Path) -> None:
     assert "GRPO-BI lowered clean test accuracy on synth from 48.0% to 40.0% (-8.0 points" in md
 
 
+def test_models_trained_with_the_group_filter_are_not_called_grpo(tmp_path: Path) -> None:
+    run = make_fake_run(tmp_path / "filtered", n_test={"synth": 100}, group_filter=True)
+    md = write_report(run).read_text()
+    assert "GRPO†" in md and "GRPO-BI†" in md and "not plain GRPO" in md
+    table1 = (run / "tables" / "table1.md").read_text()
+    assert "| GRPO† |" in table1 and "| GRPO |" not in table1
+    plain = write_report(make_fake_run(tmp_path / "plain", n_test={"synth": 100})).read_text()
+    assert "†" not in plain
+
+
 def test_figures_exist_and_are_listed(full: tuple[Path, str]) -> None:
     run, md = full
     names = ["matrix", "gains", "training_curves", "training_eval", "versions-synth"]

@@ -10,7 +10,7 @@ from typing import Any
 from hallucue_mlx import runfolder
 from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.metrics import Record
-from hallucue_mlx.report.labels import BASE, EVAL_LONG, model_label
+from hallucue_mlx.report.labels import BASE, EVAL_LONG, filtered, model_label
 
 
 class ReportError(ValueError):
@@ -43,10 +43,16 @@ class RunData:
     def models(self) -> list[str]:
         return [BASE, *self.train_conditions, *self.imported]
 
+    @property
+    def filtered(self) -> bool:
+        """Trained with the zero-spread group filter (labels.FILTER_MARK on its models)."""
+        cfg = (self.manifest or {}).get("config")
+        return filtered(cfg) if isinstance(cfg, dict) else False
+
     def label(self, model: str) -> str:
         """A model's name in tables and figures: an imported model's own name, else the name of
-        the condition it was trained under (labels.model_label)."""
-        return model if model in self.imported else model_label(model)
+        the condition it was trained under (labels.model_label, marked when filtered)."""
+        return model if model in self.imported else model_label(model, self.filtered)
 
     def cell(self, model: str, bench: str, split: str, cond: str) -> list[Record]:
         return [r for r in self.records.get((model, bench, split), []) if r["corruption"] == cond]
@@ -326,7 +332,7 @@ def missing_pieces(run: RunData) -> list[str]:
     for cond in run.train_conditions:
         if cond not in run.curves:
             out.append(
-                f"{model_label(cond)} (train condition `{cond}`): no training metrics (`train/{cond}/metrics.jsonl`)."
+                f"{run.label(cond)} (train condition `{cond}`): no training metrics (`train/{cond}/metrics.jsonl`)."
             )
     if not run.records:
         out.append("No evaluation records yet (`eval/<model>/<benchmark>-<split>/records.jsonl`).")

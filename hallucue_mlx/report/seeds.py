@@ -20,7 +20,7 @@ import numpy as np
 from hallucue_mlx import atomic
 from hallucue_mlx.metrics import item_scores, seed_item_bootstrap_ci
 from hallucue_mlx.report.html import write_html
-from hallucue_mlx.report.labels import BASE, eval_label, model_label
+from hallucue_mlx.report.labels import BASE, FILTER_NOTE, eval_label
 from hallucue_mlx.report.load import RunData, SweepData
 from hallucue_mlx.report.tables import Table, ci_text, csv_value, pct, signed
 
@@ -134,7 +134,7 @@ def seeds_table(sweep: SweepData, rows: list[SeedRow]) -> Table:
             )
         md.append(
             [
-                model_label(r.model),
+                sweep.any_run.label(r.model),
                 *cells,
                 f"{pct(r.accuracy[0])} ± {100 * r.spread:.1f}",
                 ci_text(r.accuracy[1:]),
@@ -144,7 +144,7 @@ def seeds_table(sweep: SweepData, rows: list[SeedRow]) -> Table:
         )
         d = r.delta or (None, None, None)
         csv_rows.append(
-            [r.model, model_label(r.model), len(r.seeds)]
+            [r.model, sweep.any_run.label(r.model), len(r.seeds)]
             + [csv_value(per.get(s)) for s in seeds]
             + [csv_value(x) for x in (*r.accuracy, r.spread, *d)]
         )
@@ -160,7 +160,7 @@ def matrix_seeds_table(sweep: SweepData, rows: list[SeedRow]) -> Table:
     md, csv_rows = [], []
     for r in rows:
         md.append(
-            [model_label(r.model)]
+            [sweep.any_run.label(r.model)]
             + [
                 f"{pct(r.matrix[c][0])} {ci_text(r.matrix[c][1:])}" if c in r.matrix else "—"
                 for c in conds
@@ -178,7 +178,7 @@ def matrix_seeds_table(sweep: SweepData, rows: list[SeedRow]) -> Table:
     )
 
 
-def reading(rows: list[SeedRow]) -> list[str]:
+def reading(sweep: SweepData, rows: list[SeedRow]) -> list[str]:
     out = []
     for r in rows:
         if r.delta is None:
@@ -190,7 +190,7 @@ def reading(rows: list[SeedRow]) -> list[str]:
             else ("a gain" if r.delta[0] > 0 else "a loss") + " beyond seed and item noise"
         )
         out.append(
-            f"- **{model_label(r.model)}**: clean accuracy {signed(r.delta[0])} points vs base "
+            f"- **{sweep.any_run.label(r.model)}**: clean accuracy {signed(r.delta[0])} points vs base "
             f"{ci_text(r.delta[1:])} over {n} seed{'s' if n != 1 else ''}: {what}; per seed "
             + ", ".join(pct(a) for a in r.accuracy_per_seed)
             + "."
@@ -218,6 +218,7 @@ def write_seeds_report(sweep: SweepData) -> Any:
         f"- Seeds: {', '.join(map(str, sweep.values))} ({len(done)} started). A seed sets the "
         "training's sampling and item order and the random-image donors; the data subset is "
         f"fixed, so every seed is scored on the same test items ({items}).",
+        *([f"- {FILTER_NOTE}"] if run.filtered else []),
         "- Intervals: 95%, percentile bootstrap that resamples seeds and then items, so they "
         "cover seed-to-seed variation and item sampling. Changes vs base are paired within each "
         "seed. 'within noise': the interval includes 0.",
@@ -234,7 +235,7 @@ def write_seeds_report(sweep: SweepData) -> Any:
         "",
         "## Reading",
         "",
-        *(reading(rows) or ["- no trained model has finished a seed yet"]),
+        *(reading(sweep, rows) or ["- no trained model has finished a seed yet"]),
         "",
         "## Runs (one per seed)",
         "",

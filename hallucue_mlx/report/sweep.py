@@ -19,7 +19,7 @@ from hallucue_mlx import atomic
 from hallucue_mlx.metrics import macro_paired_diff, table1_cells
 from hallucue_mlx.report.figures import pyplot, save_figure
 from hallucue_mlx.report.html import write_html
-from hallucue_mlx.report.labels import BASE, OKABE_ITO, model_label
+from hallucue_mlx.report.labels import BASE, FILTER_NOTE, OKABE_ITO
 from hallucue_mlx.report.load import RunData, SweepData, is_sweep, load_sweep
 from hallucue_mlx.report.seeds import write_seeds_report
 from hallucue_mlx.report.tables import Table, ci_text, csv_value, pct, signed
@@ -99,7 +99,7 @@ def dose_table(sweep: SweepData, pts: list[DosePoint]) -> Table:
         rows.append(
             [
                 _shown(p.value),
-                model_label(p.model),
+                sweep.any_run.label(p.model),
                 str(p.n),
                 f"{pct(p.accuracy)} {ci_text(p.ci95)}",
                 "—" if p.delta is None else f"{signed(p.delta)} {ci_text(p.delta_ci95)}",
@@ -111,7 +111,14 @@ def dose_table(sweep: SweepData, pts: list[DosePoint]) -> Table:
         dci = p.delta_ci95 or (None, None)
         vci = p.vision_gain_ci95 or (None, None)
         csv_rows.append(
-            [sweep.key, _shown(p.value), p.model, model_label(p.model), p.n, csv_value(p.accuracy)]
+            [
+                sweep.key,
+                _shown(p.value),
+                p.model,
+                sweep.any_run.label(p.model),
+                p.n,
+                csv_value(p.accuracy),
+            ]
             + [
                 csv_value(p.ci95[0]),
                 csv_value(p.ci95[1]),
@@ -162,7 +169,7 @@ def fig_dose_response(sweep: SweepData, pts: list[DosePoint], figdir: Path) -> P
             if not got:
                 continue
             gx, y, lo, hi = (list(t) for t in zip(*got))
-            ax.plot(gx, y, label=model_label(model), **style)
+            ax.plot(gx, y, label=sweep.any_run.label(model), **style)
             # light fill plus edge lines: overlapping bands stay readable
             ax.fill_between(gx, lo, hi, color=color, alpha=0.08, lw=0)
             for edge in (lo, hi):
@@ -213,14 +220,14 @@ def reading(sweep: SweepData, pts: list[DosePoint]) -> list[str]:
         a, b = mine[0], mine[-1]
         if len(mine) > 1 and all(p.shared for p in mine[1:]):
             out.append(
-                f"- **{model_label(m)}** does not depend on {sweep.key} (one model, shared): clean "
+                f"- **{sweep.any_run.label(m)}** does not depend on {sweep.key} (one model, shared): clean "
                 f"accuracy {pct(a.accuracy)}, change vs the base {signed(a.delta)} "
                 f"{ci_text(a.delta_ci95)}."
             )
             continue
         moved = [_shown(p.value) for p in mine if p.delta_ci95 and _excl(p.delta_ci95)]
         text = (
-            f"- **{model_label(m)}**: clean accuracy {pct(a.accuracy)} at {sweep.key}="
+            f"- **{sweep.any_run.label(m)}**: clean accuracy {pct(a.accuracy)} at {sweep.key}="
             f"{_shown(a.value)} and {pct(b.accuracy)} at {_shown(b.value)}; "
         )
         text += (
@@ -250,14 +257,13 @@ def _head(sweep: SweepData, pts: list[DosePoint]) -> list[str]:
         "items per point), one training seed per point; 95% intervals cover item sampling only "
         "(Wilson for one benchmark's accuracy, paired bootstrap for differences), not seeds.",
         "- Vision gain: clean accuracy minus blank-image accuracy of the same model, paired on items.",
+        *([f"- {FILTER_NOTE}"] if run.filtered else []),
     ]
     for name in sweep.names:
         if name in sweep.runs:
             shared = sweep.shared.get(name) or []
             note = (
-                f" (shared, not recomputed: {', '.join(map(model_label, shared))})"
-                if shared
-                else ""
+                f" (shared, not recomputed: {', '.join(map(run.label, shared))})" if shared else ""
             )
             lines.append(f"- [{name}]({name}/report.md){note}")
         else:

@@ -18,7 +18,7 @@ from hallucue_mlx.report.figures import (
     fig_versions,
 )
 from hallucue_mlx.report.html import write_html
-from hallucue_mlx.report.labels import eval_label, model_label
+from hallucue_mlx.report.labels import FILTER_NOTE, eval_label
 from hallucue_mlx.report.load import RunData, load_run, missing_pieces
 from hallucue_mlx.report.reading import reading
 from hallucue_mlx.report.tables import (
@@ -51,9 +51,10 @@ def _run_info(run: RunData) -> list[str]:
     lines = [f"- Model: `{run.model_name}`"]
     lines.append(f"- Benchmarks: {', '.join(run.benchmarks) or 'none found'}")
     lines.append(
-        "- Train conditions: "
-        + ", ".join(f"{model_label(c)} (`{c}`)" for c in run.train_conditions)
+        "- Train conditions: " + ", ".join(f"{run.label(c)} (`{c}`)" for c in run.train_conditions)
     )
+    if run.filtered:
+        lines.append(f"- {FILTER_NOTE}")
     lines.append(
         "- Eval conditions: " + ", ".join(f"{eval_label(c)} (`{c}`)" for c in run.eval_conditions)
     )
@@ -239,7 +240,7 @@ def _training_section(run: RunData, figs: Figures) -> list[str]:
             if rows:
                 last = rows[-1]
                 L.append(
-                    f"- {model_label(c)}: {len(rows)} steps logged, last step {last['step']}, "
+                    f"- {run.label(c)}: {len(rows)} steps logged, last step {last['step']}, "
                     f"final reward {last.get('reward', float('nan')):.3f}."
                 )
         L.append("")
