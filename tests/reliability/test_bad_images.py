@@ -202,16 +202,24 @@ def test_decompression_bomb_is_refused_with_a_reason(tmp_path, said, monkeypatch
 # ---------------------------------------------------------------- sizes
 
 
-def test_huge_image_costs_a_bounded_number_of_image_tokens(tmp_path, tiny):
-    """8000 x 8000 pixels: the processor's max_pixels caps it (64 tokens for the tiny model)."""
+def test_huge_image_is_refused_or_costs_a_bounded_number_of_image_tokens(tmp_path, tiny):
+    """8000 x 8000 pixels: over model.max_image_pixels it is refused by name; with the limit
+    lifted, the processor's max_pixels caps it (64 tokens for the tiny model)."""
     big = Image.new("L", (8000, 8000), 255)
     big.paste(0, (1000, 1000, 7000, 2000))
     d = write_items(tmp_path / "huge", [row(1)], {"q1.png": big})
     (item,) = load_benchmark("local", path=str(d))
     assert item.image.size == (8000, 8000)
-    _, processor = tiny
-    cap = processor.image_processor.max_pixels // (28 * 28)
-    assert _tokens(tiny, item) == cap == 64
+    model, processor = tiny
+    limit = processor.max_image_pixels
+    with pytest.raises(ValueError, match=f"item {item.id}: its image is 8000x8000"):
+        _tokens(tiny, item)
+    try:
+        processor.max_image_pixels = None
+        cap = processor.image_processor.max_pixels // (28 * 28)
+        assert _tokens(tiny, item) == cap == 64
+    finally:
+        processor.max_image_pixels = limit
 
 
 @pytest.mark.parametrize("size", [(5, 5), (1, 1), (13, 27)])
