@@ -181,3 +181,21 @@ def test_four_bit_build_is_byte_identical_and_loads(tmp_path):
     assert isinstance(lm.layers[0].self_attn.q_proj, nn.QuantizedLinear)
     # the vision tower stays unquantised, as in mlx_vlm.convert
     assert not any(isinstance(m, nn.QuantizedLinear) for _, m in model.vision_model.named_modules())
+
+
+def test_every_sampled_id_decodes(smol_dir):
+    """The tokenizer has one token per embedding row, so the rollout bans only the image
+    placeholder and a random model's samples (fillers included) decode to text."""
+    import mlx.core as mx
+
+    from hallucue_mlx.models.load import load_model
+    from hallucue_mlx.rollout import banned_token_ids, encode_prompt, generate
+
+    model, processor = load_model(smol_dir)
+    assert banned_token_ids(model, processor) == [49190]
+    groups = generate(
+        model, processor, [encode_prompt(processor, model, "2+3?")], 4, 1.0, 6, mx.random.key(0)
+    )
+    for c in groups[0]:
+        assert isinstance(c.text, str) and len(c.ids) >= 1
+        assert processor.tokenizer.decode(c.ids) is not None
