@@ -1,0 +1,44 @@
+"""End to end at real width (slow): scripts/check_real_shapes.py's check for each family.
+
+Published widths and vocabulary, 2 text layers and 2 vision blocks, a 448x448 and a 336x672
+image: load, one GRPO step (G=5, LoRA / QLoRA), greedy evaluation under all four corruptions,
+adapter reload through plain mlx_vlm.load with equal logits. fp32 runs for every family; 4-bit
+(no fast quantized CPU kernel) for SmolVLM here, and for the Qwen models in the script only
+(their 151936 x 2048 LM head makes each 4-bit step minutes on a CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+pytestmark = pytest.mark.slow
+
+_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_real_shapes.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("check_real_shapes", _SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RUNS = [
+    ("qwen2.5-vl-3b", "fp32"),
+    ("qwen2-vl-2b", "fp32"),
+    ("smolvlm-256m", "fp32"),
+    ("smolvlm-256m", "4bit"),
+]
+
+
+@pytest.mark.parametrize(("name", "dtype"), RUNS)
+def test_real_width_end_to_end(name, dtype, tmp_path):
+    row = _script().check(name, dtype, tmp_path)
+    assert row["ok"]
+    assert row["eval"] == {c: 2 for c in ("none", "blank", "random", "text_removal")}
+    assert row["adapter_max_diff"] < 1e-3 < row["adapter_effect"]
