@@ -84,11 +84,7 @@ def _check_family(model: nn.Module) -> None:
     if mt not in SUPPORTED_FAMILIES:
         raise ValueError(
             f"rollout supports model types {SUPPORTED_FAMILIES}, got {mt!r}; "
-            "use a Qwen2-VL or Qwen2.5-VL checkpoint. [TEMPORARY NOTE for the shapes branch: "
-            "idefics3 (SmolVLM) support in rollout/grpo is being written on main right now; do "
-            "NOT implement it here. Do the real-width end-to-end for the Qwen families first; "
-            "for SmolVLM build+load+tokenizer tests only, then `git merge main` when main's "
-            "rollout accepts idefics3 (check `git -C <repo> log main`) and run its e2e.]"
+            "use a Qwen2-VL or Qwen2.5-VL checkpoint"
         )
 
 
