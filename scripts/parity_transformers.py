@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -35,13 +36,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# The published models the parity runs on, and their family (mlx-vlm model_type).
-NAMES = {
-    "qwen2.5-vl-3b": "qwen2_5_vl",
-    "qwen2-vl-2b": "qwen2_vl",
-    "smolvlm-256m": "idefics3",
-    "smolvlm-500m": "idefics3",
-}
 PROMPT = "How many red circles are in the figure? Think step by step, then give the number."
 CONTINUATION = 8  # tokens scored after the prompt (our loss path: grpo.completion_logprobs)
 IMAGES = {"square 448x448": (448, 448), "portrait 336x504": (336, 504), "text only": None}
@@ -70,6 +64,8 @@ class Row:
     logit_rel: float
     logp_diff: float
     tol: float
+    length: int = 0
+    image_tokens: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -103,6 +99,12 @@ def make_image(size: tuple[int, int], seed: int = 0):
     return img
 
 
+def family_of(name: str) -> str:
+    from hallucue_mlx.models.shapes import SHAPES
+
+    return SHAPES[name].family
+
+
 def build_checkpoint(
     name: str, out: Path, text_layers: int, vision_layers: int, tiny: bool
 ) -> Path:
@@ -110,7 +112,7 @@ def build_checkpoint(
     if tiny:
         from hallucue_mlx.models.tiny import build_tiny_random
 
-        family = NAMES[name]
+        family = family_of(name)
         side = 448 if family == "idefics3" else 112
         return build_tiny_random(
             out,
@@ -260,7 +262,7 @@ def compare(name: str, case: str, a: Side, b: Side, tol: float) -> Row:
         notes.append(
             f"ids differ: {len(a.ids)} vs {len(b.ids)} tokens, first difference at {first}"
         )
-    if NAMES[name] == "idefics3":
+    if family_of(name) == "idefics3":
         # ours keeps the processor's pixel layout; compare the tile count and image tokens
         grid_a = (a.pixels.shape if a.pixels is not None else (), a.image_tokens)
         grid_b = (b.grid, b.image_tokens)
@@ -300,24 +302,44 @@ def compare(name: str, case: str, a: Side, b: Side, tol: float) -> Row:
         logit_rel,
         logp_diff,
         tol,
+        len(a.ids),
+        a.image_tokens,
         notes,
     )
 
 
+def _log(name: str, what: str, since: float) -> float:
+    now = time.perf_counter()
+    print(f"{name}: {what} {now - since:.1f} s", file=sys.stderr, flush=True)
+    return now
+
+
+def _continuation(tok, seed: int = 0) -> list[int]:
+    """CONTINUATION token ids drawn from the ordinary vocabulary (never an image or control token)."""
+    import numpy as np
+
+    special = np.array(sorted(getattr(tok, "added_tokens_decoder", {})), dtype=np.int64)
+    plain = np.setdiff1d(np.arange(len(tok)), special)
+    return [int(i) for i in np.random.default_rng(seed).choice(plain, CONTINUATION, replace=False)]
+
+
 def run_family(name: str, root: Path, args) -> list[Row]:
     """Build, convert, load both sides and compare every prompt of IMAGES for one model."""
-    import numpy as np
     import torch
     from transformers import AutoModelForImageTextToText
 
     from hallucue_mlx.models import load_model
     from hallucue_mlx.models.hf_layout import to_hf_layout
 
+    t = time.perf_counter()
+    shutil.rmtree(root / name, ignore_errors=True)
     mlx_dir = build_checkpoint(
         name, root / name / "mlx", args.text_layers, args.vision_layers, args.tiny
     )
+    t = _log(name, "build", t)
     hf_dir = to_hf_layout(mlx_dir, root / name / "hf")
-    family = NAMES[name]
+    t = _log(name, "Hugging Face layout", t)
+    family = family_of(name)
     model, processor = load_model(mlx_dir, dtype="float32")
     hf_model, info = AutoModelForImageTextToText.from_pretrained(
         hf_dir, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
@@ -329,28 +351,32 @@ def run_family(name: str, root: Path, args) -> list[Row]:
         )
     hf_model.eval()
     hf_proc = hf_processor(hf_dir, family)
-    tok = getattr(processor, "tokenizer", processor)
-    rng = np.random.default_rng(0)
-    special = np.array(sorted(getattr(tok, "added_tokens_decoder", {})), dtype=np.int64)
-    plain = np.setdiff1d(np.arange(len(tok)), special)  # never an image or control token
-    cont_ids = [int(i) for i in rng.choice(plain, CONTINUATION, replace=False)]
+    t = _log(name, "load both", t)
+    cont_ids = _continuation(getattr(processor, "tokenizer", processor))
     rows = []
     for case, size in IMAGES.items():
         image = None if size is None else make_image(size)
         a = ours(model, processor, PROMPT, image, cont_ids)
+        t = _log(name, f"{case}: ours", t)
         b = theirs(hf_model, hf_proc, family, PROMPT, image, cont_ids)
+        t = _log(name, f"{case}: transformers", t)
         rows.append(compare(name, case, a, b, args.tol))
     return rows
 
 
 def table(rows: list[Row]) -> str:
-    head = "| model | prompt | tokens equal | grid equal | max abs pixel diff | max abs logit diff | relative | max abs log-prob diff (continuation) | OK |"
-    lines = [head, "|" + "---|" * 9]
+    """The rows as a Markdown table (docs/design.md quotes it), then any notes on failures."""
+    cols = (
+        "model | prompt | prompt tokens (image) | tokens equal | grid equal | max abs pixel diff"
+        " | max abs logit diff | relative | max abs log-prob diff | OK"
+    )
+    lines = [f"| {cols} |", "|" + "---|" * (cols.count("|") + 1)]
     for r in rows:
         lines.append(
-            f"| {r.name} | {r.case} | {'yes' if r.tokens_equal else 'NO'} | "
-            f"{'yes' if r.grid_equal else 'NO'} | {r.pixel_diff:.2e} | {r.logit_diff:.2e} | "
-            f"{r.logit_rel:.2e} | {r.logp_diff:.2e} | {'OK' if r.ok else 'FAIL'} |"
+            f"| {r.name} | {r.case} | {r.length} ({r.image_tokens}) | "
+            f"{'yes' if r.tokens_equal else 'NO'} | {'yes' if r.grid_equal else 'NO'} | "
+            f"{r.pixel_diff:.1e} | {r.logit_diff:.1e} | {r.logit_rel:.1e} | {r.logp_diff:.1e} | "
+            f"{'OK' if r.ok else 'FAIL'} |"
         )
     for r in rows:
         lines.extend(f"  {r.name} / {r.case}: {n}" for n in r.notes)
@@ -359,22 +385,24 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--family", default="all", help=f"all or one of {', '.join(NAMES)}")
+    from hallucue_mlx.models.shapes import SHAPES
+
+    ap.add_argument("--family", default="all", help=f"all or one of {', '.join(SHAPES)}")
     ap.add_argument("--text-layers", type=int, default=2)
     ap.add_argument("--vision-layers", type=int, default=2)
     ap.add_argument("--tol", type=float, default=1e-4, help="max abs difference allowed")
     ap.add_argument("--tiny", action="store_true", help="tiny widths instead of the published ones")
     ap.add_argument("--out", default=None, help="keep the checkpoints in this folder")
     args = ap.parse_args(argv)
-    if args.family != "all" and args.family not in NAMES:
-        ap.error(f"--family {args.family!r} is not one of: all, {', '.join(NAMES)}")
+    if args.family != "all" and args.family not in SHAPES:
+        ap.error(f"--family {args.family!r} is not one of: all, {', '.join(SHAPES)}")
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as err:
         print(f"needs torch and transformers: pip install 'hallucue-mlx[parity]' ({err})")
         return 2
-    names = list(NAMES) if args.family == "all" else [args.family]
+    names = list(SHAPES) if args.family == "all" else [args.family]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out) if args.out else Path(tmp)
