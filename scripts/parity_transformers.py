@@ -288,7 +288,7 @@ def compare(name: str, case: str, a: Side, b: Side, tol: float) -> Row:
     if tokens_equal:
         diff = np.abs(a.logits.astype(np.float64) - b.logits.astype(np.float64))
         logit_diff = float(diff.max())
-        logit_rel = logit_diff / float(np.abs(b.logits).max())
+        logit_rel = logit_diff / max(float(np.abs(b.logits).max()), 1e-30)
         logp_diff = float(np.abs(a.cont_logps - b.cont_logps).max())
     else:
         logit_diff = logit_rel = logp_diff = float("inf")
