@@ -84,21 +84,28 @@ def _script():
 
 
 def test_the_comparison_fails_on_any_difference():
-    """The script's verdict is not a formality: a changed token, grid, pixel or logit fails."""
+    """The script's verdict is not a formality: a changed token, grid, pixel, logit or
+    continuation log-prob fails it."""
     p = _script()
-    ids = np.array([1, 2, 3])
-    base = dict(ids=ids, grid=(1, 2, 2), pixels=np.zeros((4, 6)), logits=np.linspace(-3, 3, 15).reshape(3, 5))
-    a = p.Side(**base, cont_logps=np.zeros(8))
-    assert p.compare("qwen2-vl-2b", "x", a, p.Side(**base, cont_logps=np.zeros(8)), 1e-4).ok
+    base = dict(
+        ids=np.array([1, 2, 3]),
+        grid=(1, 2, 2),
+        pixels=np.zeros((4, 6)),
+        logits=np.linspace(-3, 3, 15).reshape(3, 5),
+        cont_logps=np.full(8, -2.0),
+    )
+    ours = p.Side(**base)
+    assert p.compare("qwen2-vl-2b", "x", ours, p.Side(**base), 1e-4).ok
     changes = {
         "ids": np.array([1, 2, 4]),
         "grid": (1, 2, 4),
         "pixels": np.full((4, 6), 1e-3),
-        "logits": np.linspace(-3, 3, 15).reshape(3, 5) + 2e-4,
+        "logits": base["logits"] + 2e-4,
+        "cont_logps": base["cont_logps"] - 2e-4,
     }
     for key, value in changes.items():
-        other = p.Side(**{**base, key: value}, cont_logps=np.zeros(8))
-        assert not p.compare("qwen2-vl-2b", "x", a, other, 1e-4).ok, key
+        theirs = p.Side(**{**base, key: value})
+        assert not p.compare("qwen2-vl-2b", "x", ours, theirs, 1e-4).ok, key
 
 
 def _has_torch() -> bool:
