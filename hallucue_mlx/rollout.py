@@ -231,6 +231,23 @@ def check_image_size(image: Any, limit: int | None, name: str) -> None:
         )
 
 
+def chat_text(processor: Any, model: nn.Module, text: str, num_images: int) -> str:
+    """The chat-formatted prompt, rendered by the checkpoint's chat template, with the image(s)
+    before the question in the user turn for every family: where the published model cards
+    (Qwen2-VL, Qwen2.5-VL, SmolVLM), transformers' processors in their examples and EasyR1
+    (the `<image>` first in the problem) put it. mlx-vlm 0.7.10's `apply_chat_template` puts
+    Qwen2-VL's image after the text, a prompt that model's users never send."""
+    from mlx_vlm.prompt_utils import apply_chat_template, get_chat_template
+
+    messages = apply_chat_template(
+        processor, model.config, text, num_images=num_images, return_messages=True
+    )
+    for message in messages:
+        if isinstance(message.get("content"), list):  # stable: the text parts keep their order
+            message["content"].sort(key=lambda part: part.get("type") != "image")
+    return get_chat_template(processor, messages, add_generation_prompt=True)
+
+
 def encode_prompt(
     processor: Any,
     model: nn.Module,
@@ -243,7 +260,6 @@ def encode_prompt(
     An Item brings its own image (None: a text-only prompt) and its prompt text via
     prompts.build_prompt(item, template); a plain string is used as the user text as is.
     """
-    from mlx_vlm.prompt_utils import apply_chat_template
     from mlx_vlm.utils import prepare_inputs
 
     arch.family(model)  # refuses a model type the rollout cannot drive
@@ -256,7 +272,7 @@ def encode_prompt(
     name = item_or_text.id if isinstance(item_or_text, Item) else "(text prompt)"
     if image is not None:
         check_image_size(image, getattr(processor, "max_image_pixels", None), name)
-    chat = apply_chat_template(processor, model.config, text, num_images=len(images))
+    chat = chat_text(processor, model, text, len(images))
     if images:
         try:
             inputs = prepare_inputs(

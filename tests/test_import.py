@@ -25,6 +25,7 @@ from hallucue_mlx.cli import app  # noqa: E402
 from hallucue_mlx.config import ConfigError, load_config  # noqa: E402
 from hallucue_mlx.grid import run_grid  # noqa: E402
 from hallucue_mlx.importer import MLX, convert_checkpoint, import_checkpoint  # noqa: E402
+from hallucue_mlx.models.hf_layout import to_hf_layout  # noqa: E402
 from hallucue_mlx.models.load import ModelLoadError, load_model  # noqa: E402
 from hallucue_mlx.runfolder import GridError  # noqa: E402
 
@@ -45,35 +46,6 @@ def _cfg(tiny_dir: Path):
             "eval.max_tokens=6",
         ],
     )
-
-
-def to_hf_layout(mlx_dir: Path, out: Path, newer_names: bool = False) -> Path:
-    """The checkpoint mlx-vlm's conversion turns into `mlx_dir`, as transformers saves a
-    Qwen2.5-VL: mlx-vlm's sanitize undone (language_model.model.* -> model.*, vision_tower.* ->
-    visual.*, the patch embedding's Conv3d weight from MLX's (out, t, h, w, in) back to PyTorch's
-    (out, in, t, h, w)), in two shards with an index, marked format "pt", beside the tiny model's
-    config, tokenizer, processor and chat-template files. `newer_names`: the newer module names
-    (model.language_model.*, model.visual.*) instead, which mlx-vlm's Qwen2.5-VL does not map."""
-    out.mkdir(parents=True)
-    for f in mlx_dir.iterdir():
-        if f.suffix != ".safetensors":
-            shutil.copy(f, out / f.name)
-    weights = {}
-    for k, v in mx.load(str(mlx_dir / "model.safetensors")).items():
-        if k.startswith("language_model."):
-            k = k.removeprefix("language_model.")
-            k = k.replace("model.", "model.language_model.", 1) if newer_names else k
-        else:
-            k = ("model.visual." if newer_names else "visual.") + k.removeprefix("vision_tower.")
-        weights[k] = v.transpose(0, 4, 1, 2, 3) if k.endswith("patch_embed.proj.weight") else v
-    keys = sorted(weights)
-    index = {}
-    for i, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2 :])):
-        shard = f"model-{i + 1:05d}-of-00002.safetensors"
-        mx.save_safetensors(str(out / shard), {k: weights[k] for k in part}, {"format": "pt"})
-        index.update(dict.fromkeys(part, shard))
-    (out / "model.safetensors.index.json").write_text(json.dumps({"weight_map": index}))
-    return out
 
 
 def _records(path: Path) -> list[dict]:

@@ -292,6 +292,26 @@ def set_image_sizes(
     processor.max_image_pixels = max_image_pixels
 
 
+def match_published_numerics(model: Any) -> list[str]:
+    """Correct what mlx-vlm builds differently from the published model; returns what changed.
+
+    mlx-vlm 0.7.10's Idefics3 vision tower makes its final LayerNorm (`post_layernorm`) with
+    MLX's default eps 1e-5 instead of the config's `layer_norm_eps` (1e-6 for SmolVLM's SigLIP),
+    which transformers uses: at SmolVLM-256M's width it moved the image features by 4e-5
+    relative (`scripts/parity_transformers.py`). Idempotent."""
+    import mlx.nn as nn
+
+    changed: list[str] = []
+    if getattr(model.config, "model_type", "") not in ("idefics3", "smolvlm"):
+        return changed
+    eps = float(model.config.vision_config.layer_norm_eps)
+    for name, module in model.vision_model.named_modules():
+        if isinstance(module, nn.LayerNorm) and module.eps != eps:
+            changed.append(f"vision_model.{name}.eps {module.eps} -> {eps}")
+            module.eps = eps
+    return changed
+
+
 def load_model(
     model: str | Path,
     adapter: str | Path | None = None,
@@ -318,6 +338,7 @@ def load_model(
         loaded, processor = mlx_vlm.load(str(model_dir), trust_remote_code=trust_remote_code)
     except ValueError as e:
         raise ModelLoadError(f"cannot load model {str(model)!r} from {model_dir}: {e}") from e
+    match_published_numerics(loaded)
     if adapter is not None:
         loaded = _apply_adapter(loaded, adapter, str(model))
     loaded.set_dtype(mx_dtype)
