@@ -113,6 +113,7 @@ def _has_torch() -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.realwidth
 @pytest.mark.skipif(
     not _has_torch(), reason="needs torch and transformers: pip install 'hallucue-mlx[parity]'"
 )

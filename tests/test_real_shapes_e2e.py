@@ -16,7 +16,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.realwidth]
 
 _SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_real_shapes.py"
 
