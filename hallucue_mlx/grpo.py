@@ -31,8 +31,10 @@ import numpy as np
 from mlx_vlm.models.cache import ConcatenateKVCache, create_causal_mask
 
 from hallucue_mlx.config import SCALE_REWARDS
+from hallucue_mlx.models import arch
+from hallucue_mlx.models.arch import lm_head
 from hallucue_mlx.models.lora import lora_disabled
-from hallucue_mlx.rollout import PromptInputs, lm_head, prompt_embeddings
+from hallucue_mlx.rollout import PromptInputs, prompt_embeddings
 
 
 @dataclass
@@ -93,22 +95,24 @@ def group_advantages(
 # ---------------------------------------------------------------- log-probs
 
 
-def _shared_prefix_layer(layer, hp, hc, pos_p, pos_c, mask_c, G):
-    """One decoder layer over a prompt (batch 1) and its G continuations, which attend to the
-    prompt's keys/values tiled G times. The KV cache lives only inside this call, so the call can
-    be wrapped in mx.checkpoint."""
+def _shared_prefix_layer(call, hp, hc, pos_p, pos_c, mask_c, G):
+    """One decoder layer (`call(x, mask, cache, positions)`) over a prompt (batch 1) and its G
+    continuations, which attend to the prompt's keys/values tiled G times. The KV cache lives
+    only inside this call, so the call can be wrapped in mx.checkpoint."""
     c = ConcatenateKVCache()
-    hp = layer(hp, "causal", c, pos_p)
+    hp = call(hp, "causal", c, pos_p)
     if hc is None:
         return hp, None
     c.keys, c.values = mx.repeat(c.keys, G, axis=0), mx.repeat(c.values, G, axis=0)
-    return hp, layer(hc, mask_c, c, pos_c)
+    return hp, call(hc, mask_c, c, pos_c)
 
 
-def _checkpointed(layer):
+def _checkpointed(model, layer):
+    call = partial(arch.decoder_layer, model, layer)
+
     def inner(params, *args):
         layer.update(params)
-        return _shared_prefix_layer(layer, *args)
+        return _shared_prefix_layer(call, *args)
 
     ck = mx.checkpoint(inner)
     return lambda *args: ck(layer.trainable_parameters(), *args)
@@ -128,7 +132,7 @@ def completion_logprobs(
     are tiled over its G completions, so the prompt is not recomputed G times. Gradients flow
     through both. checkpoint=True recomputes each layer in the backward pass (less memory).
     Optionally the per-token entropy (no gradient)."""
-    inner = model.language_model.model
+    inner = arch.text_stack(model)
     B, T = completion_ids.shape
     G = B // len(prompts)
     t = temperature if temperature > 0 else 1.0
@@ -140,12 +144,14 @@ def completion_logprobs(
         hc = pos_c = mask_c = None
         if T > 1:
             hc = inner.embed_tokens(ids[:, :-1])
-            pos_c = mx.broadcast_to(
-                (mx.arange(T - 1) + L + prompt.rope_delta)[None, None], (3, G, T - 1)
-            )
+            pos_c = arch.text_positions(T - 1, G, L + prompt.rope_delta)
             mask_c = create_causal_mask(T - 1, offset=L)
         for layer in inner.layers:
-            run = _checkpointed(layer) if checkpoint else partial(_shared_prefix_layer, layer)
+            run = (
+                _checkpointed(model, layer)
+                if checkpoint
+                else partial(_shared_prefix_layer, partial(arch.decoder_layer, model, layer))
+            )
             hp, hc = run(hp, hc, prompt.position_ids, pos_c, mask_c, G)
         first = lm_head(model, inner.norm(hp[:, -1:]))  # predicts the first completion token
         logits = mx.repeat(first, G, axis=0)

@@ -24,11 +24,13 @@ import numpy as np
 from mlx_vlm.models.cache import ConcatenateKVCache, KVCache
 
 from hallucue_mlx.data.item import Item
+from hallucue_mlx.models import arch
+from hallucue_mlx.models.arch import lm_head
 from hallucue_mlx.prompts import build_prompt
 
 # Finite, so entropy terms p*log p stay 0 (not NaN) on banned tokens.
 BANNED_LOGIT = -1e9
-SUPPORTED_FAMILIES = ("qwen2_5_vl", "qwen2_vl")
+SUPPORTED_FAMILIES = arch.FAMILIES
 
 
 @dataclass
@@ -37,7 +39,7 @@ class PromptInputs:
     the image features (computed once, reused by the rollout and the loss forward)."""
 
     input_ids: mx.array  # (L,) int32
-    position_ids: mx.array  # (3, 1, L)
+    position_ids: mx.array  # (3, 1, L) (Qwen's M-RoPE; Idefics3's RoPE follows the cache instead)
     rope_delta: int  # the next text position after the prompt is L + rope_delta
     image_features: mx.array | None  # (n_image_tokens, hidden) or None for a text-only prompt
     text: str = ""
@@ -79,22 +81,6 @@ class Episode:
 # ---------------------------------------------------------------- model plumbing
 
 
-def _check_family(model: nn.Module) -> None:
-    mt = getattr(model.config, "model_type", "")
-    if mt not in SUPPORTED_FAMILIES:
-        raise ValueError(
-            f"rollout supports model types {SUPPORTED_FAMILIES}, got {mt!r}; "
-            "use a Qwen2-VL or Qwen2.5-VL checkpoint"
-        )
-
-
-def lm_head(model: nn.Module, h: mx.array) -> mx.array:
-    lm = model.language_model
-    if lm.args.tie_word_embeddings:
-        return lm.model.embed_tokens.as_linear(h)
-    return lm.lm_head(h)
-
-
 def banned_token_ids(model: nn.Module, processor: Any) -> list[int]:
     """Placeholder tokens that must never be sampled, plus ids past the tokenizer's vocabulary."""
     cfg = model.config
@@ -112,14 +98,14 @@ def banned_token_ids(model: nn.Module, processor: Any) -> list[int]:
         tok.convert_tokens_to_ids("<|vision_pad|>") if "<|vision_pad|>" in tok.get_vocab() else None
     )
     ids.add(pad)
-    vocab = model.language_model.args.vocab_size
+    vocab = arch.vocab_size(model)
     ids |= set(range(len(tok), vocab))
     return sorted(i for i in ids if isinstance(i, int) and 0 <= i < vocab)
 
 
 def logit_bias(model: nn.Module, processor: Any) -> mx.array:
     """(V,) additive bias: BANNED_LOGIT on banned ids, 0 elsewhere."""
-    vocab = model.language_model.args.vocab_size
+    vocab = arch.vocab_size(model)
     bias = np.zeros(vocab, np.float32)
     bias[banned_token_ids(model, processor)] = BANNED_LOGIT
     return mx.array(bias)
@@ -147,10 +133,10 @@ def eos_token_ids(model: nn.Module, processor: Any) -> list[int]:
 def prompt_embeddings(model: nn.Module, prompt: PromptInputs) -> mx.array:
     """(1, L, D) input embeddings with the (cached, frozen) image features at the image tokens."""
     ids = prompt.input_ids
-    emb = model.language_model.model.embed_tokens(ids[None])
+    emb = arch.text_stack(model).embed_tokens(ids[None])
     if prompt.image_features is None:
         return emb
-    is_img = ids == model.config.image_token_id
+    is_img = ids == arch.image_token_id(model)
     idx = mx.maximum(mx.cumsum(is_img.astype(mx.int32)) - 1, 0)
     feats = mx.stop_gradient(prompt.image_features).astype(emb.dtype)[idx]
     return mx.where(is_img[None, :, None], feats[None], emb)
@@ -158,13 +144,13 @@ def prompt_embeddings(model: nn.Module, prompt: PromptInputs) -> mx.array:
 
 def prefill(model: nn.Module, prompt: PromptInputs) -> tuple[mx.array, list[ConcatenateKVCache]]:
     """Run the prompt once; returns the last position's logits (1, V) and the filled KV cache."""
-    lm = model.language_model
-    cache = [ConcatenateKVCache() for _ in lm.model.layers]
-    h = lm.model(
+    cache = [ConcatenateKVCache() for _ in arch.text_stack(model).layers]
+    h = arch.text_forward(
+        model,
         None,
-        inputs_embeds=prompt_embeddings(model, prompt),
+        embeds=prompt_embeddings(model, prompt),
         cache=cache,
-        position_ids=prompt.position_ids,
+        positions=prompt.position_ids,
     )
     return lm_head(model, h[:, -1:, :])[:, 0], cache
 
@@ -180,7 +166,6 @@ def prefill_batch(
     """
     if len(prompts) == 1:
         return prefill(model, prompts[0])
-    lm = model.language_model
     lengths = [p.length for p in prompts]
     Lmax = max(lengths)
     embs, poss = [], []
@@ -194,13 +179,14 @@ def prefill_batch(
     starts = mx.array([Lmax - L for L in lengths])[:, None, None]
     q, k = mx.arange(Lmax)[:, None], mx.arange(Lmax)[None, :]
     mask = ((k <= q) & (k >= starts)) | (k == q)
-    cache = [ConcatenateKVCache() for _ in lm.model.layers]
-    h = lm.model(
+    cache = [ConcatenateKVCache() for _ in arch.text_stack(model).layers]
+    h = arch.text_forward(
+        model,
         None,
-        inputs_embeds=mx.concatenate(embs, axis=0),
+        embeds=mx.concatenate(embs, axis=0),
         mask=mask[:, None],
         cache=cache,
-        position_ids=mx.concatenate(poss, axis=1),
+        positions=mx.concatenate(poss, axis=1),
     )
     return lm_head(model, h[:, -1:, :])[:, 0], cache
 
@@ -246,7 +232,7 @@ def encode_prompt(
     from mlx_vlm.prompt_utils import apply_chat_template
     from mlx_vlm.utils import prepare_inputs
 
-    _check_family(model)
+    arch.family(model)  # refuses a model type the rollout cannot drive
     if isinstance(item_or_text, Item):
         text = build_prompt(item_or_text, template)
         image = item_or_text.image if image is None else image
@@ -274,23 +260,18 @@ def encode_prompt(
     ids = inputs["input_ids"][0].astype(mx.int32)
     name = item_or_text.id if isinstance(item_or_text, Item) else "(text prompt)"
     check_prompt_length(int(ids.shape[0]), model, name)
-    lm = model.language_model
     pixel_values = inputs.get("pixel_values")
     grid = inputs.get("image_grid_thw")
     if pixel_values is not None:
-        pos, delta = lm.get_rope_index(ids[None], grid, None, None)
-        delta = int(delta.reshape(-1)[0].item())
-        vt = model.vision_tower
-        pixel_values = pixel_values.astype(vt.patch_embed.proj.weight.dtype)
-        feats = vt(pixel_values, grid, output_hidden_states=False)
-        n_img = int((ids == model.config.image_token_id).sum().item())
+        feats, pos, delta, pixel_values = arch.image_features(model, ids, inputs)
+        n_img = int((ids == arch.image_token_id(model)).sum().item())
         if feats.shape[0] != n_img:
             raise ValueError(
                 f"prompt has {n_img} image tokens but the vision tower gave {feats.shape[0]} features"
             )
         feats = mx.stop_gradient(feats)
     else:
-        pos = mx.broadcast_to(mx.arange(ids.shape[0])[None, None], (3, 1, ids.shape[0]))
+        pos = arch.text_positions(int(ids.shape[0]))
         delta, feats = 0, None
     return PromptInputs(
         input_ids=ids,
@@ -380,7 +361,6 @@ def generate(
             f"temperature must be >= 0 and top_p in (0, 1]; got {temperature}, {top_p}"
         )
     key = mx.random.key(0) if key is None else key
-    lm = model.language_model
     tok = getattr(processor, "tokenizer", processor)
     bias = logit_bias(model, processor)
     eos = mx.array(eos_token_ids(model, processor), dtype=mx.int32)
@@ -393,7 +373,7 @@ def generate(
     firsts, caches = prefill_batch(model, prompts)
     first_logits = mx.repeat(firsts, n, axis=0)
     decode_cache = []
-    for layer in range(len(lm.model.layers)):
+    for layer in range(len(caches)):
         k = mx.repeat(caches[layer].keys, n, axis=0)
         v = mx.repeat(caches[layer].values, n, axis=0)
         # room for every new token up front: updates then write in place
@@ -421,7 +401,9 @@ def generate(
     mx.async_eval(y, lp, done)
     for t in range(1, max_tokens):
         pos = mx.broadcast_to((base + (t - 1))[None, :, None], (3, B, 1))
-        h = lm.model(y[:, None], mask=mask, cache=decode_cache, position_ids=pos)
+        # the mask covers the keys so far (Qwen's attention slices it itself, Llama's does not)
+        m = None if mask is None else mask[..., : Lmax + t]
+        h = arch.text_forward(model, y[:, None], mask=m, cache=decode_cache, positions=pos)
         y_new, lp_new = sample(lm_head(model, h[:, -1]), bias, key=keys[t])
         y_new = mx.where(done, pad_id, y_new)
         done_new = done | (y_new[:, None] == eos[None]).any(axis=1)

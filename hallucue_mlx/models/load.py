@@ -12,14 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from hallucue_mlx.backend import resolve_dtype
+from hallucue_mlx.models.arch import MODEL_TYPES
 
-# mlx-vlm model_type -> family used by this project (SmolVLM2's "smolvlm" is Idefics3 inside).
-SUPPORTED_MODEL_TYPES = {
-    "qwen2_5_vl": "qwen2_5_vl",
-    "qwen2_vl": "qwen2_vl",
-    "idefics3": "idefics3",
-    "smolvlm": "idefics3",
-}
+SUPPORTED_MODEL_TYPES = MODEL_TYPES  # mlx-vlm model_type -> family
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 

@@ -21,6 +21,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from hallucue_mlx import atomic
 from hallucue_mlx.config import DEFAULT_TARGETS
+from hallucue_mlx.models import arch
 from hallucue_mlx.runfolder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 
@@ -91,10 +92,10 @@ def _is_linear(m: nn.Module) -> bool:
 
 def _target_names(model: nn.Module, cfg: LoraConfig) -> list[str]:
     """Full module names (from the model root) of the layers to adapt."""
-    lm = model.language_model
-    layers = lm.model.layers
+    layers = arch.text_stack(model).layers
     n = len(layers) if cfg.num_layers < 0 else min(cfg.num_layers, len(layers))
-    prefixes = [f"language_model.model.layers.{i}." for i in range(len(layers) - n, len(layers))]
+    at = arch.layer_prefix(model)
+    prefixes = [f"{at}.{i}." for i in range(len(layers) - n, len(layers))]
     if cfg.train_vision and hasattr(model, "vision_tower"):
         prefixes.append("vision_tower.")
     targets = set(cfg.target_modules)
