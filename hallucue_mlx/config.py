@@ -65,6 +65,27 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, **meta})
 
 
+MAX_IMAGE_PIXELS = 4096 * 4096  # a 46-megapixel photo has run an 8 GB Mac out of memory in mlx-vlm
+_MIN_PIXELS_HELP = (
+    "Fewest pixels the processor scales an image up to (Qwen families; null: the checkpoint's "
+    "processor config). EasyR1: 262144."
+)
+_MAX_PIXELS_HELP = (
+    "Most pixels the processor scales an image down to (Qwen families: visual tokens = "
+    "pixels / 784; null: the checkpoint's processor config, 12845056 for Qwen's releases). "
+    "EasyR1: 4194304."
+)
+_IMAGE_LIMIT_HELP = (
+    "Refuse an item whose image has more pixels than this, before the processor and the vision "
+    "tower see it (null: no limit). 16777216 = 4096x4096."
+)
+
+
+def _pixels(n: int | None) -> None:
+    if n is not None and (isinstance(n, bool) or n < 28 * 28):
+        raise ValueError(f"{n!r} is not valid; use null or a pixel count >= 784 (28 x 28)")
+
+
 MAX_SEED = 2**31 - 1  # every seed consumer (numpy, mx.random, random) accepts it, offsets included
 
 
@@ -369,6 +390,9 @@ class TrainConfig:
         "Compute dtype: auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16.",
         choices=DTYPES,
     )
+    min_pixels: int | None = _f(None, _MIN_PIXELS_HELP, check=_pixels)
+    max_pixels: int | None = _f(None, _MAX_PIXELS_HELP, check=_pixels)
+    max_image_pixels: int | None = _f(MAX_IMAGE_PIXELS, _IMAGE_LIMIT_HELP, min=1)
     benchmark: str = _f("synth", "Training benchmark.", nonempty=True)
     train_split: str = _f("train", "Split the training prompts come from.", nonempty=True)
     n_train: int | None = _f(None, "Use only the first N training items (None: all).", min=1)
@@ -560,6 +584,9 @@ class ModelSection:
         "Compute dtype: auto (float32 on CPU, bfloat16 on Metal/CUDA), float32, bfloat16, float16.",
         choices=DTYPES,
     )
+    min_pixels: int | None = _f(None, _MIN_PIXELS_HELP, check=_pixels)
+    max_pixels: int | None = _f(None, _MAX_PIXELS_HELP, check=_pixels)
+    max_image_pixels: int | None = _f(MAX_IMAGE_PIXELS, _IMAGE_LIMIT_HELP, min=1)
 
 
 @dataclass
@@ -975,6 +1002,14 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
+IMAGE_KEY_DEFAULTS = {"min_pixels": None, "max_pixels": None, "max_image_pixels": MAX_IMAGE_PIXELS}
+
+
+def image_sizes(section: ModelSection | TrainConfig) -> dict[str, int | None]:
+    """The image-size keys of a model section or training config, as load_model takes them."""
+    return {key: getattr(section, key) for key in IMAGE_KEY_DEFAULTS}
+
+
 def config_hash(cfg: RunConfig) -> str:
     """sha256 of everything that decides the cells' results (the output folder and how
     processes share the work excluded)."""
@@ -983,6 +1018,9 @@ def config_hash(cfg: RunConfig) -> str:
     d["grid"].pop("parallel", None)
     if not d["grid"].get("ratios"):  # no sweep: the hash of folders made before the key existed
         d["grid"].pop("ratios", None)
+    for key, default in IMAGE_KEY_DEFAULTS.items():  # likewise for the image-size keys
+        if d["model"].get(key) == default:
+            d["model"].pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -1058,6 +1096,9 @@ def train_config_for(cfg: RunConfig, condition: str) -> TrainConfig:
         cfg.train,
         model=cfg.model.id,
         dtype=cfg.model.dtype,
+        min_pixels=cfg.model.min_pixels,
+        max_pixels=cfg.model.max_pixels,
+        max_image_pixels=cfg.model.max_image_pixels,
         benchmark=cfg.data.train.name,
         train_split=cfg.data.train.split or "train",
         n_train=cfg.data.train.n,

@@ -50,6 +50,7 @@ from hallucue_mlx.config import (
     RunConfig,
     config_hash,
     eval_config_for,
+    image_sizes,
     to_dict,
     train_config_for,
 )
@@ -269,7 +270,9 @@ def weights(cfg: RunConfig) -> dict[str, str]:
 
 
 def _load(cfg: RunConfig, adapter: str | Path | None) -> tuple[Any, Any]:
-    return load_model(cfg.model.id, adapter=adapter, dtype=cfg.model.dtype)
+    return load_model(
+        cfg.model.id, adapter=adapter, dtype=cfg.model.dtype, **image_sizes(cfg.model)
+    )
 
 
 @dataclass

@@ -39,6 +39,7 @@ from hallucue_mlx.config import (
     config_hash,
     eval_config_for,
     from_dict,
+    image_sizes,
     prompt_template,
 )
 from hallucue_mlx.corrupt import CORRUPTIONS
@@ -326,7 +327,7 @@ def _evaluate_all(
         if runfolder.eval_done(d, conds, len(items), ecfg.samples_per_item):
             continue
         if loaded is None:
-            loaded = load_model(model_dir, dtype=cfg.model.dtype)
+            loaded = load_model(model_dir, dtype=cfg.model.dtype, **image_sizes(cfg.model))
         if not quiet:
             print(f"{name} on {t.dirname}: {len(items)} items under {', '.join(conds)}")
         t0 = time.perf_counter()

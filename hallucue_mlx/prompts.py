@@ -6,6 +6,8 @@ The default is EasyR1's reasoning prompt, which the paper most likely used: the 
 
 from __future__ import annotations
 
+import re
+
 from hallucue_mlx.data.item import LETTERS, Item
 
 EASYR1_SUFFIX = (
@@ -37,10 +39,21 @@ def format_choices(choices: tuple[str, ...]) -> str:
     return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
 
 
+# A line that starts with an option label: "A. 3", "A: 3", "A) 3", "(A) 3".
+_OPTION_LINE = re.compile(r"^[ \t]*(?:\(([A-H])\)|([A-H])[ \t]*[.:)])", re.MULTILINE)
+
+
+def lists_options(question: str) -> bool:
+    """Whether the question text already lists its options: lines labelled A and B. A sentence
+    that merely contains "A." ("tangent to circle O at point A.") does not count."""
+    labels = {a or b for a, b in _OPTION_LINE.findall(question)}
+    return {"A", "B"} <= labels
+
+
 def problem_text(item: Item) -> str:
     """The question and its choices: the user-turn text before the template's instruction."""
     parts = [item.question.strip()]
-    if item.choices and "A." not in item.question:
+    if item.choices and not lists_options(item.question):
         parts.append("Choices:\n" + format_choices(item.choices))
     return "\n".join(p for p in parts if p)
 

@@ -217,6 +217,19 @@ def check_prompt_length(n_tokens: int, model: Any, name: str) -> None:
         )
 
 
+def check_image_size(image: Any, limit: int | None, name: str) -> None:
+    """Refuse an image larger than `limit` pixels (model.max_image_pixels) before the processor
+    and the vision tower see it: one huge photo can take a laptop's whole memory."""
+    w, h = image.size
+    if limit is not None and w * h > limit:
+        raise ValueError(
+            f"item {name}: its image is {w}x{h} ({w * h / 1e6:.1f} megapixels), over "
+            f"model.max_image_pixels ({limit}). Downscale the image, drop the item, or raise "
+            "model.max_image_pixels if your memory allows it (model.max_pixels sets how far the "
+            "processor shrinks the images it accepts; `hallucue-mlx plan` estimates the memory)."
+        )
+
+
 def encode_prompt(
     processor: Any,
     model: nn.Module,
@@ -239,6 +252,9 @@ def encode_prompt(
     else:
         text = item_or_text
     images = [image] if image is not None else []
+    name = item_or_text.id if isinstance(item_or_text, Item) else "(text prompt)"
+    if image is not None:
+        check_image_size(image, getattr(processor, "max_image_pixels", None), name)
     chat = apply_chat_template(processor, model.config, text, num_images=len(images))
     if images:
         try:
@@ -249,7 +265,6 @@ def encode_prompt(
                 image_token_index=model.config.image_token_id,
             )
         except ValueError as err:  # e.g. Qwen's limit on the aspect ratio (200:1)
-            name = item_or_text.id if isinstance(item_or_text, Item) else "(text prompt)"
             w, h = image.size
             raise ValueError(
                 f"item {name}: the model's processor cannot encode its {w}x{h} image ({err}). "
@@ -258,7 +273,6 @@ def encode_prompt(
     else:
         inputs = prepare_inputs(processor, prompts=[chat])
     ids = inputs["input_ids"][0].astype(mx.int32)
-    name = item_or_text.id if isinstance(item_or_text, Item) else "(text prompt)"
     check_prompt_length(int(ids.shape[0]), model, name)
     pixel_values = inputs.get("pixel_values")
     grid = inputs.get("image_grid_thw")

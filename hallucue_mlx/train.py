@@ -46,7 +46,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from hallucue_mlx import atomic, runfolder
-from hallucue_mlx.config import ConfigError, TrainConfig
+from hallucue_mlx.config import ConfigError, TrainConfig, image_sizes
 from hallucue_mlx.corrupt import Corruption, apply
 from hallucue_mlx.data.bench import load_benchmark
 from hallucue_mlx.data.item import Item
@@ -933,7 +933,9 @@ def train(
     if world.is_main:
         atomic.write_json(out / "train_config.json", asdict(cfg), indent=2, end="")
     if model_and_processor is None:
-        model_and_processor = load_model(str(model_path or cfg.model), dtype=cfg.dtype)
+        model_and_processor = load_model(
+            str(model_path or cfg.model), dtype=cfg.dtype, **image_sizes(cfg)
+        )
     run, state = setup(
         cfg,
         out,

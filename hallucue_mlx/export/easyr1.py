@@ -290,8 +290,9 @@ def easyr1_config(
             "override_chat_template": None,
             "shuffle": True,
             "seed": cfg.seed,
-            "min_pixels": 262144,
-            "max_pixels": 4194304,
+            # the config's image sizes where it sets them, else EasyR1's defaults
+            "min_pixels": cfg.model.min_pixels or 262144,
+            "max_pixels": cfg.model.max_pixels or 4194304,
             "filter_overlong_prompts": True,
         },
         "algorithm": {

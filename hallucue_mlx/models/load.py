@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from hallucue_mlx.backend import resolve_dtype
-from hallucue_mlx.models.arch import MODEL_TYPES
+from hallucue_mlx.config import MAX_IMAGE_PIXELS
+from hallucue_mlx.models.arch import MODEL_TYPES, QWEN, family
 
 SUPPORTED_MODEL_TYPES = MODEL_TYPES  # mlx-vlm model_type -> family
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -255,17 +256,57 @@ def _check_all_applied(model, saved: dict, adapter: str | Path) -> None:
         )
 
 
+def set_image_sizes(
+    processor: Any,
+    family: str,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS,
+) -> None:
+    """Tell the processor how large the images it passes on may be (None keeps the checkpoint's
+    setting), and record the largest image the rollout accepts (rollout.encode_prompt refuses
+    bigger ones, naming the item, before the processor sees them)."""
+    if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+        raise ModelLoadError(
+            f"model.min_pixels ({min_pixels}) is larger than model.max_pixels ({max_pixels}); "
+            "lower min_pixels or raise max_pixels"
+        )
+    if (min_pixels is not None or max_pixels is not None) and family not in QWEN:
+        raise ModelLoadError(
+            f"model.min_pixels / model.max_pixels apply to Qwen2-VL and Qwen2.5-VL; a {family} "
+            "processor sizes images by their longest edge (size.longest_edge in its "
+            "preprocessor_config.json). Set both to null for this model."
+        )
+    ip = getattr(processor, "image_processor", None)
+    if ip is not None:
+        size = dict(getattr(ip, "size", None) or {})
+        # mlx-vlm reads the attributes, transformers 5 reads `size`: keep both in step
+        if min_pixels is not None:
+            ip.min_pixels = min_pixels
+            size["shortest_edge"] = min_pixels
+        if max_pixels is not None:
+            ip.max_pixels = max_pixels
+            size["longest_edge"] = max_pixels
+        if size and family in QWEN:
+            ip.size = size
+    processor.max_image_pixels = max_image_pixels
+
+
 def load_model(
     model: str | Path,
     adapter: str | Path | None = None,
     *,
     dtype: str | None = None,
     trust_remote_code: bool = False,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS,
 ):
     """Load (model, processor) from a hub id or local directory, with an optional LoRA adapter.
 
     `dtype` is one of backend.DTYPES; None means "auto" (float32 on CPU, bfloat16 on Metal/CUDA).
-    Floating-point parameters (adapter included) are cast to it.
+    Floating-point parameters (adapter included) are cast to it. min/max_pixels and
+    max_image_pixels: see set_image_sizes (config keys model.min_pixels, ...).
     """
     import mlx_vlm
 
@@ -280,4 +321,5 @@ def load_model(
     if adapter is not None:
         loaded = _apply_adapter(loaded, adapter, str(model))
     loaded.set_dtype(mx_dtype)
+    set_image_sizes(processor, family(loaded), min_pixels, max_pixels, max_image_pixels)
     return loaded, processor
