@@ -382,15 +382,10 @@ def build_tiny_random(
     training corpus (for example a warm-up's own training texts). The same arguments give
     byte-identical weights.
     """
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_vlm.utils import get_model_and_args, update_module_configs
-
     if family not in FAMILIES:
         raise ValueError(f"unknown tiny-model family {family!r}; choose one of {FAMILIES}")
-    dtypes = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
-    if dtype not in dtypes:
-        raise ValueError(f"dtype {dtype!r} is not one of {sorted(dtypes)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {DTYPES}")
     if text_hidden % text_heads or text_heads % kv_heads or vision_hidden % vision_heads:
         raise ValueError(
             "text_hidden must be divisible by text_heads, text_heads by kv_heads, "
@@ -442,14 +437,64 @@ def build_tiny_random(
     }
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2))
 
-    # ---- weights: mlx-vlm's own class, seeded init ----
+    write_random_weights(out, config, seed=seed, dtype=dtype)
+    return out
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def write_random_weights(
+    out: Path,
+    config: dict,
+    *,
+    seed: int,
+    dtype: str = "float32",
+    bits: int | None = None,
+    group_size: int = 64,
+) -> dict:
+    """Seeded random weights of mlx-vlm's own model class for `config`, saved as
+    out/model.safetensors; with `bits`, quantised the way `mlx_vlm.convert` does (its
+    quantize_model with convert's predicate: vision tower and other multimodal modules stay in
+    `dtype`). Returns the config to write: `config` plus mlx-vlm's quantization keys when quantised.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_map
+    from mlx_vlm.utils import get_model_and_args, update_module_configs
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {DTYPES}")
     arch, _ = get_model_and_args(json.loads(json.dumps(config)))
     cfg = json.loads(json.dumps(config))  # from_dict mutates its argument
     model_config = arch.ModelConfig.from_dict(cfg)
     model_config = update_module_configs(model_config, arch, cfg, ["text", "vision"])
     mx.random.seed(seed)
     model = arch.Model(model_config)
-    weights = {k: v.astype(dtypes[dtype]) for k, v in tree_flatten(model.parameters())}
+    cast = getattr(mx, dtype)
+    model.update(tree_map(lambda v: v.astype(cast), model.parameters()))
+    written = json.loads(json.dumps(config))
+    if bits is not None:
+        written = _quantize(model, written, bits=bits, group_size=group_size)
+    weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
-    return out
+    return written
+
+
+def _quantize(model, config: dict, *, bits: int, group_size: int) -> dict:
+    """Quantise `model` in place with mlx-vlm's own helper and the predicate `mlx_vlm.convert`
+    uses (multimodal modules stay unquantised; the model's own quant_predicate if it has one);
+    returns the config with mlx-vlm's "quantization" / "quantization_config" keys."""
+    from mlx_vlm.quant_utils import quantize_model
+    from mlx_vlm.utils import skip_multimodal_module
+
+    own = getattr(model, "quant_predicate", None)
+
+    def predicate(path: str, module) -> bool | dict:
+        if skip_multimodal_module(path):
+            return False
+        return own(path, module) if own is not None else True
+
+    config.setdefault("vision_config", {})
+    _, quantized = quantize_model(model, config, group_size, bits, quant_predicate=predicate)
+    return quantized
