@@ -283,6 +283,7 @@ class Diagnosis:
     gflops: float
     fast_blas: bool
     advice: str
+    quant_gflops: float | None = None  # 4-bit matmul on the CPU (no fast kernel there)
 
 
 # Below this on CPU the reference BLAS is almost certainly in use (it measures about 8).
@@ -318,6 +319,7 @@ def diagnose(reps: int = 3) -> Diagnosis:
     elif backend == "cpu" and gflops < SLOW_GFLOPS:
         advice = "fp32 matmul is slow on this CPU; expect long runs."
     return Diagnosis(
+        quant_gflops=quantized_gflops() if backend == "cpu" else None,
         versions=versions,
         platform=platform.platform(),
         python=platform.python_version(),
@@ -347,6 +349,8 @@ def print_diagnosis(d: Diagnosis, console=None) -> None:
     table.add_row("default device", d.device)
     table.add_row("compute dtype", d.dtype)
     table.add_row("fp32 matmul 1024^3", f"{d.gflops:.1f} GFLOPS")
+    if d.quant_gflops is not None:
+        table.add_row("4-bit matmul 64x1024^2", f"{d.quant_gflops:.1f} GFLOPS (no fast CPU kernel)")
     if d.backend == "cpu" and sys.platform.startswith("linux"):
         blas = "OpenBLAS (preloaded)" if d.fast_blas else "reference BLAS (slow)"
         table.add_row("CPU BLAS", blas)

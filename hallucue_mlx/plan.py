@@ -24,11 +24,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hallucue_mlx.backend import quantized_cpu_warning
+from hallucue_mlx.backend import (
+    backend_name,
+    matmul_gflops,
+    memory_gbps,
+    quantized_cpu_warning,
+    quantized_gflops,
+)
 from hallucue_mlx.config import RunConfig
 from hallucue_mlx.models.load import (
     EMBEDDED_NAME,
@@ -37,7 +44,6 @@ from hallucue_mlx.models.load import (
     family_of_config,
 )
 from hallucue_mlx.models.shapes import SHAPES, shape_for
-from hallucue_mlx.rollout import SUPPORTED_FAMILIES
 
 GB = 1e9
 
@@ -92,6 +98,8 @@ BANDWIDTH_EFFICIENCY = 0.85
 LAYER_OVERHEAD_S = 0.3e-3
 # This machine: passes run at CPU_EFFICIENCY of the measured 1024^3 matmul speed.
 CPU_EFFICIENCY = 0.5
+
+
 # macOS lets the GPU wire about 2/3 of memory up to 36 GB and 3/4 above (MLX's recommended
 # working set); past it the run swaps or is killed.
 def usable_gb(memory_gb: float, gpu: bool = True) -> float:
@@ -149,15 +157,15 @@ class Arch:
 
     def linears(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each decoder layer's linear layers, by mlx-vlm's names."""
-        D, I = self.hidden, self.intermediate
+        d, inter = self.hidden, self.intermediate
         return {
-            "q_proj": (D, self.q_dim),
-            "k_proj": (D, self.kv_dim),
-            "v_proj": (D, self.kv_dim),
-            "o_proj": (self.q_dim, D),
-            "gate_proj": (D, I),
-            "up_proj": (D, I),
-            "down_proj": (I, D),
+            "q_proj": (d, self.q_dim),
+            "k_proj": (d, self.kv_dim),
+            "v_proj": (d, self.kv_dim),
+            "o_proj": (self.q_dim, d),
+            "gate_proj": (d, inter),
+            "up_proj": (d, inter),
+            "down_proj": (inter, d),
         }
 
     @property
@@ -295,14 +303,20 @@ def read_model(model_id: str) -> ModelSource:
     path = Path(model_id).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise PlanError(f"model directory {model_id!r} has no config.json: give the folder of a converted model")
+            raise PlanError(
+                f"model directory {model_id!r} has no config.json: give the folder of a converted model"
+            )
         return ModelSource(json.loads((path / "config.json").read_text()), str(path), path)
     cached = _hub_cache_dir(model_id)
     if cached is not None:
         return ModelSource(json.loads((cached / "config.json").read_text()), "hub cache", cached)
     shape = shape_for(model_id)
     if shape is not None:
-        return ModelSource(dict(shape.config), "published config (not downloaded)", None)
+        config = json.loads(json.dumps(shape.config))
+        bits = re.search(r"-(\d+)bit$", model_id)
+        if bits:  # mlx-community's conversions: group size 64, vision tower unquantised
+            config["quantization"] = {"group_size": 64, "bits": int(bits.group(1))}
+        return ModelSource(config, "published config (not downloaded)", None)
     known = ", ".join(sorted({h for s in SHAPES.values() for h in s.hub_ids}))
     raise PlanError(
         f"model {model_id!r}: no local directory, no copy in the Hugging Face cache, and not a "
@@ -371,7 +385,9 @@ def processor_of(src: ModelSource, family: str) -> Processor:
     )
 
 
-def image_tokens(arch: Arch, proc: Processor, image: tuple[int, int] | None, w: Workload) -> tuple[int, int, int]:
+def image_tokens(
+    arch: Arch, proc: Processor, image: tuple[int, int] | None, w: Workload
+) -> tuple[int, int, int]:
     """(image tokens, vision patches, tiles) for one image of (width, height)."""
     if image is None:
         return 0, 0, 0
@@ -379,7 +395,8 @@ def image_tokens(arch: Arch, proc: Processor, image: tuple[int, int] | None, w: 
     if arch.family == "idefics3":
         scale = proc.longest_edge / max(width, height)
         tw, th = max(1, round(width * scale)), max(1, round(height * scale))
-        tiles = (math.ceil(tw / proc.tile) * math.ceil(th / proc.tile) if proc.splitting else 0) + 1
+        tiles = math.ceil(tw / proc.tile) * math.ceil(th / proc.tile) if proc.splitting else 1
+        tiles += 1 if tiles > 1 else 0  # the global image beside the tiles
         per_tile = (proc.tile // arch.patch) ** 2
         return tiles * per_tile // arch.patches_per_token, tiles * per_tile, tiles
     lo = w.min_pixels or proc.min_pixels
@@ -403,14 +420,14 @@ def image_tokens(arch: Arch, proc: Processor, image: tuple[int, int] | None, w: 
 # Qwen2-VL-2B and SmolVLM, fp32 and 4-bit, by scripts/check_plan.py's calibration). The backward
 # needs BACKWARD_LAYERS more layers' worth as working memory. With gradient checkpointing a layer
 # keeps CKPT_D x hidden per token, and one layer at a time is recomputed.
-ACT_D = 8.0
-ACT_I = 5.5
-BACKWARD_LAYERS = 0.7
+ACT_D = 12.4
+ACT_I = 4.5
+BACKWARD_LAYERS = 0.8
 CKPT_D = 10.0
 CKPT_RECOMPUTE_LAYERS = 1.6
 # float32 (tokens x vocab) arrays alive per prompt in the loss (logits, log-softmax, its
 # gradient, the entropy's), and in a forward without gradient.
-LOGIT_COPIES_GRAD = 5
+LOGIT_COPIES_GRAD = 3
 LOGIT_COPIES = 3
 # A vision block keeps about this many (patches x width) arrays alive at once (no gradient).
 VISION_D = 4
@@ -429,7 +446,8 @@ class Memory:
 
 def weight_bytes(arch: Arch, dtype_bytes: int) -> float:
     """Bytes of the loaded weights: from the checkpoint's tensors when known, else from the
-    config (mlx-vlm's conversion quantizes every linear and embedding whose size divides by 64)."""
+    config (mlx-vlm's conversion quantizes the text model's linears and embedding, not the
+    vision tower)."""
     if arch.tensors:
         total = 0.0
         for dtype, shape in arch.tensors:
@@ -437,11 +455,12 @@ def weight_bytes(arch: Arch, dtype_bytes: int) -> float:
             floating = dtype in ("F64", "F32", "F16", "BF16")
             total += n * (dtype_bytes if floating else _DTYPE_BYTES.get(dtype, 4))
         return total
-    params = arch.layers * arch.layer_params + arch.embed_params + arch.vision_params
+    text = arch.layers * arch.layer_params + arch.embed_params
+    vision = arch.vision_params * dtype_bytes
     if not arch.bits:
-        return params * dtype_bytes
+        return text * dtype_bytes + vision
     # packed weights plus a scale and a bias (compute dtype) per group
-    return params * (arch.bits / 8 + 2 * dtype_bytes / arch.group_size)
+    return text * (arch.bits / 8 + 2 * dtype_bytes / arch.group_size) + vision
 
 
 def lora_params(arch: Arch, w: Workload) -> int:
@@ -469,7 +488,7 @@ def vision_bytes(arch: Arch, patches: int, tiles: int, w: Workload, a: int) -> f
     if w.gpu:
         return block
     span = patches // max(tiles, 1) if arch.v_window == 0 or arch.v_full_layers else arch.v_window
-    return block + 3 * arch.v_heads * patches * span * a
+    return block + 2 * arch.v_heads * patches * span * a
 
 
 def _prefill_bytes(arch: Arch, rows: int, length: int, w: Workload, a: int) -> float:
@@ -479,7 +498,9 @@ def _prefill_bytes(arch: Arch, rows: int, length: int, w: Workload, a: int) -> f
     return acts + scores
 
 
-def generate_bytes(arch: Arch, P: int, n: int, L: int, T: int, feats: float, vis: float, w: Workload, a: int) -> float:
+def generate_bytes(
+    arch: Arch, P: int, n: int, L: int, T: int, feats: float, vis: float, w: Workload, a: int
+) -> float:
     """rollout.generate's peak: P prompts' features, their KV cache (kept while decoding), and
     either the prefill of one layer or the full decoding cache of P x n rows."""
     prompt_kv = kv_bytes(arch, P, L, a)
@@ -557,7 +578,9 @@ def chip_speed(c: Chip) -> Speed:
     )
 
 
-def machine_speed(name: str, gflops: float, gbps: float, memory_gb: float, gpu: bool, quant_gflops: float | None) -> Speed:
+def machine_speed(
+    name: str, gflops: float, gbps: float, memory_gb: float, gpu: bool, quant_gflops: float | None
+) -> Speed:
     """This machine from measured rates (backend.matmul_gflops, memory_gbps, quantized_gflops)."""
     eff = COMPUTE_EFFICIENCY if gpu else CPU_EFFICIENCY
     quant = None if gpu or quant_gflops is None else quant_gflops * 1e9
@@ -588,7 +611,9 @@ def _vision_flops(arch: Arch, patches: int, tiles: int) -> float:
     return mats + 4 * arch.v_layers * arch.v_hidden * patches * span
 
 
-def timing(arch: Arch, w: Workload, s: Speed, tokens_per_image: int, patches: int, tiles: int) -> Timing:
+def timing(
+    arch: Arch, w: Workload, s: Speed, tokens_per_image: int, patches: int, tiles: int
+) -> Timing:
     """Seconds of a GRPO step (rollout; reference + loss forward/backward + update) and of one
     evaluation item, on machine s. Rollouts and answers are assumed to run to their token limit."""
     a = w.dtype_bytes
@@ -601,9 +626,10 @@ def timing(arch: Arch, w: Workload, s: Speed, tokens_per_image: int, patches: in
     )
 
     def prefill(rows: int) -> float:
-        return _vision_flops(arch, patches, tiles) * rows / s.flops + (
-            _text_flops(arch, rows * L, L / 2) + rows * head
-        ) / text_rate
+        return (
+            _vision_flops(arch, patches, tiles) * rows / s.flops
+            + (_text_flops(arch, rows * L, L / 2) + rows * head) / text_rate
+        )
 
     def decode(rows: int, steps: int) -> float:
         ctx = L + steps / 2
@@ -648,14 +674,19 @@ class Plan:
     times: list[tuple[Speed, Timing, Memory]]
     suggestions: list[tuple[str, float]]  # ("key=value", train peak GB) that fit
     eval_suggestions: list[tuple[str, float]]
+    together: tuple[list[str], float]  # several keys at once, when no single one is enough
     notes: list[str]
 
     @property
     def fits(self) -> bool:
-        return self.mem.train_peak / GB <= self.usable_gb and self.mem.eval_peak / GB <= self.usable_gb
+        return (
+            self.mem.train_peak / GB <= self.usable_gb and self.mem.eval_peak / GB <= self.usable_gb
+        )
 
 
-def workload(cfg: RunConfig, gpu: bool, image: tuple[int, int] | None, text_tokens: int | None) -> Workload:
+def workload(
+    cfg: RunConfig, gpu: bool, image: tuple[int, int] | None, text_tokens: int | None
+) -> Workload:
     """The run config's workload on a GPU (bf16 unless set) or a CPU (float32 unless set)."""
     t, e, bench = cfg.train, cfg.eval, cfg.data.train.name
     dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if gpu else "float32")
@@ -708,7 +739,9 @@ def suggestions(arch: Arch, proc: Processor, w: Workload, usable: float) -> tupl
                 return
 
     if not w.grad_checkpoint:
-        first_fit("train.grad_checkpoint", [("true", replace(w, grad_checkpoint=True))], "train", train)
+        first_fit(
+            "train.grad_checkpoint", [("true", replace(w, grad_checkpoint=True))], "train", train
+        )
     first_fit(
         "train.prompts_per_step",
         [(p, replace(w, prompts=p)) for p in _halvings(w.prompts, 1)],
@@ -723,7 +756,9 @@ def suggestions(arch: Arch, proc: Processor, w: Workload, usable: float) -> tupl
     )
     if w.image is not None and arch.family != "idefics3":
         pixels = [256 * 28 * 28 * k for k in (4, 2, 1)]
-        opts = [(p, replace(w, max_pixels=p)) for p in pixels if p < (w.max_pixels or proc.max_pixels)]
+        opts = [
+            (p, replace(w, max_pixels=p)) for p in pixels if p < (w.max_pixels or proc.max_pixels)
+        ]
         first_fit("model.max_pixels", opts, "train", train)
         first_fit("model.max_pixels", opts, "eval", evals)
     first_fit(
@@ -739,6 +774,41 @@ def suggestions(arch: Arch, proc: Processor, w: Workload, usable: float) -> tupl
         evals,
     )
     return train, evals
+
+
+def combined(arch: Arch, proc: Processor, w: Workload, usable: float) -> tuple[list[str], float]:
+    """Changes applied one after another (checkpointing, one prompt a step, shorter
+    completions, smaller images, smaller evaluation batches) until both peaks fit: the keys
+    and the resulting peak GB; the keys of every step tried when nothing fits."""
+    steps: list[tuple[str, Workload]] = []
+    cur = w
+    if not cur.grad_checkpoint:
+        cur = replace(cur, grad_checkpoint=True)
+        steps.append(("train.grad_checkpoint=true", cur))
+    for t in _halvings(w.completion, 32):
+        cur = replace(cur, completion=t)
+        steps.append((f"train.max_completion_length={t}", cur))
+        if t <= 256 and cur.prompts > 1:
+            cur = replace(cur, prompts=1)
+            steps.append(("train.prompts_per_step=1", cur))
+    if cur.prompts > 1:
+        cur = replace(cur, prompts=1)
+        steps.append(("train.prompts_per_step=1", cur))
+    if w.image is not None and arch.family != "idefics3":
+        cur = replace(cur, max_pixels=256 * 28 * 28)
+        steps.append((f"model.max_pixels={256 * 28 * 28}", cur))
+    for b in _halvings(w.eval_batch, 1):
+        cur = replace(cur, eval_batch=b)
+        steps.append((f"eval.batch_size={b}", cur))
+    keys: dict[str, str] = {}
+    peak = float("inf")
+    for key, changed in steps:
+        keys[key.split("=")[0]] = key
+        m = _peaks(arch, proc, changed)
+        peak = max(m.train_peak, m.eval_peak) / GB
+        if peak <= usable:
+            break
+    return list(keys.values()), peak
 
 
 def make_plan(
@@ -764,25 +834,28 @@ def make_plan(
     else:
         raise PlanError("give --chip NAME, or let plan measure this machine")
     mem_gb = memory_gb if memory_gb is not None else target.memory_gb
+    target = replace(target, memory_gb=mem_gb)
     usable = usable_gb(mem_gb, target.gpu)
     w = workload(cfg, target.gpu, image, text_tokens)
     toks, patches, tiles = image_tokens(arch, proc, w.image, w)
     mem = memory(arch, w, toks, patches, tiles)
-    speeds = [chip_speed(chip(c)) for c in ((chip_name,) if chip_name else compare)]
-    speeds += [here] if here is not None else []
+    speeds = [target] if chip_name else [chip_speed(chip(c)) for c in compare]
+    speeds += [target if here is target or chip_name is None else here] if here is not None else []
     times = []
     for s in speeds:
         ws = workload(cfg, s.gpu, image, text_tokens)
-        times.append((s, timing(arch, ws, s, toks, patches, tiles), memory(arch, ws, toks, patches, tiles)))
-    train_fix, eval_fix = suggestions(arch, proc, w, usable)
-    notes = []
-    if arch.family not in SUPPORTED_FAMILIES:
-        notes.append(
-            f"hallucue-mlx's rollout does not support {arch.family} yet (it supports "
-            f"{', '.join(SUPPORTED_FAMILIES)}): these figures are for when it does."
+        times.append(
+            (s, timing(arch, ws, s, toks, patches, tiles), memory(arch, ws, toks, patches, tiles))
         )
+    train_fix, eval_fix = suggestions(arch, proc, w, usable)
+    together = combined(arch, proc, w, usable)
+    notes = []
     if arch.bits and not target.gpu:
-        notes.append(quantized_cpu_warning(arch.bits, target.quant_flops / 1e9 if target.quant_flops else None))
+        notes.append(
+            quantized_cpu_warning(
+                arch.bits, target.quant_flops / 1e9 if target.quant_flops else None
+            )
+        )
     return Plan(
         model=cfg.model.id,
         source=src.where,
@@ -797,6 +870,7 @@ def make_plan(
         times=times,
         suggestions=train_fix,
         eval_suggestions=eval_fix,
+        together=together,
         notes=notes,
     )
 
@@ -809,6 +883,8 @@ def _gb(x: float) -> str:
 
 
 def _minutes(s: float) -> str:
+    if s >= 7200:
+        return f"{s / 3600:.1f} h"
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
@@ -824,7 +900,9 @@ def render(plan: Plan, console: Any = None) -> None:
         f"[bold]{plan.model}[/bold] ({a.family}, {a.layers} layers, hidden {a.hidden}, vocab "
         f"{a.vocab}, {weights} weights; config from {plan.source})"
     )
-    img = f"{w.image[0]}x{w.image[1]} image -> {plan.image_tokens} tokens" if w.image else "no image"
+    img = (
+        f"{w.image[0]}x{w.image[1]} image -> {plan.image_tokens} tokens" if w.image else "no image"
+    )
     console.print(
         f"Assumed prompt: {w.text_tokens} text tokens + {img}; training {w.prompts} prompts x "
         f"{w.generations} completions of up to {w.completion} tokens; evaluation "
@@ -838,7 +916,9 @@ def render(plan: Plan, console: Any = None) -> None:
         if name.startswith("loss activations"):
             name += "  <- in use" if f"({ck})" in name else ""
         table.add_row(name, _gb(value))
-    table.add_row(f"[bold]GRPO step peak[/bold] (at the {m.train_phase})", f"[bold]{_gb(m.train_peak)}[/bold]")
+    table.add_row(
+        f"[bold]GRPO step peak[/bold] (at the {m.train_phase})", f"[bold]{_gb(m.train_peak)}[/bold]"
+    )
     table.add_row("[bold]evaluation peak[/bold]", f"[bold]{_gb(m.eval_peak)}[/bold]")
     console.print(table)
     where = f"{plan.target.name}: {plan.usable_gb:.1f} GB usable"
@@ -852,12 +932,25 @@ def render(plan: Plan, console: Any = None) -> None:
         )
         for key, peak in fixes:
             console.print(f"  --set {key}  -> {peak:.2f} GB")
-        if not fixes:
+        keys, peak = plan.together
+        if not fixes and peak <= plan.usable_gb:
+            sets = " ".join(f"--set {k}" for k in keys)
+            console.print(f"  no single key is enough; together: {sets} -> {peak:.2f} GB")
+        elif not fixes:
             console.print(
-                "  no single key is enough: combine the ones above, or use a smaller or 4-bit model"
+                f"  even with {', '.join(keys)} the peak is {peak:.2f} GB: use a smaller or "
+                "4-bit model, or a machine with more memory"
             )
     times = Table(title="Time (rollouts and answers run to their token limit)")
-    for col in ("machine", "memory", "step peak", "s / GRPO step", "rollout", "loss", "s / eval item"):
+    for col in (
+        "machine",
+        "memory",
+        "step peak",
+        "s / GRPO step",
+        "rollout",
+        "loss",
+        "s / eval item",
+    ):
         times.add_column(col, justify="left" if col == "machine" else "right")
     for s, t, mm in plan.times:
         times.add_row(
@@ -872,3 +965,28 @@ def render(plan: Plan, console: Any = None) -> None:
     console.print(times)
     for note in plan.notes:
         console.print(f"[yellow]{note}[/yellow]")
+
+
+def physical_memory_gb() -> float:
+    """This machine's RAM in GB (0 when the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    except (ValueError, OSError, AttributeError):
+        return 0.0
+
+
+def this_machine(reps: int = 2) -> Speed:
+    """This machine's Speed from short measurements (about a second): a float32 matmul, a
+    matrix-vector product (decode's bandwidth) and, on a CPU, a 4-bit matmul."""
+    backend = backend_name()
+    gpu = backend != "cpu"
+    quant = None if gpu else quantized_gflops()
+    name = f"this machine ({'CPU' if not gpu else backend})"
+    return machine_speed(
+        name, matmul_gflops(reps=reps), memory_gbps(reps=reps), physical_memory_gb(), gpu, quant
+    )
+
+
+def quantized_bits(model_id: str) -> int | None:
+    """The weight bits of a model's config (None: not quantized); PlanError if unreadable."""
+    return arch_from_config(read_model(model_id).config).bits
