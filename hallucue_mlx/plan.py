@@ -425,8 +425,9 @@ ACT_I = 4.5
 BACKWARD_LAYERS = 0.8
 CKPT_D = 10.0
 CKPT_RECOMPUTE_LAYERS = 1.6
-# float32 (tokens x vocab) arrays alive per prompt in the loss (logits, log-softmax, its
-# gradient, the entropy's), and in a forward without gradient.
+# float32 (tokens x vocab) arrays alive per prompt in the loss (fitted with 64-token completions
+# at the real vocabulary: logits, log-softmax, its gradient), plus one for the backward; and in
+# a forward without gradient.
 LOGIT_COPIES_GRAD = 3
 LOGIT_COPIES = 3
 # A vision block keeps about this many (patches x width) arrays alive at once (no gradient).
@@ -756,8 +757,11 @@ def suggestions(arch: Arch, proc: Processor, w: Workload, usable: float) -> tupl
     )
     if w.image is not None and arch.family != "idefics3":
         pixels = [256 * 28 * 28 * k for k in (4, 2, 1)]
+        now = image_tokens(arch, proc, w.image, w)[0]
         opts = [
-            (p, replace(w, max_pixels=p)) for p in pixels if p < (w.max_pixels or proc.max_pixels)
+            (p, changed)
+            for p in pixels
+            if image_tokens(arch, proc, w.image, changed := replace(w, max_pixels=p))[0] < now
         ]
         first_fit("model.max_pixels", opts, "train", train)
         first_fit("model.max_pixels", opts, "eval", evals)
@@ -794,8 +798,13 @@ def combined(arch: Arch, proc: Processor, w: Workload, usable: float) -> tuple[l
     if cur.prompts > 1:
         cur = replace(cur, prompts=1)
         steps.append(("train.prompts_per_step=1", cur))
-    if w.image is not None and arch.family != "idefics3":
-        cur = replace(cur, max_pixels=256 * 28 * 28)
+    smaller = replace(cur, max_pixels=256 * 28 * 28)
+    if (
+        arch.family != "idefics3"
+        and image_tokens(arch, proc, w.image, smaller)[0]
+        < (image_tokens(arch, proc, w.image, cur)[0])
+    ):
+        cur = smaller
         steps.append((f"model.max_pixels={256 * 28 * 28}", cur))
     for b in _halvings(w.eval_batch, 1):
         cur = replace(cur, eval_batch=b)
