@@ -182,9 +182,8 @@ class Arch:
         Dv, Iv = self.v_hidden, self.v_intermediate
         mats = 4 * Dv * Dv + (3 if self.family == "qwen2_5_vl" else 2) * Dv * Iv
         merged = Dv * self.patches_per_token
-        merger = merged * merged + merged * self.hidden if self.family != "idefics3" else 0
-        if self.family == "idefics3":
-            merger = merged * self.hidden
+        # Qwen's merger is a two-layer MLP on merged patches; Idefics3's connector one projection
+        merger = merged * self.hidden + (merged * merged if self.family != "idefics3" else 0)
         return self.v_layers * mats + merger + 3 * self.patch * self.patch * 2 * Dv
 
 
@@ -365,7 +364,7 @@ class Processor:
 
 def processor_of(src: ModelSource, family: str) -> Processor:
     """The processor settings from preprocessor_config.json, or the family's published defaults."""
-    p = Processor() if family != "idefics3" else Processor()
+    p = Processor()
     pre: dict[str, Any] = {}
     if src.model_dir is not None and (src.model_dir / "preprocessor_config.json").is_file():
         pre = json.loads((src.model_dir / "preprocessor_config.json").read_text())
@@ -849,7 +848,8 @@ def make_plan(
     toks, patches, tiles = image_tokens(arch, proc, w.image, w)
     mem = memory(arch, w, toks, patches, tiles)
     speeds = [target] if chip_name else [chip_speed(chip(c)) for c in compare]
-    speeds += [target if here is target or chip_name is None else here] if here is not None else []
+    if here is not None:
+        speeds.append(here if chip_name else target)
     times = []
     for s in speeds:
         ws = workload(cfg, s.gpu, image, text_tokens)
