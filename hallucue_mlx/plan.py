@@ -416,7 +416,7 @@ def image_tokens(
 
 # What `nn.value_and_grad` over our loss keeps alive, per token and decoder layer, in elements of
 # the compute dtype: ACT_D x hidden + ACT_I x intermediate (fitted at real widths of Qwen2.5-VL-3B,
-# Qwen2-VL-2B and SmolVLM, fp32 and 4-bit, by scripts/check_plan.py's calibration). The backward
+# Qwen2-VL-2B and SmolVLM, float32: `scripts/check_plan.py --calibrate`). The backward
 # needs BACKWARD_LAYERS more layers' worth as working memory. With gradient checkpointing a layer
 # keeps CKPT_D x hidden per token, and one layer at a time is recomputed.
 ACT_D = 12.4

@@ -10,6 +10,9 @@ load, so this can run beside other jobs; 4-bit matmuls have no fast CPU kernel (
 so completions are short.
 
     python -m hallucue_mlx.fastblas python scripts/check_plan.py [--families ...] [--bits 0 4]
+
+`--calibrate` prints the measurements behind plan's per-layer constants instead: the loss's
+memory at 2 and 4 text layers of each family's widths (1024-token vocabulary, text-only prompts).
 """
 
 from __future__ import annotations
@@ -166,6 +169,95 @@ def measure(family: str, bits: int | None, root: Path, **train: object) -> list[
     return checks
 
 
+# ---------------------------------------------------------------- calibration (plan's constants)
+
+# real widths: (hidden, intermediate, heads, kv heads)
+WIDTHS = {
+    "qwen2.5-vl-3b": (2048, 11008, 16, 2),
+    "qwen2-vl-2b": (1536, 8960, 12, 2),
+    "smolvlm-256m": (576, 1536, 9, 3),
+}
+
+
+def _text_model(layers: int, hidden: int, inter: int, heads: int, kv: int):
+    """mlx-vlm's Qwen2.5-VL class at these text widths, a 1024-token vocabulary (so the logits do
+    not hide the layers) and a one-block vision tower, with LoRA r16 on every linear layer."""
+    import mlx.core as mx
+    from mlx_vlm.utils import get_model_and_args, update_module_configs
+
+    from hallucue_mlx.models.lora import LoraConfig, apply_lora
+    from hallucue_mlx.models.tiny import QWEN_SPECIAL_TOKENS, _config
+
+    ids = {t: 1000 + i for i, t in enumerate(QWEN_SPECIAL_TOKENS)}
+    cfg = _config(
+        "qwen2_5_vl",
+        ids,
+        vocab_size=1024,
+        text_hidden=hidden,
+        text_layers=layers,
+        text_heads=heads,
+        kv_heads=kv,
+        vision_hidden=64,
+        vision_depth=1,
+        vision_heads=2,
+        image_size=112,
+        dtype="float32",
+    )
+    cfg["intermediate_size"] = inter
+    arch, _ = get_model_and_args(json.loads(json.dumps(cfg)))
+    own = json.loads(json.dumps(cfg))  # from_dict mutates its argument
+    model_config = arch.ModelConfig.from_dict(own)
+    model_config = update_module_configs(model_config, arch, own, ["text", "vision"])
+    mx.random.seed(0)
+    model = arch.Model(model_config)
+    mx.eval(model.parameters())
+    apply_lora(model, LoraConfig(rank=16, alpha=32.0))
+    return model
+
+
+def loss_peak(model, L: int, G: int, T: int, checkpoint: bool) -> float:
+    """Bytes the loss forward/backward adds to the peak for one text-only prompt of L tokens and
+    G completions of T tokens (grpo.policy_loss under nn.value_and_grad, as train.py runs it)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from hallucue_mlx.grpo import LossConfig, make_batch, policy_loss
+    from hallucue_mlx.rollout import PromptInputs
+
+    pos = mx.broadcast_to(mx.arange(L)[None, None], (3, 1, L)).astype(mx.int32)
+    prompt = PromptInputs(mx.arange(L).astype(mx.int32) % 100 + 10, pos, 0, None)
+    comps = [[(7 * i + t) % 100 + 10 for t in range(T)] for i in range(G)]
+    batch = make_batch([prompt], comps, [[0.0] * T] * G, mx.zeros(G))
+    bias = mx.zeros((1024,))
+    model.train()
+    grad = nn.value_and_grad(model, lambda b: policy_loss(model, b, LossConfig(), bias, checkpoint))
+    mx.eval(batch.completion_ids, batch.mask, batch.old_logps, batch.advantages, bias)
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    (loss, metrics), grads = grad(batch)
+    mx.eval(loss, metrics, grads)
+    return mx.get_peak_memory() - base
+
+
+def calibrate(families: list[str]) -> None:
+    """Per decoder layer and token, what the loss keeps (2 vs 4 layers), in elements of
+    hidden and of intermediate: the data behind plan.ACT_D / ACT_I and CKPT_D."""
+    for family in families:
+        hidden, inter, heads, kv = WIDTHS[family]
+        peaks = {k: _text_model(k, hidden, inter, heads, kv) for k in (2, 4)}
+        for L, G, T in ((64, 5, 16), (256, 5, 16), (64, 5, 64)):
+            n = L + G * (T - 1)
+            for ck in (False, True):
+                two, four = (loss_peak(peaks[k], L, G, T, ck) for k in (2, 4))
+                per_token = (four - two) / 2 / n / 4  # float32 elements
+                print(
+                    f"{family} L={L} G={G} T={T} checkpoint={ck}: per layer and token "
+                    f"{per_token:.0f} elements = {per_token / hidden:.1f} x hidden; "
+                    f"2 layers {two / 1e6:.0f} MB, 4 layers {four / 1e6:.0f} MB",
+                    flush=True,
+                )
+
+
 def table(checks: list[Check]) -> str:
     rows = [
         "| family | weights | what | predicted GB | measured GB | error | seconds |",
@@ -184,7 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
     ap.add_argument("--bits", nargs="+", type=int, default=[0, 4], help="0: float32")
     ap.add_argument("--completion", type=int, default=6, help="train.max_completion_length")
+    ap.add_argument(
+        "--calibrate", action="store_true", help="print the per-layer loss memory instead"
+    )
     args = ap.parse_args(argv)
+    if args.calibrate:
+        calibrate(args.families)
+        return 0
     checks: list[Check] = []
     with tempfile.TemporaryDirectory() as root:
         for family in args.families:
