@@ -6,6 +6,7 @@ not depend on the machine's load; 4-bit matmuls crawl on a CPU, so completions a
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_plan.py"
 def _check_plan():
     spec = importlib.util.spec_from_file_location("check_plan", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
