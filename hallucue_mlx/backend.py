@@ -264,8 +264,8 @@ def quantized_cpu_warning(bits: int, gflops: float | None = None) -> str:
     speed = f"{gflops:.1f} GFLOPS measured here" if gflops is not None else "about 2 GFLOPS"
     return (
         f"This model has {bits}-bit weights and MLX runs on the CPU here: quantized matmuls have "
-        f"no fast CPU kernel ({speed}, against ~100+ for float32 with OpenBLAS), so it would "
-        "crawl. Use a float32 copy of the model on this CPU (model.id of an unquantized "
+        f"no fast CPU kernel ({speed}, against tens to hundreds for float32 with OpenBLAS), so it "
+        "would crawl. Use a float32 copy of the model on this CPU (model.id of an unquantized "
         "checkpoint, e.g. convert it without -q), or run on a GPU (Apple silicon / CUDA)."
     )
 
