@@ -70,7 +70,7 @@ from hallucue_mlx.runfolder import (
     folder_lock,
     latest_checkpoint,
 )
-from hallucue_mlx.sweep import check_sweep, ratio_sweep, run_sweep
+from hallucue_mlx.sweep import check_sweep, config_sweep, run_sweep
 from hallucue_mlx.train import ResumeMismatch, TrainingDiverged, TrainResult, check_new_folder
 from hallucue_mlx.train import train as _train
 
@@ -147,12 +147,12 @@ def run(
     """
     cfg = load_config(config, overrides)
     folder = Path(out) if out is not None else run_dir(cfg, quick)
-    ratios = ratio_sweep(cfg)
+    asked = config_sweep(cfg)
     with _writing(folder, "run"):
-        if ratios is None:
+        if asked is None:
             run_grid(cfg, folder, quick=quick, force=force, quiet=quiet)
-        else:  # grid.ratios: a sweep of grid.ratio, as `hallucue-mlx run` does
-            run_sweep(cfg, *ratios, folder, quick=quick, force=force, quiet=quiet)
+        else:  # grid.ratios / grid.seeds: a sweep, as `hallucue-mlx run` does
+            run_sweep(cfg, *asked, folder, quick=quick, force=force, quiet=quiet)
     return folder
 
 

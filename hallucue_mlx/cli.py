@@ -280,13 +280,20 @@ def run(
     print_config: bool = typer.Option(
         False, "--print-config", help="Print the resolved config with every key's help, then exit."
     ),
+    seeds: int | None = typer.Option(
+        None,
+        "--seeds",
+        min=1,
+        help="Train every condition under N seeds (grid.seeds): a report with across-seed "
+        "means and intervals covering seeds and items.",
+    ),
 ) -> None:
     """Run the whole comparison grid (train under each corruption x evaluate under each) and report."""
     import shlex
     import sys
 
     try:
-        cfg = load_config(config, set_)
+        cfg = load_config(config, [*set_, *([f"grid.seeds={seeds}"] if seeds else [])])
         if print_config:
             typer.echo(dump_yaml(quick_config(cfg) if quick else cfg), nl=False)
             return
@@ -301,14 +308,14 @@ def run(
 def _run_or_sweep(
     cfg: Any, out: Path, quick: bool, force: bool, again: str, sweep: tuple[str, list] | None
 ) -> None:
-    """The grid (or a sweep: given, or grid.ratios), with the errors a run can end in."""
+    """The grid (or a sweep: given, or grid.ratios / grid.seeds), with the errors a run can end in."""
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.grid import GridError, GridInterrupted, run_grid
     from hallucue_mlx.models.load import ModelLoadError
-    from hallucue_mlx.sweep import ratio_sweep, run_sweep
+    from hallucue_mlx.sweep import config_sweep, run_sweep
     from hallucue_mlx.train import TrainingDiverged
 
-    sweep = sweep or ratio_sweep(cfg)
+    sweep = sweep or config_sweep(cfg)
     world = _world()
     try:
         with _main_lock(world, out, _command("sweep" if sweep else "run")):

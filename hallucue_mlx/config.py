@@ -359,6 +359,12 @@ def validate(cfg: RunConfig) -> None:
                 f"{key}.split: {spec.name} has no split {spec.split!r}; choose from "
                 f"{', '.join(splits)}"
             )
+    if cfg.grid.seeds > 1 and cfg.grid.ratios:
+        raise ConfigError(
+            "grid.seeds and grid.ratios each make `run` a sweep, and a sweep varies one key: "
+            "set one of them (grid.seeds=1 or grid.ratios=[])",
+            "grid.seeds",
+        )
     names = [s.name for s in cfg.data.eval]
     if len(set(names)) != len(names):
         raise ConfigError(f"data.eval lists a benchmark twice: {names}")
@@ -397,7 +403,10 @@ class TrainConfig:
     train_split: str = _f("train", "Split the training prompts come from.", nonempty=True)
     n_train: int | None = _f(None, "Use only the first N training items (None: all).", min=1)
     eval_split: str = _f(
-        "test", "Held-out split for the periodic greedy evaluation.", nonempty=True
+        "validation",
+        "Held-out split of the training benchmark for the periodic greedy evaluation (not the "
+        "test split: a curve on test items invites choosing settings on them).",
+        nonempty=True,
     )
     n_eval: int = _f(
         48, "Held-out items per periodic evaluation condition (0: no evaluation).", min=0
@@ -654,6 +663,13 @@ class GridSection:
         "the base once) and report accuracy against the ratio; empty: one run at grid.ratio.",
         check=_ratio_list,
     )
+    seeds: int = _f(
+        1,
+        "Train every condition under this many seeds (seed, seed + 1, ...): `run` makes a sweep "
+        "of `seed` whose report gives each model's across-seed mean, spread and 95% intervals "
+        "covering seeds and items. 1: one run, intervals over items only.",
+        min=1,
+    )
     parallel: str = _f(
         "cells",
         "Under several processes (mlx.launch -n N): cells gives each rank whole models (a "
@@ -700,7 +716,7 @@ TRAIN_OWNED = {
     "benchmark": "data.train.name",
     "train_split": "data.train.split",
     "n_train": "data.train.n",
-    "eval_split": "data.eval (the periodic evaluation uses the first eval benchmark)",
+    "eval_split": "data.train (the periodic evaluation uses its validation split, if it has one)",
     "corruption": "grid.train_conditions",
     "corruption_ratio": "grid.ratio",
     "seed": "seed",
@@ -1018,6 +1034,8 @@ def config_hash(cfg: RunConfig) -> str:
     d["grid"].pop("parallel", None)
     if not d["grid"].get("ratios"):  # no sweep: the hash of folders made before the key existed
         d["grid"].pop("ratios", None)
+    if d["grid"].get("seeds") == 1:  # likewise
+        d["grid"].pop("seeds", None)
     for key, default in IMAGE_KEY_DEFAULTS.items():  # likewise for the image-size keys
         if d["model"].get(key) == default:
             d["model"].pop(key, None)

@@ -202,10 +202,11 @@ def replace_image(image: Image.Image, donor: Image.Image) -> Image.Image:
 
 # ---------------------------------------------------------------- text removal
 
-# Rules for questions without condition spans. A question is split into sentences; a sentence is
-# a condition (cut) if any rule below matches it. `ask` sentences (questions, "Find ...") are cut
-# only when they themselves state a condition (scope "any"); declarative sentences are cut by the
-# looser "statement" rules too.
+# Rules for questions without condition spans, one policy: keep the asking sentence, cut the
+# givens. A question is split into sentences. A declarative sentence is a given (cut whole) if any
+# rule below matches it. An asking sentence ("Find ...", "... ?", also "If AB = 12, find BC.") is
+# never cut whole: only a conditional clause inside it that states a given ("If AB = 12, ...",
+# "... if x = 3?") is cut. A question with no given is left unchanged (changed=False).
 _UNIT = (
     r"(?:cm|mm|km|m|kg|g|mg|ml|liters?|litres?|s|sec|seconds?|min|minutes?|h|hours?|days?|weeks?|"
     r"years?|inches|inch|ft|feet|foot|yards?|yd|miles?|mi|degrees?|°|%|percent|units?|dollars?|"
@@ -272,15 +273,54 @@ def cut_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
     return tidy(" ".join(keep))
 
 
+_ASK_WORD = (
+    r"(?:find|what|how|which|who|where|when|why|is|are|does|do|can|calculate|compute|determine|"
+    r"solve|express|estimate|give|name|identify|choose|select|round|use)\b"
+)
+# an opening clause up to the comma before the ask ("If AB = 12 and AC = 16, find BC.")
+_LEAD_CLAUSE = re.compile(
+    r"^\s*(?:if|given|suppose|assume|assuming|since|when|knowing|it is known)\b.*?,\s*"
+    r"(?:then\s+)?(?=" + _ASK_WORD + ")",
+    re.IGNORECASE | re.DOTALL,
+)
+# a closing one ("What is x if AB = 12?")
+_TRAIL_CLAUSE = re.compile(
+    r",?\s+(?:if|given(?: that)?|when|assuming|provided(?: that)?)\b[^?]*?(?=\s*[?.]?\s*$)",
+    re.IGNORECASE,
+)
+_ASKS_AFTER_COMMA = re.compile(r",\s*(?:then\s+)?" + _ASK_WORD, re.IGNORECASE)
+# what makes a clause a given: a number, an equation or a geometric relation
+_GIVEN = re.compile(r"\d|=|[∠⊥∥≅∽△⊙]|\\(?:angle|perp|parallel|cong|sim|triangle|odot)\b")
+
+
+def _asking(sentence: str) -> bool:
+    s = sentence.strip()
+    return bool(_ASK.search(s) or _ASKS_AFTER_COMMA.search(s))
+
+
+def _given_clause(sentence: str) -> tuple[int, int, str] | None:
+    """[start, end) of the conditional clause of an asking sentence, if it states a given."""
+    lead = _LEAD_CLAUSE.match(sentence)
+    if lead and _GIVEN.search(lead.group()):
+        return 0, lead.end(), "given_clause"
+    trail = _TRAIL_CLAUSE.search(sentence)
+    if trail and _GIVEN.search(trail.group()):
+        return trail.start(), trail.end(), "given_clause"
+    return None
+
+
 def rule_spans(question: str) -> tuple[list[tuple[int, int]], list[str]]:
-    """Condition spans found by TEXT_RULES, and the names of the rules that fired."""
+    """Condition spans found by the rules, and the names of the rules that fired."""
     spans, fired = [], []
     for start, end in sentences(question):
         sentence = question[start:end]
-        asking = bool(_ASK.search(sentence.strip()))
-        for name, scope, rx in _COMPILED_RULES:
-            if scope == "statement" and asking:
-                continue
+        if _asking(sentence):
+            clause = _given_clause(sentence)
+            if clause is not None:
+                spans.append((start + clause[0], start + clause[1]))
+                fired.append(clause[2])
+            continue
+        for name, _scope, rx in _COMPILED_RULES:
             if rx.search(sentence):
                 spans.append((start, end))
                 fired.append(name)
@@ -300,6 +340,8 @@ def remove_text(item: Item) -> tuple[Item, bool, str]:
     kept = cut_spans(item.question, spans)
     if not re.search(r"[A-Za-z0-9]", kept):
         kept = TEXT_REMOVAL_INSTRUCTION
+    elif kept[0].islower():  # "find BC." left by a cut opening clause
+        kept = kept[0].upper() + kept[1:]
     removed = " | ".join(tidy(item.question[a:b]) for a, b in sorted(spans))
     new = item.with_(question=kept, condition_spans=())
     return new, kept != item.question, f"{how}; removed: {removed}"
@@ -360,6 +402,28 @@ def apply(items: Sequence[Item], corruption: Corruption) -> list[tuple[Item, Cor
         else:
             out.append(apply_one(it, corruption))
     return out
+
+
+# Item.meta keys an adapter sets where it knows where an item's needed information lives:
+# NEEDS_IMAGE: the image holds facts the answer needs that the text does not state;
+# TEXT_ONLY_FACTS: a condition span (cut by text removal) states a fact the image does not show.
+NEEDS_IMAGE, TEXT_ONLY_FACTS = "needs_image", "text_only_facts"
+
+
+def info_removed(item: Item, record: CorruptionRecord) -> bool | None:
+    """Whether the corruption removed information the item's answer needs, so that nothing the
+    model is shown supports an answer: True or False where the item's adapter says where its
+    information lives (synth exactly, MathVerse by version), None where it does not. A
+    hallucination is an answer given anyway (metrics.hallucination)."""
+    if not record.changed:
+        return False
+    if record.corruption in ("blank", "random"):
+        flag = item.meta.get(NEEDS_IMAGE)
+    elif record.corruption == "text_removal":
+        flag = item.meta.get(TEXT_ONLY_FACTS)
+    else:
+        return False
+    return flag if isinstance(flag, bool) else None
 
 
 def coverage(records: Sequence[CorruptionRecord]) -> float:

@@ -38,7 +38,7 @@ import mlx.core as mx
 
 from hallucue_mlx import atomic
 from hallucue_mlx.config import EvalConfig
-from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply, coverage
+from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply, coverage, info_removed
 from hallucue_mlx.data.bench import load_benchmark
 from hallucue_mlx.data.item import Item
 from hallucue_mlx.data.subset import content_hash
@@ -292,6 +292,7 @@ def make_record(
         "corruption_applied": crec.applied,
         "corruption_changed": crec.changed,
         "corruption_detail": crec.detail,
+        "info_removed": info_removed(item, crec),
         "question": shown.question,
         "sample": sample,
         "response": completion.text,

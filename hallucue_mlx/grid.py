@@ -64,6 +64,7 @@ from hallucue_mlx.evaluate import evaluate, load_records, unchanged_corruptions
 from hallucue_mlx.metrics import summarize
 from hallucue_mlx.models.load import load_model, resolve_model_dir
 from hallucue_mlx.report import write_report
+from hallucue_mlx.report.labels import FILTER_NOTE, model_label
 from hallucue_mlx.rewards import check_golds
 from hallucue_mlx.runfolder import GridError, Timing
 from hallucue_mlx.train import train
@@ -194,6 +195,20 @@ def load_spec(spec: BenchmarkSpec, split: str, key: str, seed: int) -> list:
         raise BenchmarkError(
             f"{key}: {e} In a run config the local copy goes in {key}.path (--set {key}.path=DIR)."
         ) from None
+
+
+def validation_items(cfg: RunConfig) -> list:
+    """The periodic evaluation's items: n_eval of the training benchmark's validation split
+    (synth, Geometry3K); [] when it has none (a local copy, or a benchmark with test splits
+    only), which turns the periodic evaluation off: it never reads the test split."""
+    spec, t = cfg.data.train, cfg.train
+    if not (t.eval_every and t.n_eval) or spec.path is not None:
+        return []
+    if t.eval_split not in get_adapter(spec.name).splits:
+        return []
+    return load_spec(
+        replace(spec, split=t.eval_split, n=t.n_eval), t.eval_split, "data.train", cfg.data.seed
+    )
 
 
 def load_data(cfg: RunConfig) -> GridData:
@@ -401,10 +416,15 @@ def run_grid(
     distributed.current(), one unless launched by mlx.launch); grid.parallel says how several
     share it (module docstring). Every rank returns the path; rank 0 alone writes it.
     """
-    if cfg.grid.ratios:
+    if cfg.grid.ratios or cfg.grid.seeds > 1:
+        which = (
+            "grid.ratios makes this a ratio sweep"
+            if cfg.grid.ratios
+            else ("grid.seeds makes this a sweep of seed")
+        )
         raise GridError(
-            "grid.ratios makes this a ratio sweep: run it with `hallucue-mlx run` (or "
-            "hallucue_mlx.sweep.run_sweep), which runs one grid per ratio"
+            f"{which}: run it with `hallucue-mlx run` (or hallucue_mlx.sweep.run_sweep), which "
+            "runs one grid per value"
         )
     if quick:
         cfg = quick_config(cfg)
@@ -548,7 +568,7 @@ def _run_training(
             stop_after=stop_after,
             model_and_processor=_load(cfg, None),
             items=data.train_items,
-            eval_items=session.data.eval_items[targets(cfg)[0].dirname],
+            eval_items=validation_items(cfg),
             on_step=on_step,
             world=session.world,
         )
@@ -654,9 +674,13 @@ def results(cfg: RunConfig, out: Path, data: GridData | None = None) -> dict[str
             for t in targets(cfg)
         },
         "config_hash": config_hash(cfg),
+        # the models' names in the report (marked when not plain GRPO)
+        "labels": {m: model_label(m, cfg.train.drop_zero_std_groups) for m in models(cfg)},
         "cells": rows,
         "training": training,
     }
+    if cfg.train.drop_zero_std_groups:
+        res["label_note"] = FILTER_NOTE
     if extra:  # only then: a folder without imports keeps its results.json byte for byte
         res["imported"] = {name: imported[name] for name in extra}
     return res

@@ -104,6 +104,38 @@ def paired_bootstrap_ci(
     return float(diff.mean()), float(lo), float(hi)
 
 
+def seed_item_bootstrap_ci(
+    values: Sequence[Sequence[float]],
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(mean, lo, hi) of a per-item quantity measured under several training seeds.
+
+    values[s][i] is item i under seed s: the same items, in the same order, in every seed (a
+    paired difference or a correctness, already weighted for a macro average). Each bootstrap
+    draw resamples the seeds, then the items (one item draw for every drawn seed: the test set
+    is shared), so the interval covers seed-to-seed and item sampling variation. With one seed
+    it is the item bootstrap."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2 or x.size == 0:
+        raise ValueError(
+            f"seed_item_bootstrap_ci needs a (seeds, items) table, got shape {x.shape}"
+        )
+    n_seeds, n_items = x.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, 4_000_000 // (n_seeds * n_items))  # bound memory of the index arrays
+    for start in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - start)
+        si = rng.integers(0, n_seeds, size=(rows, n_seeds))
+        ii = rng.integers(0, n_items, size=(rows, n_items))
+        means[start : start + rows] = x[si[:, :, None], ii[:, None, :]].mean(axis=(1, 2))
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(x.mean()), float(lo), float(hi)
+
+
 # ----------------------------------------------------------------------------- records
 
 
@@ -249,17 +281,31 @@ def answered(r: Record) -> bool:
 
 
 def hallucination(records: Sequence[Record]) -> dict[str, Any]:
-    """Under a corruption that removed the needed information: how often the model still answered,
-    and how many of those answers were right by chance."""
-    hits = [r for r in records if answered(r)]
+    """On the items whose needed information the corruption removed (record "info_removed", see
+    corrupt.info_removed), where no answer is supported by what the model was shown:
+
+    - rate: the share answered anyway (a confident answer, not an abstention): the
+      hallucination rate, with its Wilson CI; abstained: the share that declined;
+    - answered_correct_rate: accuracy of those answers, against chance_rate, the accuracy that
+      guessing would give (1/k on a k-option item, 0 on an open one; items whose options are
+      only in the image are left out of both).
+
+    Items still answerable from what is left, or whose adapter cannot tell, are not counted:
+    n is 0 (rates None) when no item qualifies."""
+    pool = [r for r in records if r.get("info_removed") is True]
+    hits = [r for r in pool if answered(r)]
     lucky = sum(bool(r["correct"]) for r in hits)
+    known = [r for r in hits if isinstance(r.get("n_choices"), int)]
+    chance = [1 / r["n_choices"] if r["n_choices"] else 0.0 for r in known]
     return {
-        "n": len(records),
+        "n": len(pool),
         "answered": len(hits),
-        "rate": len(hits) / len(records) if records else None,
-        "ci95": list(wilson_ci(len(hits), len(records))),
+        "rate": len(hits) / len(pool) if pool else None,
+        "ci95": list(wilson_ci(len(hits), len(pool))),
+        "abstained": (len(pool) - len(hits)) / len(pool) if pool else None,
         "answered_correct": lucky,
         "answered_correct_rate": lucky / len(hits) if hits else None,
+        "chance_rate": sum(chance) / len(chance) if chance else None,
     }
 
 
@@ -275,9 +321,11 @@ def diagnostics(
     """Modality diagnostics of one model's records across conditions.
 
     vision_gain = clean - blank, random_image_gain = clean - random, text_gain = clean - text
-    removal (each paired, None when a condition is missing); blind_accuracy = accuracy under blank
+    removal on the items text removal changed (text_removal_coverage: how many of how many);
+    each paired, None when a condition is missing; blind_accuracy = accuracy under blank
     images; vision_gain_by_version splits the vision gain by modality version (MathVerse);
-    hallucination: per corrupted condition, the share of items answered anyway.
+    hallucination: per corrupted condition, on the items it left unanswerable, the share answered
+    anyway and their accuracy against chance (hallucination).
     """
     _need(records, "id", "corruption", "correct")
     groups = by_condition(records)
@@ -300,10 +348,22 @@ def diagnostics(
             b = [r for r in groups[blank] if str(r.get("version", "")) == v]
             by_version[v] = paired_gain(a, b, n_boot, seed)
 
+    # text removal leaves items no rule matched unchanged: its effect is measured on the changed
+    # ones only, and how many those are is reported beside it
+    text_gain, text_coverage = None, None
+    if text in groups:
+        tr = groups[text]
+        changed = [r for r in tr if r.get("corruption_changed", True)]
+        text_gain = paired_gain(base, changed, n_boot, seed) if changed else None
+        text_coverage = {
+            "changed": len({r["id"] for r in changed}),
+            "n": len({r["id"] for r in tr}),
+        }
     return {
         "vision_gain": gain(blank),
         "random_image_gain": gain(random),
-        "text_gain": gain(text),
+        "text_gain": text_gain,
+        "text_removal_coverage": text_coverage,
         "blind_accuracy": blind,
         "vision_gain_by_version": by_version,
         "hallucination": {c: hallucination(rs) for c, rs in groups.items() if c != clean},

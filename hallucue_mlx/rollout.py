@@ -26,6 +26,7 @@ from mlx_vlm.models.cache import ConcatenateKVCache, KVCache
 from hallucue_mlx.data.item import Item
 from hallucue_mlx.models import arch
 from hallucue_mlx.models.arch import lm_head
+from hallucue_mlx.models.lora import lora_folded
 from hallucue_mlx.prompts import build_prompt
 
 # Finite, so entropy terms p*log p stay 0 (not NaN) on banned tokens.
@@ -362,13 +363,21 @@ def generate(
     key: mx.array | None = None,
     top_p: float = 1.0,
     rows: tuple[int, int] | None = None,
+    fold_lora: bool = True,
 ) -> list[list[Completion]]:
     """n completions for each prompt, all decoded as one batch of len(prompts) * n rows.
 
     Returns one list of n Completions per prompt. The same key gives the same samples.
     rows=(first, total): these prompts are a share of a larger batch (data-parallel training):
     their rows are first.. of `total`, and each row samples with the noise it gets in that batch.
+    fold_lora: decode with the LoRA updates folded into full-precision base weights
+    (models.lora.lora_folded; the same tokens, log-probs equal to float rounding).
     """
+    if fold_lora:
+        with lora_folded(model):
+            return generate(
+                model, processor, prompts, n, temperature, max_tokens, key, top_p, rows, False
+            )
     if n < 1 or max_tokens < 1 or not prompts:
         raise ValueError(
             f"generate needs n >= 1, max_tokens >= 1 and prompts; got n={n}, max_tokens={max_tokens}, {len(prompts)} prompts"

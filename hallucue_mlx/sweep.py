@@ -2,6 +2,7 @@
 
     hallucue-mlx sweep train.beta=0,0.01,0.1          (any key but output.* and grid.* lists)
     grid.ratios: [0.25, 0.5, 1.0] in a run config     (a sweep of grid.ratio, run by `run`)
+    grid.seeds: 3 in a run config (or run --seeds 3)  (a sweep of seed, run by `run`)
 
 Layout of a sweep folder:
 
@@ -43,7 +44,7 @@ from hallucue_mlx.config import (
 from hallucue_mlx.config import quick as quick_config
 from hallucue_mlx.distributed import current
 from hallucue_mlx.grid import BASE, models, run_grid
-from hallucue_mlx.report.sweep import write_sweep_report
+from hallucue_mlx.report.sweep import SEED_KEY, write_sweep_report
 from hallucue_mlx.runfolder import GridError
 
 RATIO_KEY = "grid.ratio"
@@ -93,7 +94,7 @@ def value_name(key: str, value: Any) -> str:
 
 def value_configs(cfg: RunConfig, key: str, values: list[Any]) -> list[RunConfig]:
     """cfg with key=value, per value; an invalid value is named."""
-    base = to_dict(replace(cfg, grid=replace(cfg.grid, ratios=[])))
+    base = to_dict(single(cfg))
     out = []
     for v in values:
         try:
@@ -171,6 +172,13 @@ def run_sweep(
     training key keeps its values). force: discard earlier results of this sweep folder.
     """
     check_sweep(key, values)
+    asked = config_sweep(cfg)
+    if asked is not None and asked[0] != key:
+        raise ConfigError(
+            f"the config asks for a sweep of {asked[0]} itself (grid.ratios or grid.seeds); a "
+            f"sweep varies one key, so {key} cannot be swept with it: set grid.ratios=[] and "
+            "grid.seeds=1, or run the config's own sweep with `hallucue-mlx run`"
+        )
     if current().distributed:
         raise GridError(
             "a sweep runs in one process; under mlx.launch run one value's grid at a time "
@@ -178,7 +186,7 @@ def run_sweep(
             "mlx.launch"
         )
     if quick:
-        cfg = quick_config(replace(cfg, grid=replace(cfg.grid, ratios=[])))
+        cfg = quick_config(single(cfg))
     cfgs = value_configs(cfg, key, values)
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,17 +222,38 @@ def _announce(i: int, n: int, key: str, value: Any, shared: dict[str, Path]) -> 
     Console(stderr=True).rule(f"[bold]sweep {key}: value {i + 1}/{n} = {value!r}{note}")
 
 
+def single(cfg: RunConfig) -> RunConfig:
+    """cfg without the keys that make `run` a sweep (one value folder's grid)."""
+    return replace(cfg, grid=replace(cfg.grid, ratios=[], seeds=1))
+
+
 def ratio_sweep(cfg: RunConfig) -> tuple[str, list[float]] | None:
     """(grid.ratio, the ratios) when the config asks for a ratio sweep, else None."""
     return (RATIO_KEY, list(cfg.grid.ratios)) if cfg.grid.ratios else None
 
 
+def seed_sweep(cfg: RunConfig) -> tuple[str, list[int]] | None:
+    """(seed, seed .. seed + n - 1) when the config asks for n > 1 training seeds, else None.
+    The data subset (data.seed) stays fixed, so every seed is scored on the same items."""
+    n = cfg.grid.seeds
+    return (SEED_KEY, [cfg.seed + k for k in range(n)]) if n > 1 else None
+
+
+def config_sweep(cfg: RunConfig) -> tuple[str, list[Any]] | None:
+    """The sweep a run config asks for (grid.ratios or grid.seeds), or None for one grid."""
+    return ratio_sweep(cfg) or seed_sweep(cfg)
+
+
 __all__ = [
     "RATIO_KEY",
+    "SEED_KEY",
     "check_sweep",
+    "config_sweep",
     "parse_assignment",
     "ratio_sweep",
     "recipe",
+    "seed_sweep",
+    "single",
     "run_sweep",
     "value_configs",
     "value_name",

@@ -478,8 +478,8 @@ def share_state(world: World, model: nn.Module, opt: optim.Optimizer) -> None:
 def _held_out(cfg: TrainConfig, eval_items: list[Item] | None) -> list[Item] | None:
     if not (cfg.eval_every and cfg.n_eval):
         return None
-    if eval_items is not None:
-        return eval_items[: cfg.n_eval]
+    if eval_items is not None:  # [] from the grid: the training data has no validation split
+        return eval_items[: cfg.n_eval] or None
     return load_items(cfg.benchmark, cfg.eval_split, cfg.n_eval, cfg.seed)
 
 

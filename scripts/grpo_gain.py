@@ -2,10 +2,12 @@
 """Does clean GRPO improve the base model? The default run config's clean training, measured.
 
 Loads a run config (default: the packaged default.yaml, i.e. hallucue-tiny on synth), evaluates
-the base model greedily on the config's first eval benchmark (clean images), runs the config's
-clean GRPO training, evaluates the trained model on the same items and prints accuracy before and
-after, the paired-bootstrap 95% CI of the gain, the training time and the reward curve (mean
-reward per tenth of the run). The last line is one JSON object.
+the base model greedily on the VALIDATION split of the config's training benchmark (clean
+images; synth and Geometry3K have one), runs the config's clean GRPO training, evaluates the
+trained model on the same items and prints accuracy before and after, the paired-bootstrap 95%
+CI of the gain, the training time and the reward curve (mean reward per tenth of the run). The
+last line is one JSON object. Settings are chosen with this script, so it never reads a test
+split: those are for the final evaluation only.
 
     python -m hallucue_mlx.fastblas python scripts/grpo_gain.py
     python scripts/grpo_gain.py --set train.steps=50 --set train.learning_rate=5e-4
@@ -29,20 +31,26 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="run config YAML (default: default.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--out", default=None, help="keep the training folder here")
+    ap.add_argument("--n", type=int, default=600, help="validation items (default 600)")
     args = ap.parse_args()
 
     import numpy as np
 
     from hallucue_mlx.config import eval_config_for, load_config, train_config_for
-    from hallucue_mlx.data.bench import load_benchmark
+    from hallucue_mlx.data.bench import get_adapter, load_benchmark
     from hallucue_mlx.evaluate import evaluate
     from hallucue_mlx.metrics import paired_bootstrap_ci
     from hallucue_mlx.models import load_model
     from hallucue_mlx.train import train
 
     cfg = load_config(args.config, args.set)
-    spec = cfg.data.eval[0]
-    items = load_benchmark(spec.name, spec.split, n=spec.n, path=spec.path, seed=cfg.data.seed)
+    spec = cfg.data.train
+    if "validation" not in get_adapter(spec.name).splits:
+        raise SystemExit(
+            f"error: {spec.name} has no validation split, and settings must not be chosen on the "
+            "test split; train on a benchmark with one (synth, geometry3k)"
+        )
+    items = load_benchmark(spec.name, "validation", n=args.n, seed=cfg.data.seed)
     ecfg = replace(eval_config_for(cfg), conditions=("none",))
     tcfg = train_config_for(cfg, "none")
     model, processor = load_model(cfg.model.id, dtype=cfg.model.dtype)
@@ -63,7 +71,7 @@ def main() -> None:
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rewards = [d["reward"] for d in lines if "event" not in d]
     curve = [round(float(np.mean(c)), 3) for c in np.array_split(rewards, 10) if len(c)]
-    print(f"model {cfg.model.id}; {spec.name}/{spec.split}, {len(items)} items, greedy, clean")
+    print(f"model {cfg.model.id}; {spec.name}/validation, {len(items)} items, greedy, clean")
     print(
         f"training: {result.steps_done} steps in {minutes:.1f} min ({tcfg.prompts_per_step} "
         f"prompts x {tcfg.num_generations}, lr {tcfg.learning_rate})"

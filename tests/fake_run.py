@@ -104,6 +104,16 @@ def _record(
         "truncated": False,
         "grader_error": None,
         "n_choices": 4 if choice else 0,
+        # text removal finds no condition in a vision-only question: such items stay unchanged
+        "corruption_changed": cond != "none"
+        and not (cond == "text_removal" and version == "vision_only"),
+        # synth's rule (corrupt.info_removed): vision-dominant/-only items need the image; real
+        # benchmarks here say nothing
+        "info_removed": (
+            cond in ("blank", "random") and version in ("vision_dominant", "vision_only")
+        )
+        if bench == "synth"
+        else None,
     }
 
 
@@ -147,12 +157,14 @@ def make_fake_run(
     missing_eval: tuple[tuple[str, str], ...] = (),
     results: bool = True,
     skill: dict[str, float] | None = None,
+    group_filter: bool = False,
 ) -> Path:
     """Write a run folder under root and return it.
 
     missing_train: train conditions with neither training metrics nor evaluation (as if not run);
     missing_eval: (model, eval condition) pairs left out of every records file of that model;
-    skill: clean test skill per model, replacing SKILL.
+    skill: clean test skill per model, replacing SKILL. group_filter: the config trains with
+    train.drop_zero_std_groups (the report marks such models).
     """
     skill = {**SKILL, **(skill or {})}
     n_test = n_test or {"synth": 200, "mathvista": 120}
@@ -160,7 +172,12 @@ def make_fake_run(
     root.mkdir(parents=True, exist_ok=True)
     trained = [c for c in TRAIN_CONDITIONS if c not in missing_train]
     manifest = {
-        "config": {"model": "hallucue-tiny", "seed": 0, "benchmarks": benches},
+        "config": {
+            "model": "hallucue-tiny",
+            "seed": 0,
+            "benchmarks": benches,
+            "train": {"drop_zero_std_groups": group_filter},
+        },
         "train_conditions": list(TRAIN_CONDITIONS),
         "eval_conditions": list(EVAL_CONDITIONS),
         "versions": {"hallucue_mlx": "0.1.0"},

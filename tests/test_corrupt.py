@@ -162,10 +162,18 @@ def test_text_removal_all_conditions_gives_template_and_unmatched_is_flagged():
     ("question", "expected"),
     [
         ("As shown in the figure, AB = 5, BC = 3. Find AC.", "Find AC."),
-        ("If AB = 12 and BC = 5, find AC.", TEXT_REMOVAL_INSTRUCTION),
+        # the asking sentence stays, its givens go
+        ("If AB = 12 and BC = 5, find AC.", "Find AC."),
+        ("Given that AB = 5, BC = 3, and AC = 4, find the area.", "Find the area."),
+        ("If x = 2, then what is y?", "What is y?"),
+        ("What is x if AB = 12?", "What is x?"),
         ("The rectangle is 4 cm long. What is its area?", "What is its area?"),
         ("In \\odot P, m \\widehat{SR} = 48. Find m \\angle RPS.", "Find m \\angle RPS."),
+        # no given: unchanged, and not counted as changed
         ("What is the value of the largest bar?", None),
+        ("What is the value of y in the figure?", None),
+        ("As shown in the figure, find x.", None),
+        ("Find x. Round to the nearest tenth.", None),
     ],
 )
 def test_text_removal_rules(question, expected):
@@ -208,3 +216,54 @@ def test_invalid_corruption_arguments_raise():
         Corruption("noise")
     with pytest.raises(ValueError, match="ratio"):
         Corruption("blank", ratio=1.5)
+
+
+def test_info_removed_says_which_items_a_corruption_left_unanswerable():
+    from hallucue_mlx.corrupt import info_removed
+    from hallucue_mlx.data.synth import load_synth
+
+    items = load_synth("test", n=200, seed=0)
+    for name in ("none", "blank", "random", "text_removal"):
+        for item, crec in apply(items, Corruption(name, 1.0, 0)):
+            orig = next(it for it in items if it.id == item.id)
+            got = info_removed(orig, crec)
+            if name == "none" or not crec.changed:
+                assert got is False
+            elif name in ("blank", "random"):
+                # the visual fact is stated in the text of text-dominant and text-lite items
+                assert got == (orig.version in ("vision_dominant", "vision_only")), orig.id
+            else:
+                # text removal cuts count's and digit's addend, which no image shows
+                assert got == (orig.task in ("count", "digit")), (orig.id, orig.question)
+
+
+def test_text_removal_keeps_every_asking_sentence_on_every_adapter(tmp_path):
+    """One policy on the real-format copies of every benchmark: an asking sentence is never cut
+    whole (only a conditional clause stating a given inside it), declarative givens are cut, and
+    an item with no given stays unchanged."""
+    import sys
+
+    from hallucue_mlx.corrupt import _asking, _given_clause, remove_text, sentences
+    from hallucue_mlx.data.bench import load_benchmark
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_rows
+
+    n_changed = n = 0
+    for name, (build, split) in bench_rows.BUILDERS.items():
+        for item in load_benchmark(name, split or None, path=str(build(tmp_path / name))):
+            if item.condition_spans:
+                continue
+            new, changed, _ = remove_text(item)
+            n += 1
+            n_changed += changed
+            asks = [item.question[a:b].strip() for a, b in sentences(item.question)]
+            asks = [s for s in asks if _asking(s)]
+            for s in asks:
+                clause = _given_clause(s)
+                kept = s if clause is None else s[: clause[0]] + s[clause[1] :]
+                core = " ".join(kept.split()).strip(" ,")[1:]  # the first letter may be capitalised
+                assert core in " ".join(new.question.split()), (name, item.id, s, new.question)
+            if not changed:
+                assert new.question == item.question
+    assert 0 < n_changed < n  # some fixture questions state givens, some do not

@@ -287,3 +287,15 @@ def test_grid_on_local_copies_of_real_benchmarks(tiny_dir, tmp_path):
             quick=True,
             quiet=True,
         )
+
+
+def test_the_periodic_evaluation_reads_validation_never_test(tmp_path):
+    from hallucue_mlx.grid import validation_items
+
+    cfg = load_config(None, ["train.eval_every=10", "train.n_eval=12"])
+    items = validation_items(cfg)
+    assert len(items) == 12 and {it.split for it in items} == {"validation"}
+    # a local copy of the training data has no validation split: no periodic evaluation
+    local = load_config(None, ["train.eval_every=10", f"data.train.path={tmp_path}"])
+    assert validation_items(local) == []
+    assert validation_items(load_config(None, ["train.eval_every=0"])) == []

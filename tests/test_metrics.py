@@ -137,18 +137,25 @@ def test_summarize_by_condition() -> None:
         summarize([{"id": "x", "corruption": "none"}])
 
 
-def test_hallucination_counts() -> None:
+def test_hallucination_counts_only_items_left_unanswerable() -> None:
     rs = [
-        rec("1", "blank", True, extracted="B"),
-        rec("2", "blank", False, extracted="12"),
-        rec("3", "blank", False, extracted=""),
-        rec("4", "blank", False, extracted=None),
-        rec("5", "blank", False, extracted="\\text{cannot be determined}"),
+        rec("1", "blank", True, extracted="B", info_removed=True, n_choices=4),
+        rec("2", "blank", False, extracted="12", info_removed=True, n_choices=0),
+        rec("3", "blank", False, extracted="", info_removed=True, n_choices=0),
+        rec("4", "blank", False, extracted=None, info_removed=True, n_choices=4),
+        rec("5", "blank", False, extracted="\\text{cannot be determined}", info_removed=True),
+        # still answerable, or not known: a confident answer there is no hallucination
+        rec("6", "blank", True, extracted="7", info_removed=False, n_choices=0),
+        rec("7", "blank", True, extracted="C", info_removed=None, n_choices=4),
     ]
-    assert [answered(r) for r in rs] == [True, True, False, False, False]
+    assert [answered(r) for r in rs] == [True, True, False, False, False, True, True]
     h = hallucination(rs)
-    assert h["n"] == 5 and h["answered"] == 2 and h["rate"] == 0.4
+    assert h["n"] == 5 and h["answered"] == 2 and h["rate"] == 0.4 and h["abstained"] == 0.6
     assert h["answered_correct"] == 1 and h["answered_correct_rate"] == 0.5
+    assert h["chance_rate"] == pytest.approx((1 / 4 + 0) / 2)  # a 4-option and an open answer
+    # a model that answers everything on all-answerable items hallucinates on none
+    none = hallucination([r for r in rs if r["info_removed"] is not True])
+    assert none["n"] == 0 and none["rate"] is None
 
 
 def test_diagnostics_gains() -> None:
@@ -158,7 +165,16 @@ def test_diagnostics_gains() -> None:
         rec(str(i), "none", i < 8, version="vision_only" if i < 5 else "text_dominant")
         for i in range(10)
     ]
-    blank = [rec(str(i), "blank", i in (5, 6, 9), version=clean[i]["version"]) for i in range(10)]
+    blank = [
+        rec(
+            str(i),
+            "blank",
+            i in (5, 6, 9),
+            version=clean[i]["version"],
+            info_removed=clean[i]["version"] == "vision_only",
+        )
+        for i in range(10)
+    ]
     rand = [rec(str(i), "random", i in (0, 1, 5, 6)) for i in range(10)]
     text = [rec(str(i), "text_removal", i < 8) for i in range(10)]
     d = diagnostics(clean + blank + rand + text, n_boot=500, seed=1)
@@ -175,7 +191,9 @@ def test_diagnostics_gains() -> None:
     assert d["vision_gain_by_version"]["vision_only"]["diff"] == pytest.approx(1.0)
     assert d["vision_gain_by_version"]["text_dominant"]["diff"] == pytest.approx(0.0)
     assert set(d["hallucination"]) == {"blank", "random", "text_removal"}
-    assert d["hallucination"]["blank"]["answered_correct"] == 3
+    # blank images left the 5 vision-only items unanswerable: all answered, none right
+    h = d["hallucination"]["blank"]
+    assert h["n"] == 5 and h["answered"] == 5 and h["answered_correct"] == 0
     json.dumps(d)
 
 

@@ -107,10 +107,24 @@ def test_matrix_diagnostics_versions_and_splits(full: tuple[Path, str]) -> None:
     assert float(diag[("synth", "base", "vision_gain")]["value"]) == pytest.approx(
         clean - blank, abs=1e-4
     )
-    # answered = not abstained: an extracted answer that is not "cannot be determined"
-    rs = [r for r in records(run, "base", "synth-test") if r["corruption"] == "blank"]
+    # text removal: its gain is measured on the items it changed, and its coverage shown
+    tr = [r for r in records(run, "base", "synth-test") if r["corruption"] == "text_removal"]
+    changed = [r for r in tr if r["corruption_changed"]]
+    assert 0 < len(changed) < len(tr)
+    assert int(diag[("synth", "base", "text_gain")]["n"]) == len(changed)
+    cov = diag[("synth", "base", "text_removal_coverage")]
+    assert float(cov["value"]) == pytest.approx(len(changed) / len(tr), abs=1e-4)
+    # hallucination: on the items blank images left unanswerable (synth: vision-dominant and
+    # vision-only), answered = not abstained ("cannot be determined") and not empty
+    rs = [
+        r
+        for r in records(run, "base", "synth-test")
+        if r["corruption"] == "blank" and r["info_removed"]
+    ]
+    assert rs and {r["version"] for r in rs} == {"vision_dominant", "vision_only"}
     answered = [r for r in rs if r["extracted"] and "cannot" not in r["extracted"]]
-    row = diag[("synth", "base", "answered_rate/blank")]
+    row = diag[("synth", "base", "hallucination_rate/blank")]
+    assert int(row["n"]) == len(rs)
     assert float(row["value"]) == pytest.approx(len(answered) / len(rs), abs=1e-4)
     assert int(row["lucky_correct"]) == sum(r["correct"] for r in answered)
     # versions: vision_only collapses under blank images, text_dominant does not
@@ -180,6 +194,16 @@ def test_reading_without_gain_and_with_a_drop(tmp_path: Path) -> None:
     assert "GRPO raised" not in md and "kept" not in md  # no gain, so no share of it
     assert "GRPO's clean test accuracy on synth (48.0% vs 48.0% for base) is within noise" in md
     assert "GRPO-BI lowered clean test accuracy on synth from 48.0% to 40.0% (-8.0 points" in md
+
+
+def test_models_trained_with_the_group_filter_are_not_called_grpo(tmp_path: Path) -> None:
+    run = make_fake_run(tmp_path / "filtered", n_test={"synth": 100}, group_filter=True)
+    md = write_report(run).read_text()
+    assert "GRPO†" in md and "GRPO-BI†" in md and "not plain GRPO" in md
+    table1 = (run / "tables" / "table1.md").read_text()
+    assert "| GRPO† |" in table1 and "| GRPO |" not in table1
+    plain = write_report(make_fake_run(tmp_path / "plain", n_test={"synth": 100})).read_text()
+    assert "†" not in plain
 
 
 def test_figures_exist_and_are_listed(full: tuple[Path, str]) -> None:

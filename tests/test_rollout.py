@@ -180,3 +180,31 @@ def test_encode_prompt_image_tokens_and_text_positions(loaded, items):
     t = encode_prompt(proc, model, "hello", None)
     assert t.image_features is None
     np.testing.assert_array_equal(np.array(t.position_ids[0, 0]), np.arange(t.length))
+
+
+def test_folded_lora_decodes_the_same_tokens_and_restores_the_weights(tiny_dir, items):
+    """Rollouts fold LoRA into the base weights (one matmul per layer while decoding): the same
+    sampled tokens, log-probs equal to float rounding, and the unfolded weights back afterwards."""
+    import mlx_vlm
+    from mlx.utils import tree_flatten
+
+    from hallucue_mlx.models.lora import LoraConfig, LoRALinear, apply_lora
+
+    model, proc = mlx_vlm.load(str(tiny_dir))
+    apply_lora(model, LoraConfig(rank=4, alpha=8))
+    key = mx.random.key(3)
+    for i, m in enumerate(x for _, x in model.named_modules() if isinstance(x, LoRALinear)):
+        m.lora_b = 0.05 * mx.random.normal(m.lora_b.shape, key=mx.random.split(key, 128)[i])
+    before = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+    prompts = [encode_prompt(proc, model, it, template=TEMPLATE) for it in items[:3]]
+    args = (3, 1.0, 16, mx.random.key(7))
+    plain = generate(model, proc, prompts, *args, fold_lora=False)
+    folded = generate(model, proc, prompts, *args)
+    for gp, gf in zip(plain, folded, strict=True):
+        for cp, cf in zip(gp, gf, strict=True):
+            assert cf.ids == cp.ids
+            np.testing.assert_allclose(cf.logprobs, cp.logprobs, atol=1e-4)
+    after = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert all(m.scale == 2.0 for _, m in model.named_modules() if isinstance(m, LoRALinear))

@@ -23,10 +23,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from hallucue_mlx.data.item import Item
 
-SPLITS = ("sft", "train", "test")
+SPLITS = ("sft", "train", "validation", "test")
 SYNTH_VERSIONS = ("text_dominant", "text_lite", "vision_dominant", "vision_only")
 TASKS = ("count", "digit", "bars", "color")
-DEFAULT_SIZES = {"sft": 20000, "train": 1000, "test": 600}
+# validation: what chooses settings (scripts/grpo_gain.py, the periodic evaluation); test: read
+# only by the final evaluation
+DEFAULT_SIZES = {"sft": 20000, "train": 1000, "validation": 600, "test": 600}
 IMAGE_SIZE = 112  # 112 x 112 px is 16 image tokens for Qwen2-VL-style processors
 
 COLORS = {
@@ -231,14 +233,23 @@ def make_item(split: str, index: int, seed: int = 0, config: SynthConfig | None 
         version=version,
         condition_spans=spans,
         answer_kind=kind,
-        meta={"think": think, "seed": seed},
+        meta={
+            "think": think,
+            "seed": seed,
+            # where the needed information lives (corrupt.info_removed): the visual fact is in
+            # the text only for text_dominant / text_lite; the addend of count and digit is in
+            # the text only
+            "needs_image": version in ("vision_dominant", "vision_only"),
+            "text_only_facts": task in ("count", "digit") and version != "vision_only",
+        },
     )
 
 
 def load_synth(
     split: str, n: int | None = None, seed: int = 0, config: SynthConfig | None = None
 ) -> list[Item]:
-    """The first `n` items of a split (default sizes: sft 20000, train 1000, test 600).
+    """The first `n` items of a split (default sizes: sft 20000, train 1000, validation 600,
+    test 600).
 
     Splits are disjoint by construction: each split draws from its own random stream.
     """

@@ -150,6 +150,30 @@ def lora_disabled(model: nn.Module) -> Iterator[nn.Module]:
             m.scale = s
 
 
+@contextmanager
+def lora_folded(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block each LoRA layer over a full-precision base computes with W + scale * (A B)^T
+    in one matmul and its side branch off: a decoded token costs one matmul per adapted layer
+    instead of three small ones, which dominate decoding on small models. Quantized bases keep
+    the side branch (folding would need dequantizing). Weights and scales are restored on exit;
+    take no gradients inside."""
+    saved = []
+    for m in lora_layers(model):
+        if m.scale == 0 or isinstance(m.linear, nn.QuantizedLinear):
+            continue
+        w = m.linear.weight
+        saved.append((m, w, m.scale))
+        m.linear.weight = w + (m.scale * (m.lora_a @ m.lora_b)).T.astype(w.dtype)
+        m.scale = 0.0
+    mx.eval([m.linear.weight for m, _, _ in saved])
+    try:
+        yield model
+    finally:
+        for m, w, s in saved:
+            m.linear.weight = w
+            m.scale = s
+
+
 def adapter_weights(model: nn.Module) -> dict[str, mx.array]:
     """The LoRA A/B matrices by full parameter name."""
     return {k: v for k, v in tree_flatten(model.parameters()) if k.endswith((".lora_a", ".lora_b"))}

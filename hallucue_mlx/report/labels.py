@@ -24,8 +24,26 @@ MODEL_LABELS = {
 OKABE_ITO = ("#000000", "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
 
 
-def model_label(model: str) -> str:
-    return MODEL_LABELS.get(model, f"GRPO-{model}")
+# A model trained with zero-spread groups left out of its updates is not plain GRPO: its label
+# carries this mark, and every table that shows one explains it (FILTER_NOTE).
+FILTER_MARK = "†"
+FILTER_NOTE = (
+    "† trained with the groups whose rewards are all equal left out of each update (DAPO's "
+    "dynamic-sampling filter, without refilling; train.drop_zero_std_groups): not plain GRPO."
+)
+
+
+def model_label(model: str, filtered: bool = False) -> str:
+    """GRPO (clean), GRPO-BI, ...; with `filtered` (train.drop_zero_std_groups) a trained model's
+    label gets FILTER_MARK: GRPO†, GRPO-BI†."""
+    label = MODEL_LABELS.get(model, f"GRPO-{model}")
+    return label + FILTER_MARK if filtered and model != BASE else label
+
+
+def filtered(config: dict) -> bool:
+    """Whether a run config (as a manifest stores it) trains with the zero-spread group filter."""
+    train = config.get("train") if isinstance(config, dict) else None
+    return bool(isinstance(train, dict) and train.get("drop_zero_std_groups"))
 
 
 def eval_label(cond: str) -> str:

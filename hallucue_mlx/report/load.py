@@ -10,7 +10,7 @@ from typing import Any
 from hallucue_mlx import runfolder
 from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.metrics import Record
-from hallucue_mlx.report.labels import BASE, EVAL_LONG, model_label
+from hallucue_mlx.report.labels import BASE, EVAL_LONG, filtered, model_label
 
 
 class ReportError(ValueError):
@@ -43,10 +43,16 @@ class RunData:
     def models(self) -> list[str]:
         return [BASE, *self.train_conditions, *self.imported]
 
+    @property
+    def filtered(self) -> bool:
+        """Trained with the zero-spread group filter (labels.FILTER_MARK on its models)."""
+        cfg = (self.manifest or {}).get("config")
+        return filtered(cfg) if isinstance(cfg, dict) else False
+
     def label(self, model: str) -> str:
         """A model's name in tables and figures: an imported model's own name, else the name of
-        the condition it was trained under (labels.model_label)."""
-        return model if model in self.imported else model_label(model)
+        the condition it was trained under (labels.model_label, marked when filtered)."""
+        return model if model in self.imported else model_label(model, self.filtered)
 
     def cell(self, model: str, bench: str, split: str, cond: str) -> list[Record]:
         return [r for r in self.records.get((model, bench, split), []) if r["corruption"] == cond]
@@ -326,7 +332,7 @@ def missing_pieces(run: RunData) -> list[str]:
     for cond in run.train_conditions:
         if cond not in run.curves:
             out.append(
-                f"{model_label(cond)} (train condition `{cond}`): no training metrics (`train/{cond}/metrics.jsonl`)."
+                f"{run.label(cond)} (train condition `{cond}`): no training metrics (`train/{cond}/metrics.jsonl`)."
             )
     if not run.records:
         out.append("No evaluation records yet (`eval/<model>/<benchmark>-<split>/records.jsonl`).")
@@ -340,3 +346,51 @@ def missing_pieces(run: RunData) -> list[str]:
                 names = ", ".join(EVAL_LONG.get(c, c) for c in lacking)
                 out.append(f"{run.label(model)} on {bench} (test): not evaluated under {names}.")
     return out
+
+
+@dataclass
+class SweepData:
+    root: Path
+    key: str
+    values: list[Any]
+    runs: dict[str, RunData]  # value folder name -> its run (finished or partial)
+    names: list[str]  # value folder names, in value order
+    shared: dict[str, list[str]]  # value folder name -> models copied from an earlier value
+    quick: bool
+
+    @property
+    def any_run(self) -> RunData:
+        return next(iter(self.runs.values()))
+
+
+def is_sweep(root: Path) -> bool:
+    """A folder `hallucue-mlx sweep` (or a run with grid.ratios) wrote."""
+    return (Path(root) / runfolder.SWEEP).is_file()
+
+
+def load_sweep(root: Path) -> SweepData:
+    """Read sweep.json and every value folder that has started. ReportError if none has."""
+    root = Path(root)
+    path = root / runfolder.SWEEP
+    if not path.is_file():
+        raise ReportError(f"{root} has no {runfolder.SWEEP}: not a sweep folder")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path} is not valid JSON ({e})") from None
+    names = [str(n) for n in meta.get("runs", [])]
+    runs = {}
+    for name in names:
+        if (root / name / runfolder.MANIFEST).is_file():
+            runs[name] = load_run(root / name)
+    if not runs:
+        raise ReportError(f"no value of the sweep in {root} has started; run the sweep first")
+    return SweepData(
+        root,
+        str(meta.get("key")),
+        list(meta.get("values", [])),
+        runs,
+        names,
+        dict(meta.get("shared", {})),
+        bool(meta.get("quick")),
+    )

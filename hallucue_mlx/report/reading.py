@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hallucue_mlx.metrics import accuracy, excludes_zero, macro_paired_diff
-from hallucue_mlx.report.labels import EVAL_LONG, model_label
+from hallucue_mlx.report.labels import EVAL_LONG
 from hallucue_mlx.report.load import RunData
 from hallucue_mlx.report.tables import (
     Cells,
@@ -144,22 +144,28 @@ def _blank_raised(run: RunData, diag: Diagnostics) -> list[str]:
     return out
 
 
-def _answered_anyway(diag: Diagnostics) -> list[str]:
-    """Answering anyway under corruption, for base and clean GRPO."""
+def _answered_anyway(run: RunData, diag: Diagnostics) -> list[str]:
+    """Answering anyway where the corruption removed the needed information (hallucination),
+    for base and clean GRPO."""
     out: list[str] = []
     for (model, b), d in diag.items():
         if model not in ("base", "none"):
             continue
         hs = d["hallucination"]
         parts = [
-            f"{pct(h['rate'])}% of items under {EVAL_LONG.get(c, c)} ({h['answered_correct']} of "
-            "those answers right)"
+            f"{pct(h['rate'])}% of the {h['n']} items {EVAL_LONG.get(c, c)} left unanswerable"
+            + (
+                f" (right {pct(h['answered_correct_rate'])}% of the time; chance "
+                f"{pct(h['chance_rate'])}%)"
+                if h["answered_correct_rate"] is not None and h["chance_rate"] is not None
+                else ""
+            )
             for c, h in hs.items()
             if h["rate"] is not None
         ]
         if parts:
             out.append(
-                f"{model_label(model)} on {b} (test) still committed to an answer on "
+                f"{run.label(model)} on {b} (test) still answered (hallucinated) on "
                 + ", ".join(parts)
                 + "."
             )
@@ -210,7 +216,7 @@ def reading(run: RunData, cells: Cells, diag: Diagnostics) -> list[str]:
         *_gain_kept(run, cells),
         *_blank_by_version(run, diag),
         *_blank_raised(run, diag),
-        *_answered_anyway(diag),
+        *_answered_anyway(run, diag),
         *_own_corruption(run),
         *_train_vs_test(run),
     ]

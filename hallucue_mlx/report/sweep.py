@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hallucue_mlx import atomic, runfolder
+from hallucue_mlx import atomic
 from hallucue_mlx.metrics import macro_paired_diff, table1_cells
 from hallucue_mlx.report.figures import pyplot, save_figure
 from hallucue_mlx.report.html import write_html
-from hallucue_mlx.report.labels import BASE, OKABE_ITO, model_label
-from hallucue_mlx.report.load import ReportError, RunData, load_run
+from hallucue_mlx.report.labels import BASE, FILTER_NOTE, OKABE_ITO
+from hallucue_mlx.report.load import RunData, SweepData, is_sweep, load_sweep
+from hallucue_mlx.report.seeds import write_seeds_report
 from hallucue_mlx.report.tables import Table, ci_text, csv_value, pct, signed
 
 CLEAN, BLANK = "none", "blank"
+SEED_KEY = "seed"  # a sweep of this key (run --seeds N) gets the across-seed report
 STEM = "dose_response"
 
 
@@ -42,54 +44,6 @@ class DosePoint:
     vision_gain: float | None
     vision_gain_ci95: tuple[float, float] | None
     shared: bool = False  # copied from an earlier value (its recipe ignores the swept key)
-
-
-@dataclass
-class SweepData:
-    root: Path
-    key: str
-    values: list[Any]
-    runs: dict[str, RunData]  # value folder name -> its run (finished or partial)
-    names: list[str]  # value folder names, in value order
-    shared: dict[str, list[str]]  # value folder name -> models copied from an earlier value
-    quick: bool
-
-    @property
-    def any_run(self) -> RunData:
-        return next(iter(self.runs.values()))
-
-
-def is_sweep(root: Path) -> bool:
-    """A folder `hallucue-mlx sweep` (or a run with grid.ratios) wrote."""
-    return (Path(root) / runfolder.SWEEP).is_file()
-
-
-def load_sweep(root: Path) -> SweepData:
-    """Read sweep.json and every value folder that has started. ReportError if none has."""
-    root = Path(root)
-    path = root / runfolder.SWEEP
-    if not path.is_file():
-        raise ReportError(f"{root} has no {runfolder.SWEEP}: not a sweep folder")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path} is not valid JSON ({e})") from None
-    names = [str(n) for n in meta.get("runs", [])]
-    runs = {}
-    for name in names:
-        if (root / name / runfolder.MANIFEST).is_file():
-            runs[name] = load_run(root / name)
-    if not runs:
-        raise ReportError(f"no value of the sweep in {root} has started; run the sweep first")
-    return SweepData(
-        root,
-        str(meta.get("key")),
-        list(meta.get("values", [])),
-        runs,
-        names,
-        dict(meta.get("shared", {})),
-        bool(meta.get("quick")),
-    )
 
 
 def _records(run: RunData, model: str, cond: str) -> dict[str, list]:
@@ -145,7 +99,7 @@ def dose_table(sweep: SweepData, pts: list[DosePoint]) -> Table:
         rows.append(
             [
                 _shown(p.value),
-                model_label(p.model),
+                sweep.any_run.label(p.model),
                 str(p.n),
                 f"{pct(p.accuracy)} {ci_text(p.ci95)}",
                 "—" if p.delta is None else f"{signed(p.delta)} {ci_text(p.delta_ci95)}",
@@ -157,7 +111,14 @@ def dose_table(sweep: SweepData, pts: list[DosePoint]) -> Table:
         dci = p.delta_ci95 or (None, None)
         vci = p.vision_gain_ci95 or (None, None)
         csv_rows.append(
-            [sweep.key, _shown(p.value), p.model, model_label(p.model), p.n, csv_value(p.accuracy)]
+            [
+                sweep.key,
+                _shown(p.value),
+                p.model,
+                sweep.any_run.label(p.model),
+                p.n,
+                csv_value(p.accuracy),
+            ]
             + [
                 csv_value(p.ci95[0]),
                 csv_value(p.ci95[1]),
@@ -208,7 +169,7 @@ def fig_dose_response(sweep: SweepData, pts: list[DosePoint], figdir: Path) -> P
             if not got:
                 continue
             gx, y, lo, hi = (list(t) for t in zip(*got))
-            ax.plot(gx, y, label=model_label(model), **style)
+            ax.plot(gx, y, label=sweep.any_run.label(model), **style)
             # light fill plus edge lines: overlapping bands stay readable
             ax.fill_between(gx, lo, hi, color=color, alpha=0.08, lw=0)
             for edge in (lo, hi):
@@ -259,14 +220,14 @@ def reading(sweep: SweepData, pts: list[DosePoint]) -> list[str]:
         a, b = mine[0], mine[-1]
         if len(mine) > 1 and all(p.shared for p in mine[1:]):
             out.append(
-                f"- **{model_label(m)}** does not depend on {sweep.key} (one model, shared): clean "
+                f"- **{sweep.any_run.label(m)}** does not depend on {sweep.key} (one model, shared): clean "
                 f"accuracy {pct(a.accuracy)}, change vs the base {signed(a.delta)} "
                 f"{ci_text(a.delta_ci95)}."
             )
             continue
         moved = [_shown(p.value) for p in mine if p.delta_ci95 and _excl(p.delta_ci95)]
         text = (
-            f"- **{model_label(m)}**: clean accuracy {pct(a.accuracy)} at {sweep.key}="
+            f"- **{sweep.any_run.label(m)}**: clean accuracy {pct(a.accuracy)} at {sweep.key}="
             f"{_shown(a.value)} and {pct(b.accuracy)} at {_shown(b.value)}; "
         )
         text += (
@@ -296,14 +257,13 @@ def _head(sweep: SweepData, pts: list[DosePoint]) -> list[str]:
         "items per point), one training seed per point; 95% intervals cover item sampling only "
         "(Wilson for one benchmark's accuracy, paired bootstrap for differences), not seeds.",
         "- Vision gain: clean accuracy minus blank-image accuracy of the same model, paired on items.",
+        *([f"- {FILTER_NOTE}"] if run.filtered else []),
     ]
     for name in sweep.names:
         if name in sweep.runs:
             shared = sweep.shared.get(name) or []
             note = (
-                f" (shared, not recomputed: {', '.join(map(model_label, shared))})"
-                if shared
-                else ""
+                f" (shared, not recomputed: {', '.join(map(run.label, shared))})" if shared else ""
             )
             lines.append(f"- [{name}]({name}/report.md){note}")
         else:
@@ -312,8 +272,11 @@ def _head(sweep: SweepData, pts: list[DosePoint]) -> list[str]:
 
 
 def write_sweep_report(root: Path) -> Path:
-    """Rebuild root/report.md, figures/dose_response.* and tables/dose_response.*."""
+    """Rebuild root/report.md, figures/dose_response.* and tables/dose_response.* (a sweep of
+    `seed` gets the across-seed report, report.seeds, instead)."""
     sweep = load_sweep(Path(root))
+    if sweep.key == SEED_KEY:
+        return write_seeds_report(sweep)
     pts = points(sweep)
     figdir, tabdir = sweep.root / "figures", sweep.root / "tables"
     figdir.mkdir(exist_ok=True)

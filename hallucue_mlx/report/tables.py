@@ -297,14 +297,24 @@ def diagnostics_table(run: RunData, diag: Diagnostics) -> Table:
         "Model",
         "vision gain (clean−BI)",
         "random-image gain (clean−RI)",
-        "text gain (clean−TR)",
-    ] + [f"answered under {eval_label(c)} (lucky)" for c in corrupted]
+        "text gain (clean−TR) on changed items",
+        "TR coverage",
+    ] + [f"hallucination under {eval_label(c)}: answered % (acc. / chance %)" for c in corrupted]
     rows, csv_rows = [], []
     for (model, bench), d in diag.items():
         row = [bench, run.label(model)]
         for key in ("vision_gain", "random_image_gain", "text_gain"):
             g = d[key]
             row.append(_gain_text(g))
+            if key == "text_gain":
+                cov = d.get("text_removal_coverage")
+                row.append(f"{cov['changed']}/{cov['n']}" if cov else "—")
+                if cov:
+                    share = cov["changed"] / cov["n"] if cov["n"] else None
+                    csv_rows.append(
+                        [bench, model, "text_removal_coverage", cov["n"], csv_value(share)]
+                        + ["", "", "", ""]
+                    )
             ci = (g or {}).get("ci95") or [None, None]
             csv_rows.append(
                 [
@@ -321,15 +331,18 @@ def diagnostics_table(run: RunData, diag: Diagnostics) -> Table:
             )
         for c in corrupted:
             h = d["hallucination"].get(c)
-            if h is None:
+            if h is None or not h["n"]:  # no item this corruption left unanswerable
                 row.append("—")
                 continue
-            row.append(f"{pct(h['rate'])} {ci_text(h['ci95'])} ({h['answered_correct']})")
+            row.append(
+                f"{pct(h['rate'])} {ci_text(h['ci95'])} of {h['n']} "
+                f"({pct(h['answered_correct_rate'])} / {pct(h['chance_rate'])})"
+            )
             csv_rows.append(
                 [
                     bench,
                     model,
-                    f"answered_rate/{c}",
+                    f"hallucination_rate/{c}",
                     h["n"],
                     csv_value(h["rate"]),
                     csv_value(h["ci95"][0]),

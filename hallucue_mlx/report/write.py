@@ -18,7 +18,7 @@ from hallucue_mlx.report.figures import (
     fig_versions,
 )
 from hallucue_mlx.report.html import write_html
-from hallucue_mlx.report.labels import eval_label, model_label
+from hallucue_mlx.report.labels import FILTER_NOTE, eval_label
 from hallucue_mlx.report.load import RunData, load_run, missing_pieces
 from hallucue_mlx.report.reading import reading
 from hallucue_mlx.report.tables import (
@@ -51,9 +51,10 @@ def _run_info(run: RunData) -> list[str]:
     lines = [f"- Model: `{run.model_name}`"]
     lines.append(f"- Benchmarks: {', '.join(run.benchmarks) or 'none found'}")
     lines.append(
-        "- Train conditions: "
-        + ", ".join(f"{model_label(c)} (`{c}`)" for c in run.train_conditions)
+        "- Train conditions: " + ", ".join(f"{run.label(c)} (`{c}`)" for c in run.train_conditions)
     )
+    if run.filtered:
+        lines.append(f"- {FILTER_NOTE}")
     lines.append(
         "- Eval conditions: " + ", ".join(f"{eval_label(c)} (`{c}`)" for c in run.eval_conditions)
     )
@@ -188,9 +189,15 @@ def _results_sections(run: RunData, tables: list[Table], figs: Figures) -> list[
         "## Modality diagnostics (test split)",
         "",
         "Gains are clean accuracy minus accuracy under the corruption, in points, paired on items "
-        "(vision gain: blank images; random-image gain: mismatched images; text gain: text removal). "
-        "'Answered' is the share of items where the model still committed to an answer under the "
-        "corruption (no abstention), with how many of those were right by luck.",
+        "(vision gain: blank images; random-image gain: mismatched images; text gain: text removal, "
+        "on the items it changed; TR coverage: how many of the items text removal changed, the "
+        "rest state no condition its rules find). "
+        "Hallucination: on the items whose needed information the corruption removed (the image "
+        "of an item that needs it, under blank or random images; a fact only the text states, "
+        "under text removal), the share the model answered anyway (no abstention), with its 95% "
+        "CI and the number of such items, then the accuracy of those answers against chance "
+        "(1/k for k options, 0 for open answers). Items still answerable from what is left, or "
+        "whose benchmark does not say where their information lives, are not counted (—: none).",
         "",
         tables[2].markdown() if tables[2].rows else "_No clean records to compare with._",
         "",
@@ -233,7 +240,7 @@ def _training_section(run: RunData, figs: Figures) -> list[str]:
             if rows:
                 last = rows[-1]
                 L.append(
-                    f"- {model_label(c)}: {len(rows)} steps logged, last step {last['step']}, "
+                    f"- {run.label(c)}: {len(rows)} steps logged, last step {last['step']}, "
                     f"final reward {last.get('reward', float('nan')):.3f}."
                 )
         L.append("")

@@ -31,7 +31,7 @@ from hallucue_mlx.data.synth import load_synth
 SYNTH = Adapter(
     name="synth",
     hub_id=None,
-    splits=("sft", "train", "test"),
+    splits=("sft", "train", "validation", "test"),
     default_split="test",
     answer_kinds=("choice", "number"),
     description="Procedural offline benchmark (count, digit, bars, colour) with exact condition spans.",

@@ -27,6 +27,14 @@ from hallucue_mlx.data.item import Item
 
 # Vision Only rows have an empty question: the whole problem is in the image.
 EMPTY_QUESTION = "Answer the question shown in the image."
+# version -> whether the diagram holds conditions the text lacks (None: not known per item)
+NEEDS_IMAGE_BY_VERSION = {
+    "text_dominant": False,
+    "text_lite": None,
+    "vision_intensive": True,
+    "vision_dominant": True,
+    "vision_only": True,
+}
 
 
 def version_name(problem_version: str) -> str:
@@ -73,6 +81,10 @@ def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
         version=version_name(text(row["problem_version"])),
         answer_kind=kind,
         meta={
+            # MathVerse's versions say where the conditions are (corrupt.info_removed): all in
+            # the text (text dominant), some only in the diagram (vision intensive / dominant /
+            # only); text lite drops descriptions the diagram may or may not be needed for
+            "needs_image": NEEDS_IMAGE_BY_VERSION.get(version_name(text(row["problem_version"]))),
             "problem_index": text(row["problem_index"]),
             "question_type": text(row["question_type"]),
             "query_wo": text(row.get("query_wo")),

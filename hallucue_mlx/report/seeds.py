@@ -1,0 +1,256 @@
+"""The report of a seed sweep (`run --seeds N`, grid.seeds): every model's numbers across seeds.
+
+    write_seeds_report(sweep) -> report.md, report.html, tables/seeds.md|csv,
+                                 tables/seeds_matrix.md|csv
+
+Each value folder is an ordinary run of one training seed; the data subset (data.seed) is the same
+in all, so every seed scores the same test items. Per model: clean accuracy per seed, the mean
+and spread across seeds, and 95% intervals from a bootstrap that resamples seeds and then items
+(metrics.seed_item_bootstrap_ci), so they cover seed-to-seed variation as well as item sampling.
+Changes vs base are paired within each seed. Benchmarks are macro-averaged as in Table 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hallucue_mlx import atomic
+from hallucue_mlx.metrics import item_scores, seed_item_bootstrap_ci
+from hallucue_mlx.report.html import write_html
+from hallucue_mlx.report.labels import BASE, FILTER_NOTE, eval_label
+from hallucue_mlx.report.load import RunData, SweepData
+from hallucue_mlx.report.tables import Table, ci_text, csv_value, pct, signed
+
+CLEAN = "none"
+Interval = tuple[float, float, float]  # mean, lo, hi
+
+
+@dataclass(frozen=True)
+class SeedRow:
+    """One model across the seeds that finished it."""
+
+    model: str
+    seeds: list[Any]
+    accuracy_per_seed: list[float]  # clean, macro over benchmarks
+    accuracy: Interval
+    delta: Interval | None  # clean change vs base, paired within each seed; None for base
+    matrix: dict[str, Interval]  # eval condition -> accuracy across seeds
+
+    @property
+    def spread(self) -> float:
+        """Sample standard deviation of the per-seed clean accuracy (0 with one seed)."""
+        x = self.accuracy_per_seed
+        return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
+
+
+def _scores(run: RunData, model: str, cond: str) -> dict[str, dict[str, float]] | None:
+    """benchmark -> item -> score of one model under one condition; None if a benchmark is missing."""
+    out = {}
+    for b in run.benchmarks:
+        recs = run.cell(model, b, "test", cond)
+        if not recs:
+            return None
+        out[b] = item_scores(recs)
+    return out
+
+
+def _table(per_seed: list[dict[str, dict[str, float]]]) -> np.ndarray:
+    """(seeds, items): items shared by every seed, weighted so that the plain mean is the
+    unweighted mean over benchmarks (the paper's AVG)."""
+    cols: list[np.ndarray] = []
+    benches = list(per_seed[0])
+    n_total = 0
+    parts = []
+    for b in benches:
+        ids = [i for i in per_seed[0][b] if all(i in s[b] for s in per_seed)]
+        parts.append((b, ids))
+        n_total += len(ids)
+    for b, ids in parts:
+        w = n_total / (len(benches) * max(len(ids), 1))
+        cols.append(np.array([[w * s[b][i] for i in ids] for s in per_seed]))
+    return np.concatenate(cols, axis=1)
+
+
+def seed_rows(sweep: SweepData) -> list[SeedRow]:
+    """One row per model that some seed has finished, base first."""
+    runs = [(v, sweep.runs[n]) for v, n in zip(sweep.values, sweep.names) if n in sweep.runs]
+    if not runs:
+        return []
+    conds = runs[0][1].eval_conditions
+    out = []
+    for model in runs[0][1].models:
+        have = [(v, r) for v, r in runs if _scores(r, model, CLEAN) is not None]
+        if not have:
+            continue
+        seeds = [v for v, _ in have]
+        clean = [_scores(r, model, CLEAN) for _, r in have]
+        acc = _table(clean)
+        delta = None
+        if model != BASE:
+            base = [_scores(r, BASE, CLEAN) for _, r in have]
+            if all(b is not None for b in base):
+                paired = [
+                    {b: {i: c[b][i] - bs[b][i] for i in c[b] if i in bs[b]} for b in c}
+                    for c, bs in zip(clean, base, strict=True)
+                ]
+                delta = seed_item_bootstrap_ci(_table(paired))
+        matrix = {}
+        for cond in conds:
+            per = [_scores(r, model, cond) for _, r in have]
+            if all(p is not None for p in per):
+                matrix[cond] = seed_item_bootstrap_ci(_table(per))
+        out.append(
+            SeedRow(
+                model,
+                seeds,
+                [float(x) for x in acc.mean(axis=1)],
+                seed_item_bootstrap_ci(acc),
+                delta,
+                matrix,
+            )
+        )
+    return out
+
+
+def _within_noise(iv: Interval) -> bool:
+    return iv[1] <= 0 <= iv[2]
+
+
+def seeds_table(sweep: SweepData, rows: list[SeedRow]) -> Table:
+    seeds = sweep.values
+    cols = ["Model", *(f"seed {s}" for s in seeds), "mean ± sd", "95% CI (seeds + items)"]
+    cols += ["Δ vs base [95% CI]", ""]
+    md, csv_rows = [], []
+    for r in rows:
+        per = dict(zip(r.seeds, r.accuracy_per_seed, strict=True))
+        cells = [pct(per[s]) if s in per else "—" for s in seeds]
+        verdict = ""
+        if r.delta is not None:
+            verdict = (
+                "within noise" if _within_noise(r.delta) else ("gain" if r.delta[0] > 0 else "loss")
+            )
+        md.append(
+            [
+                sweep.any_run.label(r.model),
+                *cells,
+                f"{pct(r.accuracy[0])} ± {100 * r.spread:.1f}",
+                ci_text(r.accuracy[1:]),
+                "—" if r.delta is None else f"{signed(r.delta[0])} {ci_text(r.delta[1:])}",
+                verdict,
+            ]
+        )
+        d = r.delta or (None, None, None)
+        csv_rows.append(
+            [r.model, sweep.any_run.label(r.model), len(r.seeds)]
+            + [csv_value(per.get(s)) for s in seeds]
+            + [csv_value(x) for x in (*r.accuracy, r.spread, *d)]
+        )
+    csv_cols = ["train_condition", "label", "n_seeds", *(f"accuracy_seed_{s}" for s in seeds)]
+    csv_cols += ["accuracy_mean", "ci_lo", "ci_hi", "accuracy_sd", "delta_vs_base"]
+    csv_cols += ["delta_ci_lo", "delta_ci_hi"]
+    return Table("seeds", cols, md, csv_cols, csv_rows)
+
+
+def matrix_seeds_table(sweep: SweepData, rows: list[SeedRow]) -> Table:
+    conds = sweep.any_run.eval_conditions
+    cols = ["Model (trained under)", *(eval_label(c) for c in conds)]
+    md, csv_rows = [], []
+    for r in rows:
+        md.append(
+            [sweep.any_run.label(r.model)]
+            + [
+                f"{pct(r.matrix[c][0])} {ci_text(r.matrix[c][1:])}" if c in r.matrix else "—"
+                for c in conds
+            ]
+        )
+        for c in conds:
+            if c in r.matrix:
+                csv_rows.append([r.model, c, len(r.seeds), *(csv_value(x) for x in r.matrix[c])])
+    return Table(
+        "seeds_matrix",
+        cols,
+        md,
+        ["train_condition", "eval", "n_seeds", "accuracy", "ci_lo", "ci_hi"],
+        csv_rows,
+    )
+
+
+def reading(sweep: SweepData, rows: list[SeedRow]) -> list[str]:
+    out = []
+    for r in rows:
+        if r.delta is None:
+            continue
+        n = len(r.seeds)
+        what = (
+            "within noise (the interval includes 0)"
+            if _within_noise(r.delta)
+            else ("a gain" if r.delta[0] > 0 else "a loss") + " beyond seed and item noise"
+        )
+        out.append(
+            f"- **{sweep.any_run.label(r.model)}**: clean accuracy {signed(r.delta[0])} points vs base "
+            f"{ci_text(r.delta[1:])} over {n} seed{'s' if n != 1 else ''}: {what}; per seed "
+            + ", ".join(pct(a) for a in r.accuracy_per_seed)
+            + "."
+        )
+    return out
+
+
+def write_seeds_report(sweep: SweepData) -> Any:
+    """Rebuild sweep.root/report.md (+ .html) and its tables from the value folders."""
+    rows = seed_rows(sweep)
+    tabdir = sweep.root / "tables"
+    tabdir.mkdir(exist_ok=True)
+    table, matrix = seeds_table(sweep, rows), matrix_seeds_table(sweep, rows)
+    for t in (table, matrix):
+        atomic.write_text(tabdir / f"{t.name}.md", t.markdown() + "\n")
+        atomic.write_text(tabdir / f"{t.name}.csv", t.csv())
+    run = sweep.any_run
+    done = [n for n in sweep.names if n in sweep.runs]
+    n_items = {b: len({r["id"] for r in run.cell(BASE, b, "test", CLEAN)}) for b in run.benchmarks}
+    items = ", ".join(f"{b} {n}" for b, n in n_items.items())
+    lines = [
+        f"# {len(sweep.values)} training seeds of every model",
+        "",
+        f"- Model: `{run.model_name}`" + (" (a --quick smoke run)" if sweep.quick else ""),
+        f"- Seeds: {', '.join(map(str, sweep.values))} ({len(done)} started). A seed sets the "
+        "training's sampling and item order and the random-image donors; the data subset is "
+        f"fixed, so every seed is scored on the same test items ({items}).",
+        *([f"- {FILTER_NOTE}"] if run.filtered else []),
+        "- Intervals: 95%, percentile bootstrap that resamples seeds and then items, so they "
+        "cover seed-to-seed variation and item sampling. Changes vs base are paired within each "
+        "seed. 'within noise': the interval includes 0.",
+        "",
+        "## Clean accuracy across seeds",
+        "",
+        table.markdown(),
+        "",
+        "## Corruption matrix (mean over seeds, 95% CI over seeds and items)",
+        "",
+        "Rows: the model (base or the training corruption); columns: the evaluation condition.",
+        "",
+        matrix.markdown(),
+        "",
+        "## Reading",
+        "",
+        *(reading(sweep, rows) or ["- no trained model has finished a seed yet"]),
+        "",
+        "## Runs (one per seed)",
+        "",
+        *(
+            f"- [{n}]({n}/report.md)" if n in sweep.runs else f"- {n}: not run yet"
+            for n in sweep.names
+        ),
+        "",
+        "## Files",
+        "",
+        "- [seeds.csv](tables/seeds.csv), [seeds_matrix.csv](tables/seeds_matrix.csv)",
+    ]
+    path = atomic.write_text(sweep.root / "report.md", "\n".join(lines) + "\n")
+    write_html(path)
+    return path
+
+
+__all__ = ["SeedRow", "seed_rows", "write_seeds_report"]

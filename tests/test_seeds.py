@@ -1,0 +1,128 @@
+"""Several training seeds (grid.seeds, `run --seeds N`): a sweep of `seed` on the same items, and a
+report whose intervals cover seed-to-seed variation as well as item sampling."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hallucue_mlx import runfolder
+from hallucue_mlx.cli import app
+from hallucue_mlx.config import ConfigError, config_hash, load_config
+from hallucue_mlx.grid import run_grid
+from hallucue_mlx.metrics import item_scores, paired_bootstrap_ci, seed_item_bootstrap_ci
+from hallucue_mlx.report.load import load_run
+from hallucue_mlx.runfolder import GridError
+from hallucue_mlx.sweep import config_sweep, run_sweep, seed_sweep
+
+
+def test_the_bootstrap_covers_seed_variation():
+    rng = np.random.default_rng(0)
+    items = (rng.random(400) < 0.6).astype(float)
+    # three seeds that agree: the interval is the item bootstrap's
+    same = seed_item_bootstrap_ci([items, items, items])
+    one = paired_bootstrap_ci(items, np.zeros_like(items))
+    assert same[0] == pytest.approx(one[0])
+    assert same[2] - same[1] == pytest.approx(one[2] - one[1], rel=0.15)
+    # seeds whose means differ by 10 points: a wider interval around the same mean
+    shifted = [np.clip(items + d, 0, 1) for d in (-0.1, 0.0, 0.1)]
+    wide = seed_item_bootstrap_ci(shifted)
+    assert wide[2] - wide[1] > 1.2 * (same[2] - same[1])
+    assert seed_item_bootstrap_ci(shifted) == wide  # deterministic
+    with pytest.raises(ValueError, match="seeds, items"):
+        seed_item_bootstrap_ci([])
+
+
+def test_seeds_config_makes_a_seed_sweep():
+    cfg = load_config(None, ["seed=5", "grid.seeds=3"])
+    assert seed_sweep(cfg) == ("seed", [5, 6, 7]) == config_sweep(cfg)
+    assert config_sweep(load_config(None, [])) is None
+    # one seed keeps the hash of folders made before the key existed
+    assert config_hash(load_config(None, ["grid.seeds=1"])) == config_hash(load_config(None, []))
+    with pytest.raises(ConfigError, match="grid.seeds"):
+        load_config(None, ["grid.seeds=2", "grid.ratios=[0.5,1.0]"])
+    with pytest.raises(GridError, match="grid.seeds makes this a sweep"):
+        run_grid(cfg, "unused")
+
+
+def _cfg(tiny_dir, *extra):
+    return load_config(None, [*_cfg_sets(tiny_dir), *extra])
+
+
+@pytest.fixture(scope="module")
+def seeds_dir(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("seeds")
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--quick",
+            "--seeds",
+            "2",
+            "--out",
+            str(out),
+            *sum((["--set", s] for s in _cfg_sets(tiny_dir)), []),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _cfg_sets(tiny_dir):
+    return [
+        f"model.id={tiny_dir}",
+        "train.max_completion_length=6",
+        "eval.max_tokens=6",
+        "grid.train_conditions=[none]",
+        "grid.eval_conditions=[none,blank]",
+        "train.temperature=1.5",  # sampling differs visibly between seeds
+    ]
+
+
+def test_run_with_seeds_trains_each_seed_on_the_same_items(seeds_dir):
+    meta = json.loads((seeds_dir / runfolder.SWEEP).read_text())
+    assert meta["key"] == "seed" and meta["values"] == [0, 1] and meta["finished"]
+    runs = [seeds_dir / "seed=0", seeds_dir / "seed=1"]
+    ids = []
+    for d, seed in zip(runs, (0, 1), strict=True):
+        cfg = json.loads((d / runfolder.MANIFEST).read_text())["config"]
+        assert cfg["seed"] == seed and cfg["grid"]["seeds"] == 1
+        train_cfg = json.loads((d / "train/none/train_config.json").read_text())
+        assert train_cfg["seed"] == seed
+        recs = (d / "eval/base/synth-test/records.jsonl").read_text().splitlines()
+        ids.append([json.loads(r)["id"] for r in recs])
+    assert ids[0] == ids[1]  # data.seed fixed: the same test items in every seed
+
+
+def test_the_seeds_report_recomputes_each_seed_and_covers_seeds(seeds_dir):
+    report = (seeds_dir / "report.md").read_text()
+    assert "2 training seeds of every model" in report
+    assert "resamples seeds and then items" in report
+    assert (seeds_dir / "report.html").is_file()
+    rows = {r["train_condition"]: r for r in csv.DictReader(open(seeds_dir / "tables/seeds.csv"))}
+    assert set(rows) == {"base", "none"}
+    for model, row in rows.items():
+        accs = []
+        for seed in (0, 1):
+            run = load_run(seeds_dir / f"seed={seed}")
+            scores = item_scores(run.cell(model, "synth", "test", "none"))
+            accs.append(sum(scores.values()) / len(scores))
+            assert float(row[f"accuracy_seed_{seed}"]) == pytest.approx(accs[-1], abs=1e-4)
+        assert float(row["accuracy_mean"]) == pytest.approx(np.mean(accs), abs=1e-4)
+        assert float(row["ci_lo"]) <= float(row["accuracy_mean"]) <= float(row["ci_hi"])
+    assert rows["base"]["delta_vs_base"] == ""
+    assert rows["none"]["delta_ci_lo"] != ""
+    matrix = list(csv.DictReader(open(seeds_dir / "tables/seeds_matrix.csv")))
+    assert {(r["train_condition"], r["eval"]) for r in matrix} == {
+        (m, c) for m in ("base", "none") for c in ("none", "blank")
+    }
+
+
+def test_another_key_cannot_be_swept_on_a_seeds_config(tiny_dir, tmp_path):
+    cfg = _cfg(tiny_dir, "grid.seeds=2")
+    with pytest.raises(ConfigError, match="a sweep varies one key"):
+        run_sweep(cfg, "train.beta", [0.0, 0.1], tmp_path, quick=True, quiet=True)
