@@ -471,6 +471,17 @@ def lora_params(arch: Arch, w: Workload) -> int:
     return layers * per_layer
 
 
+def folded_bytes(arch: Arch, w: Workload) -> float:
+    """rollout.generate folds LoRA into full-precision base weights while decoding
+    (models.lora.lora_folded) and keeps the originals to restore: a second copy of every adapted
+    weight during rollouts. Quantized bases keep the side branch (nothing extra)."""
+    if arch.bits:
+        return 0.0
+    layers = arch.layers if w.lora_layers < 0 else min(w.lora_layers, arch.layers)
+    per_layer = sum(i * o for name, (i, o) in arch.linears().items() if name in w.lora_targets)
+    return layers * per_layer * w.dtype_bytes
+
+
 def kv_bytes(arch: Arch, rows: int, tokens: int, a: int) -> float:
     return arch.layers * 2 * rows * tokens * arch.kv_dim * a
 
@@ -521,6 +532,7 @@ def memory(arch: Arch, w: Workload, tokens_per_image: int, patches: int, tiles: 
     m.parts["weights"] = weight_bytes(arch, a)
     m.parts["LoRA + AdamW state"] = lora * 4 * 3
     m.parts["rollout (KV caches)"] = generate_bytes(arch, P, G, L, T, feats, vis, w, a)
+    m.parts["rollout (LoRA folded into weights)"] = folded_bytes(arch, w)
     m.parts["vision tower (per image)"] = vis
     logits = G * T * arch.vocab * 4
     m.parts["reference log-probs"] = (
@@ -536,7 +548,7 @@ def memory(arch: Arch, w: Workload, tokens_per_image: int, patches: int, tiles: 
     loss = P * feats + (ck if w.grad_checkpoint else no_ck) + logit_part + lora * 4 * 2
     update = lora * 4 * 4  # gradients, clipped gradients, new moments
     phases = {
-        "rollout": m.parts["rollout (KV caches)"],
+        "rollout": m.parts["rollout (KV caches)"] + m.parts["rollout (LoRA folded into weights)"],
         "reference": m.parts["reference log-probs"],
         "loss": loss,
         "update": update,
