@@ -8,8 +8,9 @@ update; evaluation), with the constants measured at real widths by `scripts/chec
 - weights: every stored tensor, floating ones cast to the compute dtype (quantized layers keep
   their packed integers; their scales and biases are floating);
 - LoRA: parameters, AdamW's two moments (float32) and, during the update, gradients;
-- rollout: the image features of every prompt, the prompts' KV cache (kept while decoding), and
-  the decoding cache of P x G rows x (prompt + completion) allocated up front;
+- rollout: the image features of every prompt, the prompts' KV cache (kept while decoding), the
+  decoding cache of P x G rows x (prompt + completion) allocated up front, and the LoRA-folded
+  copy of the adapted full-precision weights;
 - loss forward/backward (`grpo.completion_logprobs` under `nn.value_and_grad`): MLX keeps the
   forward's intermediates alive until the backward has used them, so memory grows with every
   layer and every prompt; gradient checkpointing keeps only each layer's inputs. The logits are
