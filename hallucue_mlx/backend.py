@@ -225,6 +225,51 @@ def matmul_gflops(n: int = 1024, reps: int = 3, dtype: str = "float32") -> float
     return 2 * n**3 / best / 1e9
 
 
+def memory_gbps(n: int = 4096, reps: int = 3) -> float:
+    """Best-of-`reps` GB/s of a float32 matrix-vector product over an n x n matrix: the rate a
+    decoded token reads weights at (bandwidth-bound)."""
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1 (timed repetitions), got {reps}")
+    import mlx.core as mx
+
+    w = mx.random.normal((n, n))
+    x = mx.random.normal((1, n))
+    mx.eval(w, x, x @ w)  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        mx.eval(x @ w)
+        best = min(best, time.perf_counter() - start)
+    return w.nbytes / best / 1e9
+
+
+def quantized_gflops(bits: int = 4, group_size: int = 64, rows: int = 64, n: int = 1024) -> float:
+    """GFLOPS of a quantized (bits, group_size) n x n matmul over `rows` rows (one timed run:
+    on a CPU it is slow enough to measure in one go)."""
+    import mlx.core as mx
+
+    w = mx.random.normal((n, n))
+    wq, scales, biases = mx.quantize(w, group_size=group_size, bits=bits)
+    x = mx.random.normal((rows, n))
+    mx.eval(wq, scales, biases, x)
+    kw = dict(scales=scales, biases=biases, transpose=True, group_size=group_size, bits=bits)
+    mx.eval(mx.quantized_matmul(x[:1], wq, **kw))  # warm-up
+    start = time.perf_counter()
+    mx.eval(mx.quantized_matmul(x, wq, **kw))
+    return 2 * rows * n * n / (time.perf_counter() - start) / 1e9
+
+
+def quantized_cpu_warning(bits: int, gflops: float | None = None) -> str:
+    """The advice for a quantized model on a CPU: MLX has no fast quantized CPU kernel."""
+    speed = f"{gflops:.1f} GFLOPS measured here" if gflops is not None else "about 2 GFLOPS"
+    return (
+        f"This model has {bits}-bit weights and MLX runs on the CPU here: quantized matmuls have "
+        f"no fast CPU kernel ({speed}, against tens to hundreds for float32 with OpenBLAS), so it "
+        "would crawl. Use a float32 copy of the model on this CPU (model.id of an unquantized "
+        "checkpoint, e.g. convert it without -q), or run on a GPU (Apple silicon / CUDA)."
+    )
+
+
 @dataclass(frozen=True)
 class Diagnosis:
     """What `hallucue-mlx doctor` reports."""
@@ -238,6 +283,7 @@ class Diagnosis:
     gflops: float
     fast_blas: bool
     advice: str
+    quant_gflops: float | None = None  # 4-bit matmul on the CPU (no fast kernel there)
 
 
 # Below this on CPU the reference BLAS is almost certainly in use (it measures about 8).
@@ -273,6 +319,7 @@ def diagnose(reps: int = 3) -> Diagnosis:
     elif backend == "cpu" and gflops < SLOW_GFLOPS:
         advice = "fp32 matmul is slow on this CPU; expect long runs."
     return Diagnosis(
+        quant_gflops=quantized_gflops() if backend == "cpu" else None,
         versions=versions,
         platform=platform.platform(),
         python=platform.python_version(),
@@ -302,6 +349,8 @@ def print_diagnosis(d: Diagnosis, console=None) -> None:
     table.add_row("default device", d.device)
     table.add_row("compute dtype", d.dtype)
     table.add_row("fp32 matmul 1024^3", f"{d.gflops:.1f} GFLOPS")
+    if d.quant_gflops is not None:
+        table.add_row("4-bit matmul 64x1024^2", f"{d.quant_gflops:.1f} GFLOPS (no fast CPU kernel)")
     if d.backend == "cpu" and sys.platform.startswith("linux"):
         blas = "OpenBLAS (preloaded)" if d.fast_blas else "reference BLAS (slow)"
         table.add_row("CPU BLAS", blas)

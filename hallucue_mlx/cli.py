@@ -165,11 +165,101 @@ app.add_typer(export_app, name="export")
 @app.command()
 def doctor(
     reps: int = typer.Option(3, min=1, help="Timed repetitions of the 1024^3 matmul (>= 1)."),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        help="Also check this run config's model (a YAML file or a shipped config's name): "
+        "e.g. whether its weights are quantized while MLX runs on the CPU.",
+    ),
+    set_: list[str] = SET_OPTION,
 ) -> None:
-    """Print versions, the MLX backend and device, and a measured matmul speed."""
-    from hallucue_mlx.backend import diagnose, print_diagnosis
+    """Print versions, the MLX backend and device, measured matmul speeds, and (with --config)
+    whether the config's model would crawl here."""
+    from hallucue_mlx.backend import diagnose, print_diagnosis, quantized_cpu_warning
 
-    print_diagnosis(diagnose(reps=reps))
+    d = diagnose(reps=reps)
+    print_diagnosis(d)
+    if config is None and not set_:
+        return
+    from hallucue_mlx.plan import PlanError, quantized_bits
+
+    cfg = load_config(config, set_)
+    try:
+        bits = quantized_bits(cfg.model.id)
+    except PlanError as e:
+        typer.echo(f"model {cfg.model.id}: cannot read its config ({e})")
+        return
+    if bits and d.backend == "cpu":
+        typer.secho(quantized_cpu_warning(bits, d.quant_gflops), fg="yellow")
+    else:
+        weights = f"{bits}-bit" if bits else "unquantized"
+        typer.echo(
+            f"model {cfg.model.id}: {weights} weights on {d.backend}: no speed problem known."
+        )
+
+
+def _image_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give WIDTHxHEIGHT in pixels, e.g. 800x600") from None
+    if w < 1 or h < 1:
+        raise typer.BadParameter(f"{text!r}: width and height must be positive")
+    return w, h
+
+
+@app.command()
+def plan(
+    config: str | None = CONFIG_OPTION,
+    set_: list[str] = SET_OPTION,
+    memory: float | None = typer.Option(
+        None,
+        "--memory",
+        min=0.5,
+        help="The machine's memory in GB (default: the chip's smallest, or this machine's RAM).",
+    ),
+    chip: str | None = typer.Option(
+        None,
+        "--chip",
+        help="Plan for an Apple chip: M1, M2, M3, M4, each also Pro, Max, Ultra (e.g. 'M3 Pro'); "
+        "default: this machine.",
+    ),
+    image: str | None = typer.Option(
+        None,
+        "--image",
+        help="A typical image as WIDTHxHEIGHT (default: synth's 112x112, else 800x600).",
+    ),
+    prompt_tokens: int | None = typer.Option(
+        None,
+        "--prompt-tokens",
+        min=1,
+        help="Prompt text tokens besides the image (default: 90 for synth, else 250).",
+    ),
+) -> None:
+    """Predict peak memory and time of a run config before running it: whether it fits this
+    machine (or --chip / --memory), which keys to change if not, and the time per GRPO step and
+    per evaluation item. Exit code 1 when it does not fit."""
+    from hallucue_mlx.plan import PlanError, make_plan, render, this_machine
+
+    cfg = load_config(config, set_)
+    size = _image_size(image)
+    try:
+        result = make_plan(
+            cfg,
+            chip_name=chip,
+            memory_gb=memory,
+            image=size,
+            text_tokens=prompt_tokens,
+            here=this_machine(),
+        )
+    except PlanError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    render(result)
+    if not result.fits:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -7,6 +7,7 @@ from hallucue_mlx.cli import app
 
 COMMANDS = [
     "doctor",
+    "plan",
     "run",
     "sweep",
     "train",

@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data", "runfolder"),
     ("prompts", "rewards", "corrupt"),
     ("config", "metrics", "views"),
-    ("models",),
+    ("models", "plan"),
     ("rollout",),
     ("grpo",),
     ("train", "evaluate"),

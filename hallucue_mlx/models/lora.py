@@ -165,7 +165,9 @@ def lora_folded(model: nn.Module) -> Iterator[nn.Module]:
         saved.append((m, w, m.scale))
         m.linear.weight = w + (m.scale * (m.lora_a @ m.lora_b)).T.astype(w.dtype)
         m.scale = 0.0
-    mx.eval([m.linear.weight for m, _, _ in saved])
+        # one layer at a time: evaluated together, the products of every layer were alive at
+        # once (measured: the fold cost 1.9x the adapted weights, not 1x)
+        mx.eval(m.linear.weight)
     try:
         yield model
     finally:
