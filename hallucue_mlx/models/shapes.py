@@ -367,6 +367,30 @@ _SMOLVLM_UNCONFIRMED = (
     "which matches SigLIP base and the 256M/500M parameter counts); written out here",
 )
 
+
+def _smolvlm(size: str, text: dict) -> RealShape:
+    """SmolVLM-<size>-Instruct: the sizes share everything but the text model's widths."""
+    hub = f"HuggingFaceTB/SmolVLM-{size}-Instruct"
+    return RealShape(
+        name=f"smolvlm-{size.lower()}",
+        family="idefics3",
+        hub_ids=(
+            hub,
+            f"mlx-community/SmolVLM-{size}-Instruct-4bit",
+            f"mlx-community/SmolVLM-{size}-Instruct-bf16",
+        ),
+        config=_smolvlm_config(text),
+        added_tokens=_SMOLVLM_ADDED,
+        tokenizer=_SMOLVLM_TOKENIZER,
+        chat_template=SMOLVLM_CHAT_TEMPLATE,
+        preprocessor=_SMOLVLM_PREPROCESSOR,
+        processor={"image_seq_len": 64, "processor_class": "Idefics3Processor"},
+        generation=_SMOLVLM_GENERATION,
+        sources=f"{hub} config (re-published), hub pages",
+        unconfirmed=_SMOLVLM_UNCONFIRMED,
+    )
+
+
 SHAPES: dict[str, RealShape] = {
     "qwen2.5-vl-3b": RealShape(
         name="qwen2.5-vl-3b",
@@ -397,57 +421,25 @@ SHAPES: dict[str, RealShape] = {
         unconfirmed=_QWEN_UNCONFIRMED
         + ("transformers_version of the Qwen2-VL-2B config (copies show 4.45/4.46 dev)",),
     ),
-    "smolvlm-256m": RealShape(
-        name="smolvlm-256m",
-        family="idefics3",
-        hub_ids=(
-            "HuggingFaceTB/SmolVLM-256M-Instruct",
-            "mlx-community/SmolVLM-256M-Instruct-4bit",
-            "mlx-community/SmolVLM-256M-Instruct-bf16",
-        ),
-        config=_smolvlm_config(
-            {
-                "hidden_size": 576,
-                "intermediate_size": 1536,
-                "num_attention_heads": 9,
-                "num_hidden_layers": 30,
-                "num_key_value_heads": 3,
-            }
-        ),
-        added_tokens=_SMOLVLM_ADDED,
-        tokenizer=_SMOLVLM_TOKENIZER,
-        chat_template=SMOLVLM_CHAT_TEMPLATE,
-        preprocessor=_SMOLVLM_PREPROCESSOR,
-        processor={"image_seq_len": 64, "processor_class": "Idefics3Processor"},
-        generation=_SMOLVLM_GENERATION,
-        sources="HuggingFaceTB/SmolVLM-256M-Instruct config (re-published), hub pages",
-        unconfirmed=_SMOLVLM_UNCONFIRMED,
+    "smolvlm-256m": _smolvlm(
+        "256M",
+        {
+            "hidden_size": 576,
+            "intermediate_size": 1536,
+            "num_attention_heads": 9,
+            "num_hidden_layers": 30,
+            "num_key_value_heads": 3,
+        },
     ),
-    "smolvlm-500m": RealShape(
-        name="smolvlm-500m",
-        family="idefics3",
-        hub_ids=(
-            "HuggingFaceTB/SmolVLM-500M-Instruct",
-            "mlx-community/SmolVLM-500M-Instruct-4bit",
-            "mlx-community/SmolVLM-500M-Instruct-bf16",
-        ),
-        config=_smolvlm_config(
-            {
-                "hidden_size": 960,
-                "intermediate_size": 2560,
-                "num_attention_heads": 15,
-                "num_hidden_layers": 32,
-                "num_key_value_heads": 5,
-            }
-        ),
-        added_tokens=_SMOLVLM_ADDED,
-        tokenizer=_SMOLVLM_TOKENIZER,
-        chat_template=SMOLVLM_CHAT_TEMPLATE,
-        preprocessor=_SMOLVLM_PREPROCESSOR,
-        processor={"image_seq_len": 64, "processor_class": "Idefics3Processor"},
-        generation=_SMOLVLM_GENERATION,
-        sources="HuggingFaceTB/SmolVLM-500M-Instruct config (re-published), hub pages",
-        unconfirmed=_SMOLVLM_UNCONFIRMED,
+    "smolvlm-500m": _smolvlm(
+        "500M",
+        {
+            "hidden_size": 960,
+            "intermediate_size": 2560,
+            "num_attention_heads": 15,
+            "num_hidden_layers": 32,
+            "num_key_value_heads": 5,
+        },
     ),
 }
 
