@@ -269,8 +269,8 @@ def probe(model, processor, items: list[Item], template: str) -> dict:
 
 
 def probe_set(cfg: WarmupConfig) -> list[Item]:
-    """Held-out items for choosing the checkpoint (another seed: the test split stays untouched)."""
-    return load_synth("train", cfg.probe_items, seed=cfg.seed + 7919)
+    """The items that choose the checkpoint: synth validation (the test split stays untouched)."""
+    return load_synth("validation", cfg.probe_items, seed=cfg.seed)
 
 
 def build_tiny(

@@ -1,16 +1,24 @@
 """The procedural benchmark: deterministic, disjoint splits, exact condition spans."""
 
 import hashlib
+import re
+from collections import defaultdict
 
 import pytest
 
+from hallucue_mlx.corrupt import Corruption, apply, info_removed
 from hallucue_mlx.data.synth import (
     COLORS,
+    DEFAULT_SIZES,
+    SPLITS,
     SYNTH_VERSIONS,
     TASKS,
+    TEXT_STATED,
     SynthConfig,
     load_synth,
     make_item,
+    owner,
+    text_pair,
 )
 
 
@@ -72,7 +80,9 @@ def test_condition_spans_point_at_the_stated_conditions():
             number = [t for t in visual.split() if t.isdigit()][0]
             assert number in cut[0]
         if it.task in ("count", "digit") and it.version != "vision_only":
-            assert any(c.startswith("Add ") for c in cut)
+            # the number to add is in the asking sentence, never in a span text removal cuts
+            assert not any("plus" in c for c in cut)
+            assert re.search(r"plus \d\?$", it.question)
         # whatever is outside the spans is the question itself
         rest = it.question
         for a, b in sorted(it.condition_spans, reverse=True):
@@ -93,3 +103,74 @@ def test_bad_split_and_size_are_clear_errors():
         load_synth("dev", 3)
     with pytest.raises(ValueError, match="n must be >= 0"):
         load_synth("test", -1)
+
+
+@pytest.fixture(scope="module")
+def full_splits():
+    """Every split at its default size (sft 20000, train 1000, validation 600, test 600)."""
+    return {split: load_synth(split) for split in SPLITS}
+
+
+def test_splits_share_no_text_stated_pair_and_no_image_at_full_size(full_splits):
+    pairs, digests = {}, {}
+    for split, items in full_splits.items():
+        assert len(items) == DEFAULT_SIZES[split]
+        pairs[split] = {(i.question, i.answer) for i in items if i.version in TEXT_STATED}
+        assert all(owner("text", text_pair(q, a)) == split for q, a in pairs[split])
+        digests[split] = {_digest(i) for i in items}
+    for a in SPLITS:
+        for b in SPLITS:
+            if a < b:
+                assert not pairs[a] & pairs[b], (a, b, sorted(pairs[a] & pairs[b])[:3])
+                assert not digests[a] & digests[b], (a, b)
+
+
+def test_every_split_has_every_task_and_version_in_its_weight(full_splits):
+    # the redraw keeps (task, version) fixed: partitioning the text pairs must not thin out
+    # the text-stated versions of the small splits
+    for split, items in full_splits.items():
+        strata = defaultdict(int)
+        for it in items:
+            strata[(it.task, it.version)] += 1
+        assert len(strata) == len(TASKS) * len(SYNTH_VERSIONS), split
+        for version in SYNTH_VERSIONS:
+            share = sum(n for (_, v), n in strata.items() if v == version) / len(items)
+            assert 0.19 < share < 0.31, (split, version, share)
+
+
+def _perfect_vision(item) -> str:
+    """Answer from what the image was drawn from plus what the (corrupted) text still says."""
+    facts = item.meta["facts"]
+    if item.task == "bars":
+        heights = facts["heights"]
+        return max(heights, key=heights.get)
+    if item.task == "color":
+        return facts["color"]
+    seen = facts["count"] if item.task == "count" else facts["digit"]
+    if item.version == "vision_only":
+        return str(seen)
+    plus = re.search(r"plus (\d+)\?", item.question)
+    return str(seen + int(plus.group(1))) if plus else "unanswerable"
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_text_removal_leaves_every_item_answerable_from_the_image(full_splits, split):
+    items = full_splits[split]
+    assert [_perfect_vision(it) for it in items] == [it.answer for it in items]
+    removed = apply(items, Corruption("text_removal"))
+    answers = [_perfect_vision(new) for new, _ in removed]
+    wrong = [
+        (new.id, new.question) for (new, _), a, it in zip(removed, answers, items) if a != it.answer
+    ]
+    assert not wrong, wrong[:3]
+    changed = [rec for _, rec in removed if rec.changed]
+    # every text-stated item loses its stated fact; nothing text removal cuts is needed
+    assert len(changed) >= sum(it.version in TEXT_STATED for it in items)
+    assert not any(info_removed(it, rec) for it, (_, rec) in zip(items, removed))
+
+
+def test_a_blank_image_removes_what_vision_items_need():
+    items = load_synth("test", 200)
+    blanked = apply(items, Corruption("blank"))
+    flags = [info_removed(it, rec) for it, (_, rec) in zip(items, blanked)]
+    assert flags == [it.version in ("vision_dominant", "vision_only") for it in items]

@@ -4,17 +4,29 @@ Every item's needed information sits in the image, the text, or both, following 
 modality versions:
 - text_dominant: the visual fact is also stated in the text, with a short figure description;
 - text_lite: the visual fact is stated tersely in the text;
-- vision_dominant: the visual fact is in the image only; other conditions (a number to add) in the text;
+- vision_dominant: the visual fact is in the image only (the text may describe the figure);
 - vision_only: the image alone holds everything; the text is only the question.
 
 Tasks are visual skills a tiny vision tower can learn from scratch (field notes: reading and adding
 two digits from pixels stayed at chance): counting shapes, reading one large digit, the tallest of
 four bars (multiple choice), the colour of a shape (one word). `condition_spans` mark the exact
-sentences that state conditions, so text removal cuts exactly those.
+sentences that state conditions, so text removal cuts exactly those; each of them restates what
+the image shows, so an item stays answerable from the image after text removal, as in the paper.
+The number to add (count, digit) is part of the asking sentence ("What is the digit plus 4?"),
+which text removal keeps, like the "find BC" of a real question.
+
+Splits are disjoint by construction (`owner`): an image belongs to the split that a hash of its
+pixels assigns, and an item whose text states its answer (text_dominant, text_lite) also to the
+split that a hash of its (question, answer) pair assigns; an item drawn for another split is
+redrawn within its task and version. So no image and no text-stated pair recurs across splits.
+Vision versions ask generic questions ("Which bar is the tallest?") whose answer is in the image
+only; those questions recur in every split by design (partitioning their few (question, answer)
+pairs would leave a split with one answer per question).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +41,10 @@ TASKS = ("count", "digit", "bars", "color")
 # validation: what chooses settings (scripts/grpo_gain.py, the periodic evaluation); test: read
 # only by the final evaluation
 DEFAULT_SIZES = {"sft": 20000, "train": 1000, "validation": 600, "test": 600}
+# Shares of the images and of the text-stated (question, answer) pairs each split owns (`owner`);
+# every (task, version) stratum has pairs in every split (tests/test_synth.py checks it).
+TEXT_SHARES = {"sft": 0.55, "train": 0.15, "validation": 0.15, "test": 0.15}
+TEXT_STATED = ("text_dominant", "text_lite")
 IMAGE_SIZE = 112  # 112 x 112 px is 16 image tokens for Qwen2-VL-style processors
 
 COLORS = {
@@ -116,6 +132,7 @@ def _count(rng: random.Random, version: str, size: int):
         _shape(draw, kind, cx, cy, rng.uniform(8, 12), COLORS[color])
     m = rng.randint(1, 9)
     plural = f"{kind}s" if k != 1 else kind
+    facts = {"count": k, "shape": kind, "color": color}
     if version == "vision_only":
         parts = [(f"How many {kind}s are in the image?", False)]
         answer, think = k, f"I count {k} {plural}."
@@ -125,10 +142,10 @@ def _count(rng: random.Random, version: str, size: int):
             text_dominant=f"The image shows {k} {color} {plural}.",
             text_lite=f"There {'are' if k != 1 else 'is'} {k} {plural}.",
         )
-        parts.append((f"Add {m} to the number of {kind}s.", True))
-        parts.append(("What is the result?", False))
+        # the number to add is in the asking sentence: text removal keeps it (module doc)
+        parts.append((f"What is the number of {kind}s plus {m}?", False))
         answer, think = k + m, f"There are {k} {plural}. {k} + {m} = {k + m}."
-    return img, parts, str(answer), (), "number", think
+    return img, parts, str(answer), (), "number", think, facts
 
 
 def _digit(rng: random.Random, version: str, size: int):
@@ -151,10 +168,9 @@ def _digit(rng: random.Random, version: str, size: int):
             text_dominant=f"The image shows the digit {d} in large print.",
             text_lite=f"The digit is {d}.",
         )
-        parts.append((f"Add {m} to the digit.", True))
-        parts.append(("What is the result?", False))
+        parts.append((f"What is the digit plus {m}?", False))
         answer, think = d + m, f"The digit is {d}. {d} + {m} = {d + m}."
-    return img, parts, str(answer), (), "number", think
+    return img, parts, str(answer), (), "number", think, {"digit": d}
 
 
 def _bars(rng: random.Random, version: str, size: int):
@@ -180,7 +196,8 @@ def _bars(rng: random.Random, version: str, size: int):
     parts.append(("Which bar is the tallest?", False))
     choices = tuple(f"bar {c}" for c in BAR_LETTERS)
     think = f"Bar {best} is the tallest."
-    return img, parts, best, choices, "choice", think
+    facts = {"heights": dict(zip(BAR_LETTERS, heights))}
+    return img, parts, best, choices, "choice", think, facts
 
 
 def _color(rng: random.Random, version: str, size: int):
@@ -193,15 +210,19 @@ def _color(rng: random.Random, version: str, size: int):
     r = rng.uniform(22, 34)
     cx, cy = rng.uniform(r + 4, size - r - 4), rng.uniform(r + 4, size - r - 4)
     _shape(draw, kind, cx, cy, r, COLORS[color])
+    # size and side widen the text-stated pairs (18 colour-shape pairs alone are too few to
+    # give every split its own, see `owner`); both are read off the image too
+    big = "large" if r >= 28 else "small"
+    side = "left" if cx < size / 2 else "right"
     parts = _stated(
         version,
-        text_dominant=f"The image shows a {color} {kind} on a white background.",
-        text_lite=f"The {kind} is {color}.",
+        text_dominant=f"The image shows a {big} {color} {kind} on the {side}.",
+        text_lite=f"The {big} {kind} is {color}.",
         vision_dominant=f"The image shows a {kind}.",
     )
     parts.append((f"What colour is the {kind}?", False))
     think = f"The {kind} is {color}."
-    return img, parts, color, (), "free", think
+    return img, parts, color, (), "free", think, {"color": color, "shape": kind}
 
 
 _TASK_FNS = {"count": _count, "digit": _digit, "bars": _bars, "color": _color}
@@ -209,6 +230,25 @@ _TASK_FNS = {"count": _count, "digit": _digit, "bars": _bars, "color": _color}
 
 def _pick(rng: random.Random, options: tuple[str, ...], weights: tuple[float, ...]) -> str:
     return rng.choices(options, weights=weights, k=1)[0]
+
+
+def owner(kind: str, content: bytes) -> str:
+    """The split that owns an image's pixels (kind "image") or a text-stated (question, answer)
+    pair (kind "text"): a hash, the same for every seed and config, so the partition holds
+    across runs too."""
+    digest = hashlib.sha256(kind.encode() + b"\x00" + content).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    edge = 0.0
+    for split, share in TEXT_SHARES.items():
+        edge += share
+        if u < edge:
+            return split
+    return SPLITS[-1]
+
+
+def text_pair(question: str, answer: str) -> bytes:
+    """The bytes `owner("text", ...)` hashes for a (question, answer) pair."""
+    return f"{question}\x00{answer}".encode()
 
 
 def make_item(split: str, index: int, seed: int = 0, config: SynthConfig | None = None) -> Item:
@@ -219,8 +259,19 @@ def make_item(split: str, index: int, seed: int = 0, config: SynthConfig | None 
     rng = _rng(seed, split, index)
     task = _pick(rng, cfg.tasks, cfg.task_weights)
     version = _pick(rng, cfg.versions, cfg.version_weights)
-    img, sentences, answer, choices, kind, think = _TASK_FNS[task](rng, version, cfg.image_size)
-    question, spans = _Parts(sentences).build()
+    # an image or text-stated pair another split owns is redrawn within its (task, version), so
+    # the versions keep their weights in every split (module doc: disjoint by construction)
+    for _ in range(10_000):
+        img, sentences, answer, choices, kind, think, facts = _TASK_FNS[task](
+            rng, version, cfg.image_size
+        )
+        question, spans = _Parts(sentences).build()
+        if owner("image", img.tobytes()) == split and (
+            version not in TEXT_STATED or owner("text", text_pair(question, answer)) == split
+        ):
+            break
+    else:  # unreachable with the shipped tasks: every stratum has pairs in every split (tested)
+        raise RuntimeError(f"synth: no {task}/{version} (question, answer) pair in {split!r}")
     return Item(
         id=f"synth-{split}-{index:06d}",
         benchmark="synth",
@@ -236,11 +287,13 @@ def make_item(split: str, index: int, seed: int = 0, config: SynthConfig | None 
         meta={
             "think": think,
             "seed": seed,
-            # where the needed information lives (corrupt.info_removed): the visual fact is in
-            # the text only for text_dominant / text_lite; the addend of count and digit is in
-            # the text only
+            # what the image was drawn from: the perfect-vision oracle of the tests reads it
+            "facts": facts,
+            # where the needed information lives (corrupt.info_removed): the image holds every
+            # fact; vision versions state it nowhere else, and text removal cuts only sentences
+            # that restate the image, so no synth item loses a fact to text removal
             "needs_image": version in ("vision_dominant", "vision_only"),
-            "text_only_facts": task in ("count", "digit") and version != "vision_only",
+            "text_only_facts": False,
         },
     )
 
@@ -251,7 +304,8 @@ def load_synth(
     """The first `n` items of a split (default sizes: sft 20000, train 1000, validation 600,
     test 600).
 
-    Splits are disjoint by construction: each split draws from its own random stream.
+    Splits are disjoint by construction (module doc): no image and no text-stated (question,
+    answer) pair is shared between them.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown synth split {split!r}; choose one of {SPLITS}")
