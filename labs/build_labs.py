@@ -104,8 +104,9 @@ def lab1() -> list:
             'display(Markdown("\\n".join(rows)))'
         ),
         new_markdown_cell(
-            "**Look at:** accuracy under `blank` against `none`, and the *answered* column: under "
-            "a blank image the information is gone, yet the model answers almost every item."
+            "**Look at:** accuracy under `blank` against `none`, and the *answered* column. It "
+            "counts only the items whose needed fact the corruption removed (vision items under a "
+            "blank or random image): the information is gone, yet the model answers them."
         ),
         new_markdown_cell(
             "## 3. Which items can be answered without the image?\n\nSplit the clean-minus-blank "
