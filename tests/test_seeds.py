@@ -122,6 +122,23 @@ def test_the_seeds_report_recomputes_each_seed_and_covers_seeds(seeds_dir):
     }
 
 
+def test_the_seeds_report_gives_each_seeds_diagnostics(seeds_dir):
+    from hallucue_mlx.metrics import diagnostics, first_samples
+
+    rows = list(csv.DictReader(open(seeds_dir / "tables/seeds_diagnostics.csv")))
+    got = {(r["train_condition"], r["metric"], int(r["seed"])): float(r["value"]) for r in rows}
+    for seed in (0, 1):
+        run = load_run(seeds_dir / f"seed={seed}")
+        for model in ("base", "none"):
+            want = diagnostics(first_samples(run.records[(model, "synth", "test")]))
+            assert got[(model, "vision_gain", seed)] == pytest.approx(want["vision_gain"]["diff"])
+            h = want["hallucination"]["blank"]
+            if h["n"]:  # the blank image removed what some items need: their answer rate
+                assert got[(model, "hallucination_rate/blank", seed)] == pytest.approx(h["rate"])
+    report = (seeds_dir / "report.md").read_text()
+    assert "## Modality diagnostics across seeds" in report
+
+
 def test_another_key_cannot_be_swept_on_a_seeds_config(tiny_dir, tmp_path):
     cfg = _cfg(tiny_dir, "grid.seeds=2")
     with pytest.raises(ConfigError, match="a sweep varies one key"):

@@ -1,13 +1,15 @@
 """The report of a seed sweep (`run --seeds N`, grid.seeds): every model's numbers across seeds.
 
     write_seeds_report(sweep) -> report.md, report.html, tables/seeds.md|csv,
-                                 tables/seeds_matrix.md|csv
+                                 tables/seeds_matrix.md|csv, tables/seeds_diagnostics.md|csv
 
 Each value folder is an ordinary run of one training seed; the data subset (data.seed) is the same
 in all, so every seed scores the same test items. Per model: clean accuracy per seed, the mean
 and spread across seeds, and 95% intervals from a bootstrap that resamples seeds and then items
 (metrics.seed_item_bootstrap_ci), so they cover seed-to-seed variation as well as item sampling.
 Changes vs base are paired within each seed. Benchmarks are macro-averaged as in Table 1.
+The modality diagnostics (vision gain, text gain on the items text removal changed, text-removal
+coverage, hallucination) are each seed's run report's, given as mean and range over seeds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from hallucue_mlx.metrics import item_scores, seed_item_bootstrap_ci
 from hallucue_mlx.report.html import write_html
 from hallucue_mlx.report.labels import BASE, FILTER_NOTE, eval_label
 from hallucue_mlx.report.load import RunData, SweepData
-from hallucue_mlx.report.tables import Table, ci_text, csv_value, pct, signed
+from hallucue_mlx.report.tables import Table, ci_text, csv_value, diagnostics_all, pct, signed
 
 CLEAN = "none"
 Interval = tuple[float, float, float]  # mean, lo, hi
@@ -178,6 +180,64 @@ def matrix_seeds_table(sweep: SweepData, rows: list[SeedRow]) -> Table:
     )
 
 
+def _spread_text(values: list[float], signed_values: bool) -> str:
+    """'mean (min to max)' in percentage points over seeds."""
+    show = signed if signed_values else pct
+    mean = float(np.mean(values))
+    if len(values) == 1:
+        return show(mean)
+    return f"{show(mean)} ({show(min(values))} to {show(max(values))})"
+
+
+def diagnostics_seeds_table(sweep: SweepData) -> Table:
+    """Per model and benchmark, each seed's modality diagnostics as mean and range over seeds."""
+    runs = [(v, sweep.runs[n]) for v, n in zip(sweep.values, sweep.names) if n in sweep.runs]
+    per_seed = [(v, diagnostics_all(r)) for v, r in runs]
+    conds = [c for c in (runs[0][1].eval_conditions if runs else []) if c != CLEAN]
+    cols = ["Benchmark", "Model", "seeds", "vision gain (clean−BI)"]
+    cols += ["text gain (clean−TR) on changed items", "TR coverage"]
+    cols += [f"hallucination under {eval_label(c)}: answered % (acc. / chance %)" for c in conds]
+    md, csv_rows = [], []
+    keys = list(per_seed[0][1]) if per_seed else []
+    for model, bench in keys:
+        have = [(v, d[(model, bench)]) for v, d in per_seed if (model, bench) in d]
+        row = [bench, sweep.any_run.label(model), str(len(have))]
+        for key in ("vision_gain", "text_gain"):
+            vals = [d[key]["diff"] for _, d in have if d.get(key)]
+            row.append(_spread_text(vals, True) if vals else "—")
+            csv_rows += [
+                [bench, model, key, v, csv_value(d[key]["diff"])] for v, d in have if d.get(key)
+            ]
+        cov = have[0][1].get("text_removal_coverage") if have else None
+        row.append(f"{cov['changed']}/{cov['n']}" if cov else "—")  # items, not seeds: one value
+        for c in conds:
+            hs = [(v, d["hallucination"].get(c)) for v, d in have]
+            hs = [(v, h) for v, h in hs if h and h["n"]]
+            if not hs:  # no item this corruption left unanswerable
+                row.append("—")
+                continue
+            rates = [h["rate"] for _, h in hs]
+            acc = [
+                h["answered_correct_rate"] for _, h in hs if h["answered_correct_rate"] is not None
+            ]
+            chance = hs[0][1]["chance_rate"]
+            row.append(
+                f"{_spread_text(rates, False)} of {hs[0][1]['n']} "
+                f"({pct(float(np.mean(acc))) if acc else '—'} / {pct(chance)})"
+            )
+            csv_rows += [
+                [bench, model, f"hallucination_rate/{c}", v, csv_value(h["rate"])] for v, h in hs
+            ]
+        md.append(row)
+    return Table(
+        "seeds_diagnostics",
+        cols,
+        md,
+        ["benchmark", "train_condition", "metric", "seed", "value"],
+        csv_rows,
+    )
+
+
 def reading(sweep: SweepData, rows: list[SeedRow]) -> list[str]:
     out = []
     for r in rows:
@@ -204,7 +264,8 @@ def write_seeds_report(sweep: SweepData) -> Any:
     tabdir = sweep.root / "tables"
     tabdir.mkdir(exist_ok=True)
     table, matrix = seeds_table(sweep, rows), matrix_seeds_table(sweep, rows)
-    for t in (table, matrix):
+    diag = diagnostics_seeds_table(sweep)
+    for t in (table, matrix, diag):
         atomic.write_text(tabdir / f"{t.name}.md", t.markdown() + "\n")
         atomic.write_text(tabdir / f"{t.name}.csv", t.csv())
     run = sweep.any_run
@@ -233,6 +294,16 @@ def write_seeds_report(sweep: SweepData) -> Any:
         "",
         matrix.markdown(),
         "",
+        "## Modality diagnostics across seeds",
+        "",
+        "Each seed's run report computes these on its test records; here: the mean over seeds "
+        "and, in parentheses, the lowest and highest seed. Text gain counts only the items text "
+        "removal changed (TR coverage: how many of how many). Hallucination counts only the items "
+        "whose needed information the corruption removed: the share answered anyway, and the "
+        "accuracy of those answers against chance.",
+        "",
+        diag.markdown(),
+        "",
         "## Reading",
         "",
         *(reading(sweep, rows) or ["- no trained model has finished a seed yet"]),
@@ -246,11 +317,12 @@ def write_seeds_report(sweep: SweepData) -> Any:
         "",
         "## Files",
         "",
-        "- [seeds.csv](tables/seeds.csv), [seeds_matrix.csv](tables/seeds_matrix.csv)",
+        "- [seeds.csv](tables/seeds.csv), [seeds_matrix.csv](tables/seeds_matrix.csv), "
+        "[seeds_diagnostics.csv](tables/seeds_diagnostics.csv)",
     ]
     path = atomic.write_text(sweep.root / "report.md", "\n".join(lines) + "\n")
     write_html(path)
     return path
 
 
-__all__ = ["SeedRow", "seed_rows", "write_seeds_report"]
+__all__ = ["SeedRow", "diagnostics_seeds_table", "seed_rows", "write_seeds_report"]
