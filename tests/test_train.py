@@ -177,10 +177,10 @@ def test_cli_train(tiny_dir, tmp_path):
 
 @pytest.mark.slow
 def test_reward_curve_rises_on_a_learnable_reward(tiny_dir, tmp_path):
-    """End to end, through the reward_function key: rewarding spaces in the text, 30 GRPO steps
+    """End to end, through the reward_function key: rewarding spaces in the text, 80 GRPO steps
     lift the mean reward several-fold."""
     cfg = _cfg(
-        steps=30,
+        steps=80,
         n_train=64,
         num_generations=8,
         max_completion_length=16,
