@@ -9,11 +9,14 @@ decoded text is for rewards and logs only and is never re-tokenized. Image/video
 vision start/end tokens are banned while sampling, in the loss forward too, so both see the same
 distribution. Positions are always passed explicitly: Qwen2/2.5-VL's language model caches M-RoPE
 positions between calls and reuses stale ones on a text-only forward after an image forward.
+Each decode step runs as one compiled graph over preallocated caches; the host reads back only
+whether all rows stopped, every DONE_CHECK tokens. generate(compiled=False) keeps the reference
+loop it is tested against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
@@ -369,6 +372,169 @@ def _sampler(temperature: float, top_p: float, rows: tuple[int, int] | None = No
     return mx.compile(partial(_sample, temperature=temperature, top_p=top_p, rows=rows))
 
 
+class _FixedKVCache:
+    """One layer's keys and values in buffers of a fixed length, written at a device-side slot.
+
+    Attention reads the first `visible` slots (the step's mask hides those not written yet), so
+    the steps of a KEY_CHUNK-slot stretch have the same shapes (one compiled graph serves them)
+    and the slot never has to be read back to the host. `offset` is also the RoPE offset
+    Idefics3's Llama layers read."""
+
+    def __init__(self, keys: mx.array, values: mx.array, offset: mx.array, visible: int):
+        self.keys, self.values, self.offset, self.visible = keys, values, offset, visible
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        at = self.offset.reshape(1)
+        self.keys = mx.slice_update(self.keys, keys, at, axes=(2,))
+        self.values = mx.slice_update(self.values, values, at, axes=(2,))
+        return self.keys[..., : self.visible, :], self.values[..., : self.visible, :]
+
+
+# All-done is read back to the host once per this many tokens: a finished batch decodes at most
+# this many steps of padding (cut off below), an unfinished one syncs 1/DONE_CHECK as often.
+DONE_CHECK = 8
+# The compiled step attends to the cache in stretches of this many slots: one trace per stretch
+# (a few ms each), at most this many slots read past the last written one. Attending to the
+# whole buffer instead would read max_tokens slots from the first token on.
+KEY_CHUNK = 64
+
+
+def _tiled_cache(caches: list, n: int, room: int) -> list[tuple[mx.array, mx.array]]:
+    """Each layer's prefilled (P, H, L, D) keys and values repeated n times per prompt, with `room`
+    zero slots after them: every decoded token is written in place."""
+    out = []
+    for c in caches:
+        kv = []
+        for a in (c.keys, c.values):
+            a = mx.repeat(a, n, axis=0)
+            extra = mx.zeros((a.shape[0], a.shape[1], room, a.shape[3]), a.dtype)
+            kv.append(mx.concatenate([a, extra], axis=2))
+        out.append((kv[0], kv[1]))
+    return out
+
+
+def _decode_eager(
+    model: nn.Module,
+    cache: list[tuple[mx.array, mx.array]],
+    y: mx.array,
+    lp: mx.array,
+    done: mx.array,
+    *,
+    starts: mx.array,
+    base: mx.array,
+    prefix: int,
+    max_tokens: int,
+    keys: mx.array,
+    sample: Any,
+    bias: mx.array,
+    eos: mx.array,
+    pad_id: int,
+    padded: bool,
+) -> tuple[list[mx.array], list[mx.array]]:
+    """The reference decode loop: one graph built per token over the keys so far, all-done read
+    back every token (one step behind, so the next step is already queued). Takes the arrays out
+    of `cache` (emptied), so each step's update can reuse their memory."""
+    B = y.shape[0]
+    decode_cache = []
+    for k, v in cache:
+        c = KVCache()
+        c.keys, c.values, c.offset = k, v, prefix
+        decode_cache.append(c)
+    cache.clear()
+    mask = None
+    if padded:
+        mask = (mx.arange(prefix + max_tokens)[None] >= starts[:, None])[:, None, None, :]
+    toks, lps = [y], [lp]
+    for t in range(1, max_tokens):
+        pos = mx.broadcast_to((base + (t - 1))[None, :, None], (3, B, 1))
+        # the mask covers the keys so far (Qwen's attention slices it itself, Llama's does not)
+        m = None if mask is None else mask[..., : prefix + t]
+        h = arch.text_forward(model, y[:, None], mask=m, cache=decode_cache, positions=pos)
+        y_new, lp_new = sample(lm_head(model, h[:, -1]), bias, key=keys[t])
+        y_new = mx.where(done, pad_id, y_new)
+        done_new = done | (y_new[:, None] == eos[None]).any(axis=1)
+        mx.async_eval(y_new, lp_new, done_new)
+        if done.all().item():  # the previous step already finished every row
+            break
+        toks.append(y_new)
+        lps.append(lp_new)
+        y, done = y_new, done_new
+    return toks, lps
+
+
+def _decode_step(
+    model: nn.Module, sample: Any, prefix: int, pad_id: int
+) -> Callable[..., tuple[mx.array, mx.array, mx.array, list[mx.array], mx.array]]:
+    """One decode step as a pure function of device arrays, for mx.compile:
+    (fixed, last token, step t, done, keys and values of every layer, visible slots) -> the
+    same carry for step t + 1, then token t's log-prob. `fixed` holds the per-call arrays: each
+    row's first slot (`starts`, after its left padding) and next text position (`base`), the
+    sampling keys, the logit bias and the EOS ids.
+
+    Embedding, the decoder with the fixed-size caches, LM head, logit bias, sampling and the EOS
+    bookkeeping are one graph; t stays on the device, so no step reads anything back."""
+
+    def step(
+        fixed: dict[str, mx.array],
+        y: mx.array,
+        t: mx.array,
+        done: mx.array,
+        kv: list[mx.array],
+        visible: int,
+    ) -> tuple[mx.array, mx.array, mx.array, list[mx.array], mx.array]:
+        at = prefix + t - 1  # the slot of the token fed in
+        span = mx.arange(visible)
+        # left padding (before each row's start) and the slots not written yet are masked out
+        mask = (span[None] >= fixed["starts"][:, None]) & (span[None] <= at)
+        pos = mx.broadcast_to((fixed["base"] + (t - 1))[None, :, None], (3, y.shape[0], 1))
+        cache = [_FixedKVCache(kv[i], kv[i + 1], at, visible) for i in range(0, len(kv), 2)]
+        h = arch.text_forward(
+            model, y[:, None], mask=mask[:, None, None, :], cache=cache, positions=pos
+        )
+        y_new, lp = sample(lm_head(model, h[:, -1]), fixed["bias"], key=fixed["keys"][t])
+        y_new = mx.where(done, pad_id, y_new)
+        done = done | (y_new[:, None] == fixed["eos"][None]).any(axis=1)
+        return y_new, t + 1, done, [a for c in cache for a in (c.keys, c.values)], lp
+
+    return step
+
+
+def _decode_compiled(
+    model: nn.Module,
+    cache: list[tuple[mx.array, mx.array]],
+    y: mx.array,
+    lp: mx.array,
+    done: mx.array,
+    *,
+    max_tokens: int,
+    sample: Any,
+    prefix: int,
+    pad_id: int,
+    **fixed: mx.array,
+) -> tuple[list[mx.array], list[mx.array]]:
+    """The decode loop with one compiled graph per step (traced once per KEY_CHUNK tokens: the
+    shapes are fixed by the preallocated caches) and all-done read back every DONE_CHECK tokens.
+    Takes the arrays out of `cache` (emptied), so each step's update can reuse their memory."""
+    state = [mx.random.state]  # dropout's global RNG, should a LoRA layer in training mode use it
+    step = mx.compile(_decode_step(model, sample, prefix, pad_id), inputs=state, outputs=state)
+    kv = [a for pair in cache for a in pair]
+    cache.clear()
+    slots = kv[0].shape[2]
+    t = mx.array(1, dtype=mx.int32)
+    toks, lps = [y], [lp]
+    for i in range(1, max_tokens):
+        before = done
+        visible = min(slots, prefix + KEY_CHUNK * -(-i // KEY_CHUNK))  # covers slot prefix + i - 1
+        y, t, done, kv, lp = step(fixed, y, t, done, kv, visible)
+        mx.async_eval(y, lp, done)
+        toks.append(y)
+        lps.append(lp)
+        # one step behind, so the step just queued keeps the device busy meanwhile
+        if i % DONE_CHECK == 0 and before.all().item():
+            break
+    return toks, lps
+
+
 def generate(
     model: nn.Module,
     processor: Any,
@@ -380,6 +546,8 @@ def generate(
     top_p: float = 1.0,
     rows: tuple[int, int] | None = None,
     fold_lora: bool = True,
+    compiled: bool = True,
+    bias: mx.array | None = None,
 ) -> list[list[Completion]]:
     """n completions for each prompt, all decoded as one batch of len(prompts) * n rows.
 
@@ -388,11 +556,26 @@ def generate(
     their rows are first.. of `total`, and each row samples with the noise it gets in that batch.
     fold_lora: decode with the LoRA updates folded into full-precision base weights
     (models.lora.lora_folded; the same tokens, log-probs equal to float rounding).
+    compiled: each decode step is one mx.compile'd graph over fixed-size caches; False runs the
+    reference loop (a graph built per token over the keys so far). The same tokens, log-probs
+    equal to float rounding (tested).
+    bias: the (V,) additive logit bias; None: logit_bias(model, processor) (the banned tokens).
     """
     if fold_lora:
         with lora_folded(model):
             return generate(
-                model, processor, prompts, n, temperature, max_tokens, key, top_p, rows, False
+                model,
+                processor,
+                prompts,
+                n,
+                temperature,
+                max_tokens,
+                key,
+                top_p,
+                rows,
+                fold_lora=False,
+                compiled=compiled,
+                bias=bias,
             )
     if n < 1 or max_tokens < 1 or not prompts:
         raise ValueError(
@@ -404,61 +587,51 @@ def generate(
         )
     key = mx.random.key(0) if key is None else key
     tok = getattr(processor, "tokenizer", processor)
-    bias = logit_bias(model, processor)
-    eos = mx.array(eos_token_ids(model, processor), dtype=mx.int32)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else int(eos[0].item())
-    P, B = len(prompts), len(prompts) * n
+    bias = logit_bias(model, processor) if bias is None else bias
+    eos_ids = eos_token_ids(model, processor)
+    eos = mx.array(eos_ids, dtype=mx.int32)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
+    P = len(prompts)
     lengths = [p.length for p in prompts]
     Lmax = max(lengths)
 
     # Prefill all prompts once, as one left-padded batch, then tile the caches n times.
     firsts, caches = prefill_batch(model, prompts)
-    first_logits = mx.repeat(firsts, n, axis=0)
-    decode_cache = []
-    for layer in range(len(caches)):
-        k = mx.repeat(caches[layer].keys, n, axis=0)
-        v = mx.repeat(caches[layer].values, n, axis=0)
-        # room for every new token up front: updates then write in place
-        extra_k = mx.zeros((B, k.shape[1], max_tokens, k.shape[3]), k.dtype)
-        extra_v = mx.zeros((B, v.shape[1], max_tokens, v.shape[3]), v.dtype)
-        c = KVCache()
-        c.keys, c.values = (
-            mx.concatenate([k, extra_k], axis=2),
-            mx.concatenate([v, extra_v], axis=2),
-        )
-        c.offset = Lmax
-        decode_cache.append(c)
-    mask = None
-    if len(set(lengths)) > 1:
-        starts = mx.repeat(mx.array([Lmax - L for L in lengths]), n)
-        mask = (mx.arange(Lmax + max_tokens)[None] >= starts[:, None])[:, None, None, :]
-    # next text position of each row, t tokens after the prompt: L + delta + t
-    base = mx.repeat(mx.array([p.length + p.rope_delta for p in prompts], dtype=mx.int32), n)
-
+    cache = _tiled_cache(caches, n, max_tokens - 1)
+    del caches  # the decode loops take the tiled arrays out of `cache`: no copy stays alive
     keys = mx.random.split(key, max_tokens)
     sample = _sampler(float(temperature), float(top_p), rows)
-    y, lp = sample(first_logits, bias, key=keys[0])
+    y, lp = sample(mx.repeat(firsts, n, axis=0), bias, key=keys[0])
     done = (y[:, None] == eos[None]).any(axis=1)
-    toks, lps = [y], [lp]
     mx.async_eval(y, lp, done)
-    for t in range(1, max_tokens):
-        pos = mx.broadcast_to((base + (t - 1))[None, :, None], (3, B, 1))
-        # the mask covers the keys so far (Qwen's attention slices it itself, Llama's does not)
-        m = None if mask is None else mask[..., : Lmax + t]
-        h = arch.text_forward(model, y[:, None], mask=m, cache=decode_cache, positions=pos)
-        y_new, lp_new = sample(lm_head(model, h[:, -1]), bias, key=keys[t])
-        y_new = mx.where(done, pad_id, y_new)
-        done_new = done | (y_new[:, None] == eos[None]).any(axis=1)
-        mx.async_eval(y_new, lp_new, done_new)
-        if done.all().item():  # the previous step already finished every row
-            break
-        toks.append(y_new)
-        lps.append(lp_new)
-        y, done = y_new, done_new
+    consts = dict(
+        starts=mx.repeat(mx.array([Lmax - L for L in lengths], dtype=mx.int32), n),
+        # next text position of each row, t tokens after the prompt: L + delta + t
+        base=mx.repeat(mx.array([p.length + p.rope_delta for p in prompts], dtype=mx.int32), n),
+        prefix=Lmax,
+        keys=keys,
+        bias=bias,
+        eos=eos,
+        pad_id=pad_id,
+    )
+    if compiled:
+        # the plain sampler: the whole step around it is compiled
+        step_sample = partial(
+            _sample, temperature=float(temperature), top_p=float(top_p), rows=rows
+        )
+        toks, lps = _decode_compiled(
+            model, cache, y, lp, done, max_tokens=max_tokens, sample=step_sample, **consts
+        )
+    else:
+        padded = len(set(lengths)) > 1
+        toks, lps = _decode_eager(
+            model, cache, y, lp, done, max_tokens=max_tokens, sample=sample, padded=padded, **consts
+        )
     ids = np.array(mx.stack(toks, axis=1))
     logps = np.array(mx.stack(lps, axis=1))
 
-    eos_set = set(np.array(eos).tolist())
+    # columns after every row's EOS (padding) are cut here
+    eos_set = set(eos_ids)
     out: list[list[Completion]] = []
     for p in range(P):
         group = []
