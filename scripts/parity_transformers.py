@@ -251,10 +251,12 @@ def theirs(hf_model, hf_proc, family: str, text: str, image, cont_ids: list[int]
 # ---------------------------------------------------------------- comparison
 
 
-def compare(name: str, case: str, a: Side, b: Side, tol: float) -> Row:
-    """Row for one prompt: our side `a` against transformers' `b`."""
+def compare(name: str, case: str, a: Side, b: Side, tol: float, family: str | None = None) -> Row:
+    """Row for one prompt: our side `a` against transformers' `b`. `family` is needed only when
+    `name` is not one of the published shapes (e.g. hallucue-tiny in the GRPO benchmark)."""
     import numpy as np
 
+    family = family or family_of(name)
     notes = []
     tokens_equal = a.ids.shape == b.ids.shape and bool((a.ids == b.ids).all())
     if not tokens_equal:
@@ -262,7 +264,7 @@ def compare(name: str, case: str, a: Side, b: Side, tol: float) -> Row:
         notes.append(
             f"ids differ: {len(a.ids)} vs {len(b.ids)} tokens, first difference at {first}"
         )
-    if family_of(name) == "idefics3":
+    if family == "idefics3":
         # ours keeps the processor's pixel layout; compare the tile count and image tokens
         grid_a = (a.pixels.shape if a.pixels is not None else (), a.image_tokens)
         grid_b = (b.grid, b.image_tokens)
