@@ -50,8 +50,9 @@ def _assert_same(ref, new):
 @pytest.mark.parametrize("name", MODELS)
 def test_compiled_decode_equals_the_reference_loop(loaded, name, temperature):
     model, proc, prompts = loaded[name]
-    # the trained model stops on its own (rows of different lengths, the batch done before
-    # max_tokens); the random ones run to max_tokens
+    # the trained model stops on its own (rows of different lengths; sampled, the whole batch
+    # is done before max_tokens; greedy, the image-less prompt runs on and is cut); the random
+    # ones run to max_tokens
     max_tokens = 3 * DONE_CHECK + 5 if name == "hallucue-tiny" else 12
     args = dict(n=2, temperature=temperature, max_tokens=max_tokens, key=mx.random.key(11))
     ref = generate(model, proc, prompts, compiled=False, **args)
@@ -59,8 +60,9 @@ def test_compiled_decode_equals_the_reference_loop(loaded, name, temperature):
     _assert_same(ref, new)
     if name == "hallucue-tiny":
         lengths = {len(c.ids) for g in ref for c in g}
-        assert len(lengths) > 1 and max(lengths) < max_tokens
-        assert not any(c.truncated for g in ref for c in g)
+        assert len(lengths) > 1 and min(lengths) < max_tokens
+        if temperature > 0:
+            assert not any(c.truncated for g in ref for c in g)
     single = generate(model, proc, prompts[:1], compiled=False, **args)
     _assert_same(single, generate(model, proc, prompts[:1], compiled=True, **args))
 
