@@ -77,7 +77,7 @@ def _cfg_sets(tiny_dir):
         f"model.id={tiny_dir}",
         "train.max_completion_length=6",
         "eval.max_tokens=6",
-        "grid.train_conditions=[none]",
+        "grid.train_conditions=[none,blank]",
         "grid.eval_conditions=[none,blank]",
         "train.temperature=1.5",  # sampling differs visibly between seeds
     ]
@@ -104,7 +104,7 @@ def test_the_seeds_report_recomputes_each_seed_and_covers_seeds(seeds_dir):
     assert "resamples seeds and then items" in report
     assert (seeds_dir / "report.html").is_file()
     rows = {r["train_condition"]: r for r in csv.DictReader(open(seeds_dir / "tables/seeds.csv"))}
-    assert set(rows) == {"base", "none"}
+    assert set(rows) == {"base", "none", "blank"}
     for model, row in rows.items():
         accs = []
         for seed in (0, 1):
@@ -118,7 +118,7 @@ def test_the_seeds_report_recomputes_each_seed_and_covers_seeds(seeds_dir):
     assert rows["none"]["delta_ci_lo"] != ""
     matrix = list(csv.DictReader(open(seeds_dir / "tables/seeds_matrix.csv")))
     assert {(r["train_condition"], r["eval"]) for r in matrix} == {
-        (m, c) for m in ("base", "none") for c in ("none", "blank")
+        (m, c) for m in ("base", "none", "blank") for c in ("none", "blank")
     }
 
 
@@ -137,6 +137,28 @@ def test_the_seeds_report_gives_each_seeds_diagnostics(seeds_dir):
                 assert got[(model, "hallucination_rate/blank", seed)] == pytest.approx(h["rate"])
     report = (seeds_dir / "report.md").read_text()
     assert "## Modality diagnostics across seeds" in report
+
+
+def test_the_seeds_report_compares_corruption_training_with_clean_grpo(seeds_dir):
+    """GRPO-BI minus GRPO, paired by item within each seed, on clean inputs and under blank
+    images: the mean of the per-seed accuracy differences, inside its interval."""
+    rows = list(csv.DictReader(open(seeds_dir / "tables/seeds_vs_clean.csv")))
+    got = {(r["train_condition"], r["eval"]): r for r in rows}
+    assert set(got) == {("blank", "none"), ("blank", "blank")}
+    for cond in ("none", "blank"):
+        diffs = []
+        for seed in (0, 1):
+            run = load_run(seeds_dir / f"seed={seed}")
+            a = item_scores(run.cell("blank", "synth", "test", cond))
+            b = item_scores(run.cell("none", "synth", "test", cond))
+            diffs.append(np.mean([a[i] - b[i] for i in a]))
+        row = got[("blank", cond)]
+        assert row["versus"] == "none" and row["n_seeds"] == "2"
+        assert float(row["delta"]) == pytest.approx(np.mean(diffs), abs=1e-4)
+        assert float(row["ci_lo"]) <= float(row["delta"]) <= float(row["ci_hi"])
+    report = (seeds_dir / "report.md").read_text()
+    assert "## Corruption-trained vs clean-trained GRPO" in report
+    assert "| GRPO-BI" in report.split("## Corruption-trained vs clean-trained GRPO")[1]
 
 
 def test_another_key_cannot_be_swept_on_a_seeds_config(tiny_dir, tmp_path):

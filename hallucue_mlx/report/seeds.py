@@ -1,7 +1,8 @@
 """The report of a seed sweep (`run --seeds N`, grid.seeds): every model's numbers across seeds.
 
     write_seeds_report(sweep) -> report.md, report.html, tables/seeds.md|csv,
-                                 tables/seeds_matrix.md|csv, tables/seeds_diagnostics.md|csv
+                                 tables/seeds_matrix.md|csv, tables/seeds_diagnostics.md|csv,
+                                 tables/seeds_vs_clean.md|csv
 
 Each value folder is an ordinary run of one training seed; the data subset (data.seed) is the same
 in all, so every seed scores the same test items. Per model: clean accuracy per seed, the mean
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from hallucue_mlx import atomic
+from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.metrics import item_scores, seed_item_bootstrap_ci
 from hallucue_mlx.report.html import write_html
 from hallucue_mlx.report.labels import BASE, FILTER_NOTE, eval_label
@@ -180,6 +182,53 @@ def matrix_seeds_table(sweep: SweepData, rows: list[SeedRow]) -> Table:
     )
 
 
+def _paired_delta(runs: list[RunData], a: str, b: str, cond: str) -> Interval | None:
+    """a minus b under one eval condition, paired by item within each seed; bootstrap over seeds
+    and items. None unless every run has both models under that condition."""
+    diffs = []
+    for r in runs:
+        sa, sb = _scores(r, a, cond), _scores(r, b, cond)
+        if sa is None or sb is None:
+            return None
+        diffs.append({k: {i: sa[k][i] - sb[k][i] for i in sa[k] if i in sb[k]} for k in sa})
+    return seed_item_bootstrap_ci(_table(diffs)) if diffs else None
+
+
+def versus_clean_table(sweep: SweepData) -> Table | None:
+    """Each corruption-trained model against clean GRPO, on clean inputs and under the corruption
+    it was trained with: the paper's comparisons (findings 2, 3 and 6). None without clean GRPO."""
+    runs = [sweep.runs[n] for n in sweep.names if n in sweep.runs]
+    if not runs or CLEAN not in runs[0].models:
+        return None
+    conds = runs[0].eval_conditions
+    cols = ["Model", "seeds", "Δ vs GRPO, clean [95% CI]", "Δ vs GRPO, under its own corruption"]
+    md, csv_rows = [], []
+    for model in runs[0].models:
+        if model in (BASE, CLEAN) or model not in CORRUPTIONS:
+            continue
+        have = [r for r in runs if model in r.models and CLEAN in r.models]
+        cells = []
+        for cond in (CLEAN, model):
+            iv = _paired_delta(have, model, CLEAN, cond) if cond in conds else None
+            if iv is None:
+                cells.append("—")
+                continue
+            verdict = "within noise" if _within_noise(iv) else ("higher" if iv[0] > 0 else "lower")
+            cells.append(f"{signed(iv[0])} {ci_text(iv[1:])} ({verdict})")
+            csv_rows.append([model, CLEAN, cond, len(have), *(csv_value(x) for x in iv)])
+        cells[1] = f"{eval_label(model)}: {cells[1]}"
+        md.append([sweep.any_run.label(model), str(len(have)), *cells])
+    if not md:
+        return None
+    return Table(
+        "seeds_vs_clean",
+        cols,
+        md,
+        ["train_condition", "versus", "eval", "n_seeds", "delta", "ci_lo", "ci_hi"],
+        csv_rows,
+    )
+
+
 def _spread_text(values: list[float], signed_values: bool) -> str:
     """'mean (min to max)' in percentage points over seeds."""
     show = signed if signed_values else pct
@@ -265,7 +314,8 @@ def write_seeds_report(sweep: SweepData) -> Any:
     tabdir.mkdir(exist_ok=True)
     table, matrix = seeds_table(sweep, rows), matrix_seeds_table(sweep, rows)
     diag = diagnostics_seeds_table(sweep)
-    for t in (table, matrix, diag):
+    versus = versus_clean_table(sweep)
+    for t in (table, matrix, diag, *([versus] if versus else [])):
         atomic.write_text(tabdir / f"{t.name}.md", t.markdown() + "\n")
         atomic.write_text(tabdir / f"{t.name}.csv", t.csv())
     run = sweep.any_run
@@ -304,6 +354,21 @@ def write_seeds_report(sweep: SweepData) -> Any:
         "",
         diag.markdown(),
         "",
+        *(
+            [
+                "## Corruption-trained vs clean-trained GRPO",
+                "",
+                "Each model trained under a corruption minus clean GRPO, paired by item within "
+                "each seed (95% CI over seeds and items): on clean inputs, and under the "
+                "corruption the model was trained with. The paper's findings 2 and 3 compare the "
+                "first column; its finding 6 says the second shows no edge.",
+                "",
+                versus.markdown(),
+                "",
+            ]
+            if versus
+            else []
+        ),
         "## Reading",
         "",
         *(reading(sweep, rows) or ["- no trained model has finished a seed yet"]),
@@ -318,11 +383,18 @@ def write_seeds_report(sweep: SweepData) -> Any:
         "## Files",
         "",
         "- [seeds.csv](tables/seeds.csv), [seeds_matrix.csv](tables/seeds_matrix.csv), "
-        "[seeds_diagnostics.csv](tables/seeds_diagnostics.csv)",
+        "[seeds_diagnostics.csv](tables/seeds_diagnostics.csv)"
+        + (", [seeds_vs_clean.csv](tables/seeds_vs_clean.csv)" if versus else ""),
     ]
     path = atomic.write_text(sweep.root / "report.md", "\n".join(lines) + "\n")
     write_html(path)
     return path
 
 
-__all__ = ["SeedRow", "diagnostics_seeds_table", "seed_rows", "write_seeds_report"]
+__all__ = [
+    "SeedRow",
+    "diagnostics_seeds_table",
+    "seed_rows",
+    "versus_clean_table",
+    "write_seeds_report",
+]
