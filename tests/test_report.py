@@ -166,6 +166,8 @@ def test_reading_states_what_the_numbers_show(full: tuple[Path, str]) -> None:
         in md
     )
     assert "GRPO-TR raised" not in md
+    # one training seed: the reader is told the intervals do not include seed variation
+    assert "intervals cover item sampling only, not seed-to-seed variation" in " ".join(md.split())
     rows = {
         (r["train_condition"], r["benchmark"]): r for r in read_csv(run / "tables" / "table1.csv")
     }

@@ -131,7 +131,9 @@ def _head(run: RunData) -> list[str]:
         "Rebuilt from the run folder's per-item records and training logs by `hallucue-mlx report`.",
         "Accuracies are % of items; intervals are 95%: Wilson for one accuracy, paired bootstrap over "
         f"shared items ({N_BOOT} resamples, seed {BOOT_SEED}) for a difference. **Bold** differences "
-        "have a CI that excludes 0.",
+        "have a CI that excludes 0. Every trained model here is one training seed, so these "
+        "intervals cover item sampling only, not seed-to-seed variation (`hallucue-mlx run "
+        "--seeds 3` trains each condition under three seeds and reports intervals over both).",
         "",
     ]
     L += ["## Run", "", *_run_info(run), ""]
