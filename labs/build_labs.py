@@ -284,6 +284,8 @@ LABS = {
 def main() -> None:
     for name, cells in LABS.items():
         nb = new_notebook(cells=cells())
+        for i, cell in enumerate(nb.cells):  # stable ids: a rebuild changes only what changed
+            cell.id = f"{name.split('_')[0]}-{i:02d}"
         nb.metadata["kernelspec"] = {
             "name": "python3",
             "display_name": "Python 3",
