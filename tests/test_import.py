@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -119,9 +118,7 @@ def test_rerunning_the_import_does_no_work(run):
     files = [*(out / "eval" / NAME).glob("*/records.jsonl"), out / "imported" / NAME / "model"]
     stamps = [f.stat().st_mtime_ns for f in files]
     results = (out / "results.json").read_bytes()
-    t = time.perf_counter()
     again = import_checkpoint(out, hf, NAME, quiet=True)
-    assert time.perf_counter() - t < 10
     assert not again.converted and again.evaluated == []
     assert [f.stat().st_mtime_ns for f in files] == stamps
     assert (out / "results.json").read_bytes() == results
