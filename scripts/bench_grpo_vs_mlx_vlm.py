@@ -11,7 +11,7 @@ per step and rollout tokens/s for both and the ratios; the last line is one JSON
 Models: --model NAME=PATH (repeatable); by default hallucue-tiny (if it resolves) and a ~30M-parameter
 Qwen2.5-VL built offline with build_tiny_random.
 
-    python scripts/bench_grpo_vs_mlx_vlm.py --steps 3 --warmup 1
+    python scripts/bench_grpo_vs_mlx_vlm.py --steps 8 --warmup 1
 """
 
 from __future__ import annotations
@@ -189,7 +189,12 @@ def main() -> None:
         help="NAME=PATH of a Qwen2.5-VL checkpoint (repeatable).",
     )
     ap.add_argument("--no-default-models", action="store_true", help="Only the --model ones.")
-    ap.add_argument("--steps", type=int, default=3, help="Timed steps per side.")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=8,
+        help="Timed steps per side (enough that the compiled decode step's first-shape kernel builds are amortised).",
+    )
     ap.add_argument("--warmup", type=int, default=1, help="Untimed steps first.")
     ap.add_argument("--prompts", type=int, default=2, help="Prompts per step.")
     ap.add_argument("--group", type=int, default=4, help="Completions per prompt (G).")
