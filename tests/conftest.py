@@ -5,9 +5,12 @@ Built once per session (a few seconds); tests only read it (they write adapters 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -42,3 +45,18 @@ def build_tiny() -> Callable[..., Path]:
 def tiny_dir(tmp_path_factory, build_tiny) -> Path:
     """The shared tiny model's folder."""
     return build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], ModuleType]:
+    """load_script(name): scripts/NAME.py executed afresh as a module named NAME."""
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # the scripts' dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -3,7 +3,6 @@ its --quick run end to end when trl is installed (the `bench-trl` extra)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -18,16 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "bench_grpo_vs_trl.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("bench_grpo_vs_trl", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_matrix_names_every_setting_once_and_only_selects_by_pattern():
-    b = _script()
+def test_the_matrix_names_every_setting_once_and_only_selects_by_pattern(load_script):
+    b = load_script("bench_grpo_vs_trl")
     matrix = b.settings_matrix()
     keys = [s.key for s in matrix]
     # 2 models x 2 prompt counts x 2 lengths x 2 betas
@@ -49,8 +40,8 @@ def test_the_matrix_names_every_setting_once_and_only_selects_by_pattern():
     assert [s.key for s in quick] == [b.QUICK]
 
 
-def test_useful_flops_and_the_share_of_the_gemm_ceiling():
-    b = _script()
+def test_useful_flops_and_the_share_of_the_gemm_ceiling(load_script):
+    b = load_script("bench_grpo_vs_trl")
     # 2N(P+T) rollout + 6N(P+T) loss forward and backward (+ 2N(P+T) reference when beta > 0)
     assert b.useful_flops(10, 3, 7, beta=0.0) == 8 * 10 * 10
     assert b.useful_flops(10, 3, 7, beta=0.01) == 10 * 10 * 10
@@ -79,10 +70,10 @@ def test_useful_flops_and_the_share_of_the_gemm_ceiling():
     }
 
 
-def test_trl_lora_targets_are_ours_in_the_language_model_only():
+def test_trl_lora_targets_are_ours_in_the_language_model_only(load_script):
     from hallucue_mlx.config import DEFAULT_TARGETS
 
-    b = _script()
+    b = load_script("bench_grpo_vs_trl")
     regex = b.lora_target_regex(DEFAULT_TARGETS)
     for name in DEFAULT_TARGETS:
         part = "self_attn" if name in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
@@ -96,10 +87,10 @@ def test_trl_lora_targets_are_ours_in_the_language_model_only():
 
 
 @pytest.mark.slow
-def test_the_quick_run_prints_one_ratio_entry():
+def test_the_quick_run_prints_one_ratio_entry(load_script):
     for module in ("trl", "peft", "torch", "transformers"):
         pytest.importorskip(module)
-    b = _script()
+    b = load_script("bench_grpo_vs_trl")
     done = subprocess.run(
         [
             sys.executable,

@@ -3,9 +3,7 @@ the real-format fixtures, with disagreements counted by kind."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,16 +11,6 @@ import pytest
 pytest.importorskip("mathruler.grader", reason='the graders extra: pip install -e ".[graders]"')
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "grader_agreement", ROOT / "scripts/grader_agreement.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["grader_agreement"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _record(i, response, gold, kind, correct):
@@ -35,7 +23,7 @@ def _record(i, response, gold, kind, correct):
     }
 
 
-def test_a_run_and_the_fixtures_are_compared_by_kind(tmp_path, capsys):
+def test_a_run_and_the_fixtures_are_compared_by_kind(tmp_path, capsys, load_script):
     run = tmp_path / "run"
     (run / "eval/base/synth-test").mkdir(parents=True)
     (run / "manifest.json").write_text("{}")
@@ -47,7 +35,7 @@ def test_a_run_and_the_fixtures_are_compared_by_kind(tmp_path, capsys):
     (run / "eval/base/synth-test/records.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in records)
     )
-    assert _script().main([str(run), "--fixtures"]) == 0
+    assert load_script("grader_agreement").main([str(run), "--fixtures"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["sources"]["eval"] == {
         "n": 3,
@@ -62,6 +50,6 @@ def test_a_run_and_the_fixtures_are_compared_by_kind(tmp_path, capsys):
     assert fixture["n"] > 50 and fixture["mathruler_correct"] <= fixture["ours_correct"]
 
 
-def test_not_a_run_folder_is_refused(tmp_path, capsys):
-    assert _script().main([str(tmp_path)]) == 2
+def test_not_a_run_folder_is_refused(tmp_path, capsys, load_script):
+    assert load_script("grader_agreement").main([str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err

@@ -73,20 +73,10 @@ def test_smolvlm_vision_layernorms_use_the_configs_eps(dirs):
     assert match_published_numerics(model) == []  # idempotent
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "parity_transformers", ROOT / "scripts" / "parity_transformers.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_comparison_fails_on_any_difference():
+def test_the_comparison_fails_on_any_difference(load_script):
     """The script's verdict is not a formality: a changed token, grid, pixel, logit or
     continuation log-prob fails it."""
-    p = _script()
+    p = load_script("parity_transformers")
     base = dict(
         ids=np.array([1, 2, 3]),
         grid=(1, 2, 2),

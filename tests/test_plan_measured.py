@@ -5,29 +5,15 @@ not depend on the machine's load; 4-bit matmuls crawl on a CPU, so completions a
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_plan.py"
-
-
-def _check_plan():
-    spec = importlib.util.spec_from_file_location("check_plan", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 @pytest.mark.realwidth
 @pytest.mark.parametrize("bits", [None, 4], ids=["float32", "4bit"])
 @pytest.mark.parametrize("family", ["qwen2.5-vl-3b", "qwen2-vl-2b", "smolvlm-256m"])
-def test_predicted_peak_is_within_25_percent_of_measured(family, bits, tmp_path):
-    checks = _check_plan().measure(family, bits, tmp_path)
+def test_predicted_peak_is_within_25_percent_of_measured(family, bits, tmp_path, load_script):
+    checks = load_script("check_plan").measure(family, bits, tmp_path)
     assert [c.what for c in checks] == ["GRPO step", "evaluation"]
     for c in checks:
         assert abs(c.error) <= 0.25, (

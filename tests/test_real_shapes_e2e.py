@@ -8,24 +8,13 @@ adapter reload through plain mlx_vlm.load with equal logits. fp32 runs for every
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytestmark = [pytest.mark.slow, pytest.mark.realwidth]
-
-_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_real_shapes.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("check_real_shapes", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 RUNS = [
@@ -37,8 +26,8 @@ RUNS = [
 
 
 @pytest.mark.parametrize(("name", "dtype"), RUNS)
-def test_real_width_end_to_end(name, dtype, tmp_path):
-    row = _script().check(name, dtype, tmp_path)
+def test_real_width_end_to_end(name, dtype, tmp_path, load_script):
+    row = load_script("check_real_shapes").check(name, dtype, tmp_path)
     assert row["ok"]
     assert row["eval"] == {c: 2 for c in ("none", "blank", "random", "text_removal")}
     assert row["adapter_max_diff"] < 1e-3 < row["adapter_effect"]
