@@ -118,6 +118,27 @@ def _checkpointed(model, layer):
     return lambda *args: ck(layer.trainable_parameters(), *args)
 
 
+def token_logprobs(
+    logits: mx.array, ids: mx.array, with_entropy: bool = False
+) -> tuple[mx.array, mx.array | None]:
+    """log softmax(logits) at `ids` (..., V) -> (...), and optionally the entropy (no gradient).
+
+    One exp over the vocabulary serves the log-probs, the entropy and the backward pass (exp's
+    derivative is its output), where logits - logsumexp(logits) plus exp(log-probs) for the
+    entropy take three. The vocabulary-wide passes are a large share of the loss on small
+    models, and on real ones (150k-token vocabularies) each is a (rows, T, V) tensor."""
+    z = logits - mx.stop_gradient(logits.max(axis=-1, keepdims=True))  # exact: lp is shift-free
+    e = mx.exp(z)
+    s = e.sum(axis=-1)
+    log_s = mx.log(s)
+    lp = mx.take_along_axis(z, ids[..., None], axis=-1)[..., 0] - log_s
+    if not with_entropy:
+        return lp, None
+    # H = -sum p log p = log s - sum p z, with p = e / s
+    ent = mx.stop_gradient(log_s - (e * z).sum(axis=-1) / s)
+    return lp, ent
+
+
 def completion_logprobs(
     model: nn.Module,
     prompts: list[PromptInputs],
@@ -126,19 +147,25 @@ def completion_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     checkpoint: bool = False,
+    group_lengths: list[int] | None = None,
 ) -> tuple[mx.array, mx.array | None]:
     """Per-token log-probs (B, T) of right-padded completions, B = len(prompts) * G, rows grouped by
     prompt. Each prompt runs once (batch 1, reusing its cached image features) and its keys/values
     are tiled over its G completions, so the prompt is not recomputed G times. Gradients flow
     through both. checkpoint=True recomputes each layer in the backward pass (less memory).
-    Optionally the per-token entropy (no gradient)."""
+    Optionally the per-token entropy (no gradient).
+
+    group_lengths: the longest completion of each prompt's group; a group then runs only that
+    many columns (the rest is padding; its log-probs and entropy come back as 0). Without it
+    every group runs all T columns."""
     inner = arch.text_stack(model)
-    B, T = completion_ids.shape
+    B, T_all = completion_ids.shape
     G = B // len(prompts)
     t = temperature if temperature > 0 else 1.0
     out_lp, out_ent = [], []
     for p, prompt in enumerate(prompts):
-        ids = completion_ids[p * G : (p + 1) * G]
+        T = T_all if group_lengths is None else max(1, min(T_all, group_lengths[p]))
+        ids = completion_ids[p * G : (p + 1) * G, :T]
         L = prompt.length
         hp = prompt_embeddings(model, prompt)
         hc = pos_c = mask_c = None
@@ -158,11 +185,11 @@ def completion_logprobs(
         if hc is not None:
             logits = mx.concatenate([logits, lm_head(model, inner.norm(hc))], axis=1)
         logits = (logits.astype(mx.float32) + bias) / t
-        logp_all = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        out_lp.append(mx.take_along_axis(logp_all, ids[..., None], axis=-1)[..., 0])
+        lp, ent = token_logprobs(logits, ids, with_entropy)
+        pad = [(0, 0), (0, T_all - T)]
+        out_lp.append(lp if T == T_all else mx.pad(lp, pad))
         if with_entropy:
-            lp = mx.stop_gradient(logp_all)
-            out_ent.append(-(mx.exp(lp) * lp).sum(axis=-1))
+            out_ent.append(ent if T == T_all else mx.pad(ent, pad))
     logps = mx.concatenate(out_lp, axis=0)
     return logps, (mx.concatenate(out_ent, axis=0) if with_entropy else None)
 
@@ -259,6 +286,7 @@ class PolicyBatch:
     advantages: mx.array  # (B,)
     ref_logps: mx.array | None = None  # (B, T) LoRA-off log-probs, when beta > 0 or KL is logged
     totals: BatchTotals | None = None  # set when this is a share of the step's batch
+    group_lengths: list[int] | None = None  # longest completion per prompt: columns it runs
 
 
 def make_batch(
@@ -280,12 +308,16 @@ def make_batch(
         ids[i, : len(c)] = c
         lps[i, : len(c)] = lp
         mask[i, : len(c)] = 1
+    G = B // len(prompts)
     return PolicyBatch(
         prompts,
         mx.array(ids),
         mx.array(mask),
         mx.array(lps),
         mx.array(np.asarray(advantages, np.float32)),
+        group_lengths=[
+            max(len(c) for c in completions[p * G : (p + 1) * G]) for p in range(len(prompts))
+        ],
     )
 
 
@@ -295,7 +327,14 @@ def policy_loss(
     """Loss forward for nn.value_and_grad(model, policy_loss): log-probs of the sampled tokens under
     the current policy, then grpo_loss; metrics include entropy (TRL's name)."""
     logps, ent = completion_logprobs(
-        model, batch.prompts, batch.completion_ids, bias, cfg.temperature, True, checkpoint
+        model,
+        batch.prompts,
+        batch.completion_ids,
+        bias,
+        cfg.temperature,
+        True,
+        checkpoint,
+        batch.group_lengths,
     )
     loss, metrics = grpo_loss(
         logps, batch.old_logps, batch.advantages, batch.mask, cfg, batch.ref_logps, batch.totals
@@ -310,7 +349,14 @@ def reference_logprobs(
     """Log-probs under the base model (every LoRA scale 0), no gradient."""
 
     with lora_disabled(model):
-        ref, _ = completion_logprobs(model, batch.prompts, batch.completion_ids, bias, temperature)
+        ref, _ = completion_logprobs(
+            model,
+            batch.prompts,
+            batch.completion_ids,
+            bias,
+            temperature,
+            group_lengths=batch.group_lengths,
+        )
         # evaluate while LoRA is off: the graph reads the scales when it is built, but be explicit
         ref = mx.stop_gradient(ref)
         mx.eval(ref)

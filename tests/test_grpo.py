@@ -22,6 +22,7 @@ from hallucue_mlx.grpo import (  # noqa: E402
     make_batch,
     policy_loss,
     reference_logprobs,
+    token_logprobs,
 )
 from hallucue_mlx.models.lora import LoraConfig, LoRALinear, apply_lora  # noqa: E402
 from hallucue_mlx.rollout import encode_prompt, generate, logit_bias  # noqa: E402
@@ -205,3 +206,68 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir):
     assert l0 == pytest.approx(l1, abs=1e-6) and l0 != 0.0
     for k in g0:
         np.testing.assert_allclose(np.array(g1[k]), np.array(g0[k]), atol=1e-6)
+
+
+def test_token_logprobs_match_log_softmax_entropy_and_gradient():
+    logits = 4.0 * mx.random.normal((3, 5, 11), key=mx.random.key(1))
+    ids = mx.random.randint(0, 11, (3, 5), key=mx.random.key(2))
+
+    def reference(z):
+        lp_all = z - mx.logsumexp(z, axis=-1, keepdims=True)
+        return mx.take_along_axis(lp_all, ids[..., None], axis=-1)[..., 0], lp_all
+
+    lp, ent = token_logprobs(logits, ids, with_entropy=True)
+    want, lp_all = reference(logits)
+    np.testing.assert_allclose(np.array(lp), np.array(want), atol=1e-5)
+    want_ent = -(mx.exp(lp_all) * lp_all).sum(axis=-1)
+    np.testing.assert_allclose(np.array(ent), np.array(want_ent), atol=1e-5)
+    w = mx.random.normal((3, 5), key=mx.random.key(3))  # any weighting of the tokens
+    g = mx.grad(lambda z: (token_logprobs(z, ids)[0] * w).sum())(logits)
+    g_ref = mx.grad(lambda z: (reference(z)[0] * w).sum())(logits)
+    np.testing.assert_allclose(np.array(g), np.array(g_ref), atol=1e-5)
+    assert token_logprobs(logits, ids)[1] is None
+
+
+def test_groups_run_only_their_own_columns_with_the_same_result(tiny_dir):
+    """make_batch records each group's longest completion; the loss runs only those columns
+    and gives the same log-probs, entropy, loss and gradients as running all of them."""
+    model, proc = _load(tiny_dir)
+    apply_lora(model, LoraConfig(rank=4))
+    _randomize_b(model)
+    bias = logit_bias(model, proc)
+    from hallucue_mlx.data.synth import load_synth
+
+    items = load_synth("train", n=2, seed=0)
+    prompts = [encode_prompt(proc, model, it) for it in items]
+    rng = np.random.default_rng(0)
+    lengths = [9, 2, 5, 3, 1, 2]  # group 0 runs 9 columns, group 1 runs 3
+    comps = [[int(x) for x in rng.integers(10, 800, n)] for n in lengths]
+    batch = make_batch(prompts, comps, [[-1.0] * n for n in lengths], np.linspace(-1, 1, 6))
+    assert batch.group_lengths == [9, 3] and batch.completion_ids.shape == (6, 9)
+    cfg = LossConfig(loss_type="dapo", beta=0.01, temperature=1.0)
+    batch.old_logps = batch.old_logps - 0.05
+    mask = np.array(batch.mask)
+    results = []
+    for trim in (True, False):
+        batch.group_lengths = [9, 3] if trim else None
+        lp, ent = completion_logprobs(
+            model, prompts, batch.completion_ids, bias, 1.0, True, group_lengths=batch.group_lengths
+        )
+        batch.ref_logps = reference_logprobs(model, batch, bias, 1.0)
+        vg = nn.value_and_grad(model, lambda b: policy_loss(model, b, cfg, bias))
+        (loss, m), grads = vg(batch)
+        results.append(
+            (
+                np.array(lp) * mask,
+                np.array(ent) * mask,
+                float(loss),
+                float(m["kl"]),
+                dict(tree_flatten(grads)),
+            )
+        )
+    (lp0, e0, l0, k0, g0), (lp1, e1, l1, k1, g1) = results
+    np.testing.assert_allclose(lp0, lp1, atol=1e-5)
+    np.testing.assert_allclose(e0, e1, atol=1e-5)
+    assert l0 == pytest.approx(l1, abs=1e-6) and k0 == pytest.approx(k1, abs=1e-6)
+    for k in g0:
+        np.testing.assert_allclose(np.array(g0[k]), np.array(g1[k]), atol=1e-6)
