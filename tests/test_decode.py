@@ -6,6 +6,8 @@ lengths, with and without an image, rows that stop early and rows cut at max_tok
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -100,3 +102,34 @@ def test_compiled_decode_reads_fresh_weights_on_every_call(loaded):
     finally:
         head.weight = weight
     assert [c.logprobs for c in changed[0]] != [c.logprobs for c in before[0]]
+
+
+def _kernel_cache() -> Path | None:
+    """Where MLX's CPU backend keeps the kernels mx.compile builds (None on other backends)."""
+    if mx.default_device() != mx.cpu:
+        return None
+    path = Path(tempfile.gettempdir()) / "mlx" / mx.__version__ / "cpu"
+    return path if path.is_dir() else None
+
+
+def test_a_new_prompt_length_builds_no_new_kernels(loaded):
+    """The prompt length reaches the compiled step as an array, not as a constant of its graph:
+    a constant is compiled into the fused kernels, and each new length built them anew (about
+    0.7 s each on the CPU backend, paid by every short run and evaluation)."""
+    model, proc, _ = loaded["hallucue-tiny"]
+    items = load_synth("train", n=12, seed=3)
+    by_length = {}
+    for it in items:
+        p = encode_prompt(proc, model, it, template="short")
+        by_length.setdefault(p.length, p)
+    assert len(by_length) >= 3
+    lengths = sorted(by_length)
+    args = dict(n=2, temperature=1.0, max_tokens=10, key=mx.random.key(5))
+    generate(model, proc, [by_length[lengths[0]]], **args)  # builds what it needs
+    cache = _kernel_cache()
+    if cache is None:
+        pytest.skip("no CPU kernel cache on this backend")
+    before = set(os.listdir(cache))
+    for length in lengths[1:]:
+        generate(model, proc, [by_length[length]], **args)
+    assert set(os.listdir(cache)) == before
