@@ -97,7 +97,10 @@ What cannot be matched exactly:
   on_step_begin, so that is outside its step time; ours reads images already decoded in memory.
 - GRPOConfig fields this TRL version lacks are left out and listed in the notes.
 
-Timings from a machine running other work are inflated; measure on an idle one.
+Timings from a machine running other work are inflated; measure on an idle one. A shared or
+virtual machine also drifts by 10-20% between minutes; --repeats R runs each setting's two sides
+R times, alternating (ours, TRL, ours, ...), and reports each column's median over the R runs,
+so a slow minute does not land on one side only.
 """
 
 from __future__ import annotations
@@ -686,11 +689,15 @@ def child_env(side: str, threads: int) -> dict[str, str]:
     return env
 
 
-def run_side(side: str, setting: Setting, info: ModelInfo, args, work: Path) -> dict:
+def run_side(
+    side: str, setting: Setting, info: ModelInfo, args, work: Path, repeat: int = 0
+) -> dict:
     """One side of one setting in a fresh process; its result (or SystemExit with its log)."""
     from hallucue_mlx.config import DEFAULT_TARGETS
 
     folder = work / "runs" / setting.key.replace("/", "_") / side
+    if repeat:
+        folder = folder.with_name(f"{side}_{repeat + 1}")
     folder.mkdir(parents=True, exist_ok=True)
     spec = {
         "setting": dataclasses.asdict(setting),
@@ -752,6 +759,11 @@ def summarize_side(result: dict, setting: Setting, info: ModelInfo, args) -> dic
     return out
 
 
+def median_summary(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each column's median over repeated runs of one side (the runs' own, not one run's row)."""
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 COLUMNS = (
     ("setting", 28, "s"),
     ("side", 6, "s"),
@@ -806,6 +818,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=3, help="Timed steps per side and setting.")
     ap.add_argument("--warmup", type=int, default=1, help="Untimed steps first.")
     ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="Runs per side and setting, alternating sides; each column is the median.",
+    )
+    ap.add_argument(
         "--models", default=",".join(MODELS), help=f"Comma-separated, of {', '.join(MODELS)}."
     )
     ap.add_argument(
@@ -833,8 +851,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.quick:
         args.models, args.only, args.steps, args.warmup = "tiny", QUICK, 1, 0
-    if args.steps < 1 or args.warmup < 0:
-        ap.error("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.repeats < 1:
+        ap.error("--steps and --repeats must be >= 1 and --warmup >= 0")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
     if unknown or not models:
@@ -900,7 +918,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"G={args.group}, max {args.max_tokens} completion tokens, LoRA r{args.rank} alpha "
-            f"{args.alpha:g}, T=1, {args.warmup} warm-up + {args.steps} timed steps per side; "
+            f"{args.alpha:g}, T=1, {args.warmup} warm-up + {args.steps} timed steps per side"
+            f"{f', median of {args.repeats} alternating runs' if args.repeats > 1 else ''}; "
             f"{versions()}",
             flush=True,
         )
@@ -910,7 +929,11 @@ def main(argv: list[str] | None = None) -> int:
         gflops: dict[str, list[float]] = {"ours": [], "trl": []}
         for setting in settings:
             info = infos[setting.model]
-            raw = {side: run_side(side, setting, info, args, work) for side in SIDES}
+            runs: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
+            for repeat in range(args.repeats):  # alternating sides: drift hits both
+                raw = {side: run_side(side, setting, info, args, work, repeat) for side in SIDES}
+                for side in SIDES:
+                    runs[side].append(summarize_side(raw[side], setting, info, args))
             if raw["ours"]["lora_layers"] != raw["trl"]["lora_layers"]:
                 raise SystemExit(
                     f"{setting.key}: LoRA on {raw['ours']['lora_layers']} layers (ours) vs "
@@ -929,7 +952,7 @@ def main(argv: list[str] | None = None) -> int:
                     "our side's process imported torch (transformers does when torch is "
                     "installed); its peak RSS includes torch's libraries"
                 )
-            summary = {side: summarize_side(raw[side], setting, info, args) for side in SIDES}
+            summary = {side: median_summary(runs[side]) for side in SIDES}
             if any(summary[side]["pct_ceiling"] > 100 for side in SIDES):
                 notes.append(
                     "a share of the GEMM ceiling above 100%: that side's ceiling measurement was "

@@ -115,3 +115,17 @@ def test_the_quick_run_prints_one_ratio_entry(load_script):
     entry = result[b.QUICK]
     assert set(entry) == {"step_time_ratio", "ms_per_token_ratio", "rollout_ms_per_token_ratio"}
     assert all(math.isfinite(v) and v > 0 for v in entry.values())
+
+
+def test_repeats_report_each_columns_median_and_must_be_positive(load_script):
+    b = load_script("bench_grpo_vs_trl")
+    runs = [
+        {"step_s": 1.0, "rollout_s": 0.4, "peak_rss_mb": 900.0},
+        {"step_s": 3.0, "rollout_s": 0.5, "peak_rss_mb": 700.0},
+        {"step_s": 2.0, "rollout_s": 0.9, "peak_rss_mb": 800.0},
+    ]
+    assert b.median_summary(runs) == {"step_s": 2.0, "rollout_s": 0.5, "peak_rss_mb": 800.0}
+    assert b.parse_args(["--repeats", "3"]).repeats == 3
+    assert b.parse_args([]).repeats == 1
+    with pytest.raises(SystemExit):
+        b.parse_args(["--repeats", "0"])
