@@ -193,7 +193,7 @@ def main() -> None:
         "--steps",
         type=int,
         default=8,
-        help="Timed steps per side (enough that the compiled decode step's first-shape kernel builds are amortised).",
+        help="Timed steps per side (more steps average out the machine's drift).",
     )
     ap.add_argument("--warmup", type=int, default=1, help="Untimed steps first.")
     ap.add_argument("--prompts", type=int, default=2, help="Prompts per step.")

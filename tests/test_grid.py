@@ -145,20 +145,16 @@ def test_quick_grid_writes_results_manifest_and_layout(tiny_dir, reference):
         assert res["training"][cond]["steps"] == 2
 
 
+def _stamps(*folders) -> dict:
+    """Modification time of every file under the folders: a rerun that writes nothing keeps them."""
+    return {p: p.stat().st_mtime_ns for d in folders for p in d.rglob("*") if p.is_file()}
+
+
 def test_rerun_keeps_everything_and_gives_the_same_results(tiny_dir, reference):
     out, res = reference
-
-    def stamps():
-        return {
-            p: p.stat().st_mtime_ns
-            for d in ("train", "eval")
-            for p in (out / d).rglob("*")
-            if p.is_file()
-        }
-
-    before = stamps()
+    before = _stamps(out / "train", out / "eval")
     path = run_grid(_cfg(tiny_dir), out, quick=True, quiet=True, report=False)
-    assert stamps() == before  # nothing retrained or re-evaluated
+    assert _stamps(out / "train", out / "eval") == before  # nothing retrained or re-evaluated
     again = json.loads(path.read_text())
     assert comparable(again) == comparable(res)
     assert again["timing"]["sessions"] == res["timing"]["sessions"] + 1
@@ -241,10 +237,9 @@ def test_a_training_time_budget_ends_trainings_as_finished(tiny_dir, tmp_path):
     assert res["training"]["random"]["steps"] == 1
     assert json.loads((tmp_path / "train" / "random" / "done.json").read_text())["time_up"]
     train_dir = tmp_path / "train" / "random"
-    before = {p: p.stat().st_mtime_ns for p in train_dir.rglob("*") if p.is_file()}
+    before = _stamps(train_dir)
     run_grid(cfg, tmp_path, quiet=True, report=False)  # kept, not retrained
-    after = {p: p.stat().st_mtime_ns for p in train_dir.rglob("*") if p.is_file()}
-    assert after == before  # no file of the finished training was written again
+    assert _stamps(train_dir) == before  # no file of the finished training was written again
 
 
 @pytest.mark.slow
