@@ -246,12 +246,16 @@ def load_data(cfg: RunConfig) -> GridData:
 def _device(cfg: RunConfig) -> dict[str, Any]:
     import mlx.core as mx
 
+    from hallucue_mlx.models import vector_silu
+
     backend = backend_name()
     return {
         "backend": backend,
         "device": str(mx.default_device()),
         "dtype": dtype_name(cfg.model.dtype, backend),
         "fast_blas": fast_blas_loaded() if backend == "cpu" else None,
+        # SiLU through models/vector_silu.py (x86-64 CPU): not bit-identical to mx.sigmoid's
+        "vector_silu": vector_silu.wanted(),
     }
 
 
