@@ -62,6 +62,7 @@ from hallucue_mlx.data.subset import SubsetManifest
 from hallucue_mlx.distributed import World, current
 from hallucue_mlx.evaluate import evaluate, load_records, unchanged_corruptions
 from hallucue_mlx.metrics import summarize
+from hallucue_mlx.models import vector_silu
 from hallucue_mlx.models.load import load_model, resolve_model_dir
 from hallucue_mlx.report import write_report
 from hallucue_mlx.report.labels import FILTER_NOTE, model_label
@@ -245,8 +246,6 @@ def load_data(cfg: RunConfig) -> GridData:
 
 def _device(cfg: RunConfig) -> dict[str, Any]:
     import mlx.core as mx
-
-    from hallucue_mlx.models import vector_silu
 
     backend = backend_name()
     return {

@@ -13,6 +13,7 @@ from typing import Any
 
 from hallucue_mlx.backend import resolve_dtype
 from hallucue_mlx.config import MAX_IMAGE_PIXELS
+from hallucue_mlx.models import vector_silu
 from hallucue_mlx.models.arch import MODEL_TYPES, QWEN, family, text_stack
 
 SUPPORTED_MODEL_TYPES = MODEL_TYPES  # mlx-vlm model_type -> family
@@ -329,8 +330,6 @@ def load_model(
     max_image_pixels: see set_image_sizes (config keys model.min_pixels, ...).
     """
     import mlx_vlm
-
-    from hallucue_mlx.models import vector_silu
 
     mx_dtype = resolve_dtype(dtype or "auto")
     model_dir = resolve_model_dir(model)
