@@ -24,6 +24,7 @@ from pathlib import Path
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 NO_FAST_BLAS_ENV = "HALLUCUE_NO_FAST_BLAS"  # set to 1 to opt out
+EXACT_SILU_ENV = "HALLUCUE_EXACT_SILU"  # set to 1 to keep MLX's own SiLU on x86-64 CPUs
 ACTIVE_ENV = "HALLUCUE_FAST_BLAS_ACTIVE"  # guard: set in the restarted process
 # Versions reported by `doctor` and recorded in a run's manifest.
 PACKAGES = ("hallucue-mlx", "mlx", "mlx-cpu", "mlx-lm", "mlx-vlm", "transformers", "datasets")
@@ -45,6 +46,18 @@ def backend_name() -> str:
     if cuda is not None and cuda.is_available():
         return "cuda"
     return "gpu"
+
+
+def vector_silu_wanted() -> bool:
+    """Whether load_model swaps the decoder MLPs' SiLU for models/vector_silu.py's: on MLX's
+    CPU device on x86-64 (where MLX computes exp one float at a time), unless
+    HALLUCUE_EXACT_SILU=1. Metal, CUDA and Arm CPUs have vector exps."""
+    import mlx.core as mx
+
+    if os.environ.get(EXACT_SILU_ENV, "") not in ("", "0"):
+        return False
+    on_cpu = mx.default_device().type == mx.DeviceType.cpu
+    return on_cpu and platform.machine().lower() in ("x86_64", "amd64")
 
 
 def dtype_name(choice: str = "auto", backend: str | None = None) -> str:
@@ -284,6 +297,7 @@ class Diagnosis:
     fast_blas: bool
     advice: str
     quant_gflops: float | None = None  # 4-bit matmul on the CPU (no fast kernel there)
+    vector_silu: bool = False  # load_model swaps in models/vector_silu.py (x86-64 CPU)
 
 
 # Below this on CPU the reference BLAS is almost certainly in use (it measures about 8).
@@ -320,6 +334,7 @@ def diagnose(reps: int = 3) -> Diagnosis:
         advice = "fp32 matmul is slow on this CPU; expect long runs."
     return Diagnosis(
         quant_gflops=quantized_gflops() if backend == "cpu" else None,
+        vector_silu=vector_silu_wanted(),
         versions=versions,
         platform=platform.platform(),
         python=platform.python_version(),
@@ -354,6 +369,13 @@ def print_diagnosis(d: Diagnosis, console=None) -> None:
     if d.backend == "cpu" and sys.platform.startswith("linux"):
         blas = "OpenBLAS (preloaded)" if d.fast_blas else "reference BLAS (slow)"
         table.add_row("CPU BLAS", blas)
+    if d.backend == "cpu":
+        silu = (
+            f"rational tanh, without MLX's scalar exp ({EXACT_SILU_ENV}=1: MLX's own)"
+            if d.vector_silu
+            else "MLX's own"
+        )
+        table.add_row("decoder SiLU", silu)
     console.print(table)
     if d.advice:
         console.print(f"[yellow]{d.advice}[/yellow]")

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from hallucue_mlx import atomic, runfolder
-from hallucue_mlx.backend import backend_name, dtype_name, fast_blas_loaded
+from hallucue_mlx.backend import backend_name, dtype_name, fast_blas_loaded, vector_silu_wanted
 from hallucue_mlx.config import (
     BenchmarkSpec,
     ConfigError,
@@ -62,7 +62,6 @@ from hallucue_mlx.data.subset import SubsetManifest
 from hallucue_mlx.distributed import World, current
 from hallucue_mlx.evaluate import evaluate, load_records, unchanged_corruptions
 from hallucue_mlx.metrics import summarize
-from hallucue_mlx.models import vector_silu
 from hallucue_mlx.models.load import load_model, resolve_model_dir
 from hallucue_mlx.report import write_report
 from hallucue_mlx.report.labels import FILTER_NOTE, model_label
@@ -254,7 +253,7 @@ def _device(cfg: RunConfig) -> dict[str, Any]:
         "dtype": dtype_name(cfg.model.dtype, backend),
         "fast_blas": fast_blas_loaded() if backend == "cpu" else None,
         # SiLU through models/vector_silu.py (x86-64 CPU): not bit-identical to mx.sigmoid's
-        "vector_silu": vector_silu.wanted(),
+        "vector_silu": vector_silu_wanted(),
     }
 
 

@@ -11,7 +11,8 @@ one float at a time (its SIMD layer has no x86 vector type), while NumPy and PyT
 vector math. This script prints ns per element for each op on a float32 array of --n elements
 (the median of --reps timed calls after a warm-up; one MLX evaluation or library call each),
 the fp32 GEMM ceiling (`backend.matmul_gflops`, the number `hallucue-mlx doctor` reports) for
-scale, and a last line of JSON. On a Mac (NEON) or a GPU these ops are vectorised; there the
+scale, the SwiGLU of models/vector_silu.py (what load_model uses on this CPU backend) next to
+mlx-vlm's, and a last line of JSON. On a Mac (NEON) or a GPU these ops are vectorised; there the
 numbers say little about this machine's comparison with TRL (scripts/bench_grpo_vs_trl.py).
 """
 
@@ -41,9 +42,11 @@ def median_seconds(fn: Callable[[], object], reps: int) -> float:
 def mlx_ops(n: int, reps: int) -> dict[str, float]:
     import mlx.core as mx
     import mlx.nn as nn
+    from mlx_vlm.models.activations import swiglu
 
     x = mx.random.normal((n,), key=mx.random.key(0))
-    mx.eval(x)
+    u = mx.random.normal((n,), key=mx.random.key(1))
+    mx.eval(x, u)
     ops = {
         "add": lambda: x + x,
         "multiply": lambda: x * x,
@@ -52,14 +55,28 @@ def mlx_ops(n: int, reps: int) -> dict[str, float]:
         "sigmoid": lambda: mx.sigmoid(x),
         "silu": lambda: nn.silu(x),
         "tanh": lambda: mx.tanh(x),
+        "swiglu": lambda: swiglu(x, u),  # mlx-vlm's MLP activation: silu(gate) * up, compiled
     }
     return {k: median_seconds(lambda f=f: mx.eval(f()), reps) / n * 1e9 for k, f in ops.items()}
+
+
+def mlx_vector_swiglu(n: int, reps: int) -> float:
+    """ns per element of models/vector_silu.py's swiglu, which load_model uses on x86-64 CPUs."""
+    import mlx.core as mx
+
+    from hallucue_mlx.models.vector_silu import swiglu
+
+    x = mx.random.normal((n,), key=mx.random.key(0))
+    u = mx.random.normal((n,), key=mx.random.key(1))
+    mx.eval(x, u)
+    return median_seconds(lambda: mx.eval(swiglu(x, u)), reps) / n * 1e9
 
 
 def numpy_ops(n: int, reps: int) -> dict[str, float]:
     import numpy as np
 
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    u = np.random.default_rng(1).standard_normal(n).astype(np.float32)
     ops = {
         "add": lambda: x + x,
         "multiply": lambda: x * x,
@@ -68,6 +85,7 @@ def numpy_ops(n: int, reps: int) -> dict[str, float]:
         "sigmoid": lambda: 1 / (1 + np.exp(-x)),
         "silu": lambda: x / (1 + np.exp(-x)),
         "tanh": lambda: np.tanh(x),
+        "swiglu": lambda: x / (1 + np.exp(-x)) * u,
     }
     return {k: median_seconds(f, reps) / n * 1e9 for k, f in ops.items()}
 
@@ -79,6 +97,7 @@ def torch_ops(n: int, reps: int, threads: int) -> dict[str, float] | None:
         return None
     torch.set_num_threads(threads)
     x = torch.randn(n, generator=torch.Generator().manual_seed(0))
+    u = torch.randn(n, generator=torch.Generator().manual_seed(1))
     ops = {
         "add": lambda: x + x,
         "multiply": lambda: x * x,
@@ -87,6 +106,7 @@ def torch_ops(n: int, reps: int, threads: int) -> dict[str, float] | None:
         "sigmoid": lambda: torch.sigmoid(x),
         "silu": lambda: torch.nn.functional.silu(x),
         "tanh": lambda: torch.tanh(x),
+        "swiglu": lambda: torch.nn.functional.silu(x) * u,
     }
     return {k: median_seconds(f, reps) / n * 1e9 for k, f in ops.items()}
 
@@ -124,7 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         row = f"{op:10s}" + "".join(f"{results[s][op]:14.2f}" for s in sides)
         row += "".join(f"{results['mlx'][op] / results[s][op]:14.1f}" for s in sides[1:])
         print(row)
+    vector = mlx_vector_swiglu(args.n, args.reps)
+    print(
+        f"swiglu through models/vector_silu.py (load_model's on x86-64 CPUs): {vector:.2f} ns/el, "
+        f"{results['mlx']['swiglu'] / vector:.1f}x faster than mlx-vlm's"
+    )
     out = {s: {k: round(v, 3) for k, v in r.items()} for s, r in results.items()}
+    out["mlx_vector_swiglu"] = round(vector, 3)
     out["gemm_gflops"] = round(gflops, 1)
     print(json.dumps(out))
     return 0

@@ -1,6 +1,6 @@
 """models/vector_silu.py: the SwiGLU that MLX's x86-64 CPU backend computes without its scalar
 exp. Same values and gradients as mx.sigmoid's to float32 noise, the same parameter names, used
-by load_model exactly where `wanted()` says, and never on an MLP that is not a SiLU one."""
+by load_model exactly where `backend.vector_silu_wanted()` says, and never on an MLP that is not a SiLU one."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mlx.utils import tree_flatten
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from hallucue_mlx import backend  # noqa: E402
 from hallucue_mlx.models import arch, load_model  # noqa: E402
 from hallucue_mlx.models import vector_silu as vs  # noqa: E402
 from hallucue_mlx.models.lora import LoraConfig, apply_lora  # noqa: E402
@@ -105,15 +106,15 @@ def test_only_silu_mlps_are_swapped_and_they_compute_the_same():
 
 
 def test_wanted_only_on_an_x86_cpu_and_never_when_opted_out(monkeypatch):
-    monkeypatch.delenv(vs.OPT_OUT_ENV, raising=False)
-    monkeypatch.setattr(vs.platform, "machine", lambda: "x86_64")
-    with mx.stream(mx.cpu):
-        assert vs.wanted() == (mx.default_device().type == mx.DeviceType.cpu)
-    monkeypatch.setattr(vs.platform, "machine", lambda: "arm64")
-    assert not vs.wanted()
-    monkeypatch.setattr(vs.platform, "machine", lambda: "x86_64")
-    monkeypatch.setenv(vs.OPT_OUT_ENV, "1")
-    assert not vs.wanted()
+    wanted = backend.vector_silu_wanted
+    monkeypatch.delenv(backend.EXACT_SILU_ENV, raising=False)
+    monkeypatch.setattr(backend.platform, "machine", lambda: "x86_64")
+    assert wanted() == (mx.default_device().type == mx.DeviceType.cpu)
+    monkeypatch.setattr(backend.platform, "machine", lambda: "arm64")
+    assert not wanted()
+    monkeypatch.setattr(backend.platform, "machine", lambda: "x86_64")
+    monkeypatch.setenv(backend.EXACT_SILU_ENV, "1")
+    assert not wanted()
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "idefics3"])
@@ -121,13 +122,13 @@ def test_load_model_swaps_where_wanted_and_keeps_names_logits_and_lora(
     family, tmp_path, build_tiny, monkeypatch
 ):
     path = build_tiny(tmp_path / family, family=family)
-    monkeypatch.setenv(vs.OPT_OUT_ENV, "1")
+    monkeypatch.setenv(backend.EXACT_SILU_ENV, "1")
     exact, _ = load_model(path, dtype="float32")
-    monkeypatch.delenv(vs.OPT_OUT_ENV)
+    monkeypatch.delenv(backend.EXACT_SILU_ENV)
     model, _ = load_model(path, dtype="float32")
     layers = arch.text_stack(model).layers
     swapped = [isinstance(layer.mlp, vs.SwiGLU) for layer in layers]
-    assert swapped == [vs.wanted()] * len(layers)
+    assert swapped == [backend.vector_silu_wanted()] * len(layers)
     assert not any(isinstance(layer.mlp, vs.SwiGLU) for layer in arch.text_stack(exact).layers)
 
     # same parameter names and values: adapters and checkpoints are unchanged

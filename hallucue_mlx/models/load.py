@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hallucue_mlx.backend import resolve_dtype
+from hallucue_mlx.backend import resolve_dtype, vector_silu_wanted
 from hallucue_mlx.config import MAX_IMAGE_PIXELS
 from hallucue_mlx.models import vector_silu
 from hallucue_mlx.models.arch import MODEL_TYPES, QWEN, family, text_stack
@@ -343,7 +343,7 @@ def load_model(
     if adapter is not None:
         loaded = _apply_adapter(loaded, adapter, str(model))
     loaded.set_dtype(mx_dtype)
-    if vector_silu.wanted():  # x86-64 CPU only: see models/vector_silu.py
+    if vector_silu_wanted():  # x86-64 CPU only: see models/vector_silu.py
         stack = text_stack(loaded)
         vector_silu.use_vector_silu(stack.layers, stack.norm.weight.shape[0])
     set_image_sizes(processor, family(loaded), min_pixels, max_pixels, max_image_pixels)

@@ -11,20 +11,17 @@ own: 1e-7 and 1.4e-6); relative to small negative SiLU outputs it is larger (4e-
 where 1 + tanh(x / 2) cancels. The backward reuses the forward's sigmoid rather than differentiating
 the rational function.
 
-Used only where it pays: MLX's CPU device on x86-64 (`wanted`). Metal, CUDA and Arm CPUs have
-vector exps; there the model keeps mlx-vlm's MLP.
+Used only where it pays: MLX's CPU device on x86-64 (`backend.vector_silu_wanted`, which
+load_model asks). Metal, CUDA and Arm CPUs have vector exps; there the model keeps mlx-vlm's
+MLP.
 """
 
 from __future__ import annotations
 
-import os
-import platform
 from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
-
-OPT_OUT_ENV = "HALLUCUE_EXACT_SILU"  # set to 1 to keep MLX's own sigmoid everywhere
 
 # tanh(x) ~ x * P(x^2) / Q(x^2) on [-CLAMP, CLAMP]: the minimax rational approximation that
 # Eigen and XLA use for float32 tanh
@@ -92,16 +89,6 @@ class SwiGLU(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
-
-
-def wanted() -> bool:
-    """True on MLX's CPU device on x86-64, unless HALLUCUE_EXACT_SILU=1."""
-    if os.environ.get(OPT_OUT_ENV, "") not in ("", "0"):
-        return False
-    return mx.default_device().type == mx.DeviceType.cpu and platform.machine().lower() in (
-        "x86_64",
-        "amd64",
-    )
 
 
 def _computes_swiglu(mlp: nn.Module, dims: int) -> bool:
