@@ -1,6 +1,7 @@
 """models/vector_silu.py: the SwiGLU that MLX's x86-64 CPU backend computes without its scalar
 exp. Same values and gradients as mx.sigmoid's to float32 noise, the same parameter names, used
-by load_model exactly where `backend.vector_silu_wanted()` says, and never on an MLP that is not a SiLU one."""
+by load_model exactly where `backend.vector_silu_wanted()` says, and never on an MLP that is not
+a SiLU one."""
 
 from __future__ import annotations
 

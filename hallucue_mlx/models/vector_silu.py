@@ -8,8 +8,8 @@ with tanh a rational function of degree 13/6 on [-7.9, 7.9] (clamped beyond, whe
 tanh is +-1 anyway): only multiply, add, divide and clip, which MLX's compiled CPU kernels run
 at a few ns per element. Its absolute error is at most 4e-7 on tanh and 3e-6 on SiLU (MLX's
 own: 1e-7 and 1.4e-6); relative to small negative SiLU outputs it is larger (4e-5 at -0.01),
-where 1 + tanh(x / 2) cancels. The backward reuses the forward's sigmoid rather than differentiating
-the rational function.
+where 1 + tanh(x / 2) cancels. The backward reuses the forward's sigmoid rather than
+differentiating the rational function.
 
 Used only where it pays: MLX's CPU device on x86-64 (`backend.vector_silu_wanted`, which
 load_model asks). Metal, CUDA and Arm CPUs have vector exps; there the model keeps mlx-vlm's
