@@ -55,27 +55,36 @@ def _sigmoid(x: mx.array) -> mx.array:
 
 
 @partial(mx.compile, shapeless=True)
-def _forward(gate: mx.array, up: mx.array) -> mx.array:
-    return gate * _sigmoid(gate) * up
+def _forward(gate: mx.array, up: mx.array) -> tuple[mx.array, mx.array]:
+    s = _sigmoid(gate)
+    return gate * s * up, s
 
 
 @partial(mx.compile, shapeless=True)
-def _backward(gate: mx.array, up: mx.array, cotangent: mx.array) -> tuple[mx.array, mx.array]:
-    s = _sigmoid(gate)
+def _backward(
+    gate: mx.array, up: mx.array, s: mx.array, cotangent: mx.array
+) -> tuple[mx.array, mx.array]:
     gs = gate * s
     # d silu(g) / dg = s + g s (1 - s)
     return cotangent * up * (s + gs * (1.0 - s)), cotangent * gs
 
 
 @mx.custom_function
-def swiglu(gate: mx.array, up: mx.array) -> mx.array:
-    """silu(gate) * up, as mlx-vlm's `swiglu`."""
+def _swiglu_and_sigmoid(gate: mx.array, up: mx.array) -> tuple[mx.array, mx.array]:
     return _forward(gate, up)
 
 
-@swiglu.vjp
-def _swiglu_vjp(primals, cotangent, output):
-    return _backward(*primals, cotangent)
+@_swiglu_and_sigmoid.vjp
+def _swiglu_vjp(primals, cotangents, outputs):
+    # The forward's sigmoid is an output so the backward reads it instead of computing it
+    # again: under nn.value_and_grad MLX runs compiled functions uncompiled (their inputs are
+    # tracers), so each of the rational function's ~20 ops is a kernel of its own there.
+    return _backward(*primals, outputs[1], cotangents[0])
+
+
+def swiglu(gate: mx.array, up: mx.array) -> mx.array:
+    """silu(gate) * up, as mlx-vlm's `swiglu`."""
+    return _swiglu_and_sigmoid(gate, up)[0]
 
 
 class SwiGLU(nn.Module):
