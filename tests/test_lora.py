@@ -127,3 +127,31 @@ def test_qlora_on_4bit_base(tiny_dir, tmp_path):
         loaded.language_model.model.layers[0].self_attn.q_proj.linear, nn.QuantizedLinear
     )
     np.testing.assert_allclose(_logits(loaded, ids), ours, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [16.0, 12.0])
+def test_update_is_alpha_over_rank_times_x_a_b_with_its_gradients(alpha):
+    """y = W x + b + (alpha / r) (x A) B, the PEFT convention, values and gradients; with the
+    default alpha / r = 2 bit for bit the numbers of scaling the (rows, out) product."""
+    k = mx.random.split(mx.random.key(3), 4)
+    base = nn.Linear(32, 48)
+    lora = LoRALinear(base, rank=8, scale=alpha / 8, dropout=0.0, key=k[0])
+    lora.lora_b = 0.1 * mx.random.normal(lora.lora_b.shape, key=k[1])
+    x = mx.random.normal((3, 5, 32), key=k[2])
+    cot = mx.random.normal((3, 5, 48), key=k[3])
+
+    def reference(a, b):
+        return base(x) + (alpha / 8) * ((x @ a) @ b)
+
+    def ours(a, b):
+        lora.lora_a, lora.lora_b = a, b
+        return lora(x)
+
+    primals = [lora.lora_a, lora.lora_b]
+    (want,), want_grads = mx.vjp(reference, primals, [cot])
+    (got,), got_grads = mx.vjp(ours, primals, [cot])
+    for w, g in zip([want, *want_grads], [got, *got_grads]):
+        if alpha / 8 == 2.0:  # a power of two scales exactly
+            assert mx.array_equal(w, g)
+        else:
+            np.testing.assert_allclose(np.array(g), np.array(w), rtol=1e-5, atol=1e-6)
