@@ -25,6 +25,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 NO_FAST_BLAS_ENV = "HALLUCUE_NO_FAST_BLAS"  # set to 1 to opt out
 EXACT_SILU_ENV = "HALLUCUE_EXACT_SILU"  # set to 1 to keep MLX's own SiLU on x86-64 CPUs
+CPU_THREADS_ENV = "HALLUCUE_CPU_THREADS"  # threads the loss phase uses on MLX's CPU backend
 ACTIVE_ENV = "HALLUCUE_FAST_BLAS_ACTIVE"  # guard: set in the restarted process
 # Versions reported by `doctor` and recorded in a run's manifest.
 PACKAGES = ("hallucue-mlx", "mlx", "mlx-cpu", "mlx-lm", "mlx-vlm", "transformers", "datasets")
@@ -150,21 +151,69 @@ def fast_blas_loaded() -> bool:
     return "libopenblas" in maps
 
 
-def set_blas_threads(n: int) -> bool:
-    """Give the OpenBLAS mapped into this process n threads (openblas_set_num_threads); False
-    when none is loaded (macOS's Accelerate, the reference BLAS)."""
+def _openblas() -> ctypes.CDLL | None:
+    """The OpenBLAS mapped into this process, or None (macOS's Accelerate, the reference BLAS)."""
     try:
         maps = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
-        return False
+        return None
     path = next((ln.split()[-1] for ln in maps if "libopenblas" in ln.split()[-1]), None)
-    if path is None:
-        return False
     try:
-        ctypes.CDLL(path).openblas_set_num_threads(max(1, n))
-    except (OSError, AttributeError):
+        return ctypes.CDLL(path) if path is not None else None
+    except OSError:
+        return None
+
+
+def set_blas_threads(n: int) -> bool:
+    """Give the OpenBLAS mapped into this process n threads (openblas_set_num_threads); False
+    when none is loaded (macOS's Accelerate, the reference BLAS)."""
+    lib = _openblas()
+    try:
+        lib.openblas_set_num_threads(max(1, n))
+    except AttributeError:  # None, or a library without the call
         return False
     return True
+
+
+def blas_threads() -> int | None:
+    """The thread count of the OpenBLAS mapped into this process; None when none is loaded."""
+    lib = _openblas()
+    try:
+        return int(lib.openblas_get_num_threads())
+    except AttributeError:
+        return None
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_threads() -> int:
+    """Threads the loss phase evaluates a step's groups on (`workers.StreamPool`): on MLX's CPU
+    backend this process's share of the cores (ranks of one host split them), or
+    HALLUCUE_CPU_THREADS; 1 on a GPU, which runs one graph at a time anyway. Results do not
+    depend on it."""
+    import mlx.core as mx
+
+    if mx.default_device().type != mx.DeviceType.cpu:
+        return 1
+    raw = os.environ.get(CPU_THREADS_ENV, "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(
+                f"{CPU_THREADS_ENV}={raw!r} is not a thread count; set a whole number >= 1 "
+                "(or unset it to use every core)"
+            )
+        return n
+    return max(1, usable_cores() // local_ranks())
 
 
 def local_ranks() -> int:
@@ -298,6 +347,7 @@ class Diagnosis:
     advice: str
     quant_gflops: float | None = None  # 4-bit matmul on the CPU (no fast kernel there)
     vector_silu: bool = False  # load_model swaps in models/vector_silu.py (x86-64 CPU)
+    loss_threads: int = 1  # threads the loss phase runs a step's groups on (cpu_threads)
 
 
 # Below this on CPU the reference BLAS is almost certainly in use (it measures about 8).
@@ -335,6 +385,7 @@ def diagnose(reps: int = 3) -> Diagnosis:
     return Diagnosis(
         quant_gflops=quantized_gflops() if backend == "cpu" else None,
         vector_silu=vector_silu_wanted(),
+        loss_threads=cpu_threads(),
         versions=versions,
         platform=platform.platform(),
         python=platform.python_version(),
@@ -376,6 +427,10 @@ def print_diagnosis(d: Diagnosis, console=None) -> None:
             else "MLX's own"
         )
         table.add_row("decoder SiLU", silu)
+        table.add_row(
+            "loss threads",
+            f"{d.loss_threads}: a step's groups at once ({CPU_THREADS_ENV}=N to change)",
+        )
     console.print(table)
     if d.advice:
         console.print(f"[yellow]{d.advice}[/yellow]")

@@ -321,6 +321,36 @@ def make_batch(
     )
 
 
+def split_groups(batch: PolicyBatch) -> list[PolicyBatch]:
+    """One share per group (prompt), each keeping only its group's columns and normalised by the
+    batch's counts (its totals when it is itself a data-parallel share), so the shares' losses,
+    metrics and gradients add up to the batch's. The slices are evaluated: a share's graph may
+    run on another thread's stream (`workers.StreamPool`)."""
+    P = len(batch.prompts)
+    B, T = batch.completion_ids.shape
+    G = B // P
+    totals = batch.totals or BatchTotals(int(batch.mask.sum().item()), B)
+    lengths = batch.group_lengths or [T] * P
+    shares = []
+    for p, prompt in enumerate(batch.prompts):
+        rows, cols = slice(p * G, (p + 1) * G), slice(0, max(1, min(T, lengths[p])))
+        ref = None if batch.ref_logps is None else batch.ref_logps[rows, cols]
+        shares.append(
+            PolicyBatch(
+                [prompt],
+                batch.completion_ids[rows, cols],
+                batch.mask[rows, cols],
+                batch.old_logps[rows, cols],
+                batch.advantages[rows],
+                ref,
+                totals,
+                [lengths[p]],
+            )
+        )
+    mx.eval([(s.completion_ids, s.mask, s.old_logps, s.advantages, s.ref_logps) for s in shares])
+    return shares
+
+
 def policy_loss(
     model: nn.Module, batch: PolicyBatch, cfg: LossConfig, bias: mx.array, checkpoint: bool = False
 ) -> tuple[mx.array, dict[str, mx.array]]:
@@ -344,9 +374,10 @@ def policy_loss(
 
 
 def reference_logprobs(
-    model: nn.Module, batch: PolicyBatch, bias: mx.array, temperature: float
+    model: nn.Module, batch: PolicyBatch, bias: mx.array, temperature: float, evaluate: bool = True
 ) -> mx.array:
-    """Log-probs under the base model (every LoRA scale 0), no gradient."""
+    """Log-probs under the base model (every LoRA scale 0), no gradient. evaluate=False returns
+    the graph (built with LoRA off: LoRALinear reads its scale when the graph is built)."""
 
     with lora_disabled(model):
         ref, _ = completion_logprobs(
@@ -359,5 +390,6 @@ def reference_logprobs(
         )
         # evaluate while LoRA is off: the graph reads the scales when it is built, but be explicit
         ref = mx.stop_gradient(ref)
-        mx.eval(ref)
+        if evaluate:
+            mx.eval(ref)
     return ref

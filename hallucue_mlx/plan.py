@@ -15,6 +15,9 @@ update; evaluation), with the constants measured at real widths by `scripts/chec
   forward's intermediates alive until the backward has used them, so memory grows with every
   layer and every prompt; gradient checkpointing keeps only each layer's inputs. The logits are
   float32 over the vocabulary on completion positions only (the prompt runs once per group).
+  On a GPU the whole batch is one graph; on MLX's CPU backend each group is its own graph and
+  as many groups as the loss has threads (`backend.cpu_threads`) are alive at once, each with
+  its own backward working memory.
 
 Times: decoding is bandwidth-bound (all weights read once per token, plus a per-layer overhead),
 prefill, the loss forward and backward are compute-bound; the efficiency factors are stated below.
@@ -32,6 +35,7 @@ from typing import Any
 
 from hallucue_mlx.backend import (
     backend_name,
+    cpu_threads,
     matmul_gflops,
     memory_gbps,
     quantized_cpu_warning,
@@ -350,6 +354,7 @@ class Workload:
     min_pixels: int | None = None  # None: the processor's
     max_pixels: int | None = None
     gpu: bool = True  # Metal: fused attention while decoding/prefilling; CPU: materialised scores
+    loss_threads: int = 1  # CPU: groups whose loss graphs run at once (a GPU: the whole batch)
 
 
 @dataclass(frozen=True)
@@ -536,13 +541,16 @@ def memory(arch: Arch, w: Workload, tokens_per_image: int, patches: int, tiles: 
     m.parts["rollout (LoRA folded into weights)"] = folded_bytes(arch, w)
     m.parts["vision tower (per image)"] = vis
     logits = G * T * arch.vocab * 4
-    m.parts["reference log-probs"] = (
-        P * feats + n * _act_per_token(arch, a) + LOGIT_COPIES * logits if w.beta > 0 else 0.0
-    )
+    # groups whose loss graphs hold activations at once, and graphs running at once
+    alive, graphs = (P, 1) if w.gpu else (min(P, max(1, w.loss_threads)),) * 2
     act = _act_per_token(arch, a)
-    no_ck = P * n * arch.layers * act + n * BACKWARD_LAYERS * act
-    ck = P * n * arch.layers * CKPT_D * arch.hidden * a + n * CKPT_RECOMPUTE_LAYERS * act
-    logit_part = (P * LOGIT_COPIES_GRAD + 1) * logits
+    m.parts["reference log-probs"] = (
+        P * feats + graphs * (n * act + LOGIT_COPIES * logits) if w.beta > 0 else 0.0
+    )
+    no_ck = alive * n * arch.layers * act + graphs * n * BACKWARD_LAYERS * act
+    ck = alive * n * arch.layers * CKPT_D * arch.hidden * a
+    ck += graphs * n * CKPT_RECOMPUTE_LAYERS * act
+    logit_part = (alive * LOGIT_COPIES_GRAD + graphs) * logits
     m.parts["loss activations (no checkpointing)"] = no_ck
     m.parts["loss activations (checkpointing)"] = ck
     m.parts["loss logits (float32)"] = logit_part
@@ -721,6 +729,7 @@ def workload(
         min_pixels=getattr(cfg.model, "min_pixels", None),
         max_pixels=getattr(cfg.model, "max_pixels", None),
         gpu=gpu,
+        loss_threads=1 if gpu else cpu_threads(),
     )
 
 

@@ -46,6 +46,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from hallucue_mlx import atomic, runfolder
+from hallucue_mlx.backend import backend_name, cpu_threads
 from hallucue_mlx.config import ConfigError, TrainConfig, image_sizes
 from hallucue_mlx.corrupt import Corruption, apply
 from hallucue_mlx.data.bench import load_benchmark
@@ -67,6 +68,7 @@ from hallucue_mlx.grpo import (
     make_batch,
     policy_loss,
     reference_logprobs,
+    split_groups,
 )
 from hallucue_mlx.models.load import load_model
 from hallucue_mlx.models.lora import (
@@ -87,6 +89,7 @@ from hallucue_mlx.rollout import (
 )
 from hallucue_mlx.runfolder import ADAPTER_DIR, CKPT_DIR, LATEST, METRICS_FILE, latest_checkpoint
 from hallucue_mlx.views import TrainView
+from hallucue_mlx.workers import StreamPool
 
 # ================================================================ configuration
 
@@ -351,6 +354,9 @@ class Run:
     pad_id: int
     loss_and_grad: Callable
     world: World = field(default_factory=World)  # one process unless launched with several
+    # MLX's CPU backend: the loss runs group by group, groups on workers' threads; a GPU: one graph
+    per_group: bool = False
+    workers: StreamPool = field(default_factory=StreamPool)
 
     @property
     def metrics_path(self) -> Path:
@@ -537,6 +543,8 @@ def setup(
         pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
         loss_and_grad=loss_and_grad,
         world=world,
+        per_group=backend_name() == "cpu",
+        workers=StreamPool(cpu_threads()),
     )
     return run, state
 
@@ -637,7 +645,7 @@ def _gather_episodes(
 
 
 def select_groups(run: Run, rollout: Rollout) -> StepBatch:
-    """Group-normalised advantages, the groups the update uses, their batch (+ reference)."""
+    """Group-normalised advantages, the groups the update uses and their batch."""
     cfg, episodes = run.cfg, rollout.episodes
     rewards = [e.reward for e in episodes]
     adv, reward_metrics = group_advantages(
@@ -663,8 +671,6 @@ def select_groups(run: Run, rollout: Rollout) -> StepBatch:
         used_set = set(used)
         tokens = sum(len(e.completion_ids) for e in episodes if e.group in used_set)
         batch.totals = BatchTotals(tokens, len(used) * cfg.num_generations)
-    if cfg.beta > 0:
-        batch.ref_logps = reference_logprobs(run.model, batch, run.bias, cfg.temperature)
     return StepBatch(batch, used, reward_metrics)
 
 
@@ -673,15 +679,47 @@ def _learning_rate(opt: optim.Optimizer) -> float:
     return float(lr.item()) if isinstance(lr, mx.array) else float(lr)
 
 
+def _share_loss(run: Run, share: PolicyBatch, params: dict) -> Callable[[], list]:
+    """Builds a batch's graph in two stages: its reference log-probs the first time (beta > 0;
+    evaluated first, so the reference forward's arrays are gone before the loss runs), then its
+    loss, metrics and gradients."""
+
+    def build() -> list:
+        ref = None
+        if run.cfg.beta > 0 and share.ref_logps is None:
+            ref = share.ref_logps = reference_logprobs(
+                run.model, share, run.bias, run.cfg.temperature, evaluate=False
+            )
+        out = run.loss_and_grad(share)
+        # value_and_grad leaves its tracers in the model: the next graph starts from the weights
+        run.model.update(params)
+        return [ref, out]
+
+    return build
+
+
+def batch_gradients(run: Run, shares: list[PolicyBatch]) -> tuple[tuple[mx.array, dict], Any]:
+    """(loss, metrics), gradients of a batch given as shares that add up to it (one per group on
+    MLX's CPU backend, evaluated on run.workers' threads), summed in share order: the same
+    numbers for any thread count."""
+    params = run.model.trainable_parameters()
+    outs = [out for _, out in run.workers.run([_share_loss(run, s, params) for s in shares])]
+    total = outs[0]
+    for out in outs[1:]:
+        total = tree_map(lambda a, b: a + b, total, out)
+    return total
+
+
 def gradients(
-    run: Run, batch: PolicyBatch | None, step: int
+    run: Run, shares: list[PolicyBatch] | None, step: int
 ) -> tuple[tuple[mx.array, dict[str, mx.array]], Any]:
-    """(loss, metrics), gradients of this process's batch; under data parallelism summed over the
-    ranks (each share is normalised by the whole batch's counts, so the sums are the whole
-    batch's, and every rank gets the same numbers). A rank with no group to update adds zeros."""
+    """(loss, metrics), gradients of this process's batch (its shares, see loss_shares); under
+    data parallelism summed over the ranks (each share is normalised by the whole batch's
+    counts, so the sums are the whole batch's, and every rank gets the same numbers). A rank
+    with no group to update adds zeros."""
     world = run.world
-    if batch is not None:
-        (loss, metrics), grads = run.loss_and_grad(batch)
+    if shares:
+        (loss, metrics), grads = batch_gradients(run, shares)
     else:
         grads = tree_map(mx.zeros_like, run.model.trainable_parameters())
         loss = mx.array(0.0)
@@ -698,16 +736,26 @@ def gradients(
     return (summed[0], metrics), grads
 
 
+def loss_shares(run: Run, batch: PolicyBatch | None) -> list[PolicyBatch] | None:
+    """The pieces the loss phase evaluates: one per group on MLX's CPU backend (their graphs run
+    on run.workers' threads), the whole batch on a GPU."""
+    if batch is None:
+        return None
+    return split_groups(batch) if run.per_group else [batch]
+
+
 def update(run: Run, state: TrainState, step_batch: StepBatch) -> UpdateStats:
-    """num_iterations AdamW updates; a non-finite loss or gradient norm skips its update, and
-    max_bad_steps of them in a row stop the run (TrainingDiverged)."""
+    """The reference log-probs (beta > 0, once) and num_iterations AdamW updates; a non-finite
+    loss or gradient norm skips its update, and max_bad_steps of them in a row stop the run
+    (TrainingDiverged)."""
     cfg, model, opt = run.cfg, run.model, run.opt
     model.train()
     t0 = time.perf_counter()
     metrics: dict[str, float] = {}
     skipped = 0
+    shares = loss_shares(run, step_batch.batch)
     for _ in range(cfg.num_iterations):
-        (loss, loss_metrics), grads = gradients(run, step_batch.batch, state.step)
+        (loss, loss_metrics), grads = gradients(run, shares, state.step)
         if cfg.max_grad_norm > 0:
             grads, gnorm = optim.clip_grad_norm(grads, cfg.max_grad_norm)
         else:
@@ -954,7 +1002,10 @@ def train(
     if world.is_main:
         trim_logs(run, state.step, resume)
         warn_unchanged_corruption(run, state.step, view)
-    result = _loop(run, state, end, view, on_step)
+    try:
+        result = _loop(run, state, end, view, on_step)
+    finally:
+        run.workers.close()
     if result.steps_done >= cfg.steps or result.time_up:
         if world.is_main:
             result.adapter_dir = save_adapter(run.model, out / ADAPTER_DIR)
