@@ -11,10 +11,11 @@ https://huggingface.co/docs/trl/main/en/grpo_trainer. Per token, with ratio r = 
               the whole generation batch in one loss)
     dr_grpo:  sum of l / (number of sequences * max_completion_length)
 
-Data-parallel training splits a step's batch over processes by whole groups. Each share's loss
-and token-mean metrics are then normalised by the whole batch's counts (`BatchTotals`), so the
-shares' losses, gradients and metrics add up to the whole batch's: summing them over processes
-gives what one process computes, up to float summation order.
+Data-parallel training splits a step's batch over processes by whole groups, and on MLX's CPU
+backend each process splits its batch further, one share per group, for its threads
+(`split_groups`). Each share's loss and token-mean metrics are normalised by the whole batch's
+counts (`BatchTotals`), so the shares' losses, gradients and metrics add up to the whole batch's:
+summing them gives what one graph computes, up to float summation order.
 
 importance_sampling_level="sequence" (GSPO) uses one ratio per sequence,
 exp(mean_t(log pi - log pi_old)). The KL reference is the same model with LoRA switched off.

@@ -133,8 +133,9 @@ def _score(response, item, cfg=None):
     return rewards.Reward(acc, acc, 1.0, rewards.Grade(None, bool(acc), True))
 
 
+@pytest.mark.parametrize("grad_checkpoint", [False, True], ids=["plain", "checkpointed"])
 def test_a_training_is_the_same_bit_for_bit_for_any_cpu_thread_count(
-    tiny_dir, tmp_path, monkeypatch
+    tiny_dir, tmp_path, monkeypatch, grad_checkpoint
 ):
     cfg = build(
         TrainConfig,
@@ -149,6 +150,7 @@ def test_a_training_is_the_same_bit_for_bit_for_any_cpu_thread_count(
             beta=0.01,
             learning_rate=1e-2,
             prompt_template="short",
+            grad_checkpoint=grad_checkpoint,
         ),
         "train",
     )
