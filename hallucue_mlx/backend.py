@@ -367,6 +367,10 @@ def diagnose(reps: int = 3) -> Diagnosis:
     gflops = matmul_gflops(reps=reps)
     loaded = fast_blas_loaded()
     advice = ""
+    try:
+        threads, bad_threads = cpu_threads(), ""
+    except ValueError as e:
+        threads, bad_threads = 1, str(e)
     if backend == "cpu" and sys.platform.startswith("linux") and not loaded:
         if fast_blas_env() is None:
             advice = (
@@ -382,10 +386,11 @@ def diagnose(reps: int = 3) -> Diagnosis:
             )
     elif backend == "cpu" and gflops < SLOW_GFLOPS:
         advice = "fp32 matmul is slow on this CPU; expect long runs."
+    advice = " ".join(a for a in (advice, bad_threads) if a)
     return Diagnosis(
         quant_gflops=quantized_gflops() if backend == "cpu" else None,
         vector_silu=vector_silu_wanted(),
-        loss_threads=cpu_threads(),
+        loss_threads=threads,
         versions=versions,
         platform=platform.platform(),
         python=platform.python_version(),

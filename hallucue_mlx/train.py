@@ -501,9 +501,11 @@ def setup(
     indices_fn: IndicesFn,
     world: World | None = None,
     saved_state: dict | None = None,
+    threads: int = 1,
 ) -> tuple[Run, TrainState]:
     """LoRA on the model, the optimizer (restored from ckpt), the data pools; the start state.
-    Under data parallelism only rank 0 has ckpt; saved_state (its state.json) is every rank's."""
+    Under data parallelism only rank 0 has ckpt; saved_state (its state.json) is every rank's.
+    threads: the loss phase's CPU threads (backend.cpu_threads)."""
     world = world or World()
     model, processor = model_and_processor
     if not hasattr(model, "_hallucue_lora"):
@@ -544,7 +546,7 @@ def setup(
         loss_and_grad=loss_and_grad,
         world=world,
         per_group=backend_name() == "cpu",
-        workers=StreamPool(cpu_threads()),
+        workers=StreamPool(threads),
     )
     return run, state
 
@@ -973,6 +975,10 @@ def train(
     """
     world = world or current()
     check_world(config, world)  # a resumed run's settings equal these (check_resume_settings)
+    try:  # a bad HALLUCUE_CPU_THREADS fails here, before the model loads
+        threads = cpu_threads()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     out = Path(out_dir)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -996,6 +1002,7 @@ def train(
         indices_fn,
         world,
         saved,
+        threads,
     )
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     view = TrainView(cfg.steps, state.step, quiet=quiet or not world.is_main)

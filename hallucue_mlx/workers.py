@@ -14,8 +14,9 @@ How: each worker thread owns an MLX stream (a stream belongs to the thread that 
 that will evaluate them: building runs Python over the shared model, which nn.value_and_grad
 mutates, so builds must not overlap, while evaluation releases the GIL. Results come back in job
 order, so what the caller sums, and in which order, does not depend on the thread count. While
-the pool runs, OpenBLAS has one thread (its threaded GEMMs serialise concurrent callers, its idle
-threads spin, and its results change with its thread count); its count comes back afterwards.
+the pool runs two or more graphs, OpenBLAS has one thread, whatever the pool's size (its threaded
+GEMMs serialise concurrent callers, its idle threads spin, and its results change with its thread
+count); its count comes back afterwards. A single graph keeps OpenBLAS's threads.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ from hallucue_mlx.backend import blas_threads, set_blas_threads
 Build = Callable[[], list[Any]]  # builds a graph: its stages, trees of unevaluated arrays
 
 
+def _evaluate(stages: list[Any]) -> list[Any]:
+    for tree in stages:
+        mx.eval(tree)
+    return stages
+
+
 class _Worker:
     """A thread with its own MLX CPU stream that evaluates the stages it is given, in order."""
 
@@ -48,12 +55,9 @@ class _Worker:
         while (job := self.jobs.get()) is not None:
             stages, done = job
             try:
-                for tree in stages:
-                    mx.eval(tree)
+                done.set_result(_evaluate(stages))
             except BaseException as e:  # handed to the caller, which raises it
                 done.set_exception(e)
-            else:
-                done.set_result(stages)
 
     def close(self) -> None:
         self.jobs.put(None)
@@ -64,27 +68,24 @@ class StreamPool:
     """run(builds) -> [each build's evaluated stages], in build order.
 
     threads=1 builds and evaluates each graph on the calling thread, on its default stream (the
-    path a GPU takes: it runs one graph at a time anyway). Worker threads start on first use."""
+    path a GPU takes: it runs one graph at a time anyway), and so does a single build whatever
+    the pool's size. Worker threads start on first use."""
 
     def __init__(self, threads: int = 1):
         self.threads = max(1, int(threads))
         self._workers: list[_Worker] = []
 
     def run(self, builds: Sequence[Build]) -> list[Any]:
+        if len(builds) < 2:  # nothing to share out: OpenBLAS keeps its threads
+            return [_evaluate(build()) for build in builds]
         # OpenBLAS gets one thread whatever the pool's size: its results differ with its thread
         # count (1.7e-10 on a loss's gradients), and they must not depend on the pool's size
         before = blas_threads()
         set_blas_threads(1)
         pending: list[Future] = []
         try:
-            if self.threads == 1 or len(builds) < 2:
-                out = []
-                for build in builds:
-                    stages = build()
-                    for tree in stages:
-                        mx.eval(tree)
-                    out.append(stages)
-                return out
+            if self.threads == 1:
+                return [_evaluate(build()) for build in builds]
             if not self._workers:
                 self._workers = [_Worker(f"hallucue-loss-{i}") for i in range(self.threads)]
             for i, build in enumerate(builds):

@@ -181,3 +181,10 @@ def test_cpu_threads_comes_from_the_environment_or_the_cores(monkeypatch):
             backend.cpu_threads()
     monkeypatch.delenv(backend.CPU_THREADS_ENV)
     assert backend.cpu_threads() == backend.usable_cores() // backend.local_ranks()
+
+
+def test_a_bad_thread_count_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv(backend.CPU_THREADS_ENV, "all")
+    cfg = build(TrainConfig, dict(steps=1, eval_every=0), "train")
+    with pytest.raises(ValueError, match=f"{backend.CPU_THREADS_ENV}='all'.*whole number"):
+        train(cfg, tmp_path / "no-such-model", tmp_path / "out", quiet=True)
