@@ -33,16 +33,14 @@ from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-MODELS = ("tiny", "30m")
 
 
-def build_30m(root: Path) -> Path:
-    spec = importlib.util.spec_from_file_location(
-        "bench_grpo_vs_mlx_vlm", HERE / "bench_grpo_vs_mlx_vlm.py"
-    )
+def sibling(name: str):
+    """Another script of this folder, as a module."""
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build_30m(root / "qwen2_5_vl-30m")
+    return module
 
 
 def bench_model(path: str, args) -> dict:
@@ -153,33 +151,23 @@ class _WholeBatch:
 
 
 def main(argv: list[str] | None = None) -> int:
+    silu = sibling("bench_vector_silu")  # the same models and batch arguments
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(MODELS), help=f"Comma-separated, of {MODELS}.")
-    ap.add_argument("--model", default=None, help="A model id or folder instead of --models.")
-    ap.add_argument("--prompts", type=int, default=4)
-    ap.add_argument("--group", type=int, default=4, help="Completions per prompt (G).")
-    ap.add_argument("--tokens", type=int, default=64, help="Tokens per completion.")
+    silu.add_batch_args(ap, "Tokens per completion.")
     ap.add_argument("--beta", type=float, default=0.01, help="KL coefficient (0: no reference).")
-    ap.add_argument("--reps", type=int, default=6, help="Timed repetitions (median).")
-    ap.add_argument("--warmup", type=int, default=1, help="Untimed repetitions first.")
     ap.add_argument("--threads", type=int, default=2, help="Worker threads of groups xN.")
     ap.add_argument("--blas", type=int, default=2, help="OpenBLAS threads of `whole`.")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    names = [args.model] if args.model else [m for m in args.models.split(",") if m]
-    bad = [m for m in names if not args.model and m not in MODELS]
-    if bad or min(args.prompts, args.group, args.tokens, args.reps, args.threads) < 1:
-        ap.error(f"--models takes {MODELS}; --prompts/--group/--tokens/--reps/--threads >= 1")
+    names = silu.model_names(ap, args)
+    if args.threads < 1:
+        ap.error("--threads must be >= 1")
 
     from hallucue_mlx.backend import backend_name, fast_blas_loaded
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_loss_threads_") as tmp:
         for name in names:
-            path = {"tiny": "hallucue-tiny", "30m": None}.get(name, name)
-            if path is None:
-                path = str(build_30m(Path(tmp)))
-            results[name] = bench_model(path, args)
+            results[name] = bench_model(silu.model_path(name, tmp), args)
     blas = "OpenBLAS preloaded" if fast_blas_loaded() else "its bundled BLAS"
     print(f"MLX on {backend_name()} ({blas}); median of {args.reps} after {args.warmup} warm-up")
     n = f"groups x{args.threads}"

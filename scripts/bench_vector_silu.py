@@ -155,22 +155,39 @@ def bench_model(path: str, args) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_batch_args(ap: argparse.ArgumentParser, tokens_help: str) -> None:
+    """The models and batch shape a loss or rollout benchmark takes (this script's and
+    bench_loss_threads.py's)."""
     ap.add_argument("--models", default=",".join(MODELS), help=f"Comma-separated, of {MODELS}.")
     ap.add_argument("--model", default=None, help="A model id or folder instead of --models.")
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--group", type=int, default=4, help="Completions per prompt (G).")
-    ap.add_argument("--tokens", type=int, default=64, help="Tokens per completion (EOS banned).")
+    ap.add_argument("--tokens", type=int, default=64, help=tokens_help)
     ap.add_argument("--reps", type=int, default=6, help="Timed repetitions (median).")
     ap.add_argument("--warmup", type=int, default=1, help="Untimed repetitions first.")
-    ap.add_argument("--threads", type=int, default=2, help="BLAS threads.")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+
+
+def model_names(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     names = [args.model] if args.model else [m for m in args.models.split(",") if m]
     bad = [m for m in names if not args.model and m not in MODELS]
     if bad or min(args.prompts, args.group, args.tokens, args.reps) < 1 or args.warmup < 0:
         ap.error(f"--models takes {MODELS}; --prompts/--group/--tokens/--reps >= 1, --warmup >= 0")
+    return names
+
+
+def model_path(name: str, tmp: str) -> str:
+    """hallucue-tiny, the 30M model (built in tmp), or the id or folder given."""
+    path = {"tiny": "hallucue-tiny", "30m": None}.get(name, name)
+    return str(build_30m(Path(tmp))) if path is None else path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_batch_args(ap, "Tokens per completion (EOS banned).")
+    ap.add_argument("--threads", type=int, default=2, help="BLAS threads.")
+    args = ap.parse_args(argv)
+    names = model_names(ap, args)
 
     from hallucue_mlx.backend import backend_name, fast_blas_loaded, set_blas_threads
 
@@ -178,10 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_vector_silu_") as tmp:
         for name in names:
-            path = {"tiny": "hallucue-tiny", "30m": None}.get(name, name)
-            if path is None:
-                path = str(build_30m(Path(tmp)))
-            results[name] = bench_model(path, args)
+            results[name] = bench_model(model_path(name, tmp), args)
     blas = "OpenBLAS preloaded" if fast_blas_loaded() else "its bundled BLAS"
     print(f"MLX on {backend_name()} ({blas}); median of {args.reps} after {args.warmup} warm-up")
     print(
