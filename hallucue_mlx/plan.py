@@ -711,6 +711,10 @@ def workload(
     """The run config's workload on a GPU (bf16 unless set) or a CPU (float32 unless set)."""
     t, e, bench = cfg.train, cfg.eval, cfg.data.train.name
     dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if gpu else "float32")
+    try:
+        threads = 1 if gpu else cpu_threads()
+    except ValueError as err:  # a bad HALLUCUE_CPU_THREADS
+        raise PlanError(str(err)) from None
     return Workload(
         prompts=t.prompts_per_step,
         generations=t.num_generations,
@@ -729,7 +733,7 @@ def workload(
         min_pixels=getattr(cfg.model, "min_pixels", None),
         max_pixels=getattr(cfg.model, "max_pixels", None),
         gpu=gpu,
-        loss_threads=1 if gpu else cpu_threads(),
+        loss_threads=threads,
     )
 
 

@@ -188,3 +188,16 @@ def test_a_bad_thread_count_is_refused_before_the_model_loads(tmp_path, monkeypa
     cfg = build(TrainConfig, dict(steps=1, eval_every=0), "train")
     with pytest.raises(ValueError, match=f"{backend.CPU_THREADS_ENV}='all'.*whole number"):
         train(cfg, tmp_path / "no-such-model", tmp_path / "out", quiet=True)
+
+
+def test_plan_counts_the_threads_and_names_a_bad_count(monkeypatch):
+    from hallucue_mlx.config import load_config
+    from hallucue_mlx.plan import PlanError, workload
+
+    cfg = load_config(None, [])
+    monkeypatch.setenv(backend.CPU_THREADS_ENV, "3")
+    assert workload(cfg, gpu=False, image=None, text_tokens=None).loss_threads == 3
+    assert workload(cfg, gpu=True, image=None, text_tokens=None).loss_threads == 1
+    monkeypatch.setenv(backend.CPU_THREADS_ENV, "-2")
+    with pytest.raises(PlanError, match=backend.CPU_THREADS_ENV):
+        workload(cfg, gpu=False, image=None, text_tokens=None)
