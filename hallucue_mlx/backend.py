@@ -11,6 +11,7 @@ from process start, so `ensure_fast_blas()` starts the process again once with L
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -151,8 +152,10 @@ def fast_blas_loaded() -> bool:
     return "libopenblas" in maps
 
 
+@functools.cache
 def _openblas() -> ctypes.CDLL | None:
-    """The OpenBLAS mapped into this process, or None (macOS's Accelerate, the reference BLAS)."""
+    """The OpenBLAS mapped into this process, or None (macOS's Accelerate, the reference BLAS).
+    Looked up once: it is preloaded at start or not at all, and the loss phase asks every step."""
     try:
         maps = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
