@@ -24,6 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Before anything imports MLX: bind its CPU matmuls to a fast BLAS checked on this CPU (blas.py,
+# the one place that knows about the CPU; a no-op on macOS and when turned off).
+from hallucue_mlx import blas as _blas  # noqa: E402
+
+_blas.activate()
+
 # The API's names, loaded from hallucue_mlx.api on first use.
 __all__ = [
     "__version__",

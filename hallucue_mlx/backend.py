@@ -1,36 +1,29 @@
-"""Device, dtype and BLAS: what MLX runs on here and how fast.
+"""Device, dtype and speed: what MLX runs on here and how fast (`hallucue-mlx doctor`).
 
-fp32 on CPU (bf16 and quantized matmuls have no fast CPU path), bf16 on Metal/CUDA.
-
-The mlx-cpu wheel for Linux links a reference BLAS (fp32 GEMM about 8 GFLOPS). The PyPI package
-cmeel-openblas ships an OpenBLAS that is 30-60x faster; it needs libgfortran.so.5 and
-libquadmath.so.0, which the mlx-cpu wheel vendors under hashed names. Preloading only works
-from process start, so `ensure_fast_blas()` starts the process again once with LD_PRELOAD set.
+fp32 on CPU (bf16 and quantized matmuls have no fast CPU path), bf16 on Metal/CUDA. Which BLAS
+MLX's Linux CPU backend uses, and why, is blas.py's business.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from hallucue_mlx import blas
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
-NO_FAST_BLAS_ENV = "HALLUCUE_NO_FAST_BLAS"  # set to 1 to opt out
 EXACT_SILU_ENV = "HALLUCUE_EXACT_SILU"  # set to 1 to keep MLX's own SiLU on x86-64 CPUs
 CPU_THREADS_ENV = "HALLUCUE_CPU_THREADS"  # threads the loss phase uses on MLX's CPU backend
-ACTIVE_ENV = "HALLUCUE_FAST_BLAS_ACTIVE"  # guard: set in the restarted process
 # Versions reported by `doctor` and recorded in a run's manifest.
 PACKAGES = ("hallucue-mlx", "mlx", "mlx-cpu", "mlx-lm", "mlx-vlm", "transformers", "datasets")
-PACKAGES += ("math-verify", "cmeel-openblas", "numpy", "pillow")
+PACKAGES += ("math-verify", "numpy", "pillow")
 
 
 # ---------------------------------------------------------------- device and dtype
@@ -78,113 +71,23 @@ def resolve_dtype(choice: str = "auto"):
     return getattr(mx, dtype_name(choice))
 
 
-# ---------------------------------------------------------------- fast BLAS on Linux CPU
-
-
-@dataclass(frozen=True)
-class FastBlasEnv:
-    """What to preload and where its dependencies are; `env` holds the variables to set."""
-
-    openblas: Path
-    lib_dir: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-
-def _site_dirs() -> list[Path]:
-    spec = importlib.util.find_spec("mlx")  # finds the package without loading libmlx
-    dirs = [Path(p).parent for p in (spec.submodule_search_locations or [])] if spec else []
-    dirs += [Path(p) for p in sys.path if p]
-    return list(dict.fromkeys(d for d in dirs if d.is_dir()))
-
-
-def _find_first(dirs: list[Path], sub: str, pattern: str) -> Path | None:
-    for d in dirs:
-        hits = sorted((d / sub).glob(pattern)) if (d / sub).is_dir() else []
-        if hits:
-            return hits[0]
-    return None
-
-
-def fast_blas_env(cache_dir: Path | None = None) -> FastBlasEnv | None:
-    """Build the private library folder and the LD_PRELOAD/LD_LIBRARY_PATH to use, or None.
-
-    None when not on Linux, when mlx is not the CPU wheel with its vendored gfortran, or when
-    cmeel-openblas is not installed.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    dirs = _site_dirs()
-    openblas = _find_first(dirs, "cmeel.prefix/lib", "libopenblas.so.0")
-    gfortran = _find_first(dirs, "mlx_cpu.libs", "libgfortran*.so.5*")
-    quadmath = _find_first(dirs, "mlx_cpu.libs", "libquadmath*.so.0*")
-    if openblas is None or gfortran is None or quadmath is None:
-        return None
-    lib_dir = cache_dir or Path(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "hallucue-mlx", "blas"
-    )
-    lib_dir.mkdir(parents=True, exist_ok=True)
-    # Standard names for OpenBLAS; the hashed name too, which the vendored gfortran asks for.
-    links = {"libgfortran.so.5": gfortran, "libquadmath.so.0": quadmath, quadmath.name: quadmath}
-    for name, target in links.items():
-        link = lib_dir / name
-        if link.is_symlink() and Path(os.readlink(link)) == target:
-            continue
-        tmp = lib_dir / f".{name}.{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(target)
-        os.replace(tmp, link)  # atomic: concurrent processes never see a missing link
-    preload = [p for p in os.environ.get("LD_PRELOAD", "").split(":") if p]
-    libpath = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
-    env = {
-        "LD_PRELOAD": ":".join([str(openblas), *preload]),
-        "LD_LIBRARY_PATH": ":".join([str(lib_dir), *libpath]),
-        ACTIVE_ENV: "1",
-    }
-    return FastBlasEnv(openblas=openblas, lib_dir=lib_dir, env=env)
+# ---------------------------------------------------------------- fast BLAS (blas.py)
 
 
 def fast_blas_loaded() -> bool:
-    """True if an OpenBLAS is mapped into this process (Linux; False elsewhere)."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return False
-    return "libopenblas" in maps
-
-
-@functools.cache
-def _openblas() -> ctypes.CDLL | None:
-    """The OpenBLAS mapped into this process, or None (macOS's Accelerate, the reference BLAS).
-    Looked up once: it is preloaded at start or not at all, and the loss phase asks every step."""
-    try:
-        maps = Path("/proc/self/maps").read_text().splitlines()
-    except OSError:
-        return None
-    path = next((ln.split()[-1] for ln in maps if "libopenblas" in ln.split()[-1]), None)
-    try:
-        return ctypes.CDLL(path) if path is not None else None
-    except OSError:
-        return None
+    """True if the checked bridge to a fast BLAS is mapped into this process (blas.py)."""
+    return blas.loaded()
 
 
 def set_blas_threads(n: int) -> bool:
-    """Give the OpenBLAS mapped into this process n threads (openblas_set_num_threads); False
-    when none is loaded (macOS's Accelerate, the reference BLAS)."""
-    lib = _openblas()
-    try:
-        lib.openblas_set_num_threads(max(1, n))
-    except AttributeError:  # None, or a library without the call
-        return False
-    return True
+    """Give the fast BLAS in this process n threads; False when none is bound (macOS's
+    Accelerate, the reference BLAS)."""
+    return blas.set_threads(n)
 
 
 def blas_threads() -> int | None:
-    """The thread count of the OpenBLAS mapped into this process; None when none is loaded."""
-    lib = _openblas()
-    try:
-        return int(lib.openblas_get_num_threads())
-    except AttributeError:
-        return None
+    """The fast BLAS's thread count in this process; None when none is bound."""
+    return blas.threads()
 
 
 def usable_cores() -> int:
@@ -230,44 +133,6 @@ def local_ranks() -> int:
         return max(1, sum(1 for h in hosts if h & hosts[int(rank)]))
     except (OSError, ValueError, IndexError, TypeError, AttributeError):
         return 1
-
-
-def _wants_fast_blas() -> bool:
-    return (
-        sys.platform.startswith("linux")
-        and os.environ.get(NO_FAST_BLAS_ENV, "") not in ("1", "true", "yes")
-        and not os.environ.get(ACTIVE_ENV)
-        and "libopenblas" not in os.environ.get("LD_PRELOAD", "")
-    )
-
-
-def ensure_fast_blas(argv: list[str] | None = None) -> None:
-    """Start this process again with OpenBLAS preloaded, once; returns only if nothing to do.
-
-    Opt out with HALLUCUE_NO_FAST_BLAS=1. `argv` defaults to the original command line.
-    """
-    if not _wants_fast_blas():
-        return
-    setup = fast_blas_env()
-    if setup is None:
-        return
-    args = argv if argv is not None else list(getattr(sys, "orig_argv", [])[1:] or sys.argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execve(sys.executable, [sys.executable, *args], {**os.environ, **setup.env})
-    except OSError:
-        return  # could not restart: carry on with the slow BLAS (doctor will say so)
-
-
-def exec_with_fast_blas(cmd: list[str]) -> None:
-    """Replace this process by `cmd` with OpenBLAS preloaded where possible (else as is)."""
-    if not cmd:
-        raise SystemExit("usage: python -m hallucue_mlx.fastblas <command> [args...]")
-    env = dict(os.environ)
-    if _wants_fast_blas() and (setup := fast_blas_env()) is not None:
-        env.update(setup.env)
-    os.execvpe(cmd[0], cmd, env)
 
 
 # ---------------------------------------------------------------- measurements and doctor
@@ -351,6 +216,8 @@ class Diagnosis:
     quant_gflops: float | None = None  # 4-bit matmul on the CPU (no fast kernel there)
     vector_silu: bool = False  # load_model swaps in models/vector_silu.py (x86-64 CPU)
     loss_threads: int = 1  # threads the loss phase runs a step's groups on (cpu_threads)
+    blas: str = ""  # which BLAS MLX's CPU matmuls use (blas.status)
+    blas_reason: str = ""  # and why
 
 
 # Below this on CPU the reference BLAS is almost certainly in use (it measures about 8).
@@ -374,19 +241,9 @@ def diagnose(reps: int = 3) -> Diagnosis:
         threads, bad_threads = cpu_threads(), ""
     except ValueError as e:
         threads, bad_threads = 1, str(e)
-    if backend == "cpu" and sys.platform.startswith("linux") and not loaded:
-        if fast_blas_env() is None:
-            advice = (
-                "MLX uses its slow reference BLAS: install cmeel-openblas "
-                "(pip install cmeel-openblas) so hallucue-mlx can preload OpenBLAS."
-            )
-        elif os.environ.get(NO_FAST_BLAS_ENV):
-            advice = f"Fast BLAS is off because {NO_FAST_BLAS_ENV} is set: unset it."
-        else:
-            advice = (
-                "MLX uses its slow reference BLAS in this process: run commands through "
-                "`hallucue-mlx ...` or `python -m hallucue_mlx.fastblas <command>`."
-            )
+    status = blas.status()
+    if backend == "cpu" and not status.fast and sys.platform.startswith("linux"):
+        advice = f"MLX uses its reference BLAS: {status.reason}."
     elif backend == "cpu" and gflops < SLOW_GFLOPS:
         advice = "fp32 matmul is slow on this CPU; expect long runs."
     advice = " ".join(a for a in (advice, bad_threads) if a)
@@ -403,6 +260,8 @@ def diagnose(reps: int = 3) -> Diagnosis:
         gflops=gflops,
         fast_blas=loaded,
         advice=advice,
+        blas=status.name,
+        blas_reason=status.reason,
     )
 
 
@@ -426,8 +285,7 @@ def print_diagnosis(d: Diagnosis, console=None) -> None:
     if d.quant_gflops is not None:
         table.add_row("4-bit matmul 64x1024^2", f"{d.quant_gflops:.1f} GFLOPS (no fast CPU kernel)")
     if d.backend == "cpu" and sys.platform.startswith("linux"):
-        blas = "OpenBLAS (preloaded)" if d.fast_blas else "reference BLAS (slow)"
-        table.add_row("CPU BLAS", blas)
+        table.add_row("CPU BLAS", f"{d.blas}: {d.blas_reason}")
     if d.backend == "cpu":
         silu = (
             f"rational tanh, without MLX's scalar exp ({EXACT_SILU_ENV}=1: MLX's own)"

@@ -854,10 +854,7 @@ def export_easyr1(
 
 
 def main() -> None:
-    from hallucue_mlx.backend import ensure_fast_blas
-
-    # On Linux CPU, restarts this process once with OpenBLAS preloaded (HALLUCUE_NO_FAST_BLAS=1 skips).
-    ensure_fast_blas()
+    # Importing hallucue_mlx has bound MLX's CPU matmuls to the checked fast BLAS (blas.py).
     app()
 
 

@@ -1,20 +1,27 @@
-"""Run any command with OpenBLAS preloaded for MLX's Linux CPU backend.
+"""Run any command with MLX's CPU matmuls bound to the checked fast BLAS (blas.py).
 
-    python -m hallucue_mlx.fastblas pytest -q
-    python -m hallucue_mlx.fastblas python my_script.py
+    python -m hallucue_mlx.fastblas python my_script.py   # a script that imports mlx first
+    python -m hallucue_mlx.fastblas jupyter lab
 
-Elsewhere (macOS, no cmeel-openblas, HALLUCUE_NO_FAST_BLAS=1) the command runs unchanged.
+Processes that import hallucue_mlx before MLX need none of this: the import binds it. Elsewhere
+(macOS, no fast BLAS, HALLUCUE_NO_FAST_BLAS=1) the command runs unchanged.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-from hallucue_mlx.backend import exec_with_fast_blas
+from hallucue_mlx.blas import preload_env
 
 
 def main() -> None:
-    exec_with_fast_blas(sys.argv[1:])
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: python -m hallucue_mlx.fastblas <command> [args...]")
+    env = preload_env(dict(os.environ))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(sys.argv[1], sys.argv[1:], env)
 
 
 if __name__ == "__main__":

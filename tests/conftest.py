@@ -16,6 +16,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Before any test module imports MLX: the fast BLAS, checked on this CPU, as a user's process has it.
+import hallucue_mlx  # noqa: E402, F401
+
 # The smallest model the real code paths accept: tests stay fast on two shared cores.
 TINY_SIZES = dict(
     text_hidden=64,
