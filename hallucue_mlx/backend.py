@@ -19,8 +19,8 @@ from hallucue_mlx import blas
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
-EXACT_SILU_ENV = "HALLUCUE_EXACT_SILU"  # set to 1 to keep MLX's own SiLU on x86-64 CPUs
 CPU_THREADS_ENV = "HALLUCUE_CPU_THREADS"  # threads the loss phase uses on MLX's CPU backend
+
 # Versions reported by `doctor` and recorded in a run's manifest.
 PACKAGES = ("hallucue-mlx", "mlx", "mlx-cpu", "mlx-lm", "mlx-vlm", "transformers", "datasets")
 PACKAGES += ("math-verify", "numpy", "pillow")
@@ -41,18 +41,6 @@ def backend_name() -> str:
     if cuda is not None and cuda.is_available():
         return "cuda"
     return "gpu"
-
-
-def vector_silu_wanted() -> bool:
-    """Whether load_model swaps the decoder MLPs' SiLU for models/vector_silu.py's: on MLX's
-    CPU device on x86-64 (where MLX computes exp one float at a time), unless
-    HALLUCUE_EXACT_SILU=1. Metal, CUDA and Arm CPUs have vector exps."""
-    import mlx.core as mx
-
-    if os.environ.get(EXACT_SILU_ENV, "") not in ("", "0"):
-        return False
-    on_cpu = mx.default_device().type == mx.DeviceType.cpu
-    return on_cpu and platform.machine().lower() in ("x86_64", "amd64")
 
 
 def dtype_name(choice: str = "auto", backend: str | None = None) -> str:
@@ -214,8 +202,6 @@ class Diagnosis:
     fast_blas: bool
     advice: str
     quant_gflops: float | None = None  # 4-bit matmul on the CPU (no fast kernel there)
-    vector_silu: bool = False  # load_model swaps in models/vector_silu.py (x86-64 CPU)
-    loss_threads: int = 1  # threads the loss phase runs a step's groups on (cpu_threads)
     blas: str = ""  # which BLAS MLX's CPU matmuls use (blas.status)
     blas_reason: str = ""  # and why
 
@@ -237,20 +223,13 @@ def diagnose(reps: int = 3) -> Diagnosis:
     gflops = matmul_gflops(reps=reps)
     loaded = fast_blas_loaded()
     advice = ""
-    try:
-        threads, bad_threads = cpu_threads(), ""
-    except ValueError as e:
-        threads, bad_threads = 1, str(e)
     status = blas.status()
     if backend == "cpu" and not status.fast and sys.platform.startswith("linux"):
         advice = f"MLX uses its reference BLAS: {status.reason}."
     elif backend == "cpu" and gflops < SLOW_GFLOPS:
         advice = "fp32 matmul is slow on this CPU; expect long runs."
-    advice = " ".join(a for a in (advice, bad_threads) if a)
     return Diagnosis(
         quant_gflops=quantized_gflops() if backend == "cpu" else None,
-        vector_silu=vector_silu_wanted(),
-        loss_threads=threads,
         versions=versions,
         platform=platform.platform(),
         python=platform.python_version(),
@@ -286,17 +265,6 @@ def print_diagnosis(d: Diagnosis, console=None) -> None:
         table.add_row("4-bit matmul 64x1024^2", f"{d.quant_gflops:.1f} GFLOPS (no fast CPU kernel)")
     if d.backend == "cpu" and sys.platform.startswith("linux"):
         table.add_row("CPU BLAS", f"{d.blas}: {d.blas_reason}")
-    if d.backend == "cpu":
-        silu = (
-            f"rational tanh, without MLX's scalar exp ({EXACT_SILU_ENV}=1: MLX's own)"
-            if d.vector_silu
-            else "MLX's own"
-        )
-        table.add_row("decoder SiLU", silu)
-        table.add_row(
-            "loss threads",
-            f"{d.loss_threads}: a step's groups at once ({CPU_THREADS_ENV}=N to change)",
-        )
     console.print(table)
     if d.advice:
         console.print(f"[yellow]{d.advice}[/yellow]")

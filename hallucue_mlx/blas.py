@@ -67,8 +67,8 @@ class BlasStatus:
 
 
 def _numpy_openblas() -> Openblas | None:
-    """numpy's bundled OpenBLAS (numpy.libs/libscipy_openblas64_-*.so), found without importing
-    numpy."""
+    """numpy's bundled OpenBLAS (numpy 2: numpy.libs/libscipy_openblas64_-*.so; numpy 1.x:
+    libopenblas64_p-*.so), found without importing numpy."""
     spec = importlib.util.find_spec("numpy")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -77,7 +77,10 @@ def _numpy_openblas() -> Openblas | None:
     if hits:
         return Openblas(hits[0], "scipy_", "64_", True)
     hits = sorted(libs.glob("libscipy_openblas*.so*")) if libs.is_dir() else []
-    return Openblas(hits[0], "scipy_", "", False) if hits else None
+    if hits:
+        return Openblas(hits[0], "scipy_", "", False)
+    hits = sorted(libs.glob("libopenblas64_*.so*")) if libs.is_dir() else []  # numpy 1.x
+    return Openblas(hits[0], "", "64_", True) if hits else None
 
 
 def _bridge_source(lib: Openblas) -> str:

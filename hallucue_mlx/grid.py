@@ -42,14 +42,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hallucue_mlx import atomic, runfolder
-from hallucue_mlx.backend import (
-    backend_name,
-    cpu_threads,
-    dtype_name,
-    fast_blas_loaded,
-    vector_silu_wanted,
-)
+from hallucue_mlx import atomic, blas, runfolder
+from hallucue_mlx.backend import backend_name, dtype_name, fast_blas_loaded
 from hallucue_mlx.config import (
     BenchmarkSpec,
     ConfigError,
@@ -258,10 +252,7 @@ def _device(cfg: RunConfig) -> dict[str, Any]:
         "device": str(mx.default_device()),
         "dtype": dtype_name(cfg.model.dtype, backend),
         "fast_blas": fast_blas_loaded() if backend == "cpu" else None,
-        # SiLU through models/vector_silu.py (x86-64 CPU): not bit-identical to mx.sigmoid's
-        "vector_silu": vector_silu_wanted(),
-        # threads the loss phase runs a step's groups on (results do not depend on it)
-        "loss_threads": cpu_threads(),
+        "blas": blas.status().name if backend == "cpu" else None,
     }
 
 

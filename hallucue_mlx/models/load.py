@@ -11,10 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hallucue_mlx.backend import resolve_dtype, vector_silu_wanted
+from hallucue_mlx.backend import resolve_dtype
 from hallucue_mlx.config import MAX_IMAGE_PIXELS
-from hallucue_mlx.models import vector_silu
-from hallucue_mlx.models.arch import MODEL_TYPES, QWEN, family, text_stack
+from hallucue_mlx.models.arch import MODEL_TYPES, QWEN, family
 
 SUPPORTED_MODEL_TYPES = MODEL_TYPES  # mlx-vlm model_type -> family
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -343,8 +342,5 @@ def load_model(
     if adapter is not None:
         loaded = _apply_adapter(loaded, adapter, str(model))
     loaded.set_dtype(mx_dtype)
-    if vector_silu_wanted():  # x86-64 CPU only: see models/vector_silu.py
-        stack = text_stack(loaded)
-        vector_silu.use_vector_silu(stack.layers, stack.norm.weight.shape[0])
     set_image_sizes(processor, family(loaded), min_pixels, max_pixels, max_image_pixels)
     return loaded, processor
