@@ -52,11 +52,14 @@ def tiny_dir(tmp_path_factory, build_tiny) -> Path:
 
 @pytest.fixture(scope="session")
 def load_script() -> Callable[[str], ModuleType]:
-    """load_script(name): scripts/NAME.py executed afresh as a module named NAME."""
-    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    """load_script(name): scripts/NAME.py (or benchmarks/NAME.py) executed afresh as a module
+    named NAME."""
+    root = Path(__file__).resolve().parent.parent
 
     def load(name: str) -> ModuleType:
-        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        path = root / "scripts" / f"{name}.py"
+        path = path if path.exists() else root / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # the scripts' dataclasses look their module up there
         spec.loader.exec_module(module)

@@ -1,4 +1,4 @@
-"""scripts/bench_grpo_vs_trl.py: its settings matrix and FLOP accounting (no trl needed), and
+"""benchmarks/bench_grpo_vs_trl.py: its settings matrix and FLOP accounting (no trl needed), and
 its --quick run end to end when trl is installed (the `bench-trl` extra)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "bench_grpo_vs_trl.py"
+SCRIPT = ROOT / "benchmarks" / "bench_grpo_vs_trl.py"
 
 
 def test_the_matrix_names_every_setting_once_and_only_selects_by_pattern(load_script):

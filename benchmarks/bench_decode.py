@@ -13,8 +13,8 @@ step (one token for each of the B rows) and per generated token, the process's C
 (all its threads), each path's peak memory above the loaded model, checks the two paths give the same tokens and log-probs, and ends with one
 JSON line.
 
-    python scripts/bench_decode.py --tokens 64 --reps 5
-    python scripts/bench_decode.py --model mine=path/to/model-dir
+    python benchmarks/bench_decode.py --tokens 64 --reps 5
+    python benchmarks/bench_decode.py --model mine=path/to/model-dir
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ wall time of each, the mean step time (metrics.jsonl, the first step left out: i
 whether the rollouts (items, sampled ids, rewards) equal one process's, and the largest
 |difference| of the LoRA weights. The last line is one JSON object.
 
-    python scripts/bench_data_parallel.py --steps 10
-    python scripts/bench_data_parallel.py --set train.max_completion_length=32
+    python benchmarks/bench_data_parallel.py --steps 10
+    python benchmarks/bench_data_parallel.py --set train.max_completion_length=32
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ per step and rollout tokens/s for both and the ratios; the last line is one JSON
 Models: --model NAME=PATH (repeatable); by default hallucue-tiny (if it resolves) and a ~30M-parameter
 Qwen2.5-VL built offline with build_tiny_random.
 
-    python scripts/bench_grpo_vs_mlx_vlm.py --steps 8 --warmup 1
+    python benchmarks/bench_grpo_vs_mlx_vlm.py --steps 8 --warmup 1
 """
 
 from __future__ import annotations

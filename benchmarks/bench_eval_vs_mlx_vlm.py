@@ -8,8 +8,8 @@ A random untrained model rarely emits EOS, so both sides usually decode max_toke
 Prints items/s and generated tokens/s of both sides, the speed ratio and how many greedy
 responses agree; the last line is one JSON object.
 
-    python scripts/bench_eval_vs_mlx_vlm.py --n 60 --max-tokens 64
-    python scripts/bench_eval_vs_mlx_vlm.py --model path/to/qwen2.5-vl-dir
+    python benchmarks/bench_eval_vs_mlx_vlm.py --n 60 --max-tokens 64
+    python benchmarks/bench_eval_vs_mlx_vlm.py --model path/to/qwen2.5-vl-dir
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Our GRPO step against TRL's GRPOTrainer on PyTorch CPU, with the same fp32 weights.
 
-    python -m hallucue_mlx.fastblas python scripts/bench_grpo_vs_trl.py
-    python -m hallucue_mlx.fastblas python scripts/bench_grpo_vs_trl.py --quick
-    python -m hallucue_mlx.fastblas python scripts/bench_grpo_vs_trl.py --models tiny \\
+    python -m hallucue_mlx.fastblas python benchmarks/bench_grpo_vs_trl.py
+    python -m hallucue_mlx.fastblas python benchmarks/bench_grpo_vs_trl.py --quick
+    python -m hallucue_mlx.fastblas python benchmarks/bench_grpo_vs_trl.py --models tiny \\
         --only 'tiny/*/max/*' --steps 5 --warmup 1
 
 Needs the `bench-trl` extra (`pip install -e ".[bench-trl]"`: torch, transformers, trl, peft).
@@ -11,7 +11,7 @@ torchvision must NOT be installed: its Linux wheel is a CUDA build that breaks t
 imports on a CPU-only torch, and neither side needs it (the processors here are the PIL ones).
 
 What runs. Each model (hallucue-tiny, the embedded model, and a ~30M-parameter Qwen2.5-VL built
-offline by `build_30m` of scripts/bench_grpo_vs_mlx_vlm.py) is written a second time in Hugging
+offline by `build_30m` of benchmarks/bench_grpo_vs_mlx_vlm.py) is written a second time in Hugging
 Face layout (`models.hf_layout.to_hf_layout`). First a parity check, with the functions of
 scripts/parity_transformers.py: for every prompt the benchmark uses, the prompt token ids of our
 encoder, of transformers' processor and of TRL's own tokenization path must be identical, and the
@@ -20,7 +20,7 @@ Then, per setting, each side trains in a fresh process (so peak RSS is that sett
 
   ours  hallucue_mlx.train.train (the `train` command's loop; one step = encode prompts, decode G
         completions per prompt, reward, advantages, [reference log-probs], one AdamW update),
-        timed from its metrics.jsonl as scripts/bench_grpo_vs_mlx_vlm.py does.
+        timed from its metrics.jsonl as benchmarks/bench_grpo_vs_mlx_vlm.py does.
   TRL   trl.GRPOTrainer on the Hugging Face copy (eager PyTorch on the CPU, fp32, no vLLM), LoRA
         by peft; a step is timed by a TrainerCallback (on_step_begin .. on_step_end).
 
@@ -280,10 +280,13 @@ def torch_blas() -> str:
 
 
 def sibling(name: str) -> Any:
-    """A script of this folder as a module (scripts/ is not a package)."""
+    """A script of this folder or of scripts/ as a module (neither is a package)."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    path = HERE / f"{name}.py"
+    if not path.exists():
+        path = HERE.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
