@@ -41,6 +41,8 @@ from hallucue_mlx.config import EvalConfig
 from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply, coverage, info_removed
 from hallucue_mlx.data.bench import load_benchmark
 from hallucue_mlx.data.item import Item
+from hallucue_mlx.data.item import chance as item_chance
+from hallucue_mlx.data.item import cluster as item_cluster
 from hallucue_mlx.data.subset import content_hash
 from hallucue_mlx.metrics import diagnostics, summarize
 from hallucue_mlx.models.load import load_model, resolve_model_dir
@@ -304,6 +306,9 @@ def make_record(
         "truncated": completion.truncated,
         "grader_error": g.grader_error,
         "n_choices": _n_choices(item),
+        "chance": item_chance(item),
+        "declined": g.declined,
+        "cluster": item_cluster(item),
         "model": model_name,
     }
 

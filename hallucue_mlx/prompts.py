@@ -2,6 +2,12 @@
 
 The default is EasyR1's reasoning prompt, which the paper most likely used: the model thinks inside
 <think></think> and puts the final answer in \\boxed{}.
+
+The "-decline" templates add one sentence that offers a way to decline: when the image or the text
+does not hold what the question needs, answer \\boxed{unknown} (grading.DECLINE_ANSWER). Grading
+counts that, and a model's own decline phrases, as a decline: its own outcome, never correct
+(grading.declines), so the hallucination metric can tell declining from answering anyway. The
+plain templates stay as the paper's and the shipped model's warm-up had them.
 """
 
 from __future__ import annotations
@@ -10,17 +16,31 @@ import re
 
 from hallucue_mlx.data.item import LETTERS, Item
 
+# The decline answer: the same string as grading.DECLINE_ANSWER (not imported: grading loads
+# math-verify, and config reads this module at start-up; tests check the two agree).
+DECLINE_ANSWER = "unknown"
+
 EASYR1_SUFFIX = (
     "You FIRST think about the reasoning process as an internal monologue and then provide the "
     "final answer. The reasoning process MUST BE enclosed within <think> </think> tags. "
     "The final answer MUST BE put in \\boxed{}."
 )
 
+SHORT_SUFFIX = "Think in <think> </think>, then give the final answer in \\boxed{}."
+# The sentence the -decline templates add.
+DECLINE_SENTENCE = (
+    "If the image and the text do not hold what the question needs, answer "
+    f"\\boxed{{{DECLINE_ANSWER}}}."
+)
+
 TEMPLATES = {
     # name -> suffix appended after the question (and its choices)
     "easyr1": EASYR1_SUFFIX,
     # A short suffix for tiny models with small context; same answer format.
-    "short": "Think in <think> </think>, then give the final answer in \\boxed{}.",
+    "short": SHORT_SUFFIX,
+    # The same, offering a way to decline (module doc).
+    "easyr1-decline": f"{EASYR1_SUFFIX} {DECLINE_SENTENCE}",
+    "short-decline": f"{SHORT_SUFFIX} {DECLINE_SENTENCE}",
 }
 
 
@@ -63,6 +83,11 @@ def build_prompt(item: Item, template: str = "easyr1") -> str:
     if template not in TEMPLATES:
         raise ValueError(f"unknown prompt template {template!r}; choose one of {sorted(TEMPLATES)}")
     return "\n".join(p for p in (problem_text(item), TEMPLATES[template]) if p)
+
+
+def offers_decline(template: str) -> bool:
+    """Whether a template tells the model how to decline."""
+    return DECLINE_SENTENCE in TEMPLATES.get(template, "")
 
 
 def format_answer(think: str, answer: str) -> str:
