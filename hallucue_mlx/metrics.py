@@ -74,8 +74,11 @@ def paired_bootstrap_ci(
     n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
     level: float = 0.95,
+    clusters: Sequence[Any] | None = None,
 ) -> tuple[float, float, float]:
-    """(mean of a - b, lo, hi): percentile bootstrap over paired items, deterministic per seed."""
+    """(mean of a - b, lo, hi): percentile bootstrap over paired items, deterministic per seed.
+    With `clusters` (one label per item) that repeat, whole clusters are resampled
+    (cluster_bootstrap_means); all distinct, it is the item bootstrap, draw for draw."""
     a = np.asarray(a_correct, dtype=np.float64)
     b = np.asarray(b_correct, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
@@ -85,6 +88,10 @@ def paired_bootstrap_ci(
     if a.size == 0:
         raise ValueError("paired_bootstrap_ci needs at least one paired item")
     diff = a - b
+    if _cluster_index(clusters, diff.size) is not None:
+        means = cluster_bootstrap_means(diff, clusters, n_boot, seed)
+        lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+        return float(diff.mean()), float(lo), float(hi)
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
     chunk = max(1, 2_000_000 // diff.size)  # bound memory of the index matrix
@@ -127,6 +134,84 @@ def seed_item_bootstrap_ci(
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return float(x.mean()), float(lo), float(hi)
+
+
+def _cluster_index(clusters: Sequence[Any] | None, n: int) -> np.ndarray | None:
+    """Cluster number of each of n items; None when every item is its own cluster."""
+    if clusters is None:
+        return None
+    if len(clusters) != n:
+        raise ValueError(f"{len(clusters)} cluster labels for {n} items")
+    codes: dict[Any, int] = {}
+    idx = np.array([codes.setdefault(c, len(codes)) for c in clusters], dtype=np.int64)
+    return None if len(codes) == n else idx
+
+
+def cluster_bootstrap_means(
+    values: Sequence[float],
+    clusters: Sequence[Any] | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+) -> np.ndarray:
+    """Bootstrap means of per-item values, resampling whole clusters (items that are one
+    question: synth's stated fact, MathVerse's problem) with replacement: each draw's mean is
+    its items' sum over its item count. With no clusters, or all distinct, the item bootstrap."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"cluster_bootstrap_means needs a non-empty list, got shape {x.shape}")
+    idx = _cluster_index(clusters, x.size)
+    rng = np.random.default_rng(seed)
+    if idx is None:
+        sums, counts = x, np.ones_like(x)
+    else:
+        k = int(idx.max()) + 1
+        sums = np.bincount(idx, weights=x, minlength=k)
+        counts = np.bincount(idx, minlength=k).astype(np.float64)
+    m = sums.size
+    out = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // m)
+    for start in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - start)
+        draw = rng.integers(0, m, size=(rows, m))
+        out[start : start + rows] = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
+    return out
+
+
+def seed_cluster_ci(
+    values: Sequence[Sequence[float]],
+    clusters: Sequence[Any] | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(mean, lo, hi) of a per-item quantity under several training seeds, valid for few seeds.
+
+    values[s][i] is item i under seed s (the same items in every seed). Two independent sources
+    of error add: the seed-to-seed variance of the seed means, var(seed means) / S, and the item
+    sampling variance of the seed-averaged item values, from a cluster bootstrap
+    (cluster_bootstrap_means: items that are one question are resampled together). The interval
+    is mean +- t * sqrt(sum), t from Student's t with S - 1 degrees of freedom (with 3 seeds
+    t(2) = 4.30, where a bootstrap over 3 seed values acts like ~1.96 and understates seed
+    noise); S - 1 is conservative, as the item term, estimated from many items, has far more,
+    so the interval is never narrower than the t interval over the seed means alone. With one
+    seed (or seeds that agree exactly) it is the normal interval of the cluster bootstrap."""
+    from scipy.stats import norm, t
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2 or x.size == 0:
+        raise ValueError(f"seed_cluster_ci needs a (seeds, items) table, got shape {x.shape}")
+    n_seeds = x.shape[0]
+    mean = float(x.mean())
+    boot = cluster_bootstrap_means(x.mean(axis=0), clusters, n_boot, seed)
+    v_item = float(np.var(boot, ddof=1)) if boot.size > 1 else 0.0
+    v_seed = float(np.var(x.mean(axis=1), ddof=1)) / n_seeds if n_seeds > 1 else 0.0
+    q = 1 - (1 - level) / 2
+    if v_seed > 0:
+        crit = float(t.ppf(q, n_seeds - 1))
+    else:
+        crit = float(norm.ppf(q))
+    half = crit * math.sqrt(v_seed + v_item)
+    return mean, mean - half, mean + half
 
 
 # ----------------------------------------------------------------------------- records
@@ -251,6 +336,19 @@ def _paired(records_a: Sequence[Record], records_b: Sequence[Record]) -> list[tu
     return [(bool(a[k]["correct"]), bool(b[k]["correct"])) for k in a if k in b]
 
 
+def record_cluster(r: Record) -> str:
+    """The cluster of a record's item (evaluation's `cluster`: items that are one question),
+    else the item itself."""
+    c = r.get("cluster")
+    return str(c) if c else f"{r.get('benchmark', '')}:{r['id']}"
+
+
+def _paired_clusters(records_a: Sequence[Record], records_b: Sequence[Record]) -> list[str]:
+    a = _index(records_a, "the first condition")
+    b = _index(records_b, "the second condition")
+    return [record_cluster(a[k]) for k in a if k in b]
+
+
 def flip_table(records_a: Sequence[Record], records_b: Sequence[Record]) -> dict[str, int]:
     """How items present in both lists moved: right in both, only in a, only in b, in neither."""
     table = {"both_right": 0, "a_only": 0, "b_only": 0, "both_wrong": 0}
@@ -266,13 +364,15 @@ def paired_gain(
     n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
 ) -> dict[str, Any] | None:
-    """Accuracy of a minus b on shared items, with bootstrap CI, flips and McNemar p; None if none shared."""
+    """Accuracy of a minus b on shared items, with bootstrap CI (whole clusters resampled where
+    records name them), flips and McNemar p; None if none shared."""
     pairs = _paired(records_a, records_b)
     if not pairs:
         return None
     a = [float(x) for x, _ in pairs]
     b = [float(y) for _, y in pairs]
-    diff, lo, hi = paired_bootstrap_ci(a, b, n_boot=n_boot, seed=seed)
+    clusters = _paired_clusters(records_a, records_b)
+    diff, lo, hi = paired_bootstrap_ci(a, b, n_boot=n_boot, seed=seed, clusters=clusters)
     flips = flip_table(records_a, records_b)
     return {
         "n": len(pairs),
@@ -485,9 +585,10 @@ def macro_paired_diff(
 
     Items are weighted n_total / (n_benchmarks * n_benchmark) so that the plain mean the bootstrap
     resamples equals the unweighted mean over benchmarks (the paper's AVG); with one benchmark every
-    weight is 1. None when some benchmark has no shared item.
+    weight is 1. None when some benchmark has no shared item. Items of one cluster (records'
+    `cluster`: one question in several wordings or versions) are resampled together.
     """
-    xa_by, xb_by = {}, {}
+    xa_by, xb_by, cl_by = {}, {}, {}
     for bench, recs in per_a.items():
         sa = item_scores(recs)
         sb = item_scores(per_b[bench]) if per_b is not None else {}
@@ -496,13 +597,16 @@ def macro_paired_diff(
             return None
         xa_by[bench] = [sa[k] for k in ids]
         xb_by[bench] = [sb[k] for k in ids] if per_b is not None else [0.0] * len(ids)
+        cl = {str(r["id"]): record_cluster(r) for r in recs}
+        cl_by[bench] = [f"{bench}\x1f{cl[k]}" for k in ids]
     n_total = sum(len(v) for v in xa_by.values())
-    xa, xb = [], []
+    xa, xb, clusters = [], [], []
     for bench in xa_by:
         w = n_total / (len(xa_by) * len(xa_by[bench]))
         xa += [w * x for x in xa_by[bench]]
         xb += [w * x for x in xb_by[bench]]
-    diff, lo, hi = paired_bootstrap_ci(xa, xb, N_BOOT, BOOT_SEED)
+        clusters += cl_by[bench]
+    diff, lo, hi = paired_bootstrap_ci(xa, xb, N_BOOT, BOOT_SEED, clusters=clusters)
     return {
         "n": n_total,
         "diff": diff,
