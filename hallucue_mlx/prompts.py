@@ -59,22 +59,49 @@ def format_choices(choices: tuple[str, ...]) -> str:
     return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
 
 
-# A line that starts with an option label: "A. 3", "A: 3", "A) 3", "(A) 3".
-_OPTION_LINE = re.compile(r"^[ \t]*(?:\(([A-H])\)|([A-H])[ \t]*[.:)])", re.MULTILINE)
+def _norm_option(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(".;")
+
+
+def listed_options(question: str) -> tuple[int, tuple[str, ...]]:
+    """The question's own options block: (where it starts, its option texts), from a
+    "Choices:" line or a final run of lines labelled A, B, C ... in order (corrupt.options_block,
+    the block text removal never cuts); (len(question), ()) when there is none. Labelled lines
+    before the question's last unlabelled line are statements, not options."""
+    from hallucue_mlx.corrupt import options_block
+    from hallucue_mlx.data.common import parse_options
+
+    start = options_block(question)
+    block = re.sub(r"^\s*(?:choices|options)\s*[:：]?[ \t]*\n?", "", question[start:], flags=re.I)
+    options = parse_options(block) if start < len(question) else ()
+    return (start, options) if options else (len(question), ())
 
 
 def lists_options(question: str) -> bool:
-    """Whether the question text already lists its options: lines labelled A and B. A sentence
-    that merely contains "A." ("tangent to circle O at point A.") does not count."""
-    labels = {a or b for a, b in _OPTION_LINE.findall(question)}
-    return {"A", "B"} <= labels
+    """Whether the question text ends with its own list of options (listed_options): lines
+    labelled A and B. A sentence that merely contains "A." ("tangent to circle O at point A.")
+    or statements labelled A and B before the ask do not count."""
+    return bool(listed_options(question)[1])
 
 
 def problem_text(item: Item) -> str:
-    """The question and its choices: the user-turn text before the template's instruction."""
-    parts = [item.question.strip()]
-    if item.choices and not lists_options(item.question):
-        parts.append("Choices:\n" + format_choices(item.choices))
+    """The question and its choices: the user-turn text before the template's instruction.
+
+    Every choice is shown exactly once: a question that lists exactly the item's options keeps
+    its list; one that lists only the first of them (A-D of five) loses its partial list for the
+    full one; any other labelled lines are the question's own statements and stay, with the
+    item's options after them."""
+    question = item.question.strip()
+    if not item.choices:
+        return question
+    start, listed = listed_options(question)
+    want = [_norm_option(c) for c in item.choices]
+    got = [_norm_option(c) for c in listed]
+    if got and got == want:
+        return question
+    if got and got == want[: len(got)]:  # a partial copy of the options: show them all once
+        question = question[:start].rstrip()
+    parts = [question, "Choices:\n" + format_choices(item.choices)]
     return "\n".join(p for p in parts if p)
 
 
