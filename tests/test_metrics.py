@@ -296,7 +296,7 @@ def test_synth_chance_matches_uniform_guessing_over_its_answer_sets() -> None:
     from hallucue_mlx.data.synth import ANSWER_SET_SIZES, load_synth
 
     assert ANSWER_SET_SIZES == {"count": 6, "digit": 10, "bars": 4, "color": 6}
-    items = load_synth("test", 40)
+    items = load_synth("test", 16)
     for it in items:
         assert chance(it) == pytest.approx(1 / ANSWER_SET_SIZES[it.task])
     # and the sets are the real ones: every gold answer of a vision-only item is in them
@@ -307,7 +307,7 @@ def test_synth_chance_matches_uniform_guessing_over_its_answer_sets() -> None:
         "color": {"red", "green", "blue", "yellow", "purple", "orange"},
     }
     assert {t: len(v) for t, v in sets.items()} == ANSWER_SET_SIZES
-    for it in load_synth("validation", 200):
+    for it in load_synth("validation", 60):
         if it.version == "vision_only":
             assert it.answer in sets[it.task]
 
