@@ -264,8 +264,8 @@ def _save_part(out_dir: Path, cond: str, records: list, fp: dict[str, Any]) -> N
 
 
 def _n_choices(item: Item) -> int | None:
-    """Options of the item: 0 for open answers (chance 0), None when a choice item's options are
-    only in the image (chance unknown)."""
+    """Options of the item: 0 for open answers, None when a choice item's options are only in
+    the image. Chance accuracy is the record's `chance` (data.item.chance), not 1/n_choices."""
     if item.choices:
         return len(item.choices)
     return None if item.answer_kind == "choice" else 0

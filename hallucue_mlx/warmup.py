@@ -20,7 +20,9 @@ no sentence), and a share of the items whose number to add is stated in the text
 (SynthConfig.text_only_facts) loses that sentence to text removal; both get the decline target.
 Text-stated items under a blank image keep their answer (the text holds it), so the model learns
 to decline where nothing holds the fact, not whenever the image is plain. It needs a template
-that offers declining (prompts: "short-decline", "easyr1-decline").
+that offers declining (prompts: "short-decline", "easyr1-decline"); Targets'
+min_declined_when_absent / max_declined_when_present then check that the model declines where
+nothing holds the fact (vision_only under a blank image) and answers where it can (clean).
 """
 
 from __future__ import annotations
@@ -98,6 +100,10 @@ class Targets:
     min_format: float = 0.95
     min_text_dominant: float = 0.80
     min_vision_gain: float = 0.15  # vision_only: clean minus blank accuracy
+    # with a decline-teaching warm-up (WarmupConfig.decline_share > 0): the share of vision_only
+    # items declined under a blank image, at least; the share of clean items declined, at most
+    min_declined_when_absent: float = 0.0
+    max_declined_when_present: float = 1.0
 
     def check(self, ev: dict) -> list[str]:
         """The targets an eval.json-shaped result misses (empty when all are met)."""
@@ -115,6 +121,15 @@ class Targets:
         gain = vision_gain(ev)
         if gain < self.min_vision_gain:
             misses.append(f"vision_only gain {gain:.3f} < {self.min_vision_gain}")
+        absent = ev["blank"]["by_version"].get("vision_only", {}).get("declined_rate", 0.0)
+        if absent < self.min_declined_when_absent:
+            misses.append(
+                f"vision_only declined under blank images {absent:.3f} < "
+                f"{self.min_declined_when_absent}"
+            )
+        present = clean.get("declined_rate", 0.0)
+        if present > self.max_declined_when_present:
+            misses.append(f"clean declined rate {present:.3f} > {self.max_declined_when_present}")
         return misses
 
 
@@ -301,11 +316,16 @@ def _version_summary(records: list[dict]) -> dict:
     by_version = {}
     for v in sorted({r["version"] for r in records}):
         sel = [r for r in records if r["version"] == v]
-        by_version[v] = {"n": len(sel), "accuracy": _mean(r["correct"] for r in sel)}
+        by_version[v] = {
+            "n": len(sel),
+            "accuracy": _mean(r["correct"] for r in sel),
+            "declined_rate": _mean(bool(r.get("declined")) for r in sel),
+        }
     return {
         "n": len(records),
         "accuracy": _mean(r["correct"] for r in records),
         "format_rate": _mean(r["format_ok"] for r in records),
+        "declined_rate": _mean(bool(r.get("declined")) for r in records),
         "by_version": by_version,
     }
 

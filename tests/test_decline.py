@@ -116,3 +116,23 @@ def test_warmup_teaches_declining_only_where_the_fact_is_absent() -> None:
         for item, target in warmup_items(step, shipped):
             assert not target.endswith("\\boxed{unknown}")
             assert not item.meta["text_only_facts"]
+
+
+def test_warmup_targets_check_declining_when_asked():
+    from hallucue_mlx.warmup import Targets
+
+    ev = {
+        "clean": {
+            "accuracy": 0.5,
+            "format_rate": 1.0,
+            "declined_rate": 0.02,
+            "by_version": {"text_dominant": {"accuracy": 0.9}, "vision_only": {"accuracy": 0.5}},
+        },
+        "blank": {
+            "accuracy": 0.2,
+            "by_version": {"vision_only": {"accuracy": 0.1, "declined_rate": 0.3}},
+        },
+    }
+    assert Targets().check(ev) == []  # the shipped targets ignore declining
+    misses = Targets(min_declined_when_absent=0.5, max_declined_when_present=0.01).check(ev)
+    assert len(misses) == 2 and "declined under blank" in misses[0]
