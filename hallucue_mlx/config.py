@@ -372,6 +372,13 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             "grid.train_conditions is empty and grid.include_base is false: nothing to run"
         )
+    cfg.train.validate("train")
+    if cfg.train.mini_batches > 1 and cfg.grid.parallel == "data":
+        raise ConfigError(
+            "train.mini_batches > 1 splits one process's rollout batch; with grid.parallel: data "
+            "the batch is spread over processes; valid: grid.parallel: cells, or mini_batches: 1",
+            "train.mini_batches",
+        )
     if cfg.model.adapter is not None and cfg.grid.train_conditions:
         raise ConfigError(
             "model.adapter is only supported for evaluation-only grids (grid.train_conditions: "
@@ -465,6 +472,14 @@ class TrainConfig:
         "token", "token (GRPO) or sequence (GSPO).", choices=IMPORTANCE_SAMPLING_LEVELS
     )
     num_iterations: int = _f(1, "Updates per rollout batch (mu).", min=1)
+    mini_batches: int = _f(
+        1,
+        "EasyR1's batching: the rollout batch (prompts_per_step prompts) is split into this many "
+        "mini-batches of whole groups, one AdamW update each, per pass (num_iterations). EasyR1: "
+        "rollout_batch_size 512 / global_batch_size 128 = 4 (global_batch_size counts prompts). "
+        "1: one update on the whole rollout batch.",
+        min=1,
+    )
     accuracy_weight: float = _f(0.9, "Reward weight of answer accuracy.", min=0)
     format_weight: float = _f(
         0.1, "Reward weight of the <think>..</think> \\boxed{} format.", min=0
@@ -481,6 +496,13 @@ class TrainConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout.", min=0, max=0.99)
     lora_targets: list[str] = _f(list(DEFAULT_TARGETS), "Linear layers to adapt.")
     lora_layers: int = _f(-1, "Adapt only the last N decoder layers (-1: all).", check=_layer_count)
+    lora_vision: bool = _f(
+        False,
+        "Also adapt the vision tower's linear layers named in lora_targets (Qwen2-VL / Qwen2.5-VL; "
+        "their vision attention is 'qkv' and 'proj', their MLP 'gate_proj', 'up_proj', "
+        "'down_proj' or 'fc1', 'fc2'); the image features are then recomputed in every loss "
+        "pass. EasyR1 trains the vision tower (freeze_vision_tower: false).",
+    )
     # optimisation
     learning_rate: float = _f(2e-4, "Peak AdamW learning rate.", gt=0)
     weight_decay: float = _f(0.0, "AdamW weight decay.", min=0)
@@ -514,6 +536,20 @@ class TrainConfig:
     def validate(self, where: str = "train") -> None:
         """Raise ConfigError naming the first bad key (`train.loss_type`)."""
         check(self, where)
+        if self.mini_batches > self.prompts_per_step:
+            raise ConfigError(
+                f"{where}.mini_batches = {self.mini_batches} is more than "
+                f"{where}.prompts_per_step = {self.prompts_per_step}: a mini-batch holds whole "
+                "groups; valid: mini_batches <= prompts_per_step (EasyR1: 512 prompts in 4)",
+                f"{where}.mini_batches",
+            )
+        if self.prompts_per_step % self.mini_batches:
+            raise ConfigError(
+                f"{where}.prompts_per_step = {self.prompts_per_step} does not split into "
+                f"{where}.mini_batches = {self.mini_batches} equal mini-batches; valid: a divisor "
+                "of prompts_per_step (EasyR1: rollout_batch_size divisible by global_batch_size)",
+                f"{where}.mini_batches",
+            )
 
 
 @dataclass(frozen=True)

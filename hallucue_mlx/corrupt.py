@@ -203,14 +203,29 @@ def replace_image(image: Image.Image, donor: Image.Image) -> Image.Image:
 # ---------------------------------------------------------------- text removal
 
 # Rules for questions without condition spans, one policy: keep the asking sentence, cut the
-# givens. A question is split into sentences. A declarative sentence is a given (cut whole) if any
-# rule below matches it. An asking sentence ("Find ...", "... ?", also "If AB = 12, find BC.") is
-# never cut whole: only a conditional clause inside it that states a given ("If AB = 12, ...",
-# "... if x = 3?") is cut. A question with no given is left unchanged (changed=False).
+# givens, never touch the options. A question is split into its options block (a "Choices:" line
+# and the option lines after it, or a final run of lines labelled A, B, ...: left as it is) and
+# sentences. A declarative sentence is a given (cut whole) if any rule below matches it: a number,
+# an equation or relation, a figure reference, or a fact stated in words ("ABCD is a rhombus.").
+# Instructions ("Round to the nearest tenth.", "Write the answer as a fraction.") are asking
+# sentences. An asking sentence is never cut whole: only the clause inside it that states givens
+# goes: an opening one up to the ask ("If AB = 12, find BC.", "As shown in the figure, AB = 5,
+# find AC."), everything before MathVerse's ", then" ("As shown in the figure, AB is the
+# diameter, angle ABC = 30.0, then the degree of angle BAC is ()"), or a closing one ("... if
+# x = 3?"). A word left first after a cut is capitalised ("find BC" -> "Find BC"; a one-letter
+# variable is left alone). A question with no given is left unchanged (changed=False).
 _UNIT = (
     r"(?:cm|mm|km|m|kg|g|mg|ml|liters?|litres?|s|sec|seconds?|min|minutes?|h|hours?|days?|weeks?|"
     r"years?|inches|inch|ft|feet|foot|yards?|yd|miles?|mi|degrees?|°|%|percent|units?|dollars?|"
     r"cents?|m\^2|cm\^2|m\^3|cm\^3|m²|cm²|m³|cm³|km/h|m/s|mph|hz)"
+)
+# A fact stated in words: a relation verb of geometry or a copula ("is a rhombus", "are
+# parallel", "bisects", "is tangent to").
+_WORD_FACT = (
+    r"\b(?:is|are|was|were|has|have|lies|lie|passes|pass|intersects?|bisects?|meets?|touches|"
+    r"equals?|divides?|forms?|contains?|inscribed|circumscribed|tangent|parallel|perpendicular|"
+    r"congruent|similar|isosceles|equilateral|rhombus|square|rectangle|parallelogram|trapezoid|"
+    r"diameter|radius|chord|midpoint|bisector|median|altitude)\b"
 )
 TEXT_RULES: tuple[tuple[str, str, str], ...] = (
     # (name, scope, regex); scope "any": cuts any sentence, "statement": only non-asking ones
@@ -230,14 +245,51 @@ TEXT_RULES: tuple[tuple[str, str, str], ...] = (
         r"[∠⊥∥≅∽△⊙]|\\(?:angle|perp|parallel|cong|sim|triangle|odot)\b",
     ),
     ("number_in_statement", "statement", r"\d"),
+    ("fact_in_words", "statement", _WORD_FACT),
+)
+_ASK_WORD = (
+    r"(?:find|what|how|which|who|where|when|why|is|are|does|do|can|calculate|compute|determine|"
+    r"solve|express|estimate|give|name|identify|choose|select|round|use|write|answer|please|"
+    r"leave|enter|provide|state|simplify|evaluate|show|prove)\b"
 )
 _ASK = re.compile(
-    r"(\?|_{2,}|\(\s*\)\s*\.?$|^\s*(?:find|what|how|which|who|where|when|why|is|are|does|do|can|"
-    r"calculate|compute|determine|solve|express|estimate|give|name|identify|choose|select|round|use)\b)",
-    re.IGNORECASE,
+    r"(\?|_{2,}|\(\s*_*\s*\)|^\s*(?:hint|note)\s*:|^\s*" + _ASK_WORD + ")", re.IGNORECASE
 )
 _COMPILED_RULES = tuple((n, s, re.compile(p, re.IGNORECASE)) for n, s, p in TEXT_RULES)
 _BOUNDARY = re.compile(r"(?<=[.;?!])\s+|\n+")
+# One option line: "A. 3", "A: 3", "A) 3", "(A) 3" (MathVerse writes "A:60°").
+_OPTION_LINE = re.compile(r"^[ \t]*(?:\(([A-H])\)|([A-H])[ \t]*[.:：)])")
+_CHOICES_HEADER = re.compile(r"^[ \t]*(?:choices|options)[ \t]*[:：]", re.IGNORECASE | re.MULTILINE)
+
+
+def options_block(text: str) -> int:
+    """Where the question's own options start (a "Choices:" line, else a final run of option
+    lines labelled A, B, C ... in order); len(text) when it has none. Text removal never cuts
+    from there on."""
+    header = _CHOICES_HEADER.search(text)
+    if header is not None:
+        return header.start()
+    lines = text.split("\n")
+    starts, pos = [], 0
+    for line in lines:
+        starts.append(pos)
+        pos += len(line) + 1
+    first = len(lines)
+    for i in range(len(lines) - 1, -1, -1):
+        if not lines[i].strip() and first == i + 1:
+            first = i
+            continue
+        if _OPTION_LINE.match(lines[i]) is None:
+            break
+        first = i
+    labels = []
+    for line in lines[first:]:
+        m = _OPTION_LINE.match(line)
+        if m is not None:
+            labels.append(m.group(1) or m.group(2))
+    if len(labels) >= 2 and labels == list("ABCDEFGH"[: len(labels)]) and first > 0:
+        return starts[first]
+    return len(text)
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
@@ -261,8 +313,16 @@ def tidy(text: str) -> str:
     return "\n".join(line.strip() for line in text.split("\n")).strip()
 
 
+def _capitalised(fragment: str) -> str:
+    """The fragment with its first word capitalised when it is a lowercase word of two or more
+    letters ("find BC" -> "Find BC"); a variable ("x is ...") is left alone."""
+    m = re.match(r"(\s*)([a-z])([a-z]+\b)", fragment)
+    return fragment if m is None else m.group(1) + m.group(2).upper() + fragment[m.end(1) + 1 :]
+
+
 def cut_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
-    """text without the [start, end) spans, tidied."""
+    """text without the [start, end) spans, tidied; a sentence that a cut leaves starting in
+    lowercase is capitalised (`_capitalised`)."""
     keep, pos = [], 0
     for start, end in sorted(spans):
         if not 0 <= start <= end <= len(text) or start < pos:
@@ -270,27 +330,38 @@ def cut_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
         keep.append(text[pos:start])
         pos = end
     keep.append(text[pos:])
-    return tidy(" ".join(keep))
+    out = keep[0]
+    for fragment in keep[1:]:
+        before = out.rstrip()
+        if not before or before[-1] in ".;?!\n" or out.endswith("\n"):
+            fragment = _capitalised(fragment)
+        out = f"{out} {fragment}"
+    return tidy(out)
 
 
-_ASK_WORD = (
-    r"(?:find|what|how|which|who|where|when|why|is|are|does|do|can|calculate|compute|determine|"
-    r"solve|express|estimate|give|name|identify|choose|select|round|use)\b"
+# an opening clause up to the comma before the ask ("If AB = 12 and AC = 16, find BC.", "As shown
+# in the figure, AB = 5, find AC.", "In triangle ABC, AB = AC, find angle B.")
+_OPENER = (
+    r"(?:if|given|suppose|assume|assuming|since|when|knowing|it is known|as shown in|"
+    r"in (?:the )?(?:figure|diagram|picture|graph)|in\b)"
 )
-# an opening clause up to the comma before the ask ("If AB = 12 and AC = 16, find BC.")
 _LEAD_CLAUSE = re.compile(
-    r"^\s*(?:if|given|suppose|assume|assuming|since|when|knowing|it is known)\b.*?,\s*"
-    r"(?:then\s+)?(?=" + _ASK_WORD + ")",
+    r"^\s*" + _OPENER + r".*?,\s*(?:then\s+)?(?=" + _ASK_WORD + ")",
     re.IGNORECASE | re.DOTALL,
 )
+# everything before MathVerse's ", then": "As shown in the figure, <givens>, then <ask> is ()"
+_THEN_CLAUSE = re.compile(r"^.*,\s*then\s+(?=\S)", re.IGNORECASE | re.DOTALL)
 # a closing one ("What is x if AB = 12?")
 _TRAIL_CLAUSE = re.compile(
     r",?\s+(?:if|given(?: that)?|when|assuming|provided(?: that)?)\b[^?]*?(?=\s*[?.]?\s*$)",
     re.IGNORECASE,
 )
 _ASKS_AFTER_COMMA = re.compile(r",\s*(?:then\s+)?" + _ASK_WORD, re.IGNORECASE)
-# what makes a clause a given: a number, an equation or a geometric relation
-_GIVEN = re.compile(r"\d|=|[∠⊥∥≅∽△⊙]|\\(?:angle|perp|parallel|cong|sim|triangle|odot)\b")
+# what makes a clause a given: a number, an equation, a geometric relation, or a fact in words
+_GIVEN = re.compile(
+    r"\d|=|[∠⊥∥≅∽△⊙]|\\(?:angle|perp|parallel|cong|sim|triangle|odot)\b|" + _WORD_FACT,
+    re.IGNORECASE,
+)
 
 
 def _asking(sentence: str) -> bool:
@@ -299,7 +370,10 @@ def _asking(sentence: str) -> bool:
 
 
 def _given_clause(sentence: str) -> tuple[int, int, str] | None:
-    """[start, end) of the conditional clause of an asking sentence, if it states a given."""
+    """[start, end) of the clause of an asking sentence that states givens, if any."""
+    then = _THEN_CLAUSE.match(sentence)
+    if then and _GIVEN.search(then.group()):
+        return 0, then.end(), "then_clause"
     lead = _LEAD_CLAUSE.match(sentence)
     if lead and _GIVEN.search(lead.group()):
         return 0, lead.end(), "given_clause"
@@ -310,10 +384,12 @@ def _given_clause(sentence: str) -> tuple[int, int, str] | None:
 
 
 def rule_spans(question: str) -> tuple[list[tuple[int, int]], list[str]]:
-    """Condition spans found by the rules, and the names of the rules that fired."""
+    """Condition spans found by the rules, and the names of the rules that fired; the options
+    block (`options_block`) is never cut."""
     spans, fired = [], []
-    for start, end in sentences(question):
-        sentence = question[start:end]
+    head = question[: options_block(question)]
+    for start, end in sentences(head):
+        sentence = head[start:end]
         if _asking(sentence):
             clause = _given_clause(sentence)
             if clause is not None:
@@ -338,10 +414,9 @@ def remove_text(item: Item) -> tuple[Item, bool, str]:
     if not spans:
         return item, False, "no rule matched"
     kept = cut_spans(item.question, spans)
-    if not re.search(r"[A-Za-z0-9]", kept):
-        kept = TEXT_REMOVAL_INSTRUCTION
-    elif kept[0].islower():  # "find BC." left by a cut opening clause
-        kept = kept[0].upper() + kept[1:]
+    block = options_block(kept)
+    if not re.search(r"[A-Za-z0-9]", kept[:block]):  # nothing but the options is left
+        kept = tidy(f"{TEXT_REMOVAL_INSTRUCTION}\n{kept[block:]}")
     removed = " | ".join(tidy(item.question[a:b]) for a, b in sorted(spans))
     new = item.with_(question=kept, condition_spans=())
     return new, kept != item.question, f"{how}; removed: {removed}"

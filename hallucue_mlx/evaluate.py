@@ -41,6 +41,8 @@ from hallucue_mlx.config import EvalConfig
 from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply, coverage, info_removed
 from hallucue_mlx.data.bench import load_benchmark
 from hallucue_mlx.data.item import Item
+from hallucue_mlx.data.item import chance as item_chance
+from hallucue_mlx.data.item import cluster as item_cluster
 from hallucue_mlx.data.subset import content_hash
 from hallucue_mlx.metrics import diagnostics, summarize
 from hallucue_mlx.models.load import load_model, resolve_model_dir
@@ -262,8 +264,8 @@ def _save_part(out_dir: Path, cond: str, records: list, fp: dict[str, Any]) -> N
 
 
 def _n_choices(item: Item) -> int | None:
-    """Options of the item: 0 for open answers (chance 0), None when a choice item's options are
-    only in the image (chance unknown)."""
+    """Options of the item: 0 for open answers, None when a choice item's options are only in
+    the image. Chance accuracy is the record's `chance` (data.item.chance), not 1/n_choices."""
     if item.choices:
         return len(item.choices)
     return None if item.answer_kind == "choice" else 0
@@ -304,6 +306,9 @@ def make_record(
         "truncated": completion.truncated,
         "grader_error": g.grader_error,
         "n_choices": _n_choices(item),
+        "chance": item_chance(item),
+        "declined": g.declined,
+        "cluster": item_cluster(item),
         "model": model_name,
     }
 

@@ -15,6 +15,9 @@ verbatim as EasyR1's reward function file, so a GPU run scores responses with ex
   else with relative tolerance 1e-4. A "%" on either side also allows the /100 reading (25% = 0.25);
   without one, 0.25 does not equal 25.
 - free items: numbers as above, else math-verify equivalence, else normalised string equality.
+- declining: `\\boxed{unknown}` (DECLINE_ANSWER, what the decline-offering prompts ask for) and the
+  phrases models decline with ("cannot be determined", "not enough information", "I don't know"
+  ...) are a decline (`declines`): graded as its own outcome, never correct, whatever the item.
 
 math-verify's own timeouts use signal.alarm, which raises outside the main thread; they are turned
 off here (`rewards.grade` bounds the time of a grading in a worker process instead).
@@ -54,6 +57,25 @@ _DEFAULT_CHOICE_LETTERS = "ABCDEFGH"
 # EasyR1's format reward: reasoning in <think></think>, then a \boxed{} answer.
 FORMAT_RE = re.compile(r"<think>.*</think>.*\\boxed\{.*\}.*", re.DOTALL)
 ANSWER_KINDS = ("choice", "number", "free")
+# The answer the decline-offering prompts name for "the input does not hold what the question needs".
+DECLINE_ANSWER = "unknown"
+# Phrases of a decline, in a boxed answer or (with none) in the text after the reasoning. Only
+# whole statements of not knowing: a bare "none" or "0" is an answer, not a decline.
+_DECLINE_RE = re.compile(
+    r"\b(?:unknown|not known|undetermin\w*|indeterminate|undecidable|unanswerable"
+    r"|(?:can ?not|can't|could not|couldn't|unable to|impossible to|not possible to)\s+"
+    r"(?:be\s+)?(?:determin\w*|answer\w*|tell|know|say|find|calculat\w*|comput\w*|read|see|"
+    r"identify|infer\w*|decid\w*)"
+    r"|(?:not|no|in)\s*(?:enough|sufficient)\s+(?:information|info|data|detail\w*)"
+    r"|insufficient\s+(?:information|info|data|detail\w*)|information\s+is\s+(?:missing|insufficient)"
+    r"|i\s+(?:do not|don't)\s+know|not\s+(?:given|provided|stated|shown|visible)"
+    r"|no\s+(?:image|figure|diagram|picture|graph|chart)\b|(?:image|figure|diagram)\s+is\s+"
+    r"(?:blank|empty|missing)|n/a|not\s+applicable|no\s+answer)\b",
+    re.IGNORECASE,
+)
+# A boxed answer longer than this is a sentence of reasoning, read only for its decline phrase
+# when it holds no digit (a digit means a value was committed to).
+_DECLINE_MAX_CHARS = 120
 
 
 class _DropTimeoutWarning(logging.Filter):
@@ -133,6 +155,24 @@ def extract_answer(response: str) -> str | None:
         return (inner if inner is not None else tags[-1]).strip()
     boxed = _last_boxed(response)
     return None if boxed is None else boxed.strip()
+
+
+def declines(extracted: str | None, response: str = "") -> bool:
+    """Whether a response declines to answer: its extracted answer is DECLINE_ANSWER or states
+    not knowing ("cannot be determined", "not enough information"), without a digit; with no
+    extracted answer, the text after the reasoning (after </think>, else the last 300
+    characters) does, again without a digit (a digit is a value committed to). A decline is never a correct answer (is_correct)."""
+    if extracted is not None and extracted.strip():
+        t = _clean(extracted).strip().rstrip(".").strip()
+        if _norm_text(t) == DECLINE_ANSWER:
+            return True
+        return (
+            len(t) <= _DECLINE_MAX_CHARS
+            and not re.search(r"\d", t)
+            and _DECLINE_RE.search(t) is not None
+        )
+    tail = response.rsplit("</think>", 1)[1] if "</think>" in response else response[-300:]
+    return not re.search(r"\d", tail) and _DECLINE_RE.search(tail) is not None
 
 
 def format_ok(response: str) -> bool:
@@ -418,7 +458,7 @@ def gold_problem(item: Gradable) -> str | None:
 
 def is_correct(pred: str | None, item: Gradable) -> bool:
     """Strict correctness of an extracted answer; raises on a grader or gold-data problem."""
-    if pred is None or not pred.strip():
+    if pred is None or not pred.strip() or declines(pred):
         return False
     if item.answer_kind == "choice":
         return _grade_choice(pred, item)

@@ -352,6 +352,41 @@ def split_groups(batch: PolicyBatch) -> list[PolicyBatch]:
     return shares
 
 
+def mini_batches(batch: PolicyBatch | None, k: int) -> list[PolicyBatch | None]:
+    """The rollout batch as k mini-batches of whole groups (prompts), in order, as even as the
+    groups allow (fewer when there are fewer groups): EasyR1's batching, one update per
+    mini-batch (train.mini_batches). Each is a batch of its own, normalised by its own counts
+    (EasyR1's token mean over a mini-batch). k = 1 (or no batch) returns [batch] unchanged."""
+    if batch is None or k <= 1:
+        return [batch]
+    if batch.totals is not None:
+        raise ValueError(
+            "train.mini_batches > 1 splits a process's whole rollout batch; it does not combine "
+            "with data parallelism (grid.parallel: data over several processes)"
+        )
+    P = len(batch.prompts)
+    G = batch.completion_ids.shape[0] // P
+    lengths = batch.group_lengths or [batch.completion_ids.shape[1]] * P
+    bounds = [round(i * P / min(k, P)) for i in range(min(k, P) + 1)]
+    out: list[PolicyBatch | None] = []
+    for a, b in zip(bounds, bounds[1:]):
+        rows = slice(a * G, b * G)
+        cols = slice(0, max(1, min(batch.completion_ids.shape[1], max(lengths[a:b]))))
+        out.append(
+            PolicyBatch(
+                batch.prompts[a:b],
+                batch.completion_ids[rows, cols],
+                batch.mask[rows, cols],
+                batch.old_logps[rows, cols],
+                batch.advantages[rows],
+                None if batch.ref_logps is None else batch.ref_logps[rows, cols],
+                None,
+                lengths[a:b],
+            )
+        )
+    return out
+
+
 def policy_loss(
     model: nn.Module, batch: PolicyBatch, cfg: LossConfig, bias: mx.array, checkpoint: bool = False
 ) -> tuple[mx.array, dict[str, mx.array]]:

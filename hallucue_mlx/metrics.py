@@ -2,8 +2,9 @@
 
 A record is one JSON object per item and condition, as written by evaluation, with at least the keys
 id, version, task, corruption, response, extracted, gold, correct, format_ok, response_tokens,
-truncated, grader_error, and optionally benchmark, chance or n_choices. Records of one model only:
-items are matched across conditions by (benchmark, id).
+truncated, grader_error, and optionally benchmark, chance (1/size of the item's answer set, null
+where unknown), n_choices, declined and cluster. Records of one model only: items are matched
+across conditions by (benchmark, id).
 
 Everything here is a pure function returning plain dicts, lists, floats and None (never NaN), so
 the result can be written as JSON as is; only table1_cells returns small frozen records.
@@ -37,14 +38,6 @@ CLEAN, BLANK, RANDOM, TEXT_REMOVAL = CORRUPTIONS
 # Bootstrap settings of every paired interval: fixed, so reports rebuild to identical bytes.
 N_BOOT = 2000
 BOOT_SEED = 0
-
-# An extracted answer that declines to answer is not a hallucination.
-_ABSTAIN_RE = re.compile(
-    r"cannot|can't|can not|unable|not (?:be )?(?:determin|possible|enough|sufficient|given|provided)"
-    r"|insufficient|unknown|undetermin|no (?:image|figure|diagram|information)|\bn/?a\b|none of",
-    re.IGNORECASE,
-)
-
 
 # ----------------------------------------------------------------------------- basic statistics
 
@@ -81,8 +74,11 @@ def paired_bootstrap_ci(
     n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
     level: float = 0.95,
+    clusters: Sequence[Any] | None = None,
 ) -> tuple[float, float, float]:
-    """(mean of a - b, lo, hi): percentile bootstrap over paired items, deterministic per seed."""
+    """(mean of a - b, lo, hi): percentile bootstrap over paired items, deterministic per seed.
+    With `clusters` (one label per item) that repeat, whole clusters are resampled
+    (cluster_bootstrap_means); all distinct, it is the item bootstrap, draw for draw."""
     a = np.asarray(a_correct, dtype=np.float64)
     b = np.asarray(b_correct, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
@@ -92,6 +88,10 @@ def paired_bootstrap_ci(
     if a.size == 0:
         raise ValueError("paired_bootstrap_ci needs at least one paired item")
     diff = a - b
+    if _cluster_index(clusters, diff.size) is not None:
+        means = cluster_bootstrap_means(diff, clusters, n_boot, seed)
+        lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+        return float(diff.mean()), float(lo), float(hi)
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
     chunk = max(1, 2_000_000 // diff.size)  # bound memory of the index matrix
@@ -134,6 +134,84 @@ def seed_item_bootstrap_ci(
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return float(x.mean()), float(lo), float(hi)
+
+
+def _cluster_index(clusters: Sequence[Any] | None, n: int) -> np.ndarray | None:
+    """Cluster number of each of n items; None when every item is its own cluster."""
+    if clusters is None:
+        return None
+    if len(clusters) != n:
+        raise ValueError(f"{len(clusters)} cluster labels for {n} items")
+    codes: dict[Any, int] = {}
+    idx = np.array([codes.setdefault(c, len(codes)) for c in clusters], dtype=np.int64)
+    return None if len(codes) == n else idx
+
+
+def cluster_bootstrap_means(
+    values: Sequence[float],
+    clusters: Sequence[Any] | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+) -> np.ndarray:
+    """Bootstrap means of per-item values, resampling whole clusters (items that are one
+    question: synth's stated fact, MathVerse's problem) with replacement: each draw's mean is
+    its items' sum over its item count. With no clusters, or all distinct, the item bootstrap."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"cluster_bootstrap_means needs a non-empty list, got shape {x.shape}")
+    idx = _cluster_index(clusters, x.size)
+    rng = np.random.default_rng(seed)
+    if idx is None:
+        sums, counts = x, np.ones_like(x)
+    else:
+        k = int(idx.max()) + 1
+        sums = np.bincount(idx, weights=x, minlength=k)
+        counts = np.bincount(idx, minlength=k).astype(np.float64)
+    m = sums.size
+    out = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // m)
+    for start in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - start)
+        draw = rng.integers(0, m, size=(rows, m))
+        out[start : start + rows] = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
+    return out
+
+
+def seed_cluster_ci(
+    values: Sequence[Sequence[float]],
+    clusters: Sequence[Any] | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(mean, lo, hi) of a per-item quantity under several training seeds, valid for few seeds.
+
+    values[s][i] is item i under seed s (the same items in every seed). Two independent sources
+    of error add: the seed-to-seed variance of the seed means, var(seed means) / S, and the item
+    sampling variance of the seed-averaged item values, from a cluster bootstrap
+    (cluster_bootstrap_means: items that are one question are resampled together). The interval
+    is mean +- t * sqrt(sum), t from Student's t with S - 1 degrees of freedom (with 3 seeds
+    t(2) = 4.30, where a bootstrap over 3 seed values acts like ~1.96 and understates seed
+    noise); S - 1 is conservative, as the item term, estimated from many items, has far more,
+    so the interval is never narrower than the t interval over the seed means alone. With one
+    seed (or seeds that agree exactly) it is the normal interval of the cluster bootstrap."""
+    from scipy.stats import norm, t
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2 or x.size == 0:
+        raise ValueError(f"seed_cluster_ci needs a (seeds, items) table, got shape {x.shape}")
+    n_seeds = x.shape[0]
+    mean = float(x.mean())
+    boot = cluster_bootstrap_means(x.mean(axis=0), clusters, n_boot, seed)
+    v_item = float(np.var(boot, ddof=1)) if boot.size > 1 else 0.0
+    v_seed = float(np.var(x.mean(axis=1), ddof=1)) / n_seeds if n_seeds > 1 else 0.0
+    q = 1 - (1 - level) / 2
+    if v_seed > 0:
+        crit = float(t.ppf(q, n_seeds - 1))
+    else:
+        crit = float(norm.ppf(q))
+    half = crit * math.sqrt(v_seed + v_item)
+    return mean, mean - half, mean + half
 
 
 # ----------------------------------------------------------------------------- records
@@ -183,15 +261,32 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _chance(r: Record) -> float | None:
-    """Chance accuracy of one item: 1/number of options, 0 for open answers, None if unknown."""
-    if r.get("chance") is not None:
-        return float(r["chance"])
+def item_chance(r: Record) -> float | None:
+    """Chance accuracy of one item, the accuracy of a uniform guess over its answer set: the
+    record's `chance` (evaluation writes 1/size of the answer set: 1/k for k options, synth's
+    per-task sets), else 1/n_choices for a choice item; None (unknown, left out of chance
+    averages and counted) for an open answer whose answer set is not known. Records written
+    before `chance` existed carry n_choices 0 for open answers: unknown too, not 0."""
+    if "chance" in r:
+        c = r["chance"]
+        return None if c is None else float(c)
     n = r.get("n_choices", r.get("choices"))
     if n is None:
         return None
     n = n if isinstance(n, int) else len(n)
-    return 1.0 / n if n > 0 else 0.0
+    return 1.0 / n if n > 0 else None
+
+
+def declined(r: Record) -> bool:
+    """The response declines to answer (grading.declines): the record's `declined`, else decided
+    from its extracted answer and response. Its own outcome: never correct, never answered."""
+    flag = r.get("declined")
+    if isinstance(flag, bool):
+        return flag
+    from hallucue_mlx.grading import declines  # lazily: math-verify loads with it
+
+    ext = r.get("extracted")
+    return declines(ext if isinstance(ext, str) else None, str(r.get("response") or ""))
 
 
 def _groups(records: Sequence[Record], field: str) -> dict[str, dict[str, Any]]:
@@ -203,16 +298,18 @@ def _groups(records: Sequence[Record], field: str) -> dict[str, dict[str, Any]]:
 
 def summarize(records: Sequence[Record]) -> dict[str, dict[str, Any]]:
     """Per condition: accuracy with its Wilson 95% interval, format/truncation rates, response
-    length, grader errors, accuracy by version and task, and mean chance accuracy.
+    length, grader errors, accuracy by version and task, the share declined, and mean chance
+    accuracy.
 
-    `chance` is None unless every record carries chance, n_choices or choices.
+    `chance` is the mean of item_chance over the records where it is known (None if none is);
+    `chance_unknown` counts the records left out (open answers of unknown answer set).
     """
     _need(records, "id", "corruption", "correct")
     out: dict[str, dict[str, Any]] = {}
     for cond, rs in by_condition(records).items():
         k = sum(bool(r["correct"]) for r in rs)
         tokens = [float(r["response_tokens"]) for r in rs if r.get("response_tokens") is not None]
-        chances = [_chance(r) for r in rs]
+        chances = [c for c in (item_chance(r) for r in rs) if c is not None]
         out[cond] = {
             "n": len(rs),
             "accuracy": k / len(rs),
@@ -223,7 +320,9 @@ def summarize(records: Sequence[Record]) -> dict[str, dict[str, Any]]:
             "grader_errors": sum(1 for r in rs if r.get("grader_error")),
             "by_version": _groups(rs, "version"),
             "by_task": _groups(rs, "task"),
-            "chance": None if any(c is None for c in chances) else _mean(chances),  # type: ignore[arg-type]
+            "declined_rate": _mean([float(declined(r)) for r in rs]),
+            "chance": _mean(chances),
+            "chance_unknown": len(rs) - len(chances),
         }
     return out
 
@@ -235,6 +334,19 @@ def _paired(records_a: Sequence[Record], records_b: Sequence[Record]) -> list[tu
     a = _index(records_a, "the first condition")
     b = _index(records_b, "the second condition")
     return [(bool(a[k]["correct"]), bool(b[k]["correct"])) for k in a if k in b]
+
+
+def record_cluster(r: Record) -> str:
+    """The cluster of a record's item (evaluation's `cluster`: items that are one question),
+    else the item itself."""
+    c = r.get("cluster")
+    return str(c) if c else f"{r.get('benchmark', '')}:{r['id']}"
+
+
+def _paired_clusters(records_a: Sequence[Record], records_b: Sequence[Record]) -> list[str]:
+    a = _index(records_a, "the first condition")
+    b = _index(records_b, "the second condition")
+    return [record_cluster(a[k]) for k in a if k in b]
 
 
 def flip_table(records_a: Sequence[Record], records_b: Sequence[Record]) -> dict[str, int]:
@@ -252,13 +364,15 @@ def paired_gain(
     n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
 ) -> dict[str, Any] | None:
-    """Accuracy of a minus b on shared items, with bootstrap CI, flips and McNemar p; None if none shared."""
+    """Accuracy of a minus b on shared items, with bootstrap CI (whole clusters resampled where
+    records name them), flips and McNemar p; None if none shared."""
     pairs = _paired(records_a, records_b)
     if not pairs:
         return None
     a = [float(x) for x, _ in pairs]
     b = [float(y) for _, y in pairs]
-    diff, lo, hi = paired_bootstrap_ci(a, b, n_boot=n_boot, seed=seed)
+    clusters = _paired_clusters(records_a, records_b)
+    diff, lo, hi = paired_bootstrap_ci(a, b, n_boot=n_boot, seed=seed, clusters=clusters)
     flips = flip_table(records_a, records_b)
     return {
         "n": len(pairs),
@@ -275,37 +389,109 @@ def paired_gain(
 
 
 def answered(r: Record) -> bool:
-    """The model committed to an answer: a non-empty extracted answer that is not an abstention."""
+    """The model committed to an answer: a non-empty extracted answer that is not a decline."""
     ext = r.get("extracted")
-    return isinstance(ext, str) and ext.strip() != "" and _ABSTAIN_RE.search(ext) is None
+    return isinstance(ext, str) and ext.strip() != "" and not declined(r)
+
+
+def _answer_key(text: str) -> str:
+    """An answer as concentration counts it: case, blanks, $ and a final period ignored."""
+    return re.sub(r"\s+", "", text.strip().strip("$").rstrip(".").lower())
+
+
+def concentration(records: Sequence[Record]) -> dict[str, Any]:
+    """How concentrated the answered answers are, per task: a model that reads its input spreads
+    its answers as the gold answers spread; one that guesses one constant answer does not.
+
+    Per task (records' `task`): n answered, the most common answer and its share (top_share: 1.0
+    is one constant answer), the number of distinct answers, and the normalised entropy
+    (entropy / log of the answer-set size where item_chance knows it, else of n; 0 is constant,
+    1 uniform). Overall: top_share and entropy averaged over tasks weighted by n, and
+    constant_tasks, the tasks with at least 2 answers that are all the same."""
+    by: dict[str, list[str]] = defaultdict(list)
+    sizes: dict[str, set[int]] = defaultdict(set)
+    for r in records:
+        if not answered(r):
+            continue
+        task = str(r.get("task", ""))
+        by[task].append(_answer_key(str(r["extracted"])))
+        c = item_chance(r)
+        if c:
+            sizes[task].add(round(1 / c))
+    out: dict[str, Any] = {}
+    for task, answers in sorted(by.items()):
+        counts = sorted(((n, a) for a, n in _count(answers).items()), key=lambda x: (-x[0], x[1]))
+        n = len(answers)
+        p = np.array([k for k, _ in counts], dtype=np.float64) / n
+        size = max(sizes[task]) if len(sizes[task]) == 1 else n
+        size = max(size, len(counts))
+        ent = float(-(p * np.log(p)).sum() / math.log(size)) if size > 1 else None
+        out[task] = {
+            "n": n,
+            "top_answer": counts[0][1],
+            "top_share": counts[0][0] / n,
+            "distinct": len(counts),
+            "entropy": None if ent is None else max(0.0, min(1.0, ent)),
+        }
+    total = sum(v["n"] for v in out.values())
+    ents = [(v["n"], v["entropy"]) for v in out.values() if v["entropy"] is not None]
+    return {
+        "by_task": out,
+        "top_share": sum(v["n"] * v["top_share"] for v in out.values()) / total if total else None,
+        "entropy": sum(n * e for n, e in ents) / sum(n for n, _ in ents) if ents else None,
+        "constant_tasks": sorted(t for t, v in out.items() if v["n"] >= 2 and v["distinct"] == 1),
+    }
+
+
+def _count(values: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for v in values:
+        out[v] += 1
+    return dict(out)
 
 
 def hallucination(records: Sequence[Record]) -> dict[str, Any]:
     """On the items whose needed information the corruption removed (record "info_removed", see
-    corrupt.info_removed), where no answer is supported by what the model was shown:
+    corrupt.info_removed), where no answer is supported by what the model was shown, three
+    outcomes: declined (the right response; grading.declines), answered anyway (a
+    hallucination), or neither (no answer found).
 
-    - rate: the share answered anyway (a confident answer, not an abstention): the
-      hallucination rate, with its Wilson CI; abstained: the share that declined;
-    - answered_correct_rate: accuracy of those answers, against chance_rate, the accuracy that
-      guessing would give (1/k on a k-option item, 0 on an open one; items whose options are
-      only in the image are left out of both).
+    - rate: the share answered, with its Wilson CI (the hallucination rate); declined_rate (with
+      declined_ci95) and no_answer_rate the other two; abstained: 1 - rate (declined or none);
+    - answered_correct_rate: accuracy of the answers; chance_rate: the mean per-item chance
+      (item_chance: 1/size of the item's answer set) over the answered items whose chance is
+      known (chance_n of them), with known_correct_rate, the accuracy on those same items, to
+      compare with; chance_unknown: answered items left out (open answers, unknown set);
+    - concentration: how concentrated the answers are per task (a constant answer is not
+      reading; `concentration`).
 
     Items still answerable from what is left, or whose adapter cannot tell, are not counted:
     n is 0 (rates None) when no item qualifies."""
     pool = [r for r in records if r.get("info_removed") is True]
     hits = [r for r in pool if answered(r)]
+    n_declined = sum(declined(r) for r in pool)
     lucky = sum(bool(r["correct"]) for r in hits)
-    known = [r for r in hits if isinstance(r.get("n_choices"), int)]
-    chance = [1 / r["n_choices"] if r["n_choices"] else 0.0 for r in known]
+    known = [(r, c) for r in hits if (c := item_chance(r)) is not None]
+    n = len(pool)
     return {
-        "n": len(pool),
+        "n": n,
         "answered": len(hits),
-        "rate": len(hits) / len(pool) if pool else None,
-        "ci95": list(wilson_ci(len(hits), len(pool))),
-        "abstained": (len(pool) - len(hits)) / len(pool) if pool else None,
+        "rate": len(hits) / n if pool else None,
+        "ci95": list(wilson_ci(len(hits), n)),
+        "abstained": (n - len(hits)) / n if pool else None,
+        "declined": n_declined,
+        "declined_rate": n_declined / n if pool else None,
+        "declined_ci95": list(wilson_ci(n_declined, n)),
+        "no_answer_rate": (n - len(hits) - n_declined) / n if pool else None,
         "answered_correct": lucky,
         "answered_correct_rate": lucky / len(hits) if hits else None,
-        "chance_rate": sum(chance) / len(chance) if chance else None,
+        "chance_rate": sum(c for _, c in known) / len(known) if known else None,
+        "chance_n": len(known),
+        "chance_unknown": len(hits) - len(known),
+        "known_correct_rate": (
+            sum(bool(r["correct"]) for r, _ in known) / len(known) if known else None
+        ),
+        "concentration": concentration(hits),
     }
 
 
@@ -399,9 +585,10 @@ def macro_paired_diff(
 
     Items are weighted n_total / (n_benchmarks * n_benchmark) so that the plain mean the bootstrap
     resamples equals the unweighted mean over benchmarks (the paper's AVG); with one benchmark every
-    weight is 1. None when some benchmark has no shared item.
+    weight is 1. None when some benchmark has no shared item. Items of one cluster (records'
+    `cluster`: one question in several wordings or versions) are resampled together.
     """
-    xa_by, xb_by = {}, {}
+    xa_by, xb_by, cl_by = {}, {}, {}
     for bench, recs in per_a.items():
         sa = item_scores(recs)
         sb = item_scores(per_b[bench]) if per_b is not None else {}
@@ -410,13 +597,16 @@ def macro_paired_diff(
             return None
         xa_by[bench] = [sa[k] for k in ids]
         xb_by[bench] = [sb[k] for k in ids] if per_b is not None else [0.0] * len(ids)
+        cl = {str(r["id"]): record_cluster(r) for r in recs}
+        cl_by[bench] = [f"{bench}\x1f{cl[k]}" for k in ids]
     n_total = sum(len(v) for v in xa_by.values())
-    xa, xb = [], []
+    xa, xb, clusters = [], [], []
     for bench in xa_by:
         w = n_total / (len(xa_by) * len(xa_by[bench]))
         xa += [w * x for x in xa_by[bench]]
         xb += [w * x for x in xb_by[bench]]
-    diff, lo, hi = paired_bootstrap_ci(xa, xb, N_BOOT, BOOT_SEED)
+        clusters += cl_by[bench]
+    diff, lo, hi = paired_bootstrap_ci(xa, xb, N_BOOT, BOOT_SEED, clusters=clusters)
     return {
         "n": n_total,
         "diff": diff,

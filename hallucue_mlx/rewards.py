@@ -44,6 +44,7 @@ from hallucue_mlx.grading import (
     _plain_values,
     _several_letters,
     _single_letter,
+    declines,
     extract_answer,
     format_ok,
     gold_problem,
@@ -56,6 +57,7 @@ __all__ = [
     "Reward",
     "RewardConfig",
     "check_golds",
+    "declines",
     "extract_answer",
     "format_ok",
     "gold_problem",
@@ -81,12 +83,14 @@ class Grade:
 
     `extracted` is None when no answer was found; `grader_error` is set (and `correct` False)
     when grading itself failed, so the caller can tell a broken grader from a wrong answer.
+    `declined`: the response declines to answer (grading.declines), its own outcome: never correct.
     """
 
     extracted: str | None
     correct: bool
     format_ok: bool
     grader_error: str | None = None
+    declined: bool = False
 
 
 @dataclass(frozen=True)
@@ -342,6 +346,8 @@ def grade(response: str, item: Item, timeout_s: float | None = DEFAULT_TIMEOUT_S
     is a grader error."""
     extracted = extract_answer(response)
     fmt = format_ok(response)
+    if declines(extracted, response):
+        return Grade(extracted, False, fmt, None, declined=True)
     if extracted is None or not extracted:
         return Grade(extracted, False, fmt, None)
     error: str | None = None

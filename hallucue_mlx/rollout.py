@@ -135,14 +135,24 @@ def eos_token_ids(model: nn.Module, processor: Any) -> list[int]:
 
 
 def prompt_embeddings(model: nn.Module, prompt: PromptInputs) -> mx.array:
-    """(1, L, D) input embeddings with the (cached, frozen) image features at the image tokens."""
+    """(1, L, D) input embeddings with the image features at the image tokens: the cached,
+    frozen ones, or recomputed when LoRA adapts the vision tower."""
     ids = prompt.input_ids
     emb = arch.text_stack(model).embed_tokens(ids[None])
     if prompt.image_features is None:
         return emb
     is_img = ids == arch.image_token_id(model)
     idx = mx.maximum(mx.cumsum(is_img.astype(mx.int32)) - 1, 0)
-    feats = mx.stop_gradient(prompt.image_features).astype(emb.dtype)[idx]
+    lora = getattr(model, "_hallucue_lora", None)
+    if lora is not None and lora[0].train_vision and prompt.pixel_values is not None:
+        # LoRA on the vision tower (train.lora_vision): the features are recomputed from the
+        # pixels, so the loss reaches the tower and each pass sees the current adapter
+        feats = model.vision_tower(
+            prompt.pixel_values, prompt.image_grid_thw, output_hidden_states=False
+        )
+    else:
+        feats = mx.stop_gradient(prompt.image_features)
+    feats = feats.astype(emb.dtype)[idx]
     return mx.where(is_img[None, :, None], feats[None], emb)
 
 

@@ -66,6 +66,7 @@ from hallucue_mlx.grpo import (
     group_advantages,
     loss_metric_names,
     make_batch,
+    mini_batches,
     policy_loss,
     reference_logprobs,
     split_groups,
@@ -102,6 +103,7 @@ def lora_config(cfg: TrainConfig) -> LoraConfig:
         dropout=cfg.lora_dropout,
         target_modules=tuple(cfg.lora_targets),
         num_layers=cfg.lora_layers,
+        train_vision=cfg.lora_vision,
         seed=cfg.seed,
     )
 
@@ -169,7 +171,7 @@ def step_key(seed: int, step: int) -> mx.array:
 
 
 def make_optimizer(cfg: TrainConfig) -> optim.Optimizer:
-    total = cfg.steps * cfg.num_iterations
+    total = cfg.steps * cfg.num_iterations * cfg.mini_batches
     warm = min(cfg.warmup_steps, max(total - 1, 0))
     decay = optim.cosine_decay(
         cfg.learning_rate, max(total - warm, 1), cfg.learning_rate * cfg.min_lr_ratio
@@ -755,8 +757,9 @@ def update(run: Run, state: TrainState, step_batch: StepBatch) -> UpdateStats:
     t0 = time.perf_counter()
     metrics: dict[str, float] = {}
     skipped = 0
-    shares = loss_shares(run, step_batch.batch)
-    for _ in range(cfg.num_iterations):
+    # train.mini_batches > 1 (EasyR1's batching): one update per mini-batch of whole groups
+    parts = [loss_shares(run, b) for b in mini_batches(step_batch.batch, cfg.mini_batches)]
+    for shares in (s for _ in range(cfg.num_iterations) for s in parts):
         (loss, loss_metrics), grads = gradients(run, shares, state.step)
         if cfg.max_grad_norm > 0:
             grads, gnorm = optim.clip_grad_norm(grads, cfg.max_grad_norm)

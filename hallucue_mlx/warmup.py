@@ -12,10 +12,22 @@ has seen plain and uninformative images; without this, a blank image is out of d
 blank condition measures broken output rather than reliance on the image (field notes: bars under
 blank images fell to 2.5% with 21% format). Vision-dependent items are never shown with a blank or
 mismatched image, so the warm-up never teaches the model to guess an answer the input does not hold.
+
+Declining (WarmupConfig.decline_share, off in the shipped build): the warm-up can also teach the
+answer for "the input does not hold it", \\boxed{unknown}, where the needed fact is truly absent:
+a share of the vision-dependent items is shown with a blank image (their fact is in no pixel and
+no sentence), and a share of the items whose number to add is stated in the text only
+(SynthConfig.text_only_facts) loses that sentence to text removal; both get the decline target.
+Text-stated items under a blank image keep their answer (the text holds it), so the model learns
+to decline where nothing holds the fact, not whenever the image is plain. It needs a template
+that offers declining (prompts: "short-decline", "easyr1-decline"); Targets'
+min_declined_when_absent / max_declined_when_present then check that the model declines where
+nothing holds the fact (vision_only under a blank image) and answers where it can (clean).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -32,12 +44,12 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from hallucue_mlx import atomic
-from hallucue_mlx.corrupt import blank_image
+from hallucue_mlx.corrupt import blank_image, remove_text
 from hallucue_mlx.data.item import Item
 from hallucue_mlx.data.synth import SynthConfig, load_synth, make_item
 from hallucue_mlx.evaluate import Decoding, greedy_eval
 from hallucue_mlx.models.tiny import build_tiny_random
-from hallucue_mlx.prompts import build_prompt, format_answer
+from hallucue_mlx.prompts import DECLINE_ANSWER, build_prompt, format_answer, offers_decline
 
 # The mix the warm-up draws from. Vision-dependent items 3.5 : 1.5 over text-stated ones, most of
 # them vision_only (field notes' second trial: text_dominant : vision_only = 1 : 3 learned the
@@ -64,6 +76,9 @@ class WarmupConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     blank_share: float = 0.1  # of text-stated items shown with a blank image (see module doc)
+    # of the items whose needed fact can be made truly absent, the share that is, with the
+    # decline target (module doc); 0: the shipped recipe, which never teaches declining
+    decline_share: float = 0.0
     probe_every: int = 600
     probe_items: int = 200
     final_eval_items: int = 600  # synth test items behind eval.json
@@ -85,6 +100,10 @@ class Targets:
     min_format: float = 0.95
     min_text_dominant: float = 0.80
     min_vision_gain: float = 0.15  # vision_only: clean minus blank accuracy
+    # with a decline-teaching warm-up (WarmupConfig.decline_share > 0): the share of vision_only
+    # items declined under a blank image, at least; the share of clean items declined, at most
+    min_declined_when_absent: float = 0.0
+    max_declined_when_present: float = 1.0
 
     def check(self, ev: dict) -> list[str]:
         """The targets an eval.json-shaped result misses (empty when all are met)."""
@@ -102,6 +121,15 @@ class Targets:
         gain = vision_gain(ev)
         if gain < self.min_vision_gain:
             misses.append(f"vision_only gain {gain:.3f} < {self.min_vision_gain}")
+        absent = ev["blank"]["by_version"].get("vision_only", {}).get("declined_rate", 0.0)
+        if absent < self.min_declined_when_absent:
+            misses.append(
+                f"vision_only declined under blank images {absent:.3f} < "
+                f"{self.min_declined_when_absent}"
+            )
+        present = clean.get("declined_rate", 0.0)
+        if present > self.max_declined_when_present:
+            misses.append(f"clean declined rate {present:.3f} > {self.max_declined_when_present}")
         return misses
 
 
@@ -111,15 +139,50 @@ def vision_gain(ev: dict) -> float:
     return c - b
 
 
+# The reasoning of a decline target: what is missing, said plainly.
+DECLINE_THINK_IMAGE = "The image is blank, and the text does not say it either."
+DECLINE_THINK_TEXT = "The text does not say the number to add, and the image cannot show it."
+
+
+def synth_config(cfg: WarmupConfig) -> SynthConfig:
+    """The item mix: WARMUP_SYNTH, with text-only facts when the warm-up teaches declining."""
+    if cfg.decline_share > 0:
+        return dataclasses.replace(WARMUP_SYNTH, text_only_facts=True)
+    return WARMUP_SYNTH
+
+
+def check_config(cfg: WarmupConfig) -> None:
+    """Raise ValueError for a warm-up that cannot work: shares outside [0, 1], or declining
+    taught with a template that does not offer it."""
+    for name in ("blank_share", "decline_share"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"warm-up {name} must be in [0, 1], got {getattr(cfg, name)}")
+    if cfg.decline_share > 0 and not offers_decline(cfg.template):
+        raise ValueError(
+            f"warm-up decline_share {cfg.decline_share} teaches \\boxed{{{DECLINE_ANSWER}}}, but "
+            f"template {cfg.template!r} does not offer it; use 'short-decline' or 'easyr1-decline'"
+        )
+
+
 def warmup_items(step: int, cfg: WarmupConfig) -> list[tuple[Item, str]]:
     """The batch of a step: fresh sft items (a pure function of seed and step) with their targets."""
     rng = random.Random(f"warmup:{cfg.seed}:{step}")
+    synth = synth_config(cfg)
     batch = []
     for j in range(cfg.batch_size):
-        item = make_item("sft", step * cfg.batch_size + j, cfg.seed, WARMUP_SYNTH)
+        item = make_item("sft", step * cfg.batch_size + j, cfg.seed, synth)
+        target = format_answer(item.meta["think"], item.answer)
         if item.version in ("text_dominant", "text_lite") and rng.random() < cfg.blank_share:
+            # the text states the fact: a plain image changes nothing (module doc)
             item = item.with_(image=blank_image(item.image))
-        batch.append((item, format_answer(item.meta["think"], item.answer)))
+        elif cfg.decline_share > 0 and rng.random() < cfg.decline_share:
+            if item.meta.get("text_only_facts"):  # the number to add is in one sentence only
+                item = remove_text(item)[0]
+                target = format_answer(DECLINE_THINK_TEXT, DECLINE_ANSWER)
+            elif item.meta.get("needs_image"):  # the fact is in the image only
+                item = item.with_(image=blank_image(item.image))
+                target = format_answer(DECLINE_THINK_IMAGE, DECLINE_ANSWER)
+        batch.append((item, target))
     return batch
 
 
@@ -211,15 +274,23 @@ def param_count(model) -> int:
     return sum(v.size for _, v in tree_flatten(model.parameters()))
 
 
-def warmup_corpus(n: int = 4000, seed: int = 0) -> list[str]:
-    """Texts the tokenizer is trained on: synth prompts and targets (what the model will read and write)."""
+def warmup_corpus(n: int = 4000, seed: int = 0, decline: bool = False) -> list[str]:
+    """Texts the tokenizer is trained on: synth prompts and targets (what the model will read and
+    write); with `decline`, the decline-offering prompts and the decline targets too."""
     # The chat template's own words, so that they merge into few tokens too.
     texts = ["system\nYou are a helpful assistant.", "user\n", "assistant\n"] * (n // 4)
+    synth = dataclasses.replace(WARMUP_SYNTH, text_only_facts=True) if decline else WARMUP_SYNTH
+    templates = (
+        ("short", "easyr1", "short-decline", "easyr1-decline") if decline else ("short", "easyr1")
+    )
     for i in range(n):
-        it = make_item("sft", 10_000_000 + i, seed, WARMUP_SYNTH)
-        texts.append(build_prompt(it, "short"))
-        texts.append(build_prompt(it, "easyr1"))
+        it = make_item("sft", 10_000_000 + i, seed, synth)
+        texts += [build_prompt(it, t) for t in templates]
         texts.append(format_answer(it.meta["think"], it.answer))
+    if decline:
+        texts += [
+            format_answer(t, DECLINE_ANSWER) for t in (DECLINE_THINK_IMAGE, DECLINE_THINK_TEXT)
+        ] * (n // 20)
     return texts
 
 
@@ -245,11 +316,16 @@ def _version_summary(records: list[dict]) -> dict:
     by_version = {}
     for v in sorted({r["version"] for r in records}):
         sel = [r for r in records if r["version"] == v]
-        by_version[v] = {"n": len(sel), "accuracy": _mean(r["correct"] for r in sel)}
+        by_version[v] = {
+            "n": len(sel),
+            "accuracy": _mean(r["correct"] for r in sel),
+            "declined_rate": _mean(bool(r.get("declined")) for r in sel),
+        }
     return {
         "n": len(records),
         "accuracy": _mean(r["correct"] for r in records),
         "format_rate": _mean(r["format_ok"] for r in records),
+        "declined_rate": _mean(bool(r.get("declined")) for r in records),
         "by_version": by_version,
     }
 
@@ -284,6 +360,7 @@ def build_tiny(
     import tempfile
 
     cfg = cfg or WarmupConfig()
+    check_config(cfg)
     targets = targets or Targets()
     out_dir = Path(out_dir)
     elapsed = timer()
@@ -297,7 +374,7 @@ def build_tiny(
             text_layers=cfg.text_layers,
             vision_hidden=cfg.vision_hidden,
             vision_depth=cfg.vision_depth,
-            corpus=warmup_corpus(seed=cfg.seed),
+            corpus=warmup_corpus(seed=cfg.seed, decline=cfg.decline_share > 0),
         )
         import mlx_vlm
 

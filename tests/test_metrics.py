@@ -127,11 +127,13 @@ def test_summarize_by_condition() -> None:
         "vision_only": {"n": 3, "accuracy": pytest.approx(2 / 3)},
     }
     assert clean["by_task"]["bar"] == {"n": 2, "accuracy": 0.5}
-    assert clean["chance"] == pytest.approx((0.25 + 0.25 + 0.0 + 0.5) / 4)
+    # an open answer (n_choices 0) has an unknown answer set: left out and counted, never 0
+    assert clean["chance"] == pytest.approx((0.25 + 0.25 + 0.5) / 3)
+    assert clean["chance_unknown"] == 1
     blank = s["blank"]
     assert blank["grader_errors"] == 1 and blank["format_rate"] == 0.5
     assert blank["mean_response_tokens"] == 10.0
-    assert blank["chance"] is None  # records do not say how many options
+    assert blank["chance"] is None and blank["chance_unknown"] == 2  # no option counts given
     json.dumps(s)  # plain JSON, no NaN
     with pytest.raises(ValueError, match="'correct'"):
         summarize([{"id": "x", "corruption": "none"}])
@@ -151,8 +153,14 @@ def test_hallucination_counts_only_items_left_unanswerable() -> None:
     assert [answered(r) for r in rs] == [True, True, False, False, False, True, True]
     h = hallucination(rs)
     assert h["n"] == 5 and h["answered"] == 2 and h["rate"] == 0.4 and h["abstained"] == 0.6
+    assert h["declined"] == 1 and h["declined_rate"] == 0.2  # item 5
+    assert h["no_answer_rate"] == pytest.approx(0.4)  # items 3 and 4
     assert h["answered_correct"] == 1 and h["answered_correct_rate"] == 0.5
-    assert h["chance_rate"] == pytest.approx((1 / 4 + 0) / 2)  # a 4-option and an open answer
+    # chance over the answered items whose answer set is known: the 4-option one; the open
+    # answer (unknown set) is left out and counted
+    assert h["chance_rate"] == pytest.approx(1 / 4)
+    assert h["chance_n"] == 1 and h["chance_unknown"] == 1
+    assert h["known_correct_rate"] == 1.0
     # a model that answers everything on all-answerable items hallucinates on none
     none = hallucination([r for r in rs if r["info_removed"] is not True])
     assert none["n"] == 0 and none["rate"] is None
@@ -266,3 +274,72 @@ def test_table1_cells_accuracy_delta_and_avg() -> None:
     # one benchmark: AVG is that benchmark's cell
     one = table1_cells({m: {"x": v["x"]} for m, v in per.items()}, ["x"])
     assert one[("none", "AVG")] == one[("none", "x")]
+
+
+# ----------------------------------------------------------------------------- science round 3
+
+
+def test_item_chance_is_one_over_the_answer_set() -> None:
+    from hallucue_mlx.metrics import item_chance
+
+    assert item_chance({"chance": 0.1}) == 0.1  # synth digit: 10 answers
+    assert item_chance({"chance": None, "n_choices": 0}) is None  # written: unknown
+    assert item_chance({"n_choices": 5}) == pytest.approx(0.2)  # E is a choice too
+    assert item_chance({"n_choices": 0}) is None  # old records: open is unknown, not 0
+    assert item_chance({}) is None
+
+
+def test_synth_chance_matches_uniform_guessing_over_its_answer_sets() -> None:
+    """The issue's check: uniform guessing over the per-task answer sets (6 counts, 10 digits,
+    4 bars, 6 colours), not 0 for the open answers."""
+    from hallucue_mlx.data.item import chance
+    from hallucue_mlx.data.synth import ANSWER_SET_SIZES, load_synth
+
+    assert ANSWER_SET_SIZES == {"count": 6, "digit": 10, "bars": 4, "color": 6}
+    items = load_synth("test", 16)
+    for it in items:
+        assert chance(it) == pytest.approx(1 / ANSWER_SET_SIZES[it.task])
+    # and the sets are the real ones: every gold answer of a vision-only item is in them
+    sets = {
+        "count": {str(k) for k in range(1, 7)},
+        "digit": {str(d) for d in range(10)},
+        "bars": set("ABCD"),
+        "color": {"red", "green", "blue", "yellow", "purple", "orange"},
+    }
+    assert {t: len(v) for t, v in sets.items()} == ANSWER_SET_SIZES
+    for it in load_synth("validation", 60):
+        if it.version == "vision_only":
+            assert it.answer in sets[it.task]
+
+
+def test_declines_are_their_own_outcome_never_correct() -> None:
+    rs = [
+        rec("1", "blank", False, extracted="unknown", info_removed=True, chance=0.25),
+        rec("2", "blank", False, extracted="Cannot be determined", info_removed=True, chance=0.25),
+        rec("3", "blank", True, extracted="B", info_removed=True, chance=0.25),
+        rec("4", "blank", False, extracted="C", info_removed=True, chance=0.25),
+        rec("5", "blank", False, extracted=None, info_removed=True, chance=0.25, declined=True),
+    ]
+    h = hallucination(rs)
+    assert h["declined"] == 3 and h["answered"] == 2 and h["rate"] == 0.4
+    assert h["answered_correct_rate"] == 0.5 and h["chance_rate"] == 0.25
+    assert summarize(rs)["blank"]["declined_rate"] == pytest.approx(0.6)
+
+
+def test_concentration_flags_a_constant_answer() -> None:
+    from hallucue_mlx.metrics import concentration
+
+    const = [
+        rec(str(i), "blank", False, extracted="3", task="count", chance=1 / 6) for i in range(6)
+    ]
+    spread = [
+        rec(str(i), "blank", False, extracted=str(i), task="digit", chance=0.1) for i in range(10)
+    ]
+    c = concentration(const + spread)
+    assert c["by_task"]["count"]["top_share"] == 1.0 and c["by_task"]["count"]["entropy"] == 0.0
+    assert c["by_task"]["digit"]["top_share"] == 0.1
+    assert c["by_task"]["digit"]["entropy"] == pytest.approx(1.0)  # uniform over 10 digits
+    assert c["constant_tasks"] == ["count"]
+    assert c["top_share"] == pytest.approx((6 * 1.0 + 10 * 0.1) / 16)
+    h = hallucination([dict(r, info_removed=True) for r in const])
+    assert h["concentration"]["constant_tasks"] == ["count"]

@@ -101,7 +101,7 @@ def test_run_with_seeds_trains_each_seed_on_the_same_items(seeds_dir):
 def test_the_seeds_report_recomputes_each_seed_and_covers_seeds(seeds_dir):
     report = (seeds_dir / "report.md").read_text()
     assert "2 training seeds of every model" in report
-    assert "resamples seeds and then items" in report
+    assert "resamples whole clusters of items" in report and "degrees of freedom" in report
     assert (seeds_dir / "report.html").is_file()
     rows = {r["train_condition"]: r for r in csv.DictReader(open(seeds_dir / "tables/seeds.csv"))}
     assert set(rows) == {"base", "none", "blank"}
@@ -165,3 +165,45 @@ def test_another_key_cannot_be_swept_on_a_seeds_config(tiny_dir, tmp_path):
     cfg = _cfg(tiny_dir, "grid.seeds=2")
     with pytest.raises(ConfigError, match="a sweep varies one key"):
         run_sweep(cfg, "train.beta", [0.0, 0.1], tmp_path, quick=True, quiet=True)
+
+
+def test_seed_cluster_ci_is_a_t_interval_over_few_seeds():
+    """Three seeds whose clean accuracies spread with sd 4.3 points: the seed term alone gives
+    t(2) * 4.3 / sqrt(3) = +-10.7 points, which a bootstrap over 3 seed values understates."""
+    from scipy.stats import t
+
+    from hallucue_mlx.metrics import seed_cluster_ci
+
+    rng = np.random.default_rng(0)
+    base = (rng.random(4000) < 0.5).astype(float)
+    sd = 0.043
+    offsets = np.array([-1.0, 0.0, 1.0]) * sd  # sample sd of the seed means = 0.043
+    table = [np.clip(base + o, -1, 2) for o in offsets]  # shifts keep per-item structure
+    mean, lo, hi = seed_cluster_ci(table)
+    seed_half = float(t.ppf(0.975, 2)) * sd / np.sqrt(3)
+    assert seed_half == pytest.approx(0.107, abs=0.001)
+    assert (hi - lo) / 2 > seed_half  # the item term adds to it
+    assert (hi - lo) / 2 < seed_half * 1.1  # 4000 items: the seed term dominates
+    assert mean == pytest.approx(float(np.mean(table)))
+    # the old bootstrap over seeds and items is much narrower for the same data
+    old = seed_item_bootstrap_ci(table)
+    assert (old[2] - old[1]) < (hi - lo) / 2
+
+
+def test_cluster_bootstrap_counts_a_repeated_question_once():
+    """The same question asked 4 times is one piece of evidence: resampling items as if
+    independent narrows the interval by about sqrt(4)."""
+    from hallucue_mlx.metrics import seed_cluster_ci
+
+    rng = np.random.default_rng(1)
+    questions = (rng.random(100) < 0.5).astype(float)
+    items = np.repeat(questions, 4)  # each question in 4 wordings, answered alike
+    clusters = np.repeat(np.arange(100), 4).tolist()
+    m1, lo1, hi1 = seed_cluster_ci([items], clusters)
+    m2, lo2, hi2 = seed_cluster_ci([items])
+    assert m1 == m2
+    ratio = (hi1 - lo1) / (hi2 - lo2)
+    assert 1.7 < ratio < 2.3
+    # all-distinct clusters are the item bootstrap, draw for draw
+    a, b = items.tolist(), np.zeros(400).tolist()
+    assert paired_bootstrap_ci(a, b, clusters=list(range(400))) == paired_bootstrap_ci(a, b)

@@ -247,14 +247,47 @@ def require_columns(
         )
 
 
-def parse_options(text_: str) -> tuple[str, ...]:
-    """'A. 3; B. 4; C. 5' or 'A:3\\nB:4' -> ('3', '4', '5'); () when the letters are not A, B, C ..."""
-    marks = list(re.finditer(r"(?:^|(?<=[\s;；,]))([A-H])\s*[.:：)]\s*", text_))
-    letters = [m.group(1) for m in marks]
-    if len(marks) < 2 or letters != [chr(ord("A") + i) for i in range(len(marks))]:
+# An option label at the start of a line: "A. 3", "A:3", "A) 3", "(A) 3".
+_LINE_LABEL = re.compile(r"^[ \t]*(?:\(([A-H])\)|([A-H])[ \t]*[.:：)])[ \t]*")
+# An option label inside a line: after a separator ("A. 3; B. 4"), else after a blank ("(A) 3 (B) 4").
+_SEPARATED_LABEL = re.compile(r"(?:^|(?<=[;；,]))\s*\(?([A-H])\s*[.:：)]\s*")
+_INLINE_LABEL = re.compile(r"(?:^|(?<=[\s;；,]))\(?([A-H])\s*[.:：)]\s*")
+
+
+def _inline_options(text_: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    marks, want = [], "A"
+    for m in pattern.finditer(text_):
+        if m.group(1) == want:
+            marks.append(m)
+            want = chr(ord(want) + 1)
+    if len(marks) < 2 or text_[: marks[0].start()].strip():
         return ()
-    out = []
+    opts = []
     for m, nxt in zip(marks, marks[1:] + [None]):
         end = nxt.start() if nxt is not None else len(text_)
-        out.append(text_[m.end() : end].strip().rstrip(";；,").strip())
-    return tuple(out)
+        opts.append(text_[m.end() : end].strip().rstrip(";；,").strip())
+    return tuple(opts)
+
+
+def parse_options(text_: str) -> tuple[str, ...]:
+    """Option texts from 'A:3\\nB:4' (one per line; an unlabelled line continues the option
+    above it) or 'A. 3; B. 4; C. 5' (inline); () unless the labels run A, B, C ... in order.
+
+    Line labels are read first, so a letter inside an option's text ("the point C. on ...") is
+    not taken for a label; inline, labels after a separator (";", ",") are read first, then
+    labels after a blank, each in order (A, then the first B after it, ...), so a letter in an
+    option's text cannot reorder or drop an option."""
+    lines = [line for line in text_.splitlines() if line.strip()]
+    labelled = [_LINE_LABEL.match(line) for line in lines]
+    if len(lines) >= 2 and labelled[0] is not None and sum(m is not None for m in labelled) >= 2:
+        out: list[str] = []
+        letters = []
+        for line, m in zip(lines, labelled):
+            if m is None:
+                out[-1] = f"{out[-1]} {line.strip()}"
+                continue
+            letters.append(m.group(1) or m.group(2))
+            out.append(line[m.end() :].strip())
+        if letters == [chr(ord("A") + i) for i in range(len(letters))]:
+            return tuple(o.rstrip(";；,").strip() for o in out)
+    return _inline_options(text_, _SEPARATED_LABEL) or _inline_options(text_, _INLINE_LABEL)

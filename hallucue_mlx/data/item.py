@@ -99,3 +99,20 @@ class Item:
     @property
     def is_choice(self) -> bool:
         return self.answer_kind == "choice"
+
+
+def chance(item: Item) -> float | None:
+    """The accuracy of a uniform guess over the item's answer set: 1/size where the adapter
+    knows the size (meta "answer_set_size": synth's per-task sets), 1/k for k options; None
+    where unknown (an open answer, or options only in the image)."""
+    size = item.meta.get("answer_set_size")
+    if isinstance(size, int) and size > 0:
+        return 1.0 / size
+    return 1.0 / len(item.choices) if item.choices else None
+
+
+def cluster(item: Item) -> str:
+    """The group of items that are one question for interval estimates (meta "cluster": synth's
+    stated fact, MathVerse's problem, We-Math's problem), else the item itself."""
+    key = item.meta.get("cluster")
+    return str(key) if key else f"{item.benchmark}:{item.id}"

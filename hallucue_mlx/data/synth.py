@@ -56,6 +56,9 @@ COLORS = {
     "orange": (240, 130, 20),
 }
 BAR_LETTERS = "ABCD"
+# How many answers each task's question allows (counts 1-6 plus a stated number, digits 0-9 plus
+# one, 4 bars, 6 colours): uniform guessing is right 1/size of the time (metrics.item_chance).
+ANSWER_SET_SIZES = {"count": 6, "digit": 10, "bars": 4, "color": len(COLORS)}
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,13 @@ class SynthConfig:
     versions: tuple[str, ...] = SYNTH_VERSIONS
     version_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     image_size: int = IMAGE_SIZE
+    # Off (the shipped splits): the number to add (count, digit) is part of the asking sentence,
+    # which text removal keeps, so no fact lives in the text alone. On: outside vision_only it is
+    # a condition sentence of its own ("The number to add is 4."), a fact only the text holds:
+    # text removal removes it (meta text_only_facts), and the item is unanswerable afterwards.
+    # Drawn the same way; as the wording is part of the split ownership hash, a split holds
+    # other items than with it off.
+    text_only_facts: bool = False
 
 
 @lru_cache(maxsize=8)
@@ -119,7 +129,15 @@ def _stated(version: str, **sentences: str) -> list[tuple[str, bool]]:
     return [(sentences[version], True)] if version in sentences else []
 
 
-def _count(rng: random.Random, version: str, size: int):
+def _addend(version: str, m: int, what: str, text_only: bool) -> list[tuple[str, bool]]:
+    """The asking sentence of count and digit: '<what> plus m', or with the number to add as a
+    condition sentence of its own (SynthConfig.text_only_facts)."""
+    if text_only:
+        return [(f"The number to add is {m}.", True), (f"What is {what} plus that number?", False)]
+    return [(f"What is {what} plus {m}?", False)]
+
+
+def _count(rng: random.Random, version: str, size: int, text_only: bool = False):
     k = rng.randint(1, 6)
     kind = rng.choice(["circle", "square"])
     color = rng.choice(list(COLORS))
@@ -143,12 +161,12 @@ def _count(rng: random.Random, version: str, size: int):
             text_lite=f"There {'are' if k != 1 else 'is'} {k} {plural}.",
         )
         # the number to add is in the asking sentence: text removal keeps it (module doc)
-        parts.append((f"What is the number of {kind}s plus {m}?", False))
+        parts += _addend(version, m, f"the number of {kind}s", text_only)
         answer, think = k + m, f"There are {k} {plural}. {k} + {m} = {k + m}."
     return img, parts, str(answer), (), "number", think, facts
 
 
-def _digit(rng: random.Random, version: str, size: int):
+def _digit(rng: random.Random, version: str, size: int, text_only: bool = False):
     d = rng.randint(0, 9)
     img, draw = _canvas(size)
     font = _font(rng.randint(58, 72))
@@ -168,12 +186,12 @@ def _digit(rng: random.Random, version: str, size: int):
             text_dominant=f"The image shows the digit {d} in large print.",
             text_lite=f"The digit is {d}.",
         )
-        parts.append((f"What is the digit plus {m}?", False))
+        parts += _addend(version, m, "the digit", text_only)
         answer, think = d + m, f"The digit is {d}. {d} + {m} = {d + m}."
     return img, parts, str(answer), (), "number", think, {"digit": d}
 
 
-def _bars(rng: random.Random, version: str, size: int):
+def _bars(rng: random.Random, version: str, size: int, text_only: bool = False):
     heights = rng.sample(range(2, 10), 4)  # distinct: exactly one tallest bar
     img, draw = _canvas(size)
     font = _font(12)
@@ -200,7 +218,7 @@ def _bars(rng: random.Random, version: str, size: int):
     return img, parts, best, choices, "choice", think, facts
 
 
-def _color(rng: random.Random, version: str, size: int):
+def _color(rng: random.Random, version: str, size: int, text_only: bool = False):
     # A free-form word answer, not a choice: a 4-layer model reads the colour from the image early
     # but fails to map a colour name to a shuffled option letter (measured: think text right 10/10,
     # letter at chance), which would grade a visual success as wrong.
@@ -263,7 +281,7 @@ def make_item(split: str, index: int, seed: int = 0, config: SynthConfig | None 
     # the versions keep their weights in every split (module doc: disjoint by construction)
     for _ in range(10_000):
         img, sentences, answer, choices, kind, think, facts = _TASK_FNS[task](
-            rng, version, cfg.image_size
+            rng, version, cfg.image_size, cfg.text_only_facts
         )
         question, spans = _Parts(sentences).build()
         if owner("image", img.tobytes()) == split and (
@@ -272,6 +290,7 @@ def make_item(split: str, index: int, seed: int = 0, config: SynthConfig | None 
             break
     else:  # unreachable with the shipped tasks: every stratum has pairs in every split (tested)
         raise RuntimeError(f"synth: no {task}/{version} (question, answer) pair in {split!r}")
+    text_only = cfg.text_only_facts and task in ("count", "digit") and version != "vision_only"
     return Item(
         id=f"synth-{split}-{index:06d}",
         benchmark="synth",
@@ -290,12 +309,33 @@ def make_item(split: str, index: int, seed: int = 0, config: SynthConfig | None 
             # what the image was drawn from: the perfect-vision oracle of the tests reads it
             "facts": facts,
             # where the needed information lives (corrupt.info_removed): the image holds every
-            # fact; vision versions state it nowhere else, and text removal cuts only sentences
-            # that restate the image, so no synth item loses a fact to text removal
+            # visual fact; vision versions state it nowhere else. Text removal cuts sentences
+            # that restate the image, and, with SynthConfig.text_only_facts, the number to add,
+            # which only the text holds
             "needs_image": version in ("vision_dominant", "vision_only"),
-            "text_only_facts": False,
+            "text_only_facts": text_only,
+            "answer_set_size": ANSWER_SET_SIZES[task],
+            "cluster": cluster_key(task, version, facts, answer, f"synth-{split}-{index:06d}"),
         },
     )
+
+
+def cluster_key(task: str, version: str, facts: dict, answer: str, item_id: str) -> str:
+    """Which items are one question for interval estimates (metrics' cluster bootstrap): a
+    text-stated item is answerable from its text, so items stating the same fact with the same
+    answer (in either wording) are one cluster; a vision item's answer is in its own image, so it
+    is a cluster of its own."""
+    if version not in TEXT_STATED:
+        return item_id
+    if task == "count":
+        fact = f"{facts['count']} {facts['shape']}"
+    elif task == "digit":
+        fact = str(facts["digit"])
+    elif task == "bars":
+        fact = ",".join(f"{k}={v}" for k, v in sorted(facts["heights"].items()))
+    else:
+        fact = f"{facts['color']} {facts['shape']}"
+    return f"synth:{task}:{fact}:{answer}"
 
 
 def load_synth(

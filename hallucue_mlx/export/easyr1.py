@@ -55,7 +55,7 @@ What is written (DIR/):
 
 Settings: from the run config: data, conditions, ratio, seed, prompt template, reward weights,
 rollouts per prompt, temperature, top_p, the KL coefficient, gradient clipping, the validation
-temperature. From the paper (our presets scale these down for a laptop): 15 epochs, learning rate
+temperature, top_p and samples per item (eval.temperature, eval.top_p, eval.samples_per_item). From the paper (our presets scale these down for a laptop): 15 epochs, learning rate
 1e-6 with full fine-tuning, the KL term as a loss with the low-variance (k3) estimator, standard
 GRPO (no filtering of groups), Qwen2.5-VL-3B-Instruct. With LoRA (lora_rank > 0): alpha 2 x rank
 (our presets' ratio), learning rate 1e-5 (EasyR1's LoRA example; our paper preset's reasoning),
@@ -318,7 +318,11 @@ def easyr1_config(
                 "enable_chunked_prefill": False,
                 "tensor_parallel_size": 2,
                 "disable_tqdm": False,
-                "val_override_config": {"temperature": cfg.eval.temperature, "top_p": 1.0, "n": 1},
+                "val_override_config": {
+                    "temperature": cfg.eval.temperature,
+                    "top_p": cfg.eval.top_p,
+                    "n": cfg.eval.samples_per_item,
+                },
             },
             "ref": {
                 "fsdp": {

@@ -113,6 +113,7 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "sample": _INT,
     "response_tokens": _INT,
     "n_choices": _INT,
+    "declined": _BOOL,
     "extracted": (str, type(None)),
     "grader_error": (str, type(None)),
 }

@@ -155,9 +155,9 @@ def _answered_anyway(run: RunData, diag: Diagnostics) -> list[str]:
         parts = [
             f"{pct(h['rate'])}% of the {h['n']} items {EVAL_LONG.get(c, c)} left unanswerable"
             + (
-                f" (right {pct(h['answered_correct_rate'])}% of the time; chance "
+                f" (right {pct(h.get('known_correct_rate'))}% of the time; chance "
                 f"{pct(h['chance_rate'])}%)"
-                if h["answered_correct_rate"] is not None and h["chance_rate"] is not None
+                if h.get("known_correct_rate") is not None and h["chance_rate"] is not None
                 else ""
             )
             for c, h in hs.items()

@@ -6,8 +6,11 @@
 
 Each value folder is an ordinary run of one training seed; the data subset (data.seed) is the same
 in all, so every seed scores the same test items. Per model: clean accuracy per seed, the mean
-and spread across seeds, and 95% intervals from a bootstrap that resamples seeds and then items
-(metrics.seed_item_bootstrap_ci), so they cover seed-to-seed variation as well as item sampling.
+and spread across seeds, and 95% intervals valid for few seeds (metrics.seed_cluster_ci): a t
+interval whose variance adds the seed-to-seed variance of the seed means and the item sampling
+variance from a bootstrap that resamples whole clusters of items (the items that are one question:
+one stated fact in several wordings, one MathVerse problem in five versions), with S - 1
+degrees of freedom (conservative: never narrower than the t interval over the seed means).
 Changes vs base are paired within each seed. Benchmarks are macro-averaged as in Table 1.
 The modality diagnostics (vision gain, text gain on the items text removal changed, text-removal
 coverage, hallucination) are each seed's run report's, given as mean and range over seeds.
@@ -22,11 +25,18 @@ import numpy as np
 
 from hallucue_mlx import atomic
 from hallucue_mlx.corrupt import CORRUPTIONS
-from hallucue_mlx.metrics import item_scores, seed_item_bootstrap_ci
+from hallucue_mlx.metrics import item_scores, record_cluster, seed_cluster_ci
 from hallucue_mlx.report.html import write_html
 from hallucue_mlx.report.labels import BASE, FILTER_NOTE, eval_label
 from hallucue_mlx.report.load import RunData, SweepData
-from hallucue_mlx.report.tables import Table, ci_text, csv_value, diagnostics_all, pct, signed
+from hallucue_mlx.report.tables import (
+    Table,
+    ci_text,
+    csv_value,
+    diagnostics_all,
+    pct,
+    signed,
+)
 
 CLEAN = "none"
 Interval = tuple[float, float, float]  # mean, lo, hi
@@ -61,6 +71,28 @@ def _scores(run: RunData, model: str, cond: str) -> dict[str, dict[str, float]] 
     return out
 
 
+def _clusters(run: RunData, model: str, cond: str) -> dict[str, dict[str, str]]:
+    """benchmark -> item -> its cluster (records' `cluster`, else the item itself)."""
+    return {
+        b: {str(r["id"]): record_cluster(r) for r in run.cell(model, b, "test", cond)}
+        for b in run.benchmarks
+    }
+
+
+def _ci(
+    per_seed: list[dict[str, dict[str, float]]], clusters: dict[str, dict[str, str]]
+) -> Interval:
+    """seed_cluster_ci of a (seeds, items) table, its items' clusters named per benchmark."""
+    table = _table(per_seed)
+    labels = [
+        f"{b}\x1f{clusters.get(b, {}).get(i, i)}"
+        for b in per_seed[0]
+        for i in per_seed[0][b]
+        if all(i in s[b] for s in per_seed)
+    ]
+    return seed_cluster_ci(table, labels)
+
+
 def _table(per_seed: list[dict[str, dict[str, float]]]) -> np.ndarray:
     """(seeds, items): items shared by every seed, weighted so that the plain mean is the
     unweighted mean over benchmarks (the paper's AVG)."""
@@ -91,6 +123,7 @@ def seed_rows(sweep: SweepData) -> list[SeedRow]:
             continue
         seeds = [v for v, _ in have]
         clean = [_scores(r, model, CLEAN) for _, r in have]
+        clusters = _clusters(have[0][1], model, CLEAN)
         acc = _table(clean)
         delta = None
         if model != BASE:
@@ -100,18 +133,18 @@ def seed_rows(sweep: SweepData) -> list[SeedRow]:
                     {b: {i: c[b][i] - bs[b][i] for i in c[b] if i in bs[b]} for b in c}
                     for c, bs in zip(clean, base, strict=True)
                 ]
-                delta = seed_item_bootstrap_ci(_table(paired))
+                delta = _ci(paired, clusters)
         matrix = {}
         for cond in conds:
             per = [_scores(r, model, cond) for _, r in have]
             if all(p is not None for p in per):
-                matrix[cond] = seed_item_bootstrap_ci(_table(per))
+                matrix[cond] = _ci(per, clusters)
         out.append(
             SeedRow(
                 model,
                 seeds,
                 [float(x) for x in acc.mean(axis=1)],
-                seed_item_bootstrap_ci(acc),
+                _ci(clean, clusters),
                 delta,
                 matrix,
             )
@@ -191,7 +224,7 @@ def _paired_delta(runs: list[RunData], a: str, b: str, cond: str) -> Interval | 
         if sa is None or sb is None:
             return None
         diffs.append({k: {i: sa[k][i] - sb[k][i] for i in sa[k] if i in sb[k]} for k in sa})
-    return seed_item_bootstrap_ci(_table(diffs)) if diffs else None
+    return _ci(diffs, _clusters(runs[0], a, cond)) if diffs else None
 
 
 def versus_clean_table(sweep: SweepData) -> Table | None:
@@ -245,7 +278,11 @@ def diagnostics_seeds_table(sweep: SweepData) -> Table:
     conds = [c for c in (runs[0][1].eval_conditions if runs else []) if c != CLEAN]
     cols = ["Benchmark", "Model", "seeds", "vision gain (clean−BI)"]
     cols += ["text gain (clean−TR) on changed items", "TR coverage"]
-    cols += [f"hallucination under {eval_label(c)}: answered % (acc. / chance %)" for c in conds]
+    cols += [
+        f"hallucination under {eval_label(c)}: answered % of n (declined %; acc. vs chance %; "
+        "top-answer share %)"
+        for c in conds
+    ]
     md, csv_rows = [], []
     keys = list(per_seed[0][1]) if per_seed else []
     for model, bench in keys:
@@ -266,17 +303,25 @@ def diagnostics_seeds_table(sweep: SweepData) -> Table:
                 row.append("—")
                 continue
             rates = [h["rate"] for _, h in hs]
+            declined = [h.get("declined_rate") or 0.0 for _, h in hs]
             acc = [
-                h["answered_correct_rate"] for _, h in hs if h["answered_correct_rate"] is not None
+                h["known_correct_rate"] for _, h in hs if h.get("known_correct_rate") is not None
             ]
-            chance = hs[0][1]["chance_rate"]
+            chance = [h["chance_rate"] for _, h in hs if h.get("chance_rate") is not None]
+            top = [
+                h["concentration"]["top_share"]
+                for _, h in hs
+                if (h.get("concentration") or {}).get("top_share") is not None
+            ]
             row.append(
                 f"{_spread_text(rates, False)} of {hs[0][1]['n']} "
-                f"({pct(float(np.mean(acc))) if acc else '—'} / {pct(chance)})"
+                f"(declined {pct(float(np.mean(declined)))}; "
+                f"{pct(float(np.mean(acc))) if acc else '—'} vs "
+                f"{pct(float(np.mean(chance))) if chance else '—'}; "
+                f"top {pct(float(np.mean(top))) if top else '—'})"
             )
-            csv_rows += [
-                [bench, model, f"hallucination_rate/{c}", v, csv_value(h["rate"])] for v, h in hs
-            ]
+            for name, key in (("hallucination_rate", "rate"), ("declined_rate", "declined_rate")):
+                csv_rows += [[bench, model, f"{name}/{c}", v, csv_value(h.get(key))] for v, h in hs]
         md.append(row)
     return Table(
         "seeds_diagnostics",
@@ -330,9 +375,14 @@ def write_seeds_report(sweep: SweepData) -> Any:
         "training's sampling and item order and the random-image donors; the data subset is "
         f"fixed, so every seed is scored on the same test items ({items}).",
         *([f"- {FILTER_NOTE}"] if run.filtered else []),
-        "- Intervals: 95%, percentile bootstrap that resamples seeds and then items, so they "
-        "cover seed-to-seed variation and item sampling. Changes vs base are paired within each "
-        "seed. 'within noise': the interval includes 0.",
+        "- Intervals: 95%, valid for few seeds: mean ± t × √(seed variance + item variance). The "
+        "seed variance is that of the per-seed means over the number of seeds; the item "
+        "variance comes from a bootstrap that resamples whole clusters of items (the items that "
+        "are one question: one stated fact in several wordings, one MathVerse problem in five "
+        "versions), so a repeated question is not counted as independent evidence; t has seeds "
+        "− 1 degrees of freedom (4.30 for 3 seeds; with one seed, the normal interval of the "
+        "cluster bootstrap). Changes vs base are paired within each seed. 'within noise': the "
+        "interval includes 0.",
         "",
         "## Clean accuracy across seeds",
         "",
@@ -349,8 +399,10 @@ def write_seeds_report(sweep: SweepData) -> Any:
         "Each seed's run report computes these on its test records; here: the mean over seeds "
         "and, in parentheses, the lowest and highest seed. Text gain counts only the items text "
         "removal changed (TR coverage: how many of how many). Hallucination counts only the items "
-        "whose needed information the corruption removed: the share answered anyway, and the "
-        "accuracy of those answers against chance.",
+        "whose needed information the corruption removed: the share answered anyway, the share "
+        "declined, the accuracy of the answers against chance (1/size of each item's answer "
+        "set, on the answers whose set is known), and the mean share of the most common answer "
+        "per task (100: one constant answer).",
         "",
         diag.markdown(),
         "",

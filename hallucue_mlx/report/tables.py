@@ -290,6 +290,50 @@ def _gain_text(g: dict[str, Any] | None) -> str:
     return f"{mark}{signed(g['diff'])}{mark} {ci_text(g['ci95'])}"
 
 
+# What a hallucination cell shows (hallucination_cell), for the column headers.
+HALLUCINATION_CELL = (
+    "answered % [CI] of n; declined %; accuracy vs chance % on the answers of known chance; "
+    "top-answer share %"
+)
+
+
+def hallucination_cell(h: dict[str, Any]) -> str:
+    """One corruption's metrics.hallucination as a cell: the share answered anyway (with its CI
+    and the number of items the corruption left unanswerable), the share declined, the accuracy
+    of the answers against per-item chance on the same answers (with how many answers of unknown
+    chance were left out), and the mean share of the most common answer per task (100: one
+    constant answer, not reading)."""
+    acc, chance = h.get("known_correct_rate"), h.get("chance_rate")
+    vs = f"{pct(acc)} vs {pct(chance)}" if acc is not None and chance is not None else "—"
+    if h.get("chance_unknown"):
+        vs += f" ({h['chance_unknown']} of unknown chance left out)"
+    conc = (h.get("concentration") or {}).get("top_share")
+    return (
+        f"{pct(h['rate'])} {ci_text(h['ci95'])} of {h['n']}; declined "
+        f"{pct(h.get('declined_rate'))}; {vs}; top {pct(conc)}"
+    )
+
+
+def hallucination_csv(bench: str, model: str, cond: str, h: dict[str, Any]) -> list[list[Any]]:
+    """The diagnostics CSV rows of one hallucination entry beyond the answered share."""
+    conc = h.get("concentration") or {}
+    rows = []
+    for name, value, n in (
+        ("declined_rate", h.get("declined_rate"), h["n"]),
+        ("answered_accuracy_known_chance", h.get("known_correct_rate"), h.get("chance_n", "")),
+        ("chance", h.get("chance_rate"), h.get("chance_n", "")),
+        ("top_answer_share", conc.get("top_share"), h.get("answered", "")),
+        ("answer_entropy", conc.get("entropy"), h.get("answered", "")),
+    ):
+        ci = h.get("declined_ci95", ["", ""]) if name == "declined_rate" else ["", ""]
+        rows.append(
+            [bench, model, f"{name}/{cond}", n, csv_value(value)]
+            + [csv_value(x) if x != "" else "" for x in ci]
+            + ["", ""]
+        )
+    return rows
+
+
 def diagnostics_table(run: RunData, diag: Diagnostics) -> Table:
     corrupted = [c for c in run.eval_conditions if c != "none"]
     cols = [
@@ -299,7 +343,7 @@ def diagnostics_table(run: RunData, diag: Diagnostics) -> Table:
         "random-image gain (clean−RI)",
         "text gain (clean−TR) on changed items",
         "TR coverage",
-    ] + [f"hallucination under {eval_label(c)}: answered % (acc. / chance %)" for c in corrupted]
+    ] + [f"hallucination under {eval_label(c)}: {HALLUCINATION_CELL}" for c in corrupted]
     rows, csv_rows = [], []
     for (model, bench), d in diag.items():
         row = [bench, run.label(model)]
@@ -334,10 +378,7 @@ def diagnostics_table(run: RunData, diag: Diagnostics) -> Table:
             if h is None or not h["n"]:  # no item this corruption left unanswerable
                 row.append("—")
                 continue
-            row.append(
-                f"{pct(h['rate'])} {ci_text(h['ci95'])} of {h['n']} "
-                f"({pct(h['answered_correct_rate'])} / {pct(h['chance_rate'])})"
-            )
+            row.append(hallucination_cell(h))
             csv_rows.append(
                 [
                     bench,
@@ -351,6 +392,7 @@ def diagnostics_table(run: RunData, diag: Diagnostics) -> Table:
                     h["answered_correct"],
                 ]
             )
+            csv_rows += hallucination_csv(bench, model, c, h)
         rows.append(row)
     return Table(
         "diagnostics",

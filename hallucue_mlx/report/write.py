@@ -196,9 +196,13 @@ def _results_sections(run: RunData, tables: list[Table], figs: Figures) -> list[
         "rest state no condition its rules find). "
         "Hallucination: on the items whose needed information the corruption removed (the image "
         "of an item that needs it, under blank or random images; a fact only the text states, "
-        "under text removal), the share the model answered anyway (no abstention), with its 95% "
-        "CI and the number of such items, then the accuracy of those answers against chance "
-        "(1/k for k options, 0 for open answers). Items still answerable from what is left, or "
+        "under text removal), the share the model answered anyway (neither declined nor left "
+        "without an answer), with its 95% CI and the number of such items; the share declined "
+        "(\\boxed{unknown} or a decline phrase, never graded correct); the accuracy of the answers "
+        "against chance, 1/size of each item's answer set (1/k for k options, synth's per-task "
+        "sets; open answers of unknown set are left out and counted); and the mean share of the "
+        "most common answer per task (100%: one constant answer, not reading). Items still "
+        "answerable from what is left, or "
         "whose benchmark does not say where their information lives, are not counted (—: none).",
         "",
         tables[2].markdown() if tables[2].rows else "_No clean records to compare with._",

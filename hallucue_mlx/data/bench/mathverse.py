@@ -37,6 +37,23 @@ NEEDS_IMAGE_BY_VERSION = {
 }
 
 
+# version -> whether the text states conditions the diagram does not show, so that text removal
+# (which cuts the givens) removes a needed fact. MathVerse builds its versions from four parts:
+# descriptive information (DI, what the diagram shows), implicit properties (IP, readable from the
+# diagram), essential conditions (EC: the values and relations the solution needs) and the
+# question. Text Dominant is DI + IP + EC + question, Text Lite IP + EC + question, Vision
+# Intensive EC + question: in those the essential conditions are stated in the text only (the
+# Vision Dominant version is the one whose diagram is annotated with them). Vision Dominant keeps
+# IP + question, all readable from its diagram; Vision Only has no text to remove.
+TEXT_ONLY_FACTS_BY_VERSION = {
+    "text_dominant": True,
+    "text_lite": True,
+    "vision_intensive": True,
+    "vision_dominant": False,
+    "vision_only": False,
+}
+
+
 def version_name(problem_version: str) -> str:
     """'Vision Intensive' -> 'vision_intensive' (Item.version names); 'Text Only' -> 'text_only'."""
     return re.sub(r"[^a-z]+", "_", problem_version.strip().lower()).strip("_")
@@ -85,6 +102,11 @@ def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
             # the text (text dominant), some only in the diagram (vision intensive / dominant /
             # only); text lite drops descriptions the diagram may or may not be needed for
             "needs_image": NEEDS_IMAGE_BY_VERSION.get(version_name(text(row["problem_version"]))),
+            "text_only_facts": TEXT_ONLY_FACTS_BY_VERSION.get(
+                version_name(text(row["problem_version"]))
+            ),
+            # the five versions of one problem share its answer: one cluster for intervals
+            "cluster": f"mathverse:{text(row['problem_index'])}",
             "problem_index": text(row["problem_index"]),
             "question_type": text(row["question_type"]),
             "query_wo": text(row.get("query_wo")),

@@ -48,7 +48,13 @@ def to_item(row: Row, item_id: str, split: str, ctx: RowContext) -> Item:
         choices=choices,
         task=text(row.get("knowledge concept")),
         answer_kind="choice",
-        meta={"key": text(row.get("key")), "we_math_id": text(row["ID"]), "option": text(option)},
+        meta={
+            "key": text(row.get("key")),
+            "we_math_id": text(row["ID"]),
+            "option": text(option),
+            # the sub-questions of one problem share its diagram and givens: one cluster
+            "cluster": f"wemath:{text(row['ID'])}",
+        },
     )
 
 
