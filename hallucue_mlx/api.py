@@ -57,7 +57,7 @@ from hallucue_mlx.data.item import Item
 from hallucue_mlx.distributed import current as _world
 from hallucue_mlx.evaluate import EvalResult, evaluate_benchmark
 from hallucue_mlx.gallery import gallery_for, write_gallery
-from hallucue_mlx.grid import GridInterrupted, load_data, run_grid, targets
+from hallucue_mlx.grid import GridInterrupted, load_spec, run_grid, validation_items
 from hallucue_mlx.models.load import ModelLoadError
 from hallucue_mlx.models.load import load_model as _load_model
 from hallucue_mlx.prompts import resolve_template
@@ -204,6 +204,17 @@ def _train_dir(condition: str, quick: bool) -> Path:
     return Path("runs/train") / (condition + ("-quick" if quick else ""))
 
 
+def training_items(cfg: RunConfig) -> tuple[list[Item], list[Item]]:
+    """What a training of `cfg`'s grid trains on and evaluates during training: data.train as
+    `run` loads it (the same seeded subset, local copies included), and the held-out validation
+    items of the periodic evaluation (grid.validation_items: never the test split)."""
+    spec = cfg.data.train
+    items = load_spec(spec, spec.split or "train", "data.train", cfg.data.seed)
+    if not items:
+        raise GridError(f"data.train: {spec.name}/{spec.split or 'train'} has no items")
+    return items, validation_items(cfg)
+
+
 def train(
     config: Config = None,
     condition: str = "none",
@@ -243,8 +254,7 @@ def train(
     tcfg = train_config_for(cfg, condition)
     tcfg.validate()
     folder = Path(out) if out is not None else _train_dir(condition, quick)
-    data = load_data(cfg)
-    held_out = data.eval_items[targets(cfg)[0].dirname]
+    items, held_out = training_items(cfg)
     world = _world()
 
     def check() -> bool:
@@ -260,7 +270,7 @@ def train(
             out_dir=folder,
             resume=again,
             quiet=quiet,
-            items=data.train_items,
+            items=items,
             eval_items=held_out,
         )
 
