@@ -215,9 +215,9 @@ def _reading_section(run: RunData, cells: Cells, diag: Diagnostics) -> list[str]
             "include 0, so this run cannot tell those models apart (listed below)."
         )
     if noise:
-        L += ["", f"<details><summary>{len(noise)} comparisons in detail</summary>", ""]
+        what = "not read (smoke run)" if quick else "within noise"
+        L += ["", f"### In detail: {len(noise)} comparisons {what}", ""]
         L += [f"- {x}" for x in noise]
-        L += ["", "</details>"]
     return L + [""]
 
 
