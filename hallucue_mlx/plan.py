@@ -1082,7 +1082,8 @@ def render_total(plan: Plan, cfg: RunConfig, console: Any = None) -> None:
     console.print(f"[bold]Whole run[/bold] (`hallucue-mlx run` of this config): {what}.")
     for s, t, _ in plan.times:
         total = u["steps"] * t.step_s + u["eval_items"] * t.eval_item_s
-        console.print(f"  {s.name}: about {_minutes(total)} in all")
+        days = f"{total / 86400:,.0f} days" if total >= 2 * 86400 else _minutes(total)
+        console.print(f"  {s.name}: about {days} in all")
     if u["unknown"]:
         console.print(
             f"  not counted: {', '.join(u['unknown'])} (n: null; set data.eval.N.n to count it)"
