@@ -41,7 +41,7 @@ print("hallucue-mlx", hq.__version__, "| SMALL settings" if SMALL else "| full s
 
 PROGRESS = (
     "Progress shows below the cell while it runs (a line per task with the elapsed time and "
-    "the ETA; a live bar where ipywidgets is installed, which `pip install -e \".[labs]\"` "
+    'the ETA; a live bar where ipywidgets is installed, which `pip install -e ".[labs]"` '
     "does). Rerunning the cell continues an interrupted run."
 )
 

@@ -76,7 +76,10 @@ table { border-collapse: collapse; font-size: .88rem; }
 th, td { border: 1px solid #c4c4c4; padding: .28rem .55rem; vertical-align: top; text-align: left;
   font-variant-numeric: tabular-nums; }
 th { min-width: 4rem; }
-td:first-child, th:first-child { white-space: nowrap; }
+td:nth-child(-n+2), th:nth-child(-n+2) { white-space: nowrap; }
+blockquote { margin: 1rem 0; padding: .6rem 1rem; background: #fff8e1; border-left: 4px solid #e0a800;
+  max-width: 62rem; }
+blockquote p { margin: 0; }
 details { margin: .4rem 0 1rem; } summary { cursor: pointer; color: #444; }
 thead th { background: #eef0f3; vertical-align: bottom; }
 tbody tr:nth-child(even) { background: #f8f9fa; }
