@@ -20,6 +20,7 @@ from hallucue_mlx.config import (
     build,
     default_config_path,
     dump_yaml,
+    eval_config_for,
     from_dict,
     load_config,
     load_yaml,
@@ -235,13 +236,13 @@ def doctor(
     whether the config's model would crawl here."""
     from hallucue_mlx.backend import diagnose, print_diagnosis, quantized_cpu_warning
 
+    cfg = None if config is None and not set_ else load_config(config, set_)  # errors first
     d = diagnose(reps=reps)
     print_diagnosis(d)
-    if config is None and not set_:
+    if cfg is None:
         return
     from hallucue_mlx.plan import PlanError, quantized_bits
 
-    cfg = load_config(config, set_)
     try:
         bits = quantized_bits(cfg.model.id)
     except PlanError as e:
@@ -641,6 +642,13 @@ def train(
     import shlex
     import sys
 
+    flags = _given(settings_)
+    try:  # every setting is checked before the slow imports and any model or data
+        rcfg, cfg = train_settings(config, set_, flags, quick)
+        trackers = report_targets(report_to)
+    except ConfigError as e:
+        raise _bad(e, _TRAIN_FLAGS, flags) from None
+
     from hallucue_mlx.api import training_items
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.models.load import ModelLoadError
@@ -648,12 +656,6 @@ def train(
     from hallucue_mlx.train import ResumeMismatch, TrainingDiverged, check_new_folder, resume_hint
     from hallucue_mlx.train import train as run_train
 
-    flags = _given(settings_)
-    try:
-        rcfg, cfg = train_settings(config, set_, flags, quick)
-        trackers = report_targets(report_to)
-    except ConfigError as e:
-        raise _bad(e, _TRAIN_FLAGS, flags) from None
     # the same command with --resume: the saved settings win, and --steps etc. stay as given
     again = "hallucue-mlx train " + " ".join(
         shlex.quote(a) for a in sys.argv[2:] if a not in ("--resume", "--force")
@@ -711,11 +713,20 @@ _EVAL_NOTES = {"template": " auto (the default): short for hallucue-tiny, else e
 @app.command(name="eval", short_help="Evaluate a model (and adapter) under every corruption.")
 @config_flags(EvalConfig, _EVAL_FLAGS, _EVAL_NOTES, {"template": "auto"})
 def eval_(
-    model: str = typer.Option(
-        "hallucue-tiny",
+    model: str | None = typer.Option(
+        None,
         "--model",
-        help="Model directory or Hugging Face id (default: the embedded hallucue-tiny).",
+        help="Model directory or Hugging Face id (default: --config's model.id, else the "
+        "embedded hallucue-tiny).",
     ),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        help="Start from a run config's evaluation settings (its eval section and "
+        "grid.eval_conditions) and model: a YAML file or a shipped config's name, as `run` "
+        "takes it (default: the flags' own defaults).",
+    ),
+    set_: list[str] = SET_OPTION,
     adapter: str | None = typer.Option(None, "--adapter", help="LoRA adapter directory to apply."),
     benchmark: str = typer.Option(
         "synth", "--benchmark", "-b", help="Benchmark name (see `data list`)."
@@ -750,9 +761,16 @@ def eval_(
     flags = _given(settings_)
     template = flags.get("template", "auto")
     try:
+        base: dict[str, Any] = {}
+        if config is not None or set_:
+            run_cfg = load_config(config, set_)
+            model = model or run_cfg.model.id
+            base = to_dict(eval_config_for(run_cfg))
+            base.pop("template")  # the prompt follows the model evaluated, unless given
+        model = model or "hallucue-tiny"
         if template == "auto":
             flags["template"] = resolve_template(template, model)
-        cfg = build(EvalConfig, flags, "eval")
+        cfg = build(EvalConfig, {**base, **flags}, "eval")
     except ConfigError as e:
         raise _bad(e, _EVAL_FLAGS, flags) from None
     if _world().distributed:

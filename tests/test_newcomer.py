@@ -154,6 +154,7 @@ def _quick(run: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_a_smoke_report_says_so_and_reads_no_numbers(tmp_path):
     from hallucue_mlx.report import write_report
 
@@ -169,6 +170,7 @@ def test_a_smoke_report_says_so_and_reads_no_numbers(tmp_path):
     assert "<details>" in html and "<summary>" in html
 
 
+@pytest.mark.slow
 def test_comparisons_within_noise_fold_into_one_bullet(tmp_path):
     from hallucue_mlx.report import write_report
 
@@ -381,3 +383,16 @@ def test_readme_installs_from_a_clone_and_puts_the_cost_first():
 def test_the_configs_are_valid_yaml_run_configs():
     for p in (ROOT / "configs").glob("*.yaml"):
         assert isinstance(yaml.safe_load(p.read_text()), dict)
+
+
+@pytest.mark.slow
+def test_every_command_with_settings_takes_config_in_the_same_forms():
+    for command in ("run", "sweep", "train", "eval", "plan", "doctor", "export"):
+        args = [command, "--config", "no-such-config"]
+        if command == "sweep":
+            args.insert(1, "train.beta=0,0.1")
+        if command == "export":
+            args = ["export", "easyr1", "--out", "x", "--config", "no-such-config"]
+        res = _cli(*args)
+        assert res.exit_code == 2, (command, res.output)
+        assert "shipped config by its bare name" in " ".join(res.output.split()), command
