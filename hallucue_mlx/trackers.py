@@ -107,15 +107,18 @@ class Mirror:
         if "wandb" in self.targets:
             import wandb
 
-            self.wandb = wandb.init(
-                project=os.environ.get("WANDB_PROJECT", "hallucue-mlx"),
-                name=name,
-                id=self._wandb_id(),
-                resume="allow",
-                dir=str(self.folder),
-                config=self._config(),
-                reinit="create_new",
-            )
+            kwargs = {
+                "project": os.environ.get("WANDB_PROJECT", "hallucue-mlx"),
+                "name": name,
+                "id": self._wandb_id(),
+                "resume": "allow",
+                "dir": str(self.folder),
+                "config": self._config(),
+            }
+            try:  # several runs at once (a grid's trainings): wandb >= 0.19.10
+                self.wandb = wandb.init(**kwargs, reinit="create_new")
+            except (TypeError, ValueError):
+                self.wandb = wandb.init(**kwargs, reinit=True)
 
     def _wandb_id(self) -> str:
         """The folder's W&B run id, kept so that a resumed training continues the same run."""
