@@ -195,7 +195,7 @@ def fig_dose_response(sweep: SweepData, pts: list[DosePoint], figdir: Path) -> P
             ax.axhspan(lo, hi, color="#777777", alpha=0.08, lw=0)
     for k, model in enumerate(order):
         color = OKABE_ITO[1 + k % (len(OKABE_ITO) - 1)]
-        dodge = (k - (len(order) - 1) / 2) * 0.012 * span
+        dodge = (k - (len(order) - 1) / 2) * 0.02 * span
         style = dict(color=color, marker=MARKERS[k % len(MARKERS)], ms=5, ls=LINES[k % len(LINES)])
         if _ratio_zero(sweep, model):
             mine = [zero] if zero is not None else []
@@ -246,6 +246,8 @@ def fig_dose_response(sweep: SweepData, pts: list[DosePoint], figdir: Path) -> P
             ax.set_xlim(min(xs) - 0.3, max(xs) + 0.3)
     for ax in axes[1:]:
         ax.axhline(0, color="#999999", lw=1)
+        lo, hi = ax.get_ylim()  # at least +-1 point, so that a zero-width interval reads as one
+        ax.set_ylim(min(lo, -1.0), max(hi, 1.0))
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
     n = max((p.n for p in pts), default=0)
@@ -348,12 +350,20 @@ def write_sweep_report(root: Path) -> Path:
     atomic.write_text(tabdir / f"{STEM}.csv", table.csv())
     fig = fig_dose_response(sweep, pts, figdir)
     lines = _head(sweep, pts)
+    if sweep.quick:  # after the title: a smoke sweep says so before any number
+        lines[1:1] = [
+            "",
+            "> **Smoke run (`--quick`).** Every value's grid ran on a few items with a few "
+            "training steps, to check the pipeline; its numbers say nothing about the method. "
+            "Run without `--quick` for the real sweep (`hallucue-mlx plan` predicts its time).",
+        ]
     if fig is not None:
         lines += [f"![Dose-response over {sweep.key}](figures/{fig.name})", ""]
     lines += ["## Dose-response table", "", table.markdown(), ""]
     if any(p.shared for p in pts):
         lines += [
-            "A model shared between values (same recipe) has one row, at its first value.",
+            "A model shared between values (same recipe) has one row, at its first value "
+            "(in a ratio sweep, clean GRPO is the ratio-0 row: no corruption).",
             "",
         ]
     lines += ["## Reading", "", *(reading(sweep, pts) or ["- no trained model yet"]), ""]
