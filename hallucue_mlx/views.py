@@ -124,6 +124,14 @@ class GridView:
             self.live.stop()
             self.console.print()  # the last frame keeps its own line
 
+    def _plain_extra(self, with_reward: bool) -> list[str]:
+        """The reward (once there is one) and the ETA (once it can be estimated)."""
+        eta = self.eta()
+        return [
+            *([f"reward {self.reward}"] if with_reward and self.reward != "-" else []),
+            *([f"ETA {eta}"] if eta != "?" else []),
+        ]
+
     def eta(self) -> str:
         total = 0.0
         for kind in ("train", "eval"):
@@ -147,7 +155,7 @@ class GridView:
         if self.quiet:
             return
         if self.plain is not None:
-            self.plain.show(description, f"reward {self.reward}", f"ETA {self.eta()}")
+            self.plain.show(description, *self._plain_extra(with_reward=True))
             return
         self.status.plain = f"now: {description}   latest reward: {self.reward}"
         kw: dict[str, Any] = {"eta": self.eta()}
@@ -160,7 +168,7 @@ class GridView:
         if self.quiet:
             return
         if self.plain is not None:
-            self.plain.say(_untag(message), f"ETA {self.eta()}")
+            self.plain.say(_untag(message), *self._plain_extra(with_reward=False))
             return
         self.progress.update(self.task, completed=self.n_done, done=self.n_done, eta=self.eta())
         self.console.print(message)

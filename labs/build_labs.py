@@ -24,6 +24,7 @@ EXPECTED = (
 
 SETUP = """\
 import os
+import warnings
 from pathlib import Path
 
 from IPython.display import Image, Markdown, display
@@ -37,6 +38,8 @@ SMALL = False
 SMALL = SMALL or os.environ.get("HALLUCUE_LAB_SMALL") == "1"
 OUT = Path(os.environ.get("HALLUCUE_LAB_OUT", "lab-runs"))  # where run folders go
 OUT.mkdir(parents=True, exist_ok=True)
+# without ipywidgets, libraries that draw notebook bars warn; progress then prints as lines
+warnings.filterwarnings("ignore", message="IProgress not found")
 print("hallucue-mlx", hq.__version__, "| SMALL settings" if SMALL else "| full settings")"""
 
 PROGRESS = (
