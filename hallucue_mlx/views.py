@@ -210,7 +210,7 @@ def print_grid_summary(path: Path) -> None:
             table.add_row(*row)
         console.print(table)
     if res.get("label_note"):
-        console.print(res["label_note"])
+        console.print(res["label_note"], highlight=False)
     console.print(f"results: {path} ({res['timing']['total_s']:.0f} s of work)")
 
 
