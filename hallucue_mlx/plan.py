@@ -42,6 +42,7 @@ from hallucue_mlx.backend import (
     quantized_gflops,
 )
 from hallucue_mlx.config import RunConfig
+from hallucue_mlx.data.synth import DEFAULT_SIZES
 from hallucue_mlx.models.load import (
     EMBEDDED_NAME,
     ModelLoadError,
@@ -1035,8 +1036,6 @@ def run_units(cfg: RunConfig) -> dict[str, Any]:
     their steps, evaluated item-conditions (the test benchmarks, the train slice, and the
     periodic evaluations during training). `unknown` names benchmarks whose size the config
     does not give (n: null on a downloaded benchmark): the total leaves them out."""
-    from hallucue_mlx.data.synth import DEFAULT_SIZES
-
     g, t = cfg.grid, cfg.train
     corrupted = [c for c in g.train_conditions if c != "none"]
     per_seed = len(g.train_conditions) + len(corrupted) * max(len(g.ratios) - 1, 0)
