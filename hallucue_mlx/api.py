@@ -57,7 +57,7 @@ from hallucue_mlx.data.item import Item
 from hallucue_mlx.distributed import current as _world
 from hallucue_mlx.evaluate import EvalResult, evaluate_benchmark
 from hallucue_mlx.gallery import gallery_for, write_gallery
-from hallucue_mlx.grid import GridInterrupted, load_data, run_grid, targets
+from hallucue_mlx.grid import GridInterrupted, load_spec, run_grid, validation_items
 from hallucue_mlx.models.load import ModelLoadError
 from hallucue_mlx.models.load import load_model as _load_model
 from hallucue_mlx.prompts import resolve_template
@@ -71,6 +71,7 @@ from hallucue_mlx.runfolder import (
     latest_checkpoint,
 )
 from hallucue_mlx.sweep import check_sweep, config_sweep, run_sweep
+from hallucue_mlx.trackers import mirror, mirror_run, report_targets
 from hallucue_mlx.train import ResumeMismatch, TrainingDiverged, TrainResult, check_new_folder
 from hallucue_mlx.train import train as _train
 
@@ -128,9 +129,11 @@ def run(
     quick: bool = False,
     force: bool = False,
     quiet: bool = False,
+    report_to: str | Sequence[str] | None = None,
 ) -> Path:
     """Run (or continue) the whole comparison grid and write its report, as `hallucue-mlx run`
-    does (grid.run_grid); returns the run folder.
+    does (grid.run_grid); returns the run folder. report_to: "tensorboard" and/or "wandb" to
+    mirror every training's metrics there too (trackers.mirror_run; `--report-to`).
 
     out: the run folder (default: the config's output.dir, plus "-quick" with quick). Calling
     again with the same folder skips finished cells and continues an interrupted training; a
@@ -148,7 +151,8 @@ def run(
     cfg = load_config(config, overrides)
     folder = Path(out) if out is not None else run_dir(cfg, quick)
     asked = config_sweep(cfg)
-    with _writing(folder, "run"):
+    targets = report_targets(report_to)
+    with _writing(folder, "run"), mirror_run(folder, targets if _world().is_main else ()):
         if asked is None:
             run_grid(cfg, folder, quick=quick, force=force, quiet=quiet)
         else:  # grid.ratios / grid.seeds: a sweep, as `hallucue-mlx run` does
@@ -204,6 +208,17 @@ def _train_dir(condition: str, quick: bool) -> Path:
     return Path("runs/train") / (condition + ("-quick" if quick else ""))
 
 
+def training_items(cfg: RunConfig) -> tuple[list[Item], list[Item]]:
+    """What a training of `cfg`'s grid trains on and evaluates during training: data.train as
+    `run` loads it (the same seeded subset, local copies included), and the held-out validation
+    items of the periodic evaluation (grid.validation_items: never the test split)."""
+    spec = cfg.data.train
+    items = load_spec(spec, spec.split or "train", "data.train", cfg.data.seed)
+    if not items:
+        raise GridError(f"data.train: {spec.name}/{spec.split or 'train'} has no items")
+    return items, validation_items(cfg)
+
+
 def train(
     config: Config = None,
     condition: str = "none",
@@ -214,6 +229,7 @@ def train(
     resume: bool = True,
     force: bool = False,
     quiet: bool = False,
+    report_to: str | Sequence[str] | None = None,
 ) -> TrainResult:
     """One LoRA GRPO training of the grid's recipe under one corruption (train.train with
     config.train_config_for): the run config's model, data, seed and train section, training
@@ -224,7 +240,8 @@ def train(
     resume: continue from the folder's last checkpoint if it has one (settings must match, or
     ResumeMismatch); without resume, a folder that already holds a training is refused
     (GridError) unless force, which clears what training wrote there. quick: the smoke-run
-    version of the config (config.quick).
+    version of the config (config.quick). report_to: "tensorboard" and/or "wandb" to mirror the
+    metrics there too (`--report-to`).
 
     Returns a TrainResult: out_dir; adapter_dir (the LoRA adapter, for evaluate(adapter=...) and
     load_model(adapter=...); None if the run stopped early); steps_done; interrupted (stopped by
@@ -243,8 +260,8 @@ def train(
     tcfg = train_config_for(cfg, condition)
     tcfg.validate()
     folder = Path(out) if out is not None else _train_dir(condition, quick)
-    data = load_data(cfg)
-    held_out = data.eval_items[targets(cfg)[0].dirname]
+    targets = report_targets(report_to)
+    items, held_out = training_items(cfg)
     world = _world()
 
     def check() -> bool:
@@ -255,14 +272,16 @@ def train(
 
     with _writing(folder, "train"):
         again = world.on_main(check, "checking the training folder")
-        return _train(
-            tcfg,
-            out_dir=folder,
-            resume=again,
-            quiet=quiet,
-            items=data.train_items,
-            eval_items=held_out,
-        )
+        with mirror(folder, targets, world) as sync:
+            return _train(
+                tcfg,
+                out_dir=folder,
+                resume=again,
+                quiet=quiet,
+                items=items,
+                eval_items=held_out,
+                on_step=lambda step, rec: sync(),
+            )
 
 
 # ================================================================ evaluation

@@ -18,14 +18,22 @@ from hallucue_mlx.config import (
     TrainConfig,
     apply_overrides,
     build,
+    default_config_path,
     dump_yaml,
+    eval_config_for,
+    from_dict,
     load_config,
     load_yaml,
+    override_strings,
+    resolve_config_path,
     run_dir,
     settings,
+    to_dict,
+    train_config_for,
 )
 from hallucue_mlx.config import quick as quick_config
 from hallucue_mlx.prompts import resolve_template
+from hallucue_mlx.trackers import mirror, mirror_run, report_targets
 
 # Options several commands share (typer reads them; one definition keeps their help in step).
 CONFIG_OPTION = typer.Option(
@@ -36,6 +44,27 @@ CONFIG_OPTION = typer.Option(
 SET_OPTION = typer.Option(
     [], "--set", help="Override a config key: section.key=value (YAML value), repeatable."
 )
+REPORT_TO_OPTION = typer.Option(
+    None,
+    "--report-to",
+    help="Also log training metrics to tensorboard or wandb (comma-separated; TRL's names), "
+    'beside metrics.jsonl. Optional extras: pip install -e ".[tensorboard]" or ".[wandb]".',
+)
+
+# Placeholders of option values in --help: click's plain words, not typer's <list[str]>.
+_PLACEHOLDERS = {"int": "INTEGER", "float": "FLOAT", "str": "TEXT", "bool": "BOOLEAN"}
+
+
+def _placeholder(self: Any, ctx: Any) -> str:
+    desc = self.type_descriptor
+    if desc.is_path:
+        return "PATH"
+    if desc.is_list:
+        return "TEXT"
+    return _PLACEHOLDERS.get(self.bare_type(), self.bare_type().upper())
+
+
+typer.core.TyperOption.display_type = _placeholder  # type: ignore[method-assign]
 
 # ================================================================ the error boundary
 
@@ -132,8 +161,35 @@ def _boundary(fn: Callable[..., None]) -> Callable[..., None]:
     return wrapped
 
 
+# The commands in the order a newcomer meets them (click lists them alphabetically otherwise).
+ORDER = (
+    "run",
+    "sweep",
+    "train",
+    "eval",
+    "report",
+    "plan",
+    "corrupt",
+    "import",
+    "export",
+    "data",
+    "model",
+    "doctor",
+)
+
+
+class _Group(typer.core.TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+
 class _Typer(typer.Typer):
-    """typer.Typer whose commands run inside the error boundary."""
+    """typer.Typer whose commands run inside the error boundary. Help and usage errors are
+    click's plain text (no boxes, full-width help, standard placeholders such as INTEGER)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cls=_Group, rich_markup_mode=None, **kwargs)
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., None]], Any]:
         register = super().command(*args, **kwargs)
@@ -142,10 +198,13 @@ class _Typer(typer.Typer):
 
 app = _Typer(
     help="Hallucination-as-Cue on MLX: GRPO of small VLMs under blank-image, random-image and "
-    "text-removal corruptions, and evaluation under the same corruptions.",
+    "text-removal corruptions, and evaluation under the same corruptions. Start with "
+    "`hallucue-mlx run --quick` (a few minutes), then `hallucue-mlx run` (the whole default "
+    "comparison; `hallucue-mlx plan` predicts its time first).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    context_settings={"max_content_width": 120},
 )
 data_app = _Typer(
     help="List benchmarks and cache compact subsets for offline runs.", no_args_is_help=True
@@ -157,12 +216,12 @@ export_app = _Typer(
     help="Export the experiment to other training frameworks (EasyR1, for the paper's GPU scale).",
     no_args_is_help=True,
 )
-app.add_typer(data_app, name="data")
-app.add_typer(model_app, name="model")
-app.add_typer(export_app, name="export")
+app.add_typer(data_app, name="data", short_help="List benchmarks; cache subsets for offline runs.")
+app.add_typer(model_app, name="model", short_help="Where the embedded model is; rebuild it.")
+app.add_typer(export_app, name="export", short_help="The experiment in EasyR1's formats (GPUs).")
 
 
-@app.command()
+@app.command(short_help="Versions, backend, device, BLAS speed; a config's speed problems.")
 def doctor(
     reps: int = typer.Option(3, min=1, help="Timed repetitions of the 1024^3 matmul (>= 1)."),
     config: str | None = typer.Option(
@@ -177,13 +236,13 @@ def doctor(
     whether the config's model would crawl here."""
     from hallucue_mlx.backend import diagnose, print_diagnosis, quantized_cpu_warning
 
+    cfg = None if config is None and not set_ else load_config(config, set_)  # errors first
     d = diagnose(reps=reps)
     print_diagnosis(d)
-    if config is None and not set_:
+    if cfg is None:
         return
     from hallucue_mlx.plan import PlanError, quantized_bits
 
-    cfg = load_config(config, set_)
     try:
         bits = quantized_bits(cfg.model.id)
     except PlanError as e:
@@ -210,7 +269,7 @@ def _image_size(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
-@app.command()
+@app.command(short_help="Predict a config's memory and total time before running it.")
 def plan(
     config: str | None = CONFIG_OPTION,
     set_: list[str] = SET_OPTION,
@@ -239,9 +298,9 @@ def plan(
     ),
 ) -> None:
     """Predict peak memory and time of a run config before running it: whether it fits this
-    machine (or --chip / --memory), which keys to change if not, and the time per GRPO step and
-    per evaluation item. Exit code 1 when it does not fit."""
-    from hallucue_mlx.plan import PlanError, make_plan, render, this_machine
+    machine (or --chip / --memory), which keys to change if not, the time per GRPO step and per
+    evaluation item, and the whole run's total. Exit code 1 when it does not fit."""
+    from hallucue_mlx.plan import PlanError, make_plan, render, render_total, this_machine
 
     cfg = load_config(config, set_)
     size = _image_size(image)
@@ -258,11 +317,12 @@ def plan(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     render(result)
+    render_total(result, cfg)
     if not result.fits:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="The whole train x eval grid and its report (start here).")
 def run(
     config: str | None = CONFIG_OPTION,
     set_: list[str] = SET_OPTION,
@@ -287,6 +347,7 @@ def run(
         help="Train every condition under N seeds (grid.seeds): a report with across-seed "
         "means and intervals covering seeds and items.",
     ),
+    report_to: str | None = REPORT_TO_OPTION,
 ) -> None:
     """Run the whole comparison grid (train under each corruption x evaluate under each) and report."""
     import shlex
@@ -294,6 +355,7 @@ def run(
 
     try:
         cfg = load_config(config, [*set_, *([f"grid.seeds={seeds}"] if seeds else [])])
+        trackers = report_targets(report_to)
         if print_config:
             typer.echo(dump_yaml(quick_config(cfg) if quick else cfg), nl=False)
             return
@@ -302,11 +364,17 @@ def run(
         raise typer.Exit(2) from None
     out = out or run_dir(cfg, quick)
     again = "hallucue-mlx run " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--force")
-    _run_or_sweep(cfg, out, quick, force, again, None)
+    _run_or_sweep(cfg, out, quick, force, again, None, trackers)
 
 
 def _run_or_sweep(
-    cfg: Any, out: Path, quick: bool, force: bool, again: str, sweep: tuple[str, list] | None
+    cfg: Any,
+    out: Path,
+    quick: bool,
+    force: bool,
+    again: str,
+    sweep: tuple[str, list] | None,
+    trackers: tuple[str, ...] = (),
 ) -> None:
     """The grid (or a sweep: given, or grid.ratios / grid.seeds), with the errors a run can end in."""
     from hallucue_mlx.data.bench import BenchmarkError
@@ -318,7 +386,10 @@ def _run_or_sweep(
     sweep = sweep or config_sweep(cfg)
     world = _world()
     try:
-        with _main_lock(world, out, _command("sweep" if sweep else "run")):
+        with (
+            _main_lock(world, out, _command("sweep" if sweep else "run")),
+            mirror_run(out, trackers if world.is_main else ()),
+        ):
             if sweep is None:
                 run_grid(cfg, out, quick=quick, force=force, world=world)
             else:
@@ -349,19 +420,15 @@ def _run_or_sweep(
         raise typer.Exit(1) from None
 
 
-@app.command()
+@app.command(short_help="The grid once per value of one key; a dose-response report.")
 def sweep(
     assignment: str = typer.Argument(
         ...,
         help="KEY=V1,V2,...: one config key and its values, e.g. train.beta=0,0.01,0.1 or "
         "grid.ratio=0.25,0.5,1.0 (values read as YAML).",
     ),
-    config: str | None = typer.Option(
-        None, "--config", help="Run config YAML, or a shipped one by name (default: default.yaml)."
-    ),
-    set_: list[str] = typer.Option(
-        [], "--set", help="Override another config key: section.key=value, repeatable."
-    ),
+    config: str | None = CONFIG_OPTION,
+    set_: list[str] = SET_OPTION,
     out: Path | None = typer.Option(
         None,
         "--out",
@@ -372,6 +439,7 @@ def sweep(
     force: bool = typer.Option(
         False, "--force", help="Discard earlier results of this sweep folder and start over."
     ),
+    report_to: str | None = REPORT_TO_OPTION,
 ) -> None:
     """Run the grid once per value of one config key and report accuracy and vision gain
     against the value (a dose-response figure and table); the base model is evaluated once."""
@@ -384,12 +452,13 @@ def sweep(
         cfg = load_config(config, set_)
         key, values = parse_assignment(assignment)
         check_sweep(key, values)
+        trackers = report_targets(report_to)
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     out = out or Path(f"{cfg.output.dir}-sweep-{key}" + ("-quick" if quick else ""))
     again = "hallucue-mlx sweep " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--force")
-    _run_or_sweep(cfg, out, quick, force, again, (key, values))
+    _run_or_sweep(cfg, out, quick, force, again, (key, values), trackers)
 
 
 def _command(name: str) -> str:
@@ -418,11 +487,10 @@ def _option(s: Setting, flag: str, note: str = "", shown: Any = None) -> inspect
     help = s.help + note
     if s.choices and not all(c in help for c in s.choices):
         help += f" Choices: {', '.join(s.choices)}."
+    help += f" [default: {_shown(s.default if shown is None else shown)}]"
     kind: Any = str if s.kind is list else s.kind
     decl = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
-    info = typer.Option(
-        None, decl, help=help, show_default=_shown(s.default if shown is None else shown)
-    )
+    info = typer.Option(None, decl, help=help, show_default=False)
     return inspect.Parameter(
         s.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind | None
     )
@@ -469,13 +537,81 @@ def _bad(
 
 _TRAIN_FLAGS = {"corruption_ratio": "--ratio"}
 
+# TrainConfig fields that a run config sets outside its train section (config.TRAIN_OWNED and
+# the model's image sizes): a flag or a flat key given to `train` lands there, so `train`,
+# `hallucue_mlx.train()` and the grid's trainings read one recipe.
+_RUN_KEYS = {
+    "model": "model.id",
+    "dtype": "model.dtype",
+    "min_pixels": "model.min_pixels",
+    "max_pixels": "model.max_pixels",
+    "max_image_pixels": "model.max_image_pixels",
+    "benchmark": "data.train.name",
+    "train_split": "data.train.split",
+    "n_train": "data.train.n",
+    "corruption_ratio": "grid.ratio",
+    "seed": "seed",
+}
+_RUN_SECTIONS = {"seed", "model", "data", "train", "eval", "grid", "output"}
 
-@app.command()
-@config_flags(TrainConfig, _TRAIN_FLAGS)
+
+def _flat(data: dict[str, Any]) -> bool:
+    """Whether a config file is a flat mapping of TrainConfig fields (what train_config.json
+    holds) rather than a run config of sections."""
+    names = {s.name for s in settings(TrainConfig)}
+    if not data or any(isinstance(v, dict) for v in data.values()):
+        return False
+    return set(data) <= names and not set(data) <= _RUN_SECTIONS
+
+
+def train_settings(
+    config: str | None, sets: list[str], flags: dict[str, Any], quick: bool = False
+) -> tuple[Any, TrainConfig]:
+    """(run config, TrainConfig) of `hallucue-mlx train`: the run config (--config as `run` takes
+    it: a file, a shipped config's name, or the default), then --set (section.key=value as for
+    `run`; a bare key=value sets a TrainConfig field), then the flags; the TrainConfig is the
+    grid's training of that config under --corruption (config.train_config_for). A flat file
+    of TrainConfig fields (a training's train_config.json) is read over the default config."""
+    from dataclasses import replace
+
+    path = resolve_config_path(config)
+    data = load_yaml(path)
+    flat = _flat(data)
+    dotted = [kv for kv in sets if "." in kv.split("=", 1)[0]]
+    bare = [kv for kv in sets if kv not in dotted]
+    given = {**apply_overrides(data if flat else {}, bare, defaults={}), **flags}
+    condition = given.pop("corruption", "none")
+    eval_split = given.pop("eval_split", None)
+    mapped = {_RUN_KEYS.get(k, f"train.{k}"): v for k, v in given.items()}
+    try:
+        run_data = apply_overrides(
+            load_yaml(default_config_path()) if flat else data,
+            [*dotted, *override_strings(mapped)],
+        )
+        cfg = from_dict(run_data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if config is not None else str(e), e.key) from None
+    if eval_split is not None:
+        cfg = replace(cfg, train=replace(cfg.train, eval_split=eval_split))
+    if quick:
+        cfg = quick_config(cfg)
+    tcfg = train_config_for(cfg, condition)
+    tcfg.validate()
+    return cfg, tcfg
+
+
+def _recipe() -> dict[str, Any]:
+    """The default config's training recipe: the defaults `train --help` shows."""
+    try:
+        return to_dict(train_config_for(load_config(None), "none"))
+    except ConfigError:  # a broken packaged config: show the fields' own defaults
+        return {}
+
+
+@app.command(short_help="One LoRA GRPO training of the grid's recipe.")
+@config_flags(TrainConfig, _TRAIN_FLAGS, defaults=_recipe())
 def train(
-    config: Path | None = typer.Option(
-        None, "--config", help="YAML/JSON file of TrainConfig fields (a flat mapping)."
-    ),
+    config: str | None = CONFIG_OPTION,
     out: Path = typer.Option(
         Path("runs/train"), help="Output folder (metrics, checkpoints, adapter)."
     ),
@@ -488,28 +624,38 @@ def train(
         help="Clear what train wrote in --out (metrics, rollouts, checkpoints, adapter, "
         "train_config.json, done.json) and start over; other files stay.",
     ),
-    set_: list[str] = typer.Option(
-        [], "--set", help="Override any TrainConfig field: key=value (YAML value), repeatable."
+    quick: bool = typer.Option(
+        False, "--quick", help="Smoke run: the quick version of the config (2 steps)."
     ),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Override a config key: section.key=value as for `run` (train.steps=20, "
+        "model.id=...), or a training key alone (steps=20); YAML value, repeatable.",
+    ),
+    report_to: str | None = REPORT_TO_OPTION,
     **settings_: Any,
 ) -> None:
-    """LoRA GRPO training with corruption-aware rollouts. Settings: --config file < --set < flags."""
+    """One LoRA GRPO training with corruption-aware rollouts: the recipe of `run`'s trainings
+    (the default config's, or --config's), under --corruption. Settings: the config < --set <
+    flags; the defaults shown are the default config's."""
     import shlex
     import sys
 
+    flags = _given(settings_)
+    try:  # every setting is checked before the slow imports and any model or data
+        rcfg, cfg = train_settings(config, set_, flags, quick)
+        trackers = report_targets(report_to)
+    except ConfigError as e:
+        raise _bad(e, _TRAIN_FLAGS, flags) from None
+
+    from hallucue_mlx.api import training_items
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.models.load import ModelLoadError
     from hallucue_mlx.runfolder import GridError
     from hallucue_mlx.train import ResumeMismatch, TrainingDiverged, check_new_folder, resume_hint
     from hallucue_mlx.train import train as run_train
 
-    flags = _given(settings_)
-    try:
-        data = load_yaml(config, "TrainConfig fields") if config else {}
-        data = apply_overrides(data, set_, defaults={})
-        cfg = build(TrainConfig, {**data, **flags}, "train")
-    except ConfigError as e:
-        raise _bad(e, _TRAIN_FLAGS, flags) from None
     # the same command with --resume: the saved settings win, and --steps etc. stay as given
     again = "hallucue-mlx train " + " ".join(
         shlex.quote(a) for a in sys.argv[2:] if a not in ("--resume", "--force")
@@ -521,7 +667,18 @@ def train(
             kept = world.on_main(lambda: check_new_folder(out, resume, force), "checking --out")
             if kept and world.is_main:
                 typer.echo(f"--force cleared what train wrote in {out}; kept: {', '.join(kept)}")
-            result = run_train(cfg, None, out, resume=resume, world=world)
+            items, held_out = training_items(rcfg)
+            with mirror(out, trackers, world) as sync:
+                result = run_train(
+                    cfg,
+                    None,
+                    out,
+                    resume=resume,
+                    world=world,
+                    items=items,
+                    eval_items=held_out,
+                    on_step=lambda step, rec: sync(),
+                )
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, the last checkpoint stays
         typer.echo(
             f"\nStopped at once (second Ctrl-C); the last checkpoint in {out} is kept. Resume with: {again}",
@@ -553,14 +710,23 @@ _EVAL_FLAGS = {"conditions": "--corruption", "samples_per_item": "--samples"}
 _EVAL_NOTES = {"template": " auto (the default): short for hallucue-tiny, else easyr1."}
 
 
-@app.command(name="eval")
+@app.command(name="eval", short_help="Evaluate a model (and adapter) under every corruption.")
 @config_flags(EvalConfig, _EVAL_FLAGS, _EVAL_NOTES, {"template": "auto"})
 def eval_(
-    model: str = typer.Option(
-        "hallucue-tiny",
+    model: str | None = typer.Option(
+        None,
         "--model",
-        help="Model directory or Hugging Face id (default: the embedded hallucue-tiny).",
+        help="Model directory or Hugging Face id (default: --config's model.id, else the "
+        "embedded hallucue-tiny).",
     ),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        help="Start from a run config's evaluation settings (its eval section and "
+        "grid.eval_conditions) and model: a YAML file or a shipped config's name, as `run` "
+        "takes it (default: the flags' own defaults).",
+    ),
+    set_: list[str] = SET_OPTION,
     adapter: str | None = typer.Option(None, "--adapter", help="LoRA adapter directory to apply."),
     benchmark: str = typer.Option(
         "synth", "--benchmark", "-b", help="Benchmark name (see `data list`)."
@@ -595,9 +761,16 @@ def eval_(
     flags = _given(settings_)
     template = flags.get("template", "auto")
     try:
+        base: dict[str, Any] = {}
+        if config is not None or set_:
+            run_cfg = load_config(config, set_)
+            model = model or run_cfg.model.id
+            base = to_dict(eval_config_for(run_cfg))
+            base.pop("template")  # the prompt follows the model evaluated, unless given
+        model = model or "hallucue-tiny"
         if template == "auto":
             flags["template"] = resolve_template(template, model)
-        cfg = build(EvalConfig, flags, "eval")
+        cfg = build(EvalConfig, {**base, **flags}, "eval")
     except ConfigError as e:
         raise _bad(e, _EVAL_FLAGS, flags) from None
     if _world().distributed:
@@ -625,7 +798,7 @@ def eval_(
         raise typer.Exit(130) from None
 
 
-@app.command()
+@app.command(short_help="A picture of items under every corruption.")
 def corrupt(
     benchmark: str = typer.Option(
         "synth", "--benchmark", "-b", help="Benchmark name (see `data list`)."
@@ -660,7 +833,7 @@ def corrupt(
     typer.echo(f"wrote {path}")
 
 
-@app.command()
+@app.command(short_help="Rebuild a run folder's report from its records.")
 def report(
     run_dir: Path = typer.Argument(
         ..., help="Run folder written by `hallucue-mlx run` (finished or partial)."
@@ -682,7 +855,7 @@ def report(
     )
 
 
-@app.command(name="import")
+@app.command(name="import", short_help="A checkpoint trained elsewhere as one more row of a run.")
 def import_(
     model: Path = typer.Option(
         ...,

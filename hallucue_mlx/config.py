@@ -17,6 +17,7 @@ list the valid ones. This module imports no MLX: settings are read and checked b
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import hashlib
 import json
@@ -233,9 +234,11 @@ def _build(cls: type, data: dict[str, Any], where: str, owned: dict[str, str]) -
         if k in owned:
             raise ConfigError(f"{key} is set by the grid, not here: use {owned[k]}", key)
         if k not in valid:
+            close = difflib.get_close_matches(str(k), list(valid), n=1)
             raise ConfigError(
-                f"unknown key {key!r}; valid keys{' of ' + where if where else ''}: "
-                f"{', '.join(valid)}",
+                f"unknown key {key!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; valid keys{' of ' + where if where else ''}: {', '.join(valid)}",
                 key,
             )
         kwargs[k] = _coerce(hints[k], v, key)

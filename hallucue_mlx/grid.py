@@ -64,7 +64,7 @@ from hallucue_mlx.evaluate import evaluate, load_records, unchanged_corruptions
 from hallucue_mlx.metrics import summarize
 from hallucue_mlx.models.load import load_model, resolve_model_dir
 from hallucue_mlx.report import write_report
-from hallucue_mlx.report.labels import FILTER_NOTE, model_label
+from hallucue_mlx.report.labels import FILTER_NOTE, MODEL_LABELS, model_label
 from hallucue_mlx.rewards import check_golds
 from hallucue_mlx.runfolder import GridError, Timing
 from hallucue_mlx.train import train
@@ -599,7 +599,8 @@ def _run_eval(
     """Evaluate condition by condition (evaluate() keeps the finished ones), so the view can name
     the cell in progress; records.jsonl holds all conditions after the last call."""
     for k, cond in enumerate(conds):
-        view.show(f"{task.model} model, {task.target.dirname}, under {cond} ({len(items)} items)")
+        who = MODEL_LABELS.get(task.model, task.model)  # GRPO-BI, as the report names it
+        view.show(f"{who} model, {task.target.dirname}, under {cond} ({len(items)} items)")
         t0 = time.perf_counter()
         res = evaluate(
             model,

@@ -42,6 +42,7 @@ from hallucue_mlx.backend import (
     quantized_gflops,
 )
 from hallucue_mlx.config import RunConfig
+from hallucue_mlx.data.synth import DEFAULT_SIZES
 from hallucue_mlx.models.load import (
     EMBEDDED_NAME,
     ModelLoadError,
@@ -1025,3 +1026,64 @@ def this_machine(reps: int = 2) -> Speed:
 def quantized_bits(model_id: str) -> int | None:
     """The weight bits of a model's config (None: not quantized); PlanError if unreadable."""
     return arch_from_config(read_model(model_id).config).bits
+
+
+# ================================================================ the whole run's time
+
+
+def run_units(cfg: RunConfig) -> dict[str, Any]:
+    """What `hallucue-mlx run` of `cfg` computes, counted without loading data: trainings and
+    their steps, evaluated item-conditions (the test benchmarks, the train slice, and the
+    periodic evaluations during training). `unknown` names benchmarks whose size the config
+    does not give (n: null on a downloaded benchmark): the total leaves them out."""
+    g, t = cfg.grid, cfg.train
+    corrupted = [c for c in g.train_conditions if c != "none"]
+    per_seed = len(g.train_conditions) + len(corrupted) * max(len(g.ratios) - 1, 0)
+    trainings = per_seed * g.seeds
+    models = trainings + (1 if g.include_base else 0)  # a sweep evaluates the base once
+    items, unknown = 0, []
+    for spec in cfg.data.eval:
+        if spec.n is not None:
+            items += spec.n
+        elif spec.name == "synth" and spec.path is None:
+            items += DEFAULT_SIZES.get(spec.split or "test", 0)
+        else:
+            unknown.append(spec.name)
+    items += cfg.data.train_slice_n
+    evals = models * items * len(g.eval_conditions)
+    periodic = 0
+    if t.eval_every and t.n_eval:
+        points = t.steps // t.eval_every + 1 + (1 if t.steps % t.eval_every else 0)
+        clean_only = 1 if "none" in g.train_conditions else 0
+        conds = clean_only + 2 * len(corrupted) * max(len(g.ratios), 1)
+        periodic = points * t.n_eval * conds * g.seeds
+    return {
+        "trainings": trainings,
+        "steps": trainings * t.steps,
+        "models": models,
+        "eval_items": evals + periodic,
+        "unknown": unknown,
+    }
+
+
+def render_total(plan: Plan, cfg: RunConfig, console: Any = None) -> None:
+    """The whole run's predicted time on each machine of the plan: training steps x s/step plus
+    evaluated item-conditions x s/item (rollouts and answers at their token limit, so an upper
+    estimate where answers stop early)."""
+    from rich.console import Console
+
+    console = console or Console()
+    u = run_units(cfg)
+    what = (
+        f"{u['trainings']} training(s) x {cfg.train.steps} steps, {u['models']} model(s) "
+        f"evaluated: {u['eval_items']:,} item-conditions"
+    )
+    console.print(f"[bold]Whole run[/bold] (`hallucue-mlx run` of this config): {what}.")
+    for s, t, _ in plan.times:
+        total = u["steps"] * t.step_s + u["eval_items"] * t.eval_item_s
+        days = f"{total / 86400:,.0f} days" if total >= 2 * 86400 else _minutes(total)
+        console.print(f"  {s.name}: about {days} in all")
+    if u["unknown"]:
+        console.print(
+            f"  not counted: {', '.join(u['unknown'])} (n: null; set data.eval.N.n to count it)"
+        )

@@ -3,12 +3,71 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hallucue_mlx.data.item import VERSIONS
 from hallucue_mlx.runfolder import SUMMARY_EXTRA_KEYS
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (a notebook, or nbclient running one)."""
+    shell = sys.modules.get("IPython")
+    ip = shell.get_ipython() if shell is not None else None  # type: ignore[attr-defined]
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def live_display() -> bool:
+    """Whether a live progress bar can be drawn: a terminal, or a notebook with ipywidgets (rich
+    draws its live views there as widgets; without them it shows nothing)."""
+    if in_notebook():
+        import importlib.util
+
+        return importlib.util.find_spec("ipywidgets") is not None
+    return sys.stderr.isatty()
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def _untag(message: str) -> str:
+    from rich.text import Text
+
+    return Text.from_markup(message).plain
+
+
+class PlainProgress:
+    """Progress as plain lines where a live bar cannot be drawn (piped output, CI logs, a
+    notebook without ipywidgets): a line at each new task, then at most one every `every`
+    seconds, each with the elapsed time. In a notebook the lines go to stdout (the cell's
+    output), elsewhere to stderr like the live bar."""
+
+    def __init__(self, name: str, every: float = 15.0) -> None:
+        self.name, self.every = name, every
+        self.t0 = time.monotonic()
+        self.last, self.last_task = -math.inf, None
+        self.stream = sys.stdout if in_notebook() else sys.stderr
+
+    def show(self, description: str, *extra: str) -> None:
+        now = time.monotonic()
+        task = description.split(":")[0]
+        if task == self.last_task and now - self.last < self.every:
+            return
+        self.last, self.last_task = now, task
+        self.say(description, *extra)
+
+    def say(self, message: str, *extra: str) -> None:
+        self.last = time.monotonic()
+        tail = "".join(f"  {e}" for e in extra if e)
+        print(f"[{self.name} {_clock(self.last - self.t0)}] {message}{tail}", file=self.stream)
+        self.stream.flush()
 
 
 class GridView:
@@ -27,7 +86,13 @@ class GridView:
             self.remaining[kind] += units
         self.reward = "-"
         self.n_done = 0
+        self.plain: PlainProgress | None = None
         if quiet:
+            return
+        if not live_display():
+            # piped output, CI logs, or a notebook without ipywidgets: plain lines instead of a
+            # live bar (which would print nothing there, or glue its last frame onto the next line)
+            self.plain = PlainProgress("grid")
             return
         from rich.console import Console, Group
         from rich.live import Live
@@ -50,13 +115,22 @@ class GridView:
         )
 
     def __enter__(self) -> GridView:
-        if not self.quiet:
+        if not self.quiet and self.plain is None:
             self.live.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if not self.quiet:
+        if not self.quiet and self.plain is None:
             self.live.stop()
+            self.console.print()  # the last frame keeps its own line
+
+    def _plain_extra(self, with_reward: bool) -> list[str]:
+        """The reward (once there is one) and the ETA (once it can be estimated)."""
+        eta = self.eta()
+        return [
+            *([f"reward {self.reward}"] if with_reward and self.reward != "-" else []),
+            *([f"ETA {eta}"] if eta != "?" else []),
+        ]
 
     def eta(self) -> str:
         total = 0.0
@@ -66,9 +140,7 @@ class GridView:
             if self.done_units[kind] <= 0:
                 return "?"
             total += self.remaining[kind] * self.seconds[kind] / self.done_units[kind]
-        m, s = divmod(int(total), 60)
-        h, m = divmod(m, 60)
-        return f"{h}:{m:02d}:{s:02d}"
+        return _clock(total)
 
     def account(self, kind: str, units: float, seconds: float) -> None:
         self.done_units[kind] += units
@@ -82,6 +154,9 @@ class GridView:
         """Name the cell in progress (and move the bar within a training)."""
         if self.quiet:
             return
+        if self.plain is not None:
+            self.plain.show(description, *self._plain_extra(with_reward=True))
+            return
         self.status.plain = f"now: {description}   latest reward: {self.reward}"
         kw: dict[str, Any] = {"eta": self.eta()}
         if completed is not None:
@@ -91,6 +166,9 @@ class GridView:
     def finish_task(self, message: str) -> None:
         self.n_done += 1
         if self.quiet:
+            return
+        if self.plain is not None:
+            self.plain.say(_untag(message), *self._plain_extra(with_reward=False))
             return
         self.progress.update(self.task, completed=self.n_done, done=self.n_done, eta=self.eta())
         self.console.print(message)
@@ -106,7 +184,8 @@ def print_grid_summary(path: Path) -> None:
     for split in ("test", "train"):
         table = Table(
             title=f"accuracy % ({split} split)",
-            caption="rows: base or the training corruption; columns: benchmark, eval corruption",
+            caption="rows: the model (GRPO-BI: trained with blank images, ...); columns: "
+            "benchmark, eval corruption",
         )
         table.add_column("trained", style="bold")
         benches = sorted({c["benchmark"] for c in res["cells"] if c["split"] == split})
@@ -114,8 +193,9 @@ def print_grid_summary(path: Path) -> None:
         for b in benches:
             for c in conds:
                 table.add_column(f"{b}\n{c}", justify="right")
+        labels = res.get("labels", {})
         for m in res["models"]:
-            row = [m]
+            row = [labels.get(m, m)]
             for b in benches:
                 for c in conds:
                     cell = next(
@@ -129,6 +209,8 @@ def print_grid_summary(path: Path) -> None:
                     row.append(f"{100 * cell['accuracy']:.1f}")
             table.add_row(*row)
         console.print(table)
+    if res.get("label_note"):
+        console.print(res["label_note"], highlight=False)
     console.print(f"results: {path} ({res['timing']['total_s']:.0f} s of work)")
 
 
@@ -139,8 +221,9 @@ class TrainView:
     """Rich live view: step, reward, accuracy, KL, tokens/s, ETA (silent when quiet)."""
 
     def __init__(self, total: int, start: int, quiet: bool = False) -> None:
-        self.quiet = quiet
-        if quiet:
+        self.quiet, self.total = quiet, total
+        self.plain = None if quiet or live_display() else PlainProgress("GRPO")
+        if quiet or self.plain is not None:
             return
         from rich.console import Console
         from rich.progress import (
@@ -168,16 +251,22 @@ class TrainView:
         )
 
     def __enter__(self) -> TrainView:
-        if not self.quiet:
+        if not self.quiet and self.plain is None:
             self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        if not self.quiet:
+        if not self.quiet and self.plain is None:
             self.progress.stop()
 
     def update(self, step: int, rec: dict) -> None:
         if self.quiet:
+            return
+        if self.plain is not None:
+            self.plain.show(
+                f"step {step}/{self.total}: reward {rec['reward']:.3f}  acc "
+                f"{rec['accuracy']:.2f}  kl {rec.get('kl', 0.0):.4f}"
+            )
             return
         self.progress.update(
             self.task,
@@ -189,7 +278,9 @@ class TrainView:
         )
 
     def warn(self, message: str) -> None:
-        if not self.quiet:
+        if self.plain is not None:
+            self.plain.say(message)
+        elif not self.quiet:
             self.console.print(f"[yellow]{message}[/yellow]")
 
     def note(self, rec: dict) -> None:
@@ -198,7 +289,11 @@ class TrainView:
         parts = [
             f"{k.split('/')[1]} acc {v:.3f}" for k, v in rec.items() if k.endswith("/accuracy")
         ]
-        self.console.print(f"eval @ step {rec['step']}: " + ", ".join(parts))
+        line = f"eval @ step {rec['step']}: " + ", ".join(parts)
+        if self.plain is not None:
+            self.plain.say(line)
+        else:
+            self.console.print(line)
 
 
 # ================================================================ evaluation
@@ -231,7 +326,7 @@ def eval_progress(console: Any, enabled: bool) -> Any:
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=console,
-        disable=not enabled,
+        disable=not (enabled and live_display()),
     )
 
 

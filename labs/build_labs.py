@@ -24,18 +24,35 @@ EXPECTED = (
 
 SETUP = """\
 import os
+import warnings
 from pathlib import Path
 
 from IPython.display import Image, Markdown, display
 
 import hallucue_mlx as hq
 
-# CI executes every lab with tiny settings (HALLUCUE_LAB_SMALL=1) so the notebooks cannot rot;
-# in class, leave it unset.
-SMALL = os.environ.get("HALLUCUE_LAB_SMALL") == "1"
-OUT = Path(os.environ.get("HALLUCUE_LAB_OUT", "lab-runs"))
+# Small settings: True runs the lab in a few minutes with tiny settings (a few training steps and
+# items: the cells run, the numbers mean nothing); False runs it as written (the time in the
+# header above). CI runs every lab small (HALLUCUE_LAB_SMALL=1).
+SMALL = False
+SMALL = SMALL or os.environ.get("HALLUCUE_LAB_SMALL") == "1"
+OUT = Path(os.environ.get("HALLUCUE_LAB_OUT", "lab-runs"))  # where run folders go
 OUT.mkdir(parents=True, exist_ok=True)
-print("hallucue-mlx", hq.__version__, "| small settings" if SMALL else "| full settings")"""
+# without ipywidgets, libraries that draw notebook bars warn; progress then prints as lines
+warnings.filterwarnings("ignore", message="IProgress not found")
+print("hallucue-mlx", hq.__version__, "| SMALL settings" if SMALL else "| full settings")"""
+
+PROGRESS = (
+    "Progress shows below the cell while it runs (a line per task with the elapsed time and "
+    'the ETA; a live bar where ipywidgets is installed, which `pip install -e ".[labs]"` '
+    "does). Rerunning the cell continues an interrupted run."
+)
+
+
+def time_of(lab: str) -> str:
+    """The lab's compute time at full settings (labs/expected.json: the one source of the labs'
+    times, quoted by labs/README.md and README.md too)."""
+    return EXPECTED.get(lab, {}).get("time", "not measured yet")
 
 
 def expected(lab: str) -> str:
@@ -53,7 +70,10 @@ def lab1() -> list:
             "**Goal.** See the paper's three corruptions (blank image, random image, text removal) "
             "on real items, evaluate the untrained model under each, and find out which questions "
             "can be answered without looking at the image.\n\n"
-            "**Time.** About 10 minutes (under a minute of compute on a laptop CPU).\n\n"
+            "**Time.** About 10 minutes of reading; compute "
+            + time_of("lab1")
+            + " on a 2-core laptop CPU (set `SMALL = True` in the first code cell for a smoke "
+            "version).\n\n"
             "**Background.** The Hallucination-as-Cue framework (arXiv 2604.03179) asks whether RL "
             "post-training of a vision-language model uses the image. It corrupts the input so "
             "that the information a question needs is gone, and looks at what the model does: a "
@@ -150,9 +170,11 @@ def lab2() -> list:
             "**Goal.** Train the embedded model with LoRA GRPO twice, once on clean inputs "
             "(GRPO) and once with every training image blanked (GRPO-BI), evaluate both and the "
             "base model under every corruption, and read where each gained or lost.\n\n"
-            "**Time.** About 20 minutes of compute on an idle laptop CPU (two trainings of 160 "
-            "steps and three evaluations of 700 items x 4 conditions); start it, then read on "
-            "while it runs.\n\n"
+            "**Time.** Compute "
+            + time_of("lab2")
+            + " on an idle 2-core laptop CPU (two trainings of 160 steps and three evaluations of "
+            "700 items x 4 conditions); start it, then read on while it runs. For a smoke version "
+            "of a few minutes, set `SMALL = True` in the first code cell.\n\n"
             "**Background.** The paper's surprise: RL post-training with blank images (so the "
             "model must 'hallucinate' the visual facts) still improves reasoning scores, close to "
             "training with real images. If training never needed the image, what did it teach?"
@@ -160,8 +182,7 @@ def lab2() -> list:
         new_code_cell(SETUP),
         new_markdown_cell(
             "## 1. Run the comparison\n\nThe embedded default recipe (the same one behind the "
-            "README's table), restricted to two trainings. Rerunning the cell continues an "
-            "interrupted run."
+            "README's table), restricted to two trainings. " + PROGRESS
         ),
         new_code_cell(
             "folder = hq.run(\n"
@@ -224,17 +245,21 @@ def lab3() -> list:
             "**Goal.** The paper trains at 0% or 100% corruption. Here GRPO-BI (blank images) and "
             "GRPO-TR (text removal) are trained with 25%, 50% and 100% of the training items "
             "corrupted, and accuracy and vision gain are plotted against the ratio.\n\n"
-            "**Time.** About 20 minutes of compute on a laptop CPU (7 trainings of 80 steps, 7 "
-            "models evaluated on 300 items under 3 conditions): start it, then read on.\n\n"
+            "**Time.** Compute "
+            + time_of("lab3")
+            + " on an idle 2-core laptop CPU (7 trainings of 80 steps, 8 models evaluated on 300 "
+            "items under 3 conditions): start it, then read on. For a smoke version of a few "
+            "minutes, set `SMALL = True` in the first code cell.\n\n"
             "**Background.** Clean GRPO is the 0% end of both lines, and the base model is where "
-            "training starts. Neither depends on the ratio, so they run once and are shared by "
-            "every ratio's folder."
+            "training starts. Neither depends on the ratio, so each is trained (or evaluated) once "
+            "and shared by every ratio's folder; the figure draws clean GRPO as the point at ratio "
+            "0 that every line starts from, and the base model as a grey band."
         ),
         new_code_cell(SETUP),
         new_markdown_cell(
             "## 1. Run the sweep\n\nThe shipped config `ratio-sweep` sets `grid.ratios: [0.25, "
             "0.5, 1.0]`; the same from a shell: `hallucue-mlx run --config ratio-sweep`. A sweep "
-            "over any other key: `hallucue-mlx sweep train.beta=0,0.01,0.1`."
+            "over any other key: `hallucue-mlx sweep train.beta=0,0.01,0.1`. " + PROGRESS
         ),
         new_code_cell(
             'cfg = hq.load_config("ratio-sweep")\n'
@@ -243,9 +268,12 @@ def lab3() -> list:
             'print("sweep folder:", folder)'
         ),
         new_markdown_cell(
-            "## 2. The dose-response figure\n\nLeft: clean test accuracy; right: vision gain "
-            "(clean minus blank-image accuracy, paired). Bands are 95% intervals over items; "
-            "every point is one training seed. The grey dashed line is the base model."
+            "## 2. The dose-response figure\n\nLeft: clean test accuracy; middle: the change vs "
+            "the base model, paired on items; right: vision gain (clean minus blank-image "
+            "accuracy, paired). Bands are 95% intervals over items; every point is one training "
+            "seed. Clean GRPO is the point at ratio 0, where both lines start; the grey dashed "
+            "line and band are the base model. Lines that coincide are nudged sideways so that "
+            "both stay visible."
         ),
         new_code_cell('display(Image(filename=str(folder / "figures" / "dose_response.png")))'),
         new_code_cell('display(Markdown((folder / "tables" / "dose_response.md").read_text()))'),

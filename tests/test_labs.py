@@ -22,7 +22,11 @@ def test_lab_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("HALLUCUE_LAB_OUT", str(tmp_path / "out"))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        # a cell may take minutes on a shared 2-core machine (lab 3's small sweep took 10 min there)
+        nb,
+        timeout=1200,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()
     errors = [

@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("atomic", "blas", "backend", "fastblas", "workers", "data.item", "grading", "distributed"),
     ("data", "runfolder"),
     ("prompts", "rewards", "corrupt"),
-    ("config", "metrics", "views"),
+    ("config", "metrics", "views", "trackers"),
     ("models", "plan"),
     ("rollout",),
     ("grpo",),

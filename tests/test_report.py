@@ -297,7 +297,7 @@ def test_cli_report(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["report", str(run)])
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and (run / "report.md").exists()
-    assert "- Timing: total_s 1234 s\n" in (run / "report.md").read_text()  # nested timing skipped
+    assert "- Time: 20.6 min of work\n" in (run / "report.md").read_text()  # in words, no raw key
     # one benchmark: AVG is that benchmark's cell, Wilson interval included
     t1 = {
         (r["train_condition"], r["benchmark"]): r for r in read_csv(run / "tables" / "table1.csv")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from hallucue_mlx import atomic
-from hallucue_mlx.metrics import summarize
+from hallucue_mlx.metrics import summarize, wilson_ci
 from hallucue_mlx.report.labels import EVAL_LONG, OKABE_ITO, eval_label
 from hallucue_mlx.report.load import RunData
 from hallucue_mlx.report.tables import Cells, version_accuracy, version_order
@@ -60,25 +60,31 @@ def save_figure(fig: Any, figdir: Path, stem: str) -> Path:
 
 
 def fig_matrix(run: RunData, figdir: Path) -> Path | None:
+    """Accuracy of every model under every eval condition, a panel per benchmark. Every panel
+    uses one fixed 0-100% colour scale (one colour bar), so colours compare across panels and
+    runs; each cell gives its accuracy and Wilson 95% interval, each title its n."""
     plt = pyplot()
     benches = [b for b in run.benchmarks if any(k[1] == b and k[2] == "test" for k in run.records)]
     if not benches:
         return None
     ncol = min(3, len(benches))
     nrow = math.ceil(len(benches) / ncol)
-    width = 1.1 * len(run.eval_conditions) + 1.6
+    width = 1.25 * len(run.eval_conditions) + 1.6
     fig, axes = plt.subplots(
         nrow,
         ncol,
-        figsize=(width * ncol, 0.55 * len(run.models) * nrow + 1.2),
+        figsize=(width * ncol + 0.8, 0.62 * len(run.models) * nrow + 1.3),
         squeeze=False,
         constrained_layout=True,
     )
     cmap = plt.get_cmap("cividis").with_extremes(bad="#dddddd")
     for ax in axes.flat[len(benches) :]:
         ax.axis("off")
+    im = None
     for ax, bench in zip(axes.flat, benches):
         grid = np.full((len(run.models), len(run.eval_conditions)), np.nan)
+        cis: dict[tuple[int, int], tuple[float, float]] = {}
+        n_items = 0
         for i, model in enumerate(run.models):
             summ = (
                 summarize(run.records[(model, bench, "test")])
@@ -88,36 +94,38 @@ def fig_matrix(run: RunData, figdir: Path) -> Path | None:
             for j, cond in enumerate(run.eval_conditions):
                 if cond in summ:
                     grid[i, j] = 100 * summ[cond]["accuracy"]
-        finite = grid[np.isfinite(grid)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 100.0)
-        if hi - lo < 1:  # all cells (nearly) equal: keep a sane 0-100 colour range
-            lo, hi = max(0.0, lo - 1), min(100.0, hi + 1)
-            lo, hi = (lo, lo + 1) if hi - lo < 1 else (lo, hi)
-        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+                    lo, hi = summ[cond]["ci95"]
+                    cis[(i, j)] = (100 * lo, 100 * hi)
+                    n_items = max(n_items, int(summ[cond]["n"]))
+        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=100, aspect="auto")
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
                 v = grid[i, j]
                 if np.isfinite(v):
-                    dark = (v - lo) / (hi - lo) < 0.55
+                    color = "white" if v < 55 else "black"
+                    ax.text(
+                        j, i - 0.1, f"{v:.1f}", ha="center", va="center", fontsize=10, color=color
+                    )
+                    lo, hi = cis[(i, j)]
                     ax.text(
                         j,
-                        i,
-                        f"{v:.1f}",
+                        i + 0.25,
+                        f"[{lo:.0f}, {hi:.0f}]",
                         ha="center",
                         va="center",
-                        fontsize=10,
-                        color="white" if dark else "black",
+                        fontsize=7,
+                        color=color,
                     )
                 else:
                     ax.text(j, i, "—", ha="center", va="center", color="#555555")
         ax.set_xticks(range(len(run.eval_conditions)), [eval_label(c) for c in run.eval_conditions])
         ax.set_yticks(range(len(run.models)), [run.label(m) for m in run.models])
         ax.set_xlabel("evaluated under")
-        ax.set_title(f"{bench} (test): accuracy %")
+        ax.set_title(f"{bench} (test, n={n_items}): accuracy % [95% CI]")
         ax.tick_params(length=0)
-        for s in ax.spines.values():
-            s.set_visible(False)
-        fig.colorbar(im, ax=ax, shrink=0.8, label="accuracy %")
+        for sp in ax.spines.values():
+            sp.set_visible(False)
+    fig.colorbar(im, ax=list(axes.flat[: len(benches)]), shrink=0.8, label="accuracy % (0-100)")
     return save_figure(fig, figdir, "matrix")
 
 
@@ -191,26 +199,42 @@ def fig_versions(run: RunData, bench: str, figdir: Path) -> Path | None:
     for ax, cond in zip(axes[0], conds):
         for k, m in enumerate(models):
             by = acc.get((m, cond), {})
-            vals = [
-                100 * by[v]["accuracy"] if v in by and by[v]["accuracy"] is not None else np.nan
-                for v in versions
-            ]
+            vals, errs = [], [[], []]
+            for v in versions:
+                g = by.get(v)
+                if g is None or g["accuracy"] is None or not g.get("n"):
+                    vals.append(np.nan)
+                    errs[0].append(0.0)
+                    errs[1].append(0.0)
+                    continue
+                a = 100 * g["accuracy"]
+                lo, hi = wilson_ci(round(g["accuracy"] * g["n"]), g["n"])
+                vals.append(a)
+                errs[0].append(max(a - 100 * lo, 0.0))
+                errs[1].append(max(100 * hi - a, 0.0))
             ax.bar(
                 x + (k - (len(models) - 1) / 2) * width,
                 vals,
                 width,
+                yerr=errs,
+                capsize=2,
+                error_kw={"elinewidth": 0.8, "ecolor": "#808080"},
                 color=colors[m],
                 label=run.label(m),
                 edgecolor="white",
                 linewidth=0.5,
             )
-        ax.set_xticks(x, [v.replace("_", "\n") for v in versions])
+        ns = {
+            v: max((acc.get((m, cond), {}).get(v) or {}).get("n", 0) for m in models)
+            for v in versions
+        }
+        ax.set_xticks(x, [f"{v.replace('_', chr(10))}{chr(10)}n={ns[v]}" for v in versions])
         ax.set_title(f"{bench} (test), {EVAL_LONG[cond]}")
         ax.set_ylim(0, 100)
         ax.grid(axis="y", color="#eeeeee")
         ax.set_axisbelow(True)
-    axes[0][0].set_ylabel("accuracy %")
-    axes[0][-1].legend(loc="upper right", frameon=False, ncol=1)
+    axes[0][0].set_ylabel("accuracy % (bars: Wilson 95% CI)")
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, ncol=1)
     return save_figure(fig, figdir, f"versions-{bench}")
 
 
@@ -298,6 +322,14 @@ def _clean_eval_accuracy(row: dict[str, Any]) -> Any:
     return row.get("eval/none/accuracy", row.get("eval/clean/accuracy"))
 
 
+def _n_eval(run: RunData) -> int:
+    """Held-out items per in-training evaluation point (the run config's train.n_eval)."""
+    cfg = (run.manifest or {}).get("config")
+    train = cfg.get("train") if isinstance(cfg, dict) else None
+    n = train.get("n_eval") if isinstance(train, dict) else None
+    return int(n) if isinstance(n, int) and n > 0 else 0
+
+
 def fig_eval_curves(run: RunData, figdir: Path) -> Path | None:
     """Held-out greedy accuracy logged during training: clean (solid) and own corruption (dashed)."""
     plt = pyplot()
@@ -305,7 +337,8 @@ def fig_eval_curves(run: RunData, figdir: Path) -> Path | None:
     if not conds:
         return None
     colors = model_colors(run)
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), constrained_layout=True)
+    n = _n_eval(run)
+    fig, ax = plt.subplots(figsize=(7.4, 3.8), constrained_layout=True)
     for c in conds:
         rows = run.eval_curves[c]
         lines = [("-", "clean", [(r["step"], _clean_eval_accuracy(r)) for r in rows])]
@@ -313,21 +346,37 @@ def fig_eval_curves(run: RunData, figdir: Path) -> Path | None:
             own = [(r["step"], r.get(f"eval/{c}/accuracy")) for r in rows]
             lines.append(("--", eval_label(c), own))
         for ls, suffix, values in lines:
-            pts = [(s, 100 * v) for s, v in values if isinstance(v, (int, float))]
+            pts = [(s, v) for s, v in values if isinstance(v, (int, float))]
             if pts:
                 xs, ys = zip(*pts)
-                ax.plot(
+                ys100 = [100 * y for y in ys]
+                line = ax.plot(
                     xs,
-                    ys,
+                    ys100,
                     ls,
                     marker="o",
                     ms=3,
                     color=colors[c],
                     label=f"{run.label(c)}, {suffix}",
                 )
+                if n:
+                    bounds = [wilson_ci(round(y * n), n) for y in ys]
+                    ax.fill_between(
+                        xs,
+                        [100 * b[0] for b in bounds],
+                        [100 * b[1] for b in bounds],
+                        color=line[0].get_color(),
+                        alpha=0.08 if ls == "-" else 0.05,
+                        lw=0,
+                    )
     ax.set_xlabel("step")
     ax.set_ylabel("held-out accuracy %")
-    ax.set_title("Greedy evaluation during training")
+    ax.set_ylim(0, 100)
+    ax.set_title(
+        "Greedy evaluation during training"
+        + (f" (n={n} held-out items a point; bands: Wilson 95% CI)" if n else ""),
+        fontsize=10,
+    )
     ax.grid(color="#eeeeee")
     ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return save_figure(fig, figdir, "training_eval")

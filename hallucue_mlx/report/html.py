@@ -75,7 +75,12 @@ a { color: #0b57d0; }
 table { border-collapse: collapse; font-size: .88rem; }
 th, td { border: 1px solid #c4c4c4; padding: .28rem .55rem; vertical-align: top; text-align: left;
   font-variant-numeric: tabular-nums; }
-td { white-space: nowrap; }
+th { min-width: 4rem; }
+td:nth-child(-n+2), th:nth-child(-n+2) { white-space: nowrap; }
+blockquote { margin: 1rem 0; padding: .6rem 1rem; background: #fff8e1; border-left: 4px solid #e0a800;
+  max-width: 62rem; }
+blockquote p { margin: 0; }
+details { margin: .4rem 0 1rem; } summary { cursor: pointer; color: #444; }
 thead th { background: #eef0f3; vertical-align: bottom; }
 tbody tr:nth-child(even) { background: #f8f9fa; }
 img { display: block; max-width: 100%; height: auto; margin: 1rem 0; }
@@ -269,6 +274,30 @@ def _wrap_tables(root: ET.Element) -> None:
                 parent[i] = wrap
 
 
+FOLD_PREFIX = "In detail:"  # an h3 starting so, and the list under it, fold into <details>
+
+
+def _fold_details(root: ET.Element) -> None:
+    """A `### In detail: ...` heading and the list after it become a collapsed <details> block
+    (the reading's comparisons within noise: one click away, not a screenful)."""
+    for parent in list(root.iter()):
+        kids = list(parent)
+        for i, child in enumerate(kids):
+            text = "".join(child.itertext()).strip()
+            if child.tag != "h3" or not text.startswith(FOLD_PREFIX) or i + 1 >= len(kids):
+                continue
+            body = kids[i + 1]
+            if body.tag not in ("ul", "ol"):
+                continue
+            details = ET.Element("details")
+            summary = ET.SubElement(details, "summary")
+            summary.text = text.removeprefix(FOLD_PREFIX).strip()
+            details.tail, body.tail = body.tail, None
+            details.append(body)
+            parent.remove(body)
+            parent[list(parent).index(child)] = details
+
+
 class _Embedder(Treeprocessor):
     """After inline parsing: images first (so links can point at shown figures), then links,
     then tables (aligned and wrapped)."""
@@ -283,6 +312,7 @@ class _Embedder(Treeprocessor):
         for el in list(root.iter("a")):
             _rewrite_link(el, self.base, self.state)
         _wrap_tables(root)
+        _fold_details(root)
 
 
 class _EmbedExtension(Extension):

@@ -96,9 +96,14 @@ def dose_table(sweep: SweepData, pts: list[DosePoint]) -> Table:
     for p in pts:
         if p.shared:  # the same numbers as at the first value: shown once
             continue
+        shown = _shown(p.value)
+        if _ratio_zero(sweep, p.model):
+            shown = "0 (no corruption)"
+        elif p.model == BASE:
+            shown = "— (untrained)"
         rows.append(
             [
-                _shown(p.value),
+                shown,
                 sweep.any_run.label(p.model),
                 str(p.n),
                 f"{pct(p.accuracy)} {ci_text(p.ci95)}",
@@ -149,27 +154,80 @@ def _positions(values: list[Any]) -> tuple[list[float], bool]:
     return [float(i) for i in range(len(values))], False
 
 
+RATIO_KEY = "grid.ratio"
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINES = ("-", "--", "-.", ":")
+
+
+def _ratio_zero(sweep: SweepData, model: str) -> bool:
+    """In a ratio sweep, clean GRPO is the 0% end of every corrupted line (trained once)."""
+    return sweep.key == RATIO_KEY and model == CLEAN
+
+
 def fig_dose_response(sweep: SweepData, pts: list[DosePoint], figdir: Path) -> Path | None:
-    """Two panels against the swept value: clean accuracy and vision gain, a line per trained
-    condition with its 95% CI as a band; the base model in grey."""
+    """Three panels against the swept value: clean accuracy, the change vs base and the vision
+    gain, a line per trained condition with its 95% CI as a band. Each line has its own marker
+    and dash and is nudged sideways a little, so identical lines stay visible. A model whose
+    recipe ignores the swept key is drawn once: the base as a grey band, and in a ratio sweep
+    clean GRPO as the ratio-0 point every corrupted line starts from."""
     if not pts:
         return None
     plt = pyplot()
-    xs, numeric = _positions(sweep.values)
-    xof = {json.dumps(v): x for v, x in zip(sweep.values, xs)}
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
-    order = list(dict.fromkeys(p.model for p in pts))
+    values = list(sweep.values)
+    ratio = sweep.key == RATIO_KEY and any(p.model == CLEAN for p in pts)
+    if ratio and 0 not in values:
+        values = [0, *values]
+    xs, numeric = _positions(values)
+    xof = {json.dumps(v): x for v, x in zip(values, xs)}
+    span = (max(xs) - min(xs)) or 1.0
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
+    order = [m for m in dict.fromkeys(p.model for p in pts) if m != BASE]
+    getters = (_acc, _delta, _gain)
+    zero = next((p for p in pts if _ratio_zero(sweep, p.model)), None) if ratio else None
+    base = next((p for p in pts if p.model == BASE), None)
+    if base is not None:
+        for ax, get in zip(axes, getters):
+            got = get(base)
+            if got is None:
+                continue
+            y, lo, hi = got
+            ax.axhline(y, color="#777777", ls="--", lw=1.2, label=sweep.any_run.label(BASE))
+            ax.axhspan(lo, hi, color="#777777", alpha=0.08, lw=0)
     for k, model in enumerate(order):
-        mine = sorted((p for p in pts if p.model == model), key=lambda p: xof[json.dumps(p.value)])
-        x = [xof[json.dumps(p.value)] for p in mine]
-        color = "#777777" if model == BASE else OKABE_ITO[1 + (k - 1) % (len(OKABE_ITO) - 1)]
-        style = dict(color=color, marker="o", ms=4, ls="--" if model == BASE else "-")
-        for ax, get in zip(axes, (_acc, _delta, _gain)):
-            got = [(xi, *get(p)) for xi, p in zip(x, mine) if get(p) is not None]
+        color = OKABE_ITO[1 + k % (len(OKABE_ITO) - 1)]
+        dodge = (k - (len(order) - 1) / 2) * 0.02 * span
+        style = dict(color=color, marker=MARKERS[k % len(MARKERS)], ms=5, ls=LINES[k % len(LINES)])
+        if _ratio_zero(sweep, model):
+            mine = [zero] if zero is not None else []
+            x = [xof[json.dumps(0)]]
+        else:
+            mine = sorted(
+                (p for p in pts if p.model == model), key=lambda p: xof[json.dumps(p.value)]
+            )
+            x = [xof[json.dumps(p.value)] for p in mine]
+            if zero is not None:  # the line starts at clean GRPO, the 0% end
+                mine, x = [zero, *mine], [xof[json.dumps(0)], *x]
+        for ax, get in zip(axes, getters):
+            got = [(xi + dodge, *get(p)) for xi, p in zip(x, mine) if get(p) is not None]
             if not got:
                 continue
             gx, y, lo, hi = (list(t) for t in zip(*got))
-            ax.plot(gx, y, label=sweep.any_run.label(model), **style)
+            label = sweep.any_run.label(model)
+            if _ratio_zero(sweep, model):
+                label += " (ratio 0: no corruption)"
+                ax.errorbar(
+                    gx,
+                    y,
+                    yerr=[[a - b for a, b in zip(y, lo)], [b - a for a, b in zip(y, hi)]],
+                    color=color,
+                    marker=style["marker"],
+                    ms=7,
+                    capsize=3,
+                    ls="none",
+                    label=label,
+                )
+                continue
+            ax.plot(gx, y, label=label, **style)
             # light fill plus edge lines: overlapping bands stay readable
             ax.fill_between(gx, lo, hi, color=color, alpha=0.08, lw=0)
             for edge in (lo, hi):
@@ -182,15 +240,21 @@ def fig_dose_response(sweep: SweepData, pts: list[DosePoint], figdir: Path) -> P
     for ax, title in zip(axes, titles):
         ax.set_title(title)
         ax.set_xlabel(sweep.key)
-        ax.set_xticks(xs, [_shown(v) for v in sweep.values])
+        ax.set_xticks(xs, [_shown(v) for v in values])
         ax.grid(color="#eeeeee")
         if not numeric:
             ax.set_xlim(min(xs) - 0.3, max(xs) + 0.3)
     for ax in axes[1:]:
         ax.axhline(0, color="#999999", lw=1)
+        lo, hi = ax.get_ylim()  # at least +-1 point, so that a zero-width interval reads as one
+        ax.set_ylim(min(lo, -1.0), max(hi, 1.0))
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
-    fig.suptitle(f"Dose-response over {sweep.key} (bands: 95% CI over items, one seed)")
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
+    n = max((p.n for p in pts), default=0)
+    fig.suptitle(
+        f"Dose-response over {sweep.key} (n={n} test items a point; bands: 95% CI over items, "
+        "one seed; lines nudged sideways so that equal ones stay visible)"
+    )
     return save_figure(fig, figdir, STEM)
 
 
@@ -286,12 +350,20 @@ def write_sweep_report(root: Path) -> Path:
     atomic.write_text(tabdir / f"{STEM}.csv", table.csv())
     fig = fig_dose_response(sweep, pts, figdir)
     lines = _head(sweep, pts)
+    if sweep.quick:  # after the title: a smoke sweep says so before any number
+        lines[1:1] = [
+            "",
+            "> **Smoke run (`--quick`).** Every value's grid ran on a few items with a few "
+            "training steps, to check the pipeline; its numbers say nothing about the method. "
+            "Run without `--quick` for the real sweep (`hallucue-mlx plan` predicts its time).",
+        ]
     if fig is not None:
         lines += [f"![Dose-response over {sweep.key}](figures/{fig.name})", ""]
     lines += ["## Dose-response table", "", table.markdown(), ""]
     if any(p.shared for p in pts):
         lines += [
-            "A model shared between values (same recipe) has one row, at its first value.",
+            "A model shared between values (same recipe) has one row, at its first value "
+            "(in a ratio sweep, clean GRPO is the ratio-0 row: no corruption).",
             "",
         ]
     lines += ["## Reading", "", *(reading(sweep, pts) or ["- no trained model yet"]), ""]

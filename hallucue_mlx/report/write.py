@@ -6,6 +6,7 @@ run_dir/report.html (the same report as one self-contained file, see report/html
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from hallucue_mlx import atomic
@@ -47,8 +48,36 @@ PAPER_3B = {
 Figures = dict[str, Path | None]
 
 
+def _quick(run: RunData) -> bool:
+    """A `--quick` smoke run (the manifest says so)."""
+    return bool((run.manifest or {}).get("quick"))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _time_line(timing: object) -> str | None:
+    """'- Time: 34.0 min of work (trainings 25.2 min, evaluations 8.6 min)' from results.json's
+    timing (per-task times stay in results.json)."""
+    if not isinstance(timing, dict) or not isinstance(timing.get("total_s"), (int, float)):
+        return None
+    parts = []
+    for key, word in (("train_s", "trainings"), ("eval_s", "evaluations")):
+        v = timing.get(key)
+        v = sum(x for x in v.values() if isinstance(x, (int, float))) if isinstance(v, dict) else v
+        if isinstance(v, (int, float)) and v > 0:
+            parts.append(f"{word} {_duration(v)}")
+    sessions = timing.get("sessions")
+    extra = f"; {sessions} sessions (resumed)" if isinstance(sessions, int) and sessions > 1 else ""
+    inner = f" ({', '.join(parts)}{extra})" if parts or extra else ""
+    return f"- Time: {_duration(timing['total_s'])} of work{inner}"
+
+
 def _run_info(run: RunData) -> list[str]:
-    lines = [f"- Model: `{run.model_name}`"]
+    lines = [f"- Model: `{run.model_name}`" + (" (a --quick smoke run)" if _quick(run) else "")]
     lines.append(f"- Benchmarks: {', '.join(run.benchmarks) or 'none found'}")
     lines.append(
         "- Train conditions: " + ", ".join(f"{run.label(c)} (`{c}`)" for c in run.train_conditions)
@@ -65,16 +94,9 @@ def _run_info(run: RunData) -> list[str]:
             f"({how}), evaluated here with the `{entry.get('template', '?')}` prompt"
             + ("" if entry.get("done") else "; its evaluation is not finished")
         )
-    timing = (run.results or {}).get("timing")
-    if isinstance(timing, dict):
-        # top-level numbers only: per-cell timings live in results.json
-        items = [
-            f"{k} {v:.0f} s"
-            for k, v in sorted(timing.items())
-            if k.endswith("_s") and isinstance(v, (int, float))
-        ]
-        if items:
-            lines.append(f"- Timing: {', '.join(items)}")
+    time_line = _time_line((run.results or {}).get("timing"))
+    if time_line:
+        lines.append(time_line)
     if run.split_names:
         names = ", ".join(f"{b}: `{s}`" for b, s in sorted(run.split_names.items()))
         lines.append(f"- Evaluation split read as the test split: {names}")
@@ -127,6 +149,14 @@ def _write_figures(run: RunData, cells: Cells, figdir: Path) -> Figures:
 def _head(run: RunData) -> list[str]:
     """Title, how to read the numbers, the run, and what is missing."""
     L: list[str] = [f"# Hallucination-as-Cue report: {run.model_name}", ""]
+    if _quick(run):
+        L += [
+            "> **Smoke run (`--quick`).** Every cell ran, on a few items with a few training "
+            "steps, to check that the pipeline works. Its numbers say nothing about the method; "
+            "`hallucue-mlx run` (without `--quick`) gives the real comparison, and "
+            "`hallucue-mlx plan` predicts its time first.",
+            "",
+        ]
     L += [
         "Rebuilt from the run folder's per-item records and training logs by `hallucue-mlx report`.",
         "Accuracies are % of items; intervals are 95%: Wilson for one accuracy, paired bootstrap over "
@@ -149,14 +179,45 @@ def _head(run: RunData) -> list[str]:
     return L
 
 
+_MOVED = re.compile(r"\b(raised|lowered|fell by|rose by|scored above|scored below|kept)\b")
+
+
+def _noise_only(sentence: str) -> bool:
+    """A comparison whose every difference is within noise (nothing in it moved)."""
+    return "within noise" in sentence and not _MOVED.search(sentence)
+
+
 def _reading_section(run: RunData, cells: Cells, diag: Diagnostics) -> list[str]:
+    """The reading: what moved first, one bullet each; the comparisons within noise folded into
+    one bullet (listed in a collapsed block), so that a run where nothing moved reads short."""
     L = ["## Reading", ""]
     sentences = reading(run, cells, diag)
-    L += (
-        [f"- {s}" for s in sentences]
-        if sentences
-        else ["- No comparison is possible yet: no model has clean test records next to base."]
-    )
+    if not sentences:
+        return [
+            *L,
+            "- No comparison is possible yet: no model has clean test records next to base.",
+            "",
+        ]
+    quick = _quick(run)
+    noise = [x for x in sentences if quick or _noise_only(x)]
+    moved = [x for x in sentences if x not in noise]
+    if quick:
+        L.append(
+            "- **Smoke run:** a few training steps on a few items check that every cell runs; "
+            "no difference here can be told from noise, so none is read. Run without `--quick` "
+            "for the real comparison."
+        )
+    L += [f"- {x}" for x in moved]
+    if noise and not quick:
+        everything = " (every comparison)" if not moved else ""
+        L.append(
+            f"- {len(noise)} comparisons{everything} are within noise: their 95% intervals "
+            "include 0, so this run cannot tell those models apart (listed below)."
+        )
+    if noise:
+        what = "not read (smoke run)" if quick else "within noise"
+        L += ["", f"### In detail: {len(noise)} comparisons {what}", ""]
+        L += [f"- {x}" for x in noise]
     return L + [""]
 
 
