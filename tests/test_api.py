@@ -131,6 +131,7 @@ def quick_run(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_run_writes_results_and_report(quick_run):
     res = json.loads((quick_run / "results.json").read_text())
     cells = {(c["train"], c["eval"], c["split"]) for c in res["cells"]}
@@ -138,11 +139,13 @@ def test_run_writes_results_and_report(quick_run):
     assert (quick_run / "report.md").read_text().startswith("#")
 
 
+@pytest.mark.slow
 def test_run_refuses_other_settings_in_the_same_folder(quick_run):
     with pytest.raises(GridError):
         hm.run(overrides={"grid.train_conditions": [], "seed": 1}, out=quick_run, quick=True)
 
 
+@pytest.mark.slow
 def test_report_rebuilds_report_md(quick_run):
     path = quick_run / "report.md"
     before = path.read_bytes()
@@ -207,6 +210,7 @@ def trained(tmp_path_factory):
     return out, overrides, result
 
 
+@pytest.mark.slow
 def test_train_one_condition(trained):
     out, overrides, result = trained
     assert result.steps_done == 1 and not result.interrupted
@@ -220,6 +224,7 @@ def test_train_one_condition(trained):
         hm.train(None, "blank", out, overrides=overrides, quick=True, resume=False, quiet=True)
 
 
+@pytest.mark.slow
 def test_load_model_generates(trained):
     from hallucue_mlx.rollout import encode_prompt, generate
 

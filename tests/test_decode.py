@@ -48,6 +48,7 @@ def _assert_same(ref, new):
             np.testing.assert_allclose(b.logprobs, a.logprobs, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 @pytest.mark.parametrize("name", MODELS)
 def test_compiled_decode_equals_the_reference_loop(loaded, name, temperature):
@@ -69,6 +70,7 @@ def test_compiled_decode_equals_the_reference_loop(loaded, name, temperature):
     _assert_same(single, generate(model, proc, prompts[:1], compiled=True, **args))
 
 
+@pytest.mark.slow
 def test_compiled_decode_equals_the_reference_with_top_p_and_a_share_of_rows(loaded):
     """top-p sampling, and a process's share of a data-parallel batch (rows=(first, total))."""
     model, proc, prompts = loaded["hallucue-tiny"]
@@ -112,6 +114,7 @@ def _kernel_cache() -> Path | None:
     return path if path.is_dir() else None
 
 
+@pytest.mark.slow
 def test_a_new_prompt_length_builds_no_new_kernels(loaded):
     """The prompt length reaches the compiled step as an array, not as a constant of its graph:
     a constant is compiled into the fused kernels, and each new length built them anew (about

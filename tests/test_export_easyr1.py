@@ -525,6 +525,7 @@ def test_reward_file_scores_hand_made_responses_as_our_scorer(export):
     _assert_same_rewards(module, {"accuracy_weight": 1.0, "format_weight": 0.5}, pairs)
 
 
+@pytest.mark.slow
 def test_reward_file_scores_a_tiny_model_evaluation_as_our_scorer(lab):
     cfg, out = lab
     module = _load_reward(out / "reward.py")

@@ -43,6 +43,7 @@ def _fake_score(response, item, cfg=None):
     return rewards.Reward(acc, acc, 1.0, rewards.Grade(None, bool(acc), True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_rollout_logprobs_equal_the_loss_forward_under_every_corruption(dirs, items, fam):
     model, proc = load_model(dirs[fam], dtype="float32")

@@ -105,6 +105,7 @@ def reference(tiny_dir, tmp_path_factory):
     return out, json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_quick_grid_writes_results_manifest_and_layout(tiny_dir, reference):
     out, res = reference
     for key in ("model", "benchmarks", "train_conditions", "eval_conditions", "cells", "timing"):
@@ -150,6 +151,7 @@ def _stamps(*folders) -> dict:
     return {p: p.stat().st_mtime_ns for d in folders for p in d.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_rerun_keeps_everything_and_gives_the_same_results(tiny_dir, reference):
     out, res = reference
     before = _stamps(out / "train", out / "eval")
@@ -190,6 +192,7 @@ def test_interrupted_run_resumes_to_identical_results(tiny_dir, reference, tmp_p
     assert comparable(json.loads(path.read_text())) == comparable(res)
 
 
+@pytest.mark.slow
 def test_a_changed_config_is_refused_with_a_clear_message(tiny_dir, reference, tmp_path):
     out, _ = reference
     with pytest.raises(GridError, match=r"train\.learning_rate.*--force"):
@@ -204,6 +207,7 @@ def test_a_changed_config_is_refused_with_a_clear_message(tiny_dir, reference, t
         run_grid(_cfg(tiny_dir), tmp_path, quick=True, quiet=True, report=False)
 
 
+@pytest.mark.slow
 def test_force_starts_over_and_keeps_foreign_files(tiny_dir, tmp_path):
     cfg = _cfg(
         tiny_dir, "grid.train_conditions=[blank]", "grid.eval_conditions=[none]", "train.steps=1"

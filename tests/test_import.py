@@ -33,6 +33,10 @@ CONDS = ["none", "blank"]
 TARGETS = ["synth-test", "synth-train"]
 
 
+# Every test here shares a converted-and-evaluated run (about 10 s to build): the slow lane.
+pytestmark = pytest.mark.slow
+
+
 def _cfg(tiny_dir: Path):
     return load_config(
         None,

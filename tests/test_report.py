@@ -185,6 +185,7 @@ def test_reading_states_what_the_numbers_show(full: tuple[Path, str]) -> None:
     assert "-0.0" not in md
 
 
+@pytest.mark.slow
 def test_reading_without_gain_and_with_a_drop(tmp_path: Path) -> None:
     run = make_fake_run(
         tmp_path / "flat",
@@ -198,6 +199,7 @@ def test_reading_without_gain_and_with_a_drop(tmp_path: Path) -> None:
     assert "GRPO-BI lowered clean test accuracy on synth from 48.0% to 40.0% (-8.0 points" in md
 
 
+@pytest.mark.slow
 def test_models_trained_with_the_group_filter_are_not_called_grpo(tmp_path: Path) -> None:
     run = make_fake_run(tmp_path / "filtered", n_test={"synth": 100}, group_filter=True)
     md = write_report(run).read_text()
@@ -220,6 +222,7 @@ def test_figures_exist_and_are_listed(full: tuple[Path, str]) -> None:
         assert (run / link).exists(), link
 
 
+@pytest.mark.slow
 def test_rebuild_is_byte_identical(full: tuple[Path, str]) -> None:
     run, _ = full
     files = sorted(p for d in ("figures", "tables") for p in (run / d).iterdir()) + [
@@ -235,6 +238,7 @@ def test_rebuild_is_byte_identical(full: tuple[Path, str]) -> None:
         assert p.read_bytes() == before[p], p.name
 
 
+@pytest.mark.slow
 def test_partial_run_says_what_is_missing(tmp_path: Path) -> None:
     run = make_fake_run(
         tmp_path / "partial",
@@ -309,6 +313,7 @@ def test_cli_report(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "does not exist" in res.output
 
 
+@pytest.mark.slow
 def test_several_samples_per_item(tmp_path: Path) -> None:
     run = make_fake_run(tmp_path / "samples", n_test={"synth": 60}, n_train=20, steps=5)
     base0 = accuracy(run, "base", "synth-test", "none")  # sample 0, before sample 1 is added
@@ -336,6 +341,7 @@ def test_several_samples_per_item(tmp_path: Path) -> None:
     assert int(t1[("none", "synth")]["n_paired"]) == 60
 
 
+@pytest.mark.slow
 def test_eval_curves_read_the_old_clean_key(tmp_path: Path) -> None:
     """Run folders written before the rename log the clean in-training eval as eval/clean/...:
     the figure is the same as from eval/none/..."""

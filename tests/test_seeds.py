@@ -83,6 +83,7 @@ def _cfg_sets(tiny_dir):
     ]
 
 
+@pytest.mark.slow
 def test_run_with_seeds_trains_each_seed_on_the_same_items(seeds_dir):
     meta = json.loads((seeds_dir / runfolder.SWEEP).read_text())
     assert meta["key"] == "seed" and meta["values"] == [0, 1] and meta["finished"]
@@ -98,6 +99,7 @@ def test_run_with_seeds_trains_each_seed_on_the_same_items(seeds_dir):
     assert ids[0] == ids[1]  # data.seed fixed: the same test items in every seed
 
 
+@pytest.mark.slow
 def test_the_seeds_report_recomputes_each_seed_and_covers_seeds(seeds_dir):
     report = (seeds_dir / "report.md").read_text()
     assert "2 training seeds of every model" in report
@@ -122,6 +124,7 @@ def test_the_seeds_report_recomputes_each_seed_and_covers_seeds(seeds_dir):
     }
 
 
+@pytest.mark.slow
 def test_the_seeds_report_gives_each_seeds_diagnostics(seeds_dir):
     from hallucue_mlx.metrics import diagnostics, first_samples
 
@@ -139,6 +142,7 @@ def test_the_seeds_report_gives_each_seeds_diagnostics(seeds_dir):
     assert "## Modality diagnostics across seeds" in report
 
 
+@pytest.mark.slow
 def test_the_seeds_report_compares_corruption_training_with_clean_grpo(seeds_dir):
     """GRPO-BI minus GRPO, paired by item within each seed, on clean inputs and under blank
     images: the mean of the per-seed accuracy differences, inside its interval."""

@@ -164,6 +164,7 @@ def _digest(path) -> str:
     return hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_four_bit_build_is_byte_identical_and_loads(tmp_path):
     import mlx.nn as nn
 

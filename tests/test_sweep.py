@@ -121,6 +121,7 @@ def ratio_sweep_dir(tiny_dir, tmp_path_factory):
     return out, cfg
 
 
+@pytest.mark.slow
 def test_ratio_sweep_trains_corrupted_models_per_ratio_and_shares_the_rest(ratio_sweep_dir):
     out, _ = ratio_sweep_dir
     meta = json.loads((out / runfolder.SWEEP).read_text())
@@ -137,6 +138,7 @@ def test_ratio_sweep_trains_corrupted_models_per_ratio_and_shares_the_rest(ratio
     assert blank["corruption_ratio"] == 1.0
 
 
+@pytest.mark.slow
 def test_a_shared_model_equals_its_recomputation(ratio_sweep_dir, tmp_path):
     """Sharing is sound only because results are a function of the recipe: recompute the base
     of the second value on its own and compare its records with the shared copy."""
@@ -148,6 +150,7 @@ def test_a_shared_model_equals_its_recomputation(ratio_sweep_dir, tmp_path):
     assert (tmp_path / rel).read_bytes() == (out / "grid.ratio=1.0" / rel).read_bytes()
 
 
+@pytest.mark.slow
 def test_sweep_report_has_the_dose_response_table_and_figure(ratio_sweep_dir):
     out, _ = ratio_sweep_dir
     report = (out / "report.md").read_text()
@@ -175,6 +178,7 @@ def test_sweep_report_has_the_dose_response_table_and_figure(ratio_sweep_dir):
     assert {p.model for p in pts if p.shared} == {"base", "none"}
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_sweep_recomputes_nothing(ratio_sweep_dir):
     out, cfg = ratio_sweep_dir
     adapter = out / "grid.ratio=1.0/train/blank/adapter/adapters.safetensors"
@@ -183,6 +187,7 @@ def test_rerunning_a_finished_sweep_recomputes_nothing(ratio_sweep_dir):
     assert adapter.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_another_sweep_in_the_same_folder_is_refused(ratio_sweep_dir):
     out, cfg = ratio_sweep_dir
     with pytest.raises(GridError, match="--force"):

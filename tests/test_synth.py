@@ -39,6 +39,7 @@ def test_other_seed_other_items():
     assert sum(_digest(x) == _digest(y) for x, y in zip(a, b)) < 4
 
 
+@pytest.mark.slow
 def test_splits_are_disjoint():
     splits = ("sft", "train", "validation", "test")
     seen = {}
@@ -111,6 +112,7 @@ def full_splits():
     return {split: load_synth(split) for split in SPLITS}
 
 
+@pytest.mark.slow
 def test_splits_share_no_text_stated_pair_and_no_image_at_full_size(full_splits):
     pairs, digests = {}, {}
     for split, items in full_splits.items():
@@ -125,6 +127,7 @@ def test_splits_share_no_text_stated_pair_and_no_image_at_full_size(full_splits)
                 assert not digests[a] & digests[b], (a, b)
 
 
+@pytest.mark.slow
 def test_every_split_has_every_task_and_version_in_its_weight(full_splits):
     # the redraw keeps (task, version) fixed: partitioning the text pairs must not thin out
     # the text-stated versions of the small splits
@@ -153,6 +156,7 @@ def _perfect_vision(item) -> str:
     return str(seen + int(plus.group(1))) if plus else "unanswerable"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", SPLITS)
 def test_text_removal_leaves_every_item_answerable_from_the_image(full_splits, split):
     items = full_splits[split]

@@ -202,6 +202,7 @@ def test_decompression_bomb_is_refused_with_a_reason(tmp_path, said, monkeypatch
 # ---------------------------------------------------------------- sizes
 
 
+@pytest.mark.slow
 def test_huge_image_is_refused_or_costs_a_bounded_number_of_image_tokens(tmp_path, tiny):
     """8000 x 8000 pixels: over model.max_image_pixels it is refused by name; with the limit
     lifted, the processor's max_pixels caps it (64 tokens for the tiny model)."""

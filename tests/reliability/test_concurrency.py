@@ -68,6 +68,7 @@ def test_a_second_writer_is_refused_naming_the_holder(holder, tmp_path, tiny_dir
     assert sorted(p.name for p in out.iterdir()) == [LOCK]  # nothing written beside the lock
 
 
+@pytest.mark.slow
 def test_a_stale_lock_is_taken_over_with_a_note(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

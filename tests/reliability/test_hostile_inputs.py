@@ -180,6 +180,7 @@ HANGING_RESPONSES = [
 @pytest.mark.parametrize(
     "response,item", [c[1:] for c in HANGING_RESPONSES], ids=[c[0] for c in HANGING_RESPONSES]
 )
+@pytest.mark.slow
 def test_grading_is_killed_at_its_limit_and_counted(response, item, said):
     rewards.reset_grader_error_count()
     start = time.monotonic()
@@ -227,6 +228,7 @@ def test_ordinary_answers_take_the_fast_path_with_the_same_results():
         assert rewards._fast_is_correct(pred, item) == rewards.is_correct(pred, item)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_hanging_grading(tmp_path):
     script = textwrap.dedent(
         """

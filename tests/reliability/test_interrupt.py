@@ -79,6 +79,7 @@ def test_ctrl_c_in_a_grid_during_training_then_evaluation(tmp_path, tiny_dir, sa
     assert base.stat().st_mtime_ns == base_stamp and part.stat().st_mtime_ns == part_stamp
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_train_command_checkpoints_and_prints_the_resume_command(
     tmp_path, tiny_dir, said
 ):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from reliability_helpers import grid_yaml, picture, row, write_items
 from typer.testing import CliRunner
 
@@ -151,6 +152,7 @@ def test_train_default_out_refuses_a_second_plain_train(tmp_path, monkeypatch):
     assert _snapshot(Path("runs/train")) == before
 
 
+@pytest.mark.slow
 def test_train_force_clears_only_what_train_wrote(tmp_path):
     out = tmp_path / "t"
     _training_folder(out)
