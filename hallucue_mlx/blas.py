@@ -39,6 +39,11 @@ from pathlib import Path
 NO_FAST_BLAS_ENV = "HALLUCUE_NO_FAST_BLAS"  # set to 1 to keep MLX's reference BLAS
 BRIDGE_NAME = "libhallucue_blas.so"
 PROBE_TIMEOUT_S = 300
+# OpenBLAS's threads when the user sets none (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS win). One:
+# MLX's CPU backend runs its ops on one stream thread, and OpenBLAS's helper threads spin
+# between calls, which cost 2-8x when other work shares the cores (docs/design.md, "Backend").
+DEFAULT_THREADS = 1
+THREAD_ENVS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 _VERDICT_VERSION = 1
 
 
@@ -392,7 +397,9 @@ def activate(say=None) -> BlasStatus:
         )
     elif bridge is not None:
         try:
-            ctypes.CDLL(str(bridge), mode=ctypes.RTLD_GLOBAL)
+            lib = ctypes.CDLL(str(bridge), mode=ctypes.RTLD_GLOBAL)
+            if not any(os.environ.get(k) for k in THREAD_ENVS):
+                lib.hallucue_blas_set_threads(DEFAULT_THREADS)
         except OSError as e:
             status = BlasStatus("MLX's reference BLAS", False, f"the bridge did not load: {e}")
     if not status.fast:
