@@ -45,14 +45,9 @@ def bench_model(path: str, args) -> dict:
     import numpy as np
 
     from hallucue_mlx.data.synth import load_synth
+    from hallucue_mlx.forward import BANNED_LOGIT, encode_prompt, logit_bias
     from hallucue_mlx.models.load import load_model
-    from hallucue_mlx.rollout import (
-        BANNED_LOGIT,
-        encode_prompt,
-        eos_token_ids,
-        generate,
-        logit_bias,
-    )
+    from hallucue_mlx.rollout import eos_token_ids, generate
 
     model, proc = load_model(path, dtype="float32")
     bias = logit_bias(model, proc)

@@ -31,7 +31,7 @@ language-model decoder layer (the vision tower frozen), temperature 1.0 with no 
 min-p, the same max completion length, loss_type dapo, scale_rewards group, epsilon 0.2, AdamW
 lr 1e-5 without weight decay, grad-norm clip 1.0, the k3 KL term unweighted by the importance
 ratio (TRL's use_bias_correction_kl=False), the same banned tokens while sampling (ours:
-rollout.banned_token_ids; TRL: generation_kwargs suppress_tokens), the same reward (TRL is given
+forward.banned_token_ids; TRL: generation_kwargs suppress_tokens), the same reward (TRL is given
 a reward function that calls our rewards.score: 0.9 x answer correct + 0.1 x format).
 Gradient checkpointing is off on both sides (TRL's default is on; set explicitly), or on on both
 with --grad-checkpoint.
@@ -317,7 +317,7 @@ def run_ours(spec: dict) -> dict:
 
     set_blas_threads(spec["threads"])
     gflops = matmul_gflops(reps=5)
-    from hallucue_mlx import rollout
+    from hallucue_mlx import forward
     from hallucue_mlx.config import TrainConfig, build
     from hallucue_mlx.models.load import load_model
     from hallucue_mlx.models.lora import lora_layers
@@ -331,8 +331,8 @@ def run_ours(spec: dict) -> dict:
         # every EOS id of either side joins the banned tokens: the logit bias of the sampler (and
         # of the loss forward, which sees the sampling distribution), so every completion runs
         # to the maximum length
-        banned = rollout.banned_token_ids
-        rollout.banned_token_ids = lambda m, p: sorted(set(banned(m, p)) | set(spec["eos_ids"]))
+        banned = forward.banned_token_ids
+        forward.banned_token_ids = lambda m, p: sorted(set(banned(m, p)) | set(spec["eos_ids"]))
     settings = dict(
         model=spec["mlx_dir"],
         steps=total,
@@ -606,9 +606,10 @@ def parity(name: str, work: Path, items: list, args) -> ModelInfo:
     from transformers import AutoModelForImageTextToText, GenerationConfig
     from trl.data_utils import prepare_multimodal_messages
 
+    from hallucue_mlx.forward import banned_token_ids
     from hallucue_mlx.models.load import family_of_config, load_model, read_config
     from hallucue_mlx.prompts import build_prompt, resolve_template
-    from hallucue_mlx.rollout import banned_token_ids, eos_token_ids
+    from hallucue_mlx.rollout import eos_token_ids
 
     pt = sibling("parity_transformers")
     mlx_dir, hf_dir = prepare_model(name, work)

@@ -80,14 +80,9 @@ def bench_model(path: str, args) -> dict:
     from mlx.utils import tree_flatten
 
     from hallucue_mlx.data.synth import load_synth
+    from hallucue_mlx.forward import BANNED_LOGIT, encode_prompt, logit_bias
     from hallucue_mlx.grpo import LossConfig, make_batch, policy_loss
-    from hallucue_mlx.rollout import (
-        BANNED_LOGIT,
-        encode_prompt,
-        eos_token_ids,
-        generate,
-        logit_bias,
-    )
+    from hallucue_mlx.rollout import eos_token_ids, generate
 
     exact, vector, proc = load_pair(path)
     models = {"exact": exact, "vector": vector}
@@ -156,8 +151,7 @@ def bench_model(path: str, args) -> dict:
 
 
 def add_batch_args(ap: argparse.ArgumentParser, tokens_help: str) -> None:
-    """The models and batch shape a loss or rollout benchmark takes (this script's and
-    bench_loss_threads.py's)."""
+    """The models and batch shape a loss or rollout benchmark takes."""
     ap.add_argument("--models", default=",".join(MODELS), help=f"Comma-separated, of {MODELS}.")
     ap.add_argument("--model", default=None, help="A model id or folder instead of --models.")
     ap.add_argument("--prompts", type=int, default=4)
