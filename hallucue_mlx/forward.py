@@ -334,15 +334,18 @@ def head_logprobs(
     if rows <= 0 or n <= rows:
         return run(h, ids)
 
-    def inner(params: dict, x: mx.array, tok: mx.array) -> list[mx.array]:
+    def inner(params: dict, x: mx.array, *, tok: mx.array) -> list[mx.array]:
         norm.update(params["norm"])
         head.update(params["head"])
         lp, ent = run(x, tok)
         return [lp] if ent is None else [lp, ent]
 
-    ck = mx.checkpoint(inner)
     params = {"norm": norm.trainable_parameters(), "head": head.trainable_parameters()}
-    parts = [ck(params, h[i : i + rows], ids[i : i + rows]) for i in range(0, n, rows)]
+    # the chunk's token ids are a constant of its function, not an input: no gradient to them
+    parts = [
+        mx.checkpoint(partial(inner, tok=ids[i : i + rows]))(params, h[i : i + rows])
+        for i in range(0, n, rows)
+    ]
     lp = mx.concatenate([p[0] for p in parts])
     return lp, (mx.concatenate([p[1] for p in parts]) if with_entropy else None)
 
