@@ -44,6 +44,7 @@ class LossConfig:
     importance_sampling_level: str = "token"
     max_completion_length: int = 256  # dr_grpo's constant normaliser
     temperature: float = 1.0  # log-probs are taken at the sampling temperature
+    head_rows: int | None = None  # positions per chunk of the vocabulary head (None: default)
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,7 @@ def policy_loss(
         True,
         checkpoint,
         batch.group_lengths,
+        cfg.head_rows,
     )
     loss, metrics = grpo_loss(
         logps, batch.old_logps, batch.advantages, batch.mask, cfg, batch.ref_logps, batch.totals
@@ -289,7 +291,12 @@ def policy_loss(
 
 
 def reference_logprobs(
-    model: nn.Module, batch: PolicyBatch, bias: mx.array, temperature: float, evaluate: bool = True
+    model: nn.Module,
+    batch: PolicyBatch,
+    bias: mx.array,
+    temperature: float,
+    evaluate: bool = True,
+    head_rows: int | None = None,
 ) -> mx.array:
     """Log-probs under the base model (every LoRA scale 0), no gradient. evaluate=False returns
     the graph (built with LoRA off: LoRALinear reads its scale when the graph is built)."""
@@ -302,6 +309,7 @@ def reference_logprobs(
             bias,
             temperature,
             group_lengths=batch.group_lengths,
+            head_rows=head_rows,
         )
         # evaluate while LoRA is off: the graph reads the scales when it is built, but be explicit
         ref = mx.stop_gradient(ref)

@@ -360,6 +360,7 @@ class Workload:
     max_pixels: int | None = None
     gpu: bool = True  # Metal: fused attention while decoding/prefilling; CPU: materialised scores
     micro_batch: int = 0  # completions per loss forward/backward (0: the whole batch)
+    head_rows: int | None = None  # positions per chunk of the vocabulary head (0: unchunked)
 
 
 @dataclass(frozen=True)
@@ -559,9 +560,10 @@ def memory(arch: Arch, w: Workload, tokens_per_image: int, patches: int, tiles: 
     group_tokens = L + g * max(T - 1, 0)  # the prompt once, g completions
     n_mb = k * group_tokens
     act = _act_per_token(arch, a)
-    rows = head_chunk_rows(arch.vocab)
-    chunked = g * T > rows
-    chunk_logits = min(g * T, rows) * arch.vocab * 4
+    rows = head_chunk_rows(arch.vocab) if w.head_rows is None else w.head_rows
+    chunked = 0 < rows < g * T
+    rows = rows if chunked else g * T
+    chunk_logits = rows * arch.vocab * 4
     m.parts["reference log-probs"] = (
         P * feats + group_tokens * act + LOGIT_COPIES * chunk_logits if w.beta > 0 else 0.0
     )
