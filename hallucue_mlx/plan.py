@@ -1070,6 +1070,8 @@ def _gb(x: float) -> str:
 
 
 def _minutes(s: float) -> str:
+    if s >= 4 * 86400:
+        return f"{s / 86400:.1f} days"
     if s >= 7200:
         return f"{s / 3600:.1f} h"
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"

@@ -45,9 +45,8 @@ BLAS. MLX on the Linux CPU runs its matmuls through OpenBLAS (cmeel-openblas, pr
 `python -m hallucue_mlx.fastblas`, which the script also arranges itself). PyTorch uses the BLAS it
 was built with (`torch.__config__.show()`: MKL in the x86-64 PyPI wheels); its process is started
 without the OpenBLAS preload, since libtorch_cpu exports the same BLAS symbols and would otherwise
-call OpenBLAS. Both sides get --threads (default 2) threads: OPENBLAS_NUM_THREADS and
-HALLUCUE_CPU_THREADS (the threads our loss phase runs its groups on, `workers.py`) for MLX,
-torch.set_num_threads plus OMP/MKL_NUM_THREADS for PyTorch. The header prints both.
+call OpenBLAS. Both sides get --threads (default 2) threads: OPENBLAS_NUM_THREADS (and
+HALLUCUE_CPU_THREADS, which our loss phase no longer reads) for MLX, torch.set_num_threads plus OMP/MKL_NUM_THREADS for PyTorch. The header prints both.
 
 Columns. s/step (mean over the timed steps), rollout (ours: encode + decode + reward, the
 `rollout_time` of metrics.jsonl; TRL: time inside GRPOTrainer._generate and _calculate_rewards),
