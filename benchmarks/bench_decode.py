@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import hallucue_mlx  # noqa: F401  (binds the fast BLAS before MLX loads)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SHAPES = ((1, 4), (4, 4))  # (prompts, completions per prompt)
@@ -45,14 +47,9 @@ def bench_model(path: str, args) -> dict:
     import numpy as np
 
     from hallucue_mlx.data.synth import load_synth
+    from hallucue_mlx.forward import BANNED_LOGIT, encode_prompt, logit_bias
     from hallucue_mlx.models.load import load_model
-    from hallucue_mlx.rollout import (
-        BANNED_LOGIT,
-        encode_prompt,
-        eos_token_ids,
-        generate,
-        logit_bias,
-    )
+    from hallucue_mlx.rollout import eos_token_ids, generate
 
     model, proc = load_model(path, dtype="float32")
     bias = logit_bias(model, proc)
@@ -127,9 +124,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from hallucue_mlx.backend import ensure_fast_blas
-
-    ensure_fast_blas()  # the BLAS the other benchmarks use; restarts once on Linux CPU
     import mlx.core as mx
 
     if args.model:

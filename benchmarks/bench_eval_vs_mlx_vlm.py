@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import hallucue_mlx  # noqa: F401  (binds the fast BLAS before MLX loads)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Model sizes this script can build offline (build_tiny_random arguments).
@@ -116,9 +118,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from hallucue_mlx.backend import ensure_fast_blas
-
-    ensure_fast_blas()  # same BLAS for both sides; restarts once on Linux CPU
     import mlx.core as mx
 
     from hallucue_mlx.data.synth import load_synth

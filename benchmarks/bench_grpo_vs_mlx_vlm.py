@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import hallucue_mlx  # noqa: F401  (binds the fast BLAS before MLX loads)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -204,11 +206,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from hallucue_mlx.backend import ensure_fast_blas, fast_blas_loaded
-
-    ensure_fast_blas()  # same BLAS for both sides; restarts once on Linux CPU
     import mlx.core as mx
 
+    from hallucue_mlx.backend import fast_blas_loaded
     from hallucue_mlx.data.synth import load_synth
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_grpo_"))

@@ -31,7 +31,7 @@ language-model decoder layer (the vision tower frozen), temperature 1.0 with no 
 min-p, the same max completion length, loss_type dapo, scale_rewards group, epsilon 0.2, AdamW
 lr 1e-5 without weight decay, grad-norm clip 1.0, the k3 KL term unweighted by the importance
 ratio (TRL's use_bias_correction_kl=False), the same banned tokens while sampling (ours:
-rollout.banned_token_ids; TRL: generation_kwargs suppress_tokens), the same reward (TRL is given
+forward.banned_token_ids; TRL: generation_kwargs suppress_tokens), the same reward (TRL is given
 a reward function that calls our rewards.score: 0.9 x answer correct + 0.1 x format).
 Gradient checkpointing is off on both sides (TRL's default is on; set explicitly), or on on both
 with --grad-checkpoint.
@@ -41,13 +41,11 @@ sides: our logit bias gets the EOS ids, TRL's generation suppresses them), beta 
 1 and 4 prompts x G = 4, both models: 16 settings named like `tiny/1x4/natural/beta0`. The 30M
 model has random weights, so its natural lengths are the maximum too.
 
-BLAS. MLX on the Linux CPU runs its matmuls through OpenBLAS (cmeel-openblas, preloaded by
+BLAS. MLX on the Linux CPU runs its matmuls through numpy's OpenBLAS (bridged when hallucue_mlx is imported, or by
 `python -m hallucue_mlx.fastblas`, which the script also arranges itself). PyTorch uses the BLAS it
 was built with (`torch.__config__.show()`: MKL in the x86-64 PyPI wheels); its process is started
 without the OpenBLAS preload, since libtorch_cpu exports the same BLAS symbols and would otherwise
-call OpenBLAS. Both sides get --threads (default 2) threads: OPENBLAS_NUM_THREADS and
-HALLUCUE_CPU_THREADS (the threads our loss phase runs its groups on, `workers.py`) for MLX,
-torch.set_num_threads plus OMP/MKL_NUM_THREADS for PyTorch. The header prints both.
+call OpenBLAS. Both sides get --threads (default 2) threads: OPENBLAS_NUM_THREADS for MLX, torch.set_num_threads plus OMP/MKL_NUM_THREADS for PyTorch. The header prints both.
 
 Columns. s/step (mean over the timed steps), rollout (ours: encode + decode + reward, the
 `rollout_time` of metrics.jsonl; TRL: time inside GRPOTrainer._generate and _calculate_rewards),
@@ -279,6 +277,9 @@ def torch_blas() -> str:
 # ---------------------------------------------------------------- helpers shared by both sides
 
 
+BRIDGED = "numpy's OpenBLAS (bridged)"
+
+
 def sibling(name: str) -> Any:
     """A script of this folder or of scripts/ as a module (neither is a package)."""
     if name in sys.modules:
@@ -320,7 +321,7 @@ def run_ours(spec: dict) -> dict:
 
     set_blas_threads(spec["threads"])
     gflops = matmul_gflops(reps=5)
-    from hallucue_mlx import rollout
+    from hallucue_mlx import forward
     from hallucue_mlx.config import TrainConfig, build
     from hallucue_mlx.models.load import load_model
     from hallucue_mlx.models.lora import lora_layers
@@ -334,8 +335,8 @@ def run_ours(spec: dict) -> dict:
         # every EOS id of either side joins the banned tokens: the logit bias of the sampler (and
         # of the loss forward, which sees the sampling distribution), so every completion runs
         # to the maximum length
-        banned = rollout.banned_token_ids
-        rollout.banned_token_ids = lambda m, p: sorted(set(banned(m, p)) | set(spec["eos_ids"]))
+        banned = forward.banned_token_ids
+        forward.banned_token_ids = lambda m, p: sorted(set(banned(m, p)) | set(spec["eos_ids"]))
     settings = dict(
         model=spec["mlx_dir"],
         steps=total,
@@ -609,9 +610,10 @@ def parity(name: str, work: Path, items: list, args) -> ModelInfo:
     from transformers import AutoModelForImageTextToText, GenerationConfig
     from trl.data_utils import prepare_multimodal_messages
 
+    from hallucue_mlx.forward import banned_token_ids
     from hallucue_mlx.models.load import family_of_config, load_model, read_config
     from hallucue_mlx.prompts import build_prompt, resolve_template
-    from hallucue_mlx.rollout import banned_token_ids, eos_token_ids
+    from hallucue_mlx.rollout import eos_token_ids
 
     pt = sibling("parity_transformers")
     mlx_dir, hf_dir = prepare_model(name, work)
@@ -683,11 +685,14 @@ def child_env(side: str, threads: int) -> dict[str, str]:
     )
     if side == "ours":
         env["OPENBLAS_NUM_THREADS"] = str(threads)
-        env["HALLUCUE_CPU_THREADS"] = env.get("HALLUCUE_CPU_THREADS", str(threads))  # loss groups
     else:
         # PyTorch's own BLAS: libtorch_cpu exports the BLAS symbols, so a preloaded OpenBLAS
         # would take its calls
-        kept = [p for p in env.get("LD_PRELOAD", "").split(":") if p and "libopenblas" not in p]
+        kept = [
+            p
+            for p in env.get("LD_PRELOAD", "").split(":")
+            if p and "libopenblas" not in p and "libhallucue_blas" not in p
+        ]
         env["LD_PRELOAD"] = ":".join(kept)
         env[NO_FAST_BLAS_ENV] = "1"
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
@@ -885,10 +890,7 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
 
-    from hallucue_mlx.backend import ensure_fast_blas, fast_blas_loaded
-
-    ensure_fast_blas()  # MLX's OpenBLAS; restarts this process once on Linux CPU
-
+    from hallucue_mlx.backend import fast_blas_loaded
     from hallucue_mlx.data.synth import load_synth
 
     notes: list[str] = []
@@ -915,7 +917,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{info.trl_eos_ids} (natural lengths may differ for that reason too)"
                 )
         print(
-            f"ours: MLX, {'OpenBLAS (cmeel-openblas, preloaded)' if fast_blas_loaded() else 'its bundled reference BLAS (slow)'}"
+            f"ours: MLX, {BRIDGED if fast_blas_loaded() else 'its bundled reference BLAS (slow)'}"
             f"; TRL: PyTorch CPU, {torch_blas()} without the preload; {args.threads} BLAS threads "
             f"each; gradient checkpointing {'ON' if args.grad_checkpoint else 'off'} on both sides "
             f"(TRL gradient_checkpointing={args.grad_checkpoint}); TRL attention {args.attn}",

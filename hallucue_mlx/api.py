@@ -443,7 +443,8 @@ def load_model(
     on CPU, bfloat16 on Metal/CUDA), float32, bfloat16 or float16. Raises ModelLoadError.
 
         >>> model, processor = load_model()
-        >>> from hallucue_mlx.rollout import encode_prompt, generate
+        >>> from hallucue_mlx.forward import encode_prompt
+        >>> from hallucue_mlx.rollout import generate
         >>> prompt = encode_prompt(processor, model, load_benchmark(n=1)[0], template="short")
         >>> generate(model, processor, [prompt], max_tokens=48)[0][0].text
         '<think>The triangle is yellow.</think> \\boxed{yellow}'

@@ -19,7 +19,6 @@ from hallucue_mlx import blas
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
-CPU_THREADS_ENV = "HALLUCUE_CPU_THREADS"  # threads the loss phase uses on MLX's CPU backend
 
 # Versions reported by `doctor` and recorded in a run's manifest.
 PACKAGES = ("hallucue-mlx", "mlx", "mlx-cpu", "mlx-lm", "mlx-vlm", "transformers", "datasets")
@@ -84,30 +83,6 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
-
-
-def cpu_threads() -> int:
-    """Threads the loss phase evaluates a step's groups on (`workers.StreamPool`): on MLX's CPU
-    backend this process's share of the cores (ranks of one host split them), or
-    HALLUCUE_CPU_THREADS; 1 on a GPU, which runs one graph at a time anyway. Results do not
-    depend on it."""
-    import mlx.core as mx
-
-    if mx.default_device().type != mx.DeviceType.cpu:
-        return 1
-    raw = os.environ.get(CPU_THREADS_ENV, "").strip()
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise ValueError(
-                f"{CPU_THREADS_ENV}={raw!r} is not a thread count; set a whole number >= 1 "
-                "(or unset it to use every core)"
-            )
-        return n
-    return max(1, usable_cores() // local_ranks())
 
 
 def local_ranks() -> int:

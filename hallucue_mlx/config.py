@@ -521,6 +521,13 @@ class TrainConfig:
     grad_checkpoint: bool = _f(
         False, "Recompute decoder activations in the backward pass (less memory)."
     )
+    micro_batch_size_per_device_for_update: int = _f(
+        0,
+        "Completions per loss forward/backward (EasyR1's name; gradients are accumulated over "
+        "the micro-batches, normalised by the whole batch): whole groups when at least G, else "
+        "pieces of one group. 0: `plan`'s choice for this machine (the largest that fits).",
+        min=0,
+    )
     # loop
     steps: int = _f(200, "Training steps (rollout batches).", min=1)
     seed: int = _f(
@@ -1071,6 +1078,8 @@ def config_hash(cfg: RunConfig) -> str:
     d = to_dict(cfg)
     d.pop("output", None)
     d["grid"].pop("parallel", None)
+    # how the loss splits its batch changes the numbers by float summation order only
+    d["train"].pop("micro_batch_size_per_device_for_update", None)
     if not d["grid"].get("ratios"):  # no sweep: the hash of folders made before the key existed
         d["grid"].pop("ratios", None)
     if d["grid"].get("seeds") == 1:  # likewise

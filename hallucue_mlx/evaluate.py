@@ -44,10 +44,11 @@ from hallucue_mlx.data.item import Item
 from hallucue_mlx.data.item import chance as item_chance
 from hallucue_mlx.data.item import cluster as item_cluster
 from hallucue_mlx.data.subset import content_hash
+from hallucue_mlx.forward import encode_prompt
 from hallucue_mlx.metrics import diagnostics, summarize
 from hallucue_mlx.models.load import load_model, resolve_model_dir
 from hallucue_mlx.rewards import Reward, check_golds, grade
-from hallucue_mlx.rollout import Completion, encode_prompt, generate
+from hallucue_mlx.rollout import Completion, generate
 from hallucue_mlx.runfolder import (
     RECORDS_FILE,
     SUMMARY_EXTRA_KEYS,

@@ -11,11 +11,12 @@ https://huggingface.co/docs/trl/main/en/grpo_trainer. Per token, with ratio r = 
               the whole generation batch in one loss)
     dr_grpo:  sum of l / (number of sequences * max_completion_length)
 
-Data-parallel training splits a step's batch over processes by whole groups, and on MLX's CPU
-backend each process splits its batch further, one share per group, for its threads
-(`split_groups`). Each share's loss and token-mean metrics are normalised by the whole batch's
-counts (`BatchTotals`), so the shares' losses, gradients and metrics add up to the whole batch's:
-summing them gives what one graph computes, up to float summation order.
+Data-parallel training splits a step's batch over processes by whole groups, and each process
+splits its share into micro-batches for the loss (`micro_batches`, EasyR1's
+micro_batch_size_per_device_for_update), the same on every backend. Each piece's loss and
+token-mean metrics are normalised by the whole batch's counts (`BatchTotals`), so the pieces'
+losses, gradients and metrics add up to the whole batch's: summing them gives what one graph
+computes, up to float summation order.
 
 importance_sampling_level="sequence" (GSPO) uses one ratio per sequence,
 exp(mean_t(log pi - log pi_old)). The KL reference is the same model with LoRA switched off.
@@ -24,18 +25,14 @@ exp(mean_t(log pi - log pi_old)). The KL reference is the same model with LoRA s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx_vlm.models.cache import ConcatenateKVCache, create_causal_mask
 
 from hallucue_mlx.config import SCALE_REWARDS
-from hallucue_mlx.models import arch
-from hallucue_mlx.models.arch import lm_head
+from hallucue_mlx.forward import PromptInputs, completion_logprobs
 from hallucue_mlx.models.lora import lora_disabled
-from hallucue_mlx.rollout import PromptInputs, prompt_embeddings
 
 
 @dataclass
@@ -47,6 +44,7 @@ class LossConfig:
     importance_sampling_level: str = "token"
     max_completion_length: int = 256  # dr_grpo's constant normaliser
     temperature: float = 1.0  # log-probs are taken at the sampling temperature
+    head_rows: int | None = None  # positions per chunk of the vocabulary head (None: default)
 
 
 @dataclass(frozen=True)
@@ -91,108 +89,6 @@ def group_advantages(
         "frac_reward_zero_std": float(zero.mean()),
     }
     return adv.reshape(-1).astype(np.float32), metrics
-
-
-# ---------------------------------------------------------------- log-probs
-
-
-def _shared_prefix_layer(call, hp, hc, pos_p, pos_c, mask_c, G):
-    """One decoder layer (`call(x, mask, cache, positions)`) over a prompt (batch 1) and its G
-    continuations, which attend to the prompt's keys/values tiled G times. The KV cache lives
-    only inside this call, so the call can be wrapped in mx.checkpoint."""
-    c = ConcatenateKVCache()
-    hp = call(hp, "causal", c, pos_p)
-    if hc is None:
-        return hp, None
-    c.keys, c.values = mx.repeat(c.keys, G, axis=0), mx.repeat(c.values, G, axis=0)
-    return hp, call(hc, mask_c, c, pos_c)
-
-
-def _checkpointed(model, layer):
-    call = partial(arch.decoder_layer, model, layer)
-
-    def inner(params, *args):
-        layer.update(params)
-        return _shared_prefix_layer(call, *args)
-
-    ck = mx.checkpoint(inner)
-    return lambda *args: ck(layer.trainable_parameters(), *args)
-
-
-def token_logprobs(
-    logits: mx.array, ids: mx.array, with_entropy: bool = False
-) -> tuple[mx.array, mx.array | None]:
-    """log softmax(logits) at `ids` (..., V) -> (...), and optionally the entropy (no gradient).
-
-    One exp over the vocabulary serves the log-probs, the entropy and the backward pass (exp's
-    derivative is its output), where logits - logsumexp(logits) plus exp(log-probs) for the
-    entropy take three. The vocabulary-wide passes are a large share of the loss on small
-    models, and on real ones (150k-token vocabularies) each is a (rows, T, V) tensor."""
-    z = logits - mx.stop_gradient(logits.max(axis=-1, keepdims=True))  # exact: lp is shift-free
-    e = mx.exp(z)
-    s = e.sum(axis=-1)
-    log_s = mx.log(s)
-    lp = mx.take_along_axis(z, ids[..., None], axis=-1)[..., 0] - log_s
-    if not with_entropy:
-        return lp, None
-    # H = -sum p log p = log s - sum p z, with p = e / s
-    ent = mx.stop_gradient(log_s - (e * z).sum(axis=-1) / s)
-    return lp, ent
-
-
-def completion_logprobs(
-    model: nn.Module,
-    prompts: list[PromptInputs],
-    completion_ids: mx.array,
-    bias: mx.array,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-    checkpoint: bool = False,
-    group_lengths: list[int] | None = None,
-) -> tuple[mx.array, mx.array | None]:
-    """Per-token log-probs (B, T) of right-padded completions, B = len(prompts) * G, rows grouped by
-    prompt. Each prompt runs once (batch 1, reusing its cached image features) and its keys/values
-    are tiled over its G completions, so the prompt is not recomputed G times. Gradients flow
-    through both. checkpoint=True recomputes each layer in the backward pass (less memory).
-    Optionally the per-token entropy (no gradient).
-
-    group_lengths: the longest completion of each prompt's group; a group then runs only that
-    many columns (the rest is padding; its log-probs and entropy come back as 0). Without it
-    every group runs all T columns."""
-    inner = arch.text_stack(model)
-    B, T_all = completion_ids.shape
-    G = B // len(prompts)
-    t = temperature if temperature > 0 else 1.0
-    out_lp, out_ent = [], []
-    for p, prompt in enumerate(prompts):
-        T = T_all if group_lengths is None else max(1, min(T_all, group_lengths[p]))
-        ids = completion_ids[p * G : (p + 1) * G, :T]
-        L = prompt.length
-        hp = prompt_embeddings(model, prompt)
-        hc = pos_c = mask_c = None
-        if T > 1:
-            hc = inner.embed_tokens(ids[:, :-1])
-            pos_c = arch.text_positions(T - 1, G, L + prompt.rope_delta)
-            mask_c = create_causal_mask(T - 1, offset=L)
-        for layer in inner.layers:
-            run = (
-                _checkpointed(model, layer)
-                if checkpoint
-                else partial(_shared_prefix_layer, partial(arch.decoder_layer, model, layer))
-            )
-            hp, hc = run(hp, hc, prompt.position_ids, pos_c, mask_c, G)
-        first = lm_head(model, inner.norm(hp[:, -1:]))  # predicts the first completion token
-        logits = mx.repeat(first, G, axis=0)
-        if hc is not None:
-            logits = mx.concatenate([logits, lm_head(model, inner.norm(hc))], axis=1)
-        logits = (logits.astype(mx.float32) + bias) / t
-        lp, ent = token_logprobs(logits, ids, with_entropy)
-        pad = [(0, 0), (0, T_all - T)]
-        out_lp.append(lp if T == T_all else mx.pad(lp, pad))
-        if with_entropy:
-            out_ent.append(ent if T == T_all else mx.pad(ent, pad))
-    logps = mx.concatenate(out_lp, axis=0)
-    return logps, (mx.concatenate(out_ent, axis=0) if with_entropy else None)
 
 
 # ---------------------------------------------------------------- objective
@@ -322,33 +218,52 @@ def make_batch(
     )
 
 
-def split_groups(batch: PolicyBatch) -> list[PolicyBatch]:
-    """One share per group (prompt), each keeping only its group's columns and normalised by the
-    batch's counts (its totals when it is itself a data-parallel share), so the shares' losses,
-    metrics and gradients add up to the batch's. The slices are evaluated: a share's graph may
-    run on another thread's stream (`workers.StreamPool`)."""
+def micro_batches(batch: PolicyBatch, size: int = 0) -> list[PolicyBatch]:
+    """The batch as micro-batches of at most `size` completions (EasyR1's
+    micro_batch_size_per_device_for_update; 0 or at least the batch: the batch itself), each
+    normalised by the batch's counts (its totals when it is itself a data-parallel share), so
+    the micro-batches' losses, metrics and gradients add up to the batch's. With size >= G a
+    micro-batch is size // G whole groups; below G each group is cut into pieces of at most
+    `size` completions (each piece runs its prompt again). A micro-batch keeps only the columns
+    of its longest completion."""
     P = len(batch.prompts)
     B, T = batch.completion_ids.shape
     G = B // P
+    if size <= 0 or size >= B:
+        return [batch]
     totals = batch.totals or BatchTotals(int(batch.mask.sum().item()), B)
     lengths = batch.group_lengths or [T] * P
+    # (prompt indices, first row, end row) of each micro-batch
+    if size >= G:
+        k = size // G
+        spans = [(list(range(p, min(P, p + k))), p * G, min(P, p + k) * G) for p in range(0, P, k)]
+    else:
+        spans = [
+            ([p], r, min(r + size, (p + 1) * G))
+            for p in range(P)
+            for r in range(p * G, (p + 1) * G, size)
+        ]
     shares = []
-    for p, prompt in enumerate(batch.prompts):
-        rows, cols = slice(p * G, (p + 1) * G), slice(0, max(1, min(T, lengths[p])))
+    for groups, r0, r1 in spans:
+        rows = slice(r0, r1)
+        if size >= G:  # whole groups: each runs its own longest completion's columns
+            own = [lengths[p] for p in groups]
+        else:  # a piece of a group: its own longest completion's
+            own = [int(batch.mask[rows].sum(axis=1).max().item())]
+        cols = slice(0, max(1, min(T, max(own))))
         ref = None if batch.ref_logps is None else batch.ref_logps[rows, cols]
         shares.append(
             PolicyBatch(
-                [prompt],
+                [batch.prompts[p] for p in groups],
                 batch.completion_ids[rows, cols],
                 batch.mask[rows, cols],
                 batch.old_logps[rows, cols],
                 batch.advantages[rows],
                 ref,
                 totals,
-                [lengths[p]],
+                own,
             )
         )
-    mx.eval([(s.completion_ids, s.mask, s.old_logps, s.advantages, s.ref_logps) for s in shares])
     return shares
 
 
@@ -401,6 +316,7 @@ def policy_loss(
         True,
         checkpoint,
         batch.group_lengths,
+        cfg.head_rows,
     )
     loss, metrics = grpo_loss(
         logps, batch.old_logps, batch.advantages, batch.mask, cfg, batch.ref_logps, batch.totals
@@ -410,7 +326,12 @@ def policy_loss(
 
 
 def reference_logprobs(
-    model: nn.Module, batch: PolicyBatch, bias: mx.array, temperature: float, evaluate: bool = True
+    model: nn.Module,
+    batch: PolicyBatch,
+    bias: mx.array,
+    temperature: float,
+    evaluate: bool = True,
+    head_rows: int | None = None,
 ) -> mx.array:
     """Log-probs under the base model (every LoRA scale 0), no gradient. evaluate=False returns
     the graph (built with LoRA off: LoRALinear reads its scale when the graph is built)."""
@@ -423,6 +344,7 @@ def reference_logprobs(
             bias,
             temperature,
             group_lengths=batch.group_lengths,
+            head_rows=head_rows,
         )
         # evaluate while LoRA is off: the graph reads the scales when it is built, but be explicit
         ref = mx.stop_gradient(ref)

@@ -11,13 +11,15 @@ update; evaluation), with the constants measured at real widths by `scripts/chec
 - rollout: the image features of every prompt, the prompts' KV cache (kept while decoding), the
   decoding cache of P x G rows x (prompt + completion) allocated up front, and the LoRA-folded
   copy of the adapted full-precision weights;
-- loss forward/backward (`grpo.completion_logprobs` under `nn.value_and_grad`): MLX keeps the
-  forward's intermediates alive until the backward has used them, so memory grows with every
-  layer and every prompt; gradient checkpointing keeps only each layer's inputs. The logits are
-  float32 over the vocabulary on completion positions only (the prompt runs once per group).
-  On a GPU the whole batch is one graph; on MLX's CPU backend each group is its own graph and
-  as many groups as the loss has threads (`backend.cpu_threads`) are alive at once, each with
-  its own backward working memory.
+- loss forward/backward (`forward.completion_logprobs` under `nn.value_and_grad`), one
+  micro-batch at a time (`train.micro_batch_size_per_device_for_update` completions): MLX keeps
+  the forward's intermediates alive until the backward has used them, so memory grows with every
+  layer and every prompt of the micro-batch; gradient checkpointing keeps only each layer's
+  inputs. The vocabulary head runs in chunks of positions (`forward.head_logprobs`), so at most
+  one chunk's float32 logits are alive, forward and backward; a group whose logits fit in one
+  chunk runs unchunked (its logits alive until the backward).
+- `auto_micro_batch`: with the key at 0, the largest micro-batch whose step peak fits the
+  machine (the same arithmetic, nothing run); training resolves it the same way.
 
 Times: decoding is bandwidth-bound (all weights read once per token, plus a per-layer overhead),
 prefill, the loss forward and backward are compute-bound; the efficiency factors are stated below.
@@ -35,14 +37,14 @@ from typing import Any
 
 from hallucue_mlx.backend import (
     backend_name,
-    cpu_threads,
     matmul_gflops,
     memory_gbps,
     quantized_cpu_warning,
     quantized_gflops,
 )
-from hallucue_mlx.config import RunConfig
+from hallucue_mlx.config import RunConfig, TrainConfig
 from hallucue_mlx.data.synth import DEFAULT_SIZES
+from hallucue_mlx.models.arch import head_chunk_rows
 from hallucue_mlx.models.load import (
     EMBEDDED_NAME,
     ModelLoadError,
@@ -92,6 +94,9 @@ CHIPS: dict[str, Chip] = {
         Chip("M4", 120, 4.3, 16, "estimate"),
         Chip("M4 Pro", 273, 9.2, 24, "estimate"),
         Chip("M4 Max", 546, 18.4, 36, "estimate"),
+        # M5 (October 2025): 153 GB/s and 16 GB from Apple; the 10-core GPU's FP32 rate is
+        # estimated at the M4's clock (its per-core neural accelerators are not counted)
+        Chip("M5", 153, 4.3, 16, "estimate"),
     )
 }
 
@@ -355,7 +360,8 @@ class Workload:
     min_pixels: int | None = None  # None: the processor's
     max_pixels: int | None = None
     gpu: bool = True  # Metal: fused attention while decoding/prefilling; CPU: materialised scores
-    loss_threads: int = 1  # CPU: groups whose loss graphs run at once (a GPU: the whole batch)
+    micro_batch: int = 0  # completions per loss forward/backward (0: the whole batch)
+    head_rows: int | None = None  # positions per chunk of the vocabulary head (0: unchunked)
 
 
 @dataclass(frozen=True)
@@ -436,6 +442,9 @@ CKPT_RECOMPUTE_LAYERS = 1.6
 # a forward without gradient.
 LOGIT_COPIES_GRAD = 3
 LOGIT_COPIES = 3
+# A chunked head (`forward.head_logprobs`) keeps about this many (chunk x vocab) float32 arrays
+# alive while a chunk's backward recomputes it.
+HEAD_CHUNK_COPIES = 4
 # A vision block keeps about this many (patches x width) arrays alive at once (no gradient).
 VISION_D = 4
 VISION_I = 2
@@ -526,12 +535,18 @@ def generate_bytes(
     return P * feats + max(vis, prompt_kv + max(_prefill_bytes(arch, P, L, w, a), decode))
 
 
+def micro_groups(w: Workload) -> tuple[int, int]:
+    """(groups, completions per group) of one loss micro-batch (`grpo.micro_batches`)."""
+    P, G = w.prompts, w.generations
+    m = w.micro_batch if 0 < w.micro_batch < P * G else P * G
+    return (min(P, m // G), G) if m >= G else (1, m)
+
+
 def memory(arch: Arch, w: Workload, tokens_per_image: int, patches: int, tiles: int) -> Memory:
     """Peak memory of a GRPO step and of evaluation, by part (bytes)."""
     a = w.dtype_bytes
     L = w.text_tokens + tokens_per_image
     P, G, T = w.prompts, w.generations, w.completion
-    n = L + G * max(T - 1, 0)  # tokens of one group in the loss: the prompt once, G completions
     feats = tokens_per_image * arch.hidden * a + patches * 3 * 2 * arch.patch**2 * 4
     vis = vision_bytes(arch, patches, tiles, w, a)
     lora = lora_params(arch, w)
@@ -541,17 +556,25 @@ def memory(arch: Arch, w: Workload, tokens_per_image: int, patches: int, tiles: 
     m.parts["rollout (KV caches)"] = generate_bytes(arch, P, G, L, T, feats, vis, w, a)
     m.parts["rollout (LoRA folded into weights)"] = folded_bytes(arch, w)
     m.parts["vision tower (per image)"] = vis
-    logits = G * T * arch.vocab * 4
-    # groups whose loss graphs hold activations at once, and graphs running at once
-    alive, graphs = (P, 1) if w.gpu else (min(P, max(1, w.loss_threads)),) * 2
+    # one micro-batch at a time: k groups of g completions (g < G: a piece of one group)
+    k, g = micro_groups(w)
+    group_tokens = L + g * max(T - 1, 0)  # the prompt once, g completions
+    n_mb = k * group_tokens
     act = _act_per_token(arch, a)
+    rows = head_chunk_rows(arch.vocab) if w.head_rows is None else w.head_rows
+    chunked = 0 < rows < g * T
+    rows = rows if chunked else g * T
+    chunk_logits = rows * arch.vocab * 4
     m.parts["reference log-probs"] = (
-        P * feats + graphs * (n * act + LOGIT_COPIES * logits) if w.beta > 0 else 0.0
+        P * feats + group_tokens * act + LOGIT_COPIES * chunk_logits if w.beta > 0 else 0.0
     )
-    no_ck = alive * n * arch.layers * act + graphs * n * BACKWARD_LAYERS * act
-    ck = alive * n * arch.layers * CKPT_D * arch.hidden * a
-    ck += graphs * n * CKPT_RECOMPUTE_LAYERS * act
-    logit_part = (alive * LOGIT_COPIES_GRAD + graphs) * logits
+    no_ck = n_mb * arch.layers * act + group_tokens * BACKWARD_LAYERS * act
+    ck = n_mb * arch.layers * CKPT_D * arch.hidden * a
+    ck += group_tokens * CKPT_RECOMPUTE_LAYERS * act
+    # chunked: a chunk's logits live only in its forward and its recomputed backward; one piece:
+    # every group's logits stay alive until the backward
+    copies = HEAD_CHUNK_COPIES if chunked else k * LOGIT_COPIES_GRAD + 1
+    logit_part = copies * chunk_logits
     m.parts["loss activations (no checkpointing)"] = no_ck
     m.parts["loss activations (checkpointing)"] = ck
     m.parts["loss logits (float32)"] = logit_part
@@ -661,12 +684,17 @@ def timing(
 
     P, G, T = w.prompts, w.generations, w.completion
     rollout = prefill(P) + decode(P * G, T)
-    n = P * (L + G * T)
-    forward = (_text_flops(arch, n, L + T / 2) + P * G * T * head) / text_rate
+    k, g = micro_groups(w)
+    runs = P * -(-G // g)  # prompt forwards: once per group, or once per piece of a group
+    text = _text_flops(arch, P * G * T + runs * L, L + T / 2) / text_rate
+    heads = P * G * T * head / text_rate
+    # forward + backward (2 forwards' worth), one more with checkpointing, one for the reference;
+    # a chunked head recomputes its logits in the backward
     passes = (1 if w.beta > 0 else 0) + (3 if w.grad_checkpoint else 2)
+    head_passes = passes + (1 if g * T > head_chunk_rows(arch.vocab) else 0)
     rows = w.eval_batch * w.eval_samples
     eval_batch = prefill(w.eval_batch) + decode(rows, w.eval_tokens)
-    return Timing(rollout, passes * forward, eval_batch / w.eval_batch)
+    return Timing(rollout, passes * text + head_passes * heads, eval_batch / w.eval_batch)
 
 
 # ================================================================ the plan of a run config
@@ -693,11 +721,15 @@ class Plan:
     patches: int
     tiles: int
     mem: Memory
-    times: list[tuple[Speed, Timing, Memory]]
+    times: list[tuple[Speed, Timing, Memory, int, RunTime]]  # machine, step, peaks, micro-batch
     suggestions: list[tuple[str, float]]  # ("key=value", train peak GB) that fit
     eval_suggestions: list[tuple[str, float]]
     together: tuple[list[str], float]  # several keys at once, when no single one is enough
     notes: list[str]
+    micro_batch: int = 0  # the loss's micro-batch on the target (chosen when the config says 0)
+    micro_batch_auto: bool = False
+    work_steps: int = 0  # train.steps
+    run_time: RunTime | None = None  # the whole run (grid) on the target
 
     @property
     def fits(self) -> bool:
@@ -706,18 +738,59 @@ class Plan:
         )
 
 
-def workload(
-    cfg: RunConfig, gpu: bool, image: tuple[int, int] | None, text_tokens: int | None
+@dataclass(frozen=True)
+class RunTime:
+    """Predicted seconds of the whole run (`hallucue-mlx run`: every training of the grid with
+    its periodic evaluations, then every model evaluated on every eval set and condition)."""
+
+    trainings: int
+    train_s: float
+    evaluations: int  # answers: models x items x conditions
+    eval_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.train_s + self.eval_s
+
+
+def run_time(cfg: RunConfig, t: Timing) -> RunTime:
+    """The whole grid's time from one step's and one evaluation item's (eval sets without a
+    size count 1,000 items)."""
+    g, tr = cfg.grid, cfg.train
+    trainings = len(g.train_conditions)
+    periodic = 0
+    if tr.eval_every and tr.n_eval:
+        periodic = (tr.steps // tr.eval_every + 1) * tr.n_eval
+    # a training evaluates the clean condition and its own corruption
+    periodic_answers = sum(periodic * (1 if c == "none" else 2) for c in g.train_conditions)
+    train_s = trainings * tr.steps * t.step_s + periodic_answers * t.eval_item_s
+    items = sum(e.n if e.n is not None else 1000 for e in cfg.data.eval)
+    items += cfg.data.train_slice_n if trainings else 0
+    models = trainings + (1 if g.include_base else 0)
+    answers = models * items * len(g.eval_conditions)
+    return RunTime(trainings, train_s, answers, answers * t.eval_item_s)
+
+
+def train_workload(
+    t: TrainConfig,
+    gpu: bool,
+    image: tuple[int, int] | None = None,
+    text_tokens: int | None = None,
+    *,
+    dtype: str | None = None,
+    benchmark: str | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    prompts: int | None = None,
 ) -> Workload:
-    """The run config's workload on a GPU (bf16 unless set) or a CPU (float32 unless set)."""
-    t, e, bench = cfg.train, cfg.eval, cfg.data.train.name
-    dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if gpu else "float32")
-    try:
-        threads = 1 if gpu else cpu_threads()
-    except ValueError as err:  # a bad HALLUCUE_CPU_THREADS
-        raise PlanError(str(err)) from None
+    """A training config's workload on a GPU (bf16 unless set) or a CPU (float32 unless set).
+    The keyword arguments stand in for the TrainConfig's own (a run config keeps them in its
+    model and data sections); prompts: this process's share of a step."""
+    dtype = dtype or t.dtype
+    bench = benchmark or t.benchmark
+    dtype = dtype if dtype != "auto" else ("bfloat16" if gpu else "float32")
     return Workload(
-        prompts=t.prompts_per_step,
+        prompts=prompts or t.prompts_per_step,
         generations=t.num_generations,
         completion=t.max_completion_length,
         beta=t.beta,
@@ -725,22 +798,76 @@ def workload(
         lora_rank=t.lora_rank,
         lora_targets=tuple(t.lora_targets),
         lora_layers=t.lora_layers,
-        eval_batch=e.batch_size,
-        eval_samples=e.samples_per_item,
-        eval_tokens=e.max_tokens,
+        eval_batch=1,
+        eval_samples=1,
+        eval_tokens=1,
         dtype_bytes=4 if dtype == "float32" else 2,
         text_tokens=text_tokens or TEXT_TOKENS.get(bench, DEFAULT_TEXT_TOKENS),
         image=image or IMAGE_SIZES.get(bench, DEFAULT_IMAGE),
+        min_pixels=min_pixels if min_pixels is not None else t.min_pixels,
+        max_pixels=max_pixels if max_pixels is not None else t.max_pixels,
+        gpu=gpu,
+        micro_batch=t.micro_batch_size_per_device_for_update,
+    )
+
+
+def workload(
+    cfg: RunConfig, gpu: bool, image: tuple[int, int] | None, text_tokens: int | None
+) -> Workload:
+    """The run config's workload on a GPU (bf16 unless set) or a CPU (float32 unless set)."""
+    e = cfg.eval
+    w = train_workload(
+        cfg.train,
+        gpu,
+        image,
+        text_tokens,
+        dtype=cfg.model.dtype,
+        benchmark=cfg.data.train.name,
         min_pixels=getattr(cfg.model, "min_pixels", None),
         max_pixels=getattr(cfg.model, "max_pixels", None),
-        gpu=gpu,
-        loss_threads=threads,
+    )
+    return replace(
+        w, eval_batch=e.batch_size, eval_samples=e.samples_per_item, eval_tokens=e.max_tokens
     )
 
 
 def _peaks(arch: Arch, proc: Processor, w: Workload) -> Memory:
     toks, patches, tiles = image_tokens(arch, proc, w.image, w)
     return memory(arch, w, toks, patches, tiles)
+
+
+def micro_batch_choices(prompts: int, generations: int) -> list[int]:
+    """Micro-batch sizes in completions, largest first: whole groups (all of them down to one),
+    then pieces of one group."""
+    return [k * generations for k in range(prompts, 0, -1)] + list(range(generations - 1, 0, -1))
+
+
+def fitting_micro_batch(arch: Arch, proc: Processor, w: Workload, usable: float) -> int:
+    """The largest micro-batch whose GRPO step peak fits `usable` GB (1 when none does)."""
+    for m in micro_batch_choices(w.prompts, w.generations):
+        if _peaks(arch, proc, replace(w, micro_batch=m)).train_peak / GB <= usable:
+            return m
+    return 1
+
+
+def auto_micro_batch(
+    t: TrainConfig, model_id: str, prompts: int, backend: str, memory_gb: float | None = None
+) -> int:
+    """train.micro_batch_size_per_device_for_update = 0 resolved for this machine: the largest
+    micro-batch (of a step's `prompts` groups) whose predicted peak fits its memory (macOS: the
+    GPU's working set), from the same arithmetic as `plan`. A model plan cannot read: one group."""
+    gpu = backend != "cpu"
+    try:
+        src = read_model(model_id)
+        tensors = safetensors_tensors(src.model_dir) if src.model_dir is not None else ()
+        arch = arch_from_config(src.config, tensors)
+    except (PlanError, ModelLoadError, OSError, ValueError, KeyError):
+        return t.num_generations
+    w = train_workload(t, gpu, prompts=max(1, prompts))
+    memory_gb = memory_gb if memory_gb is not None else physical_memory_gb()
+    if memory_gb <= 0:
+        return t.num_generations
+    return fitting_micro_batch(arch, processor_of(src, arch.family), w, usable_gb(memory_gb, gpu))
 
 
 def _halvings(value: int, low: int) -> list[int]:
@@ -765,6 +892,16 @@ def suggestions(arch: Arch, proc: Processor, w: Workload, usable: float) -> tupl
                 out.append((f"{key}={value}", peak))
                 return
 
+    first_fit(
+        "train.micro_batch_size_per_device_for_update",
+        [
+            (m, replace(w, micro_batch=m))
+            for m in micro_batch_choices(w.prompts, w.generations)
+            if m < (w.micro_batch or w.prompts * w.generations)
+        ],
+        "train",
+        train,
+    )
     if not w.grad_checkpoint:
         first_fit(
             "train.grad_checkpoint", [("true", replace(w, grad_checkpoint=True))], "train", train
@@ -812,6 +949,9 @@ def combined(arch: Arch, proc: Processor, w: Workload, usable: float) -> tuple[l
     and the resulting peak GB; the keys of every step tried when nothing fits."""
     steps: list[tuple[str, Workload]] = []
     cur = w
+    if cur.micro_batch != 1:
+        cur = replace(cur, micro_batch=1)
+        steps.append(("train.micro_batch_size_per_device_for_update=1", cur))
     if not cur.grad_checkpoint:
         cur = replace(cur, grad_checkpoint=True)
         steps.append(("train.grad_checkpoint=true", cur))
@@ -872,6 +1012,9 @@ def make_plan(
     target = replace(target, memory_gb=mem_gb)
     usable = usable_gb(mem_gb, target.gpu)
     w = workload(cfg, target.gpu, image, text_tokens)
+    auto = w.micro_batch == 0
+    if auto:
+        w = replace(w, micro_batch=fitting_micro_batch(arch, proc, w, usable))
     toks, patches, tiles = image_tokens(arch, proc, w.image, w)
     mem = memory(arch, w, toks, patches, tiles)
     speeds = [target] if chip_name else [chip_speed(chip(c)) for c in compare]
@@ -880,8 +1023,13 @@ def make_plan(
     times = []
     for s in speeds:
         ws = workload(cfg, s.gpu, image, text_tokens)
+        if ws.micro_batch == 0:
+            ws = replace(
+                ws, micro_batch=fitting_micro_batch(arch, proc, ws, usable_gb(s.memory_gb, s.gpu))
+            )
+        t = timing(arch, ws, s, toks, patches, tiles)
         times.append(
-            (s, timing(arch, ws, s, toks, patches, tiles), memory(arch, ws, toks, patches, tiles))
+            (s, t, memory(arch, ws, toks, patches, tiles), ws.micro_batch, run_time(cfg, t))
         )
     train_fix, eval_fix = suggestions(arch, proc, w, usable)
     together = combined(arch, proc, w, usable)
@@ -908,6 +1056,10 @@ def make_plan(
         eval_suggestions=eval_fix,
         together=together,
         notes=notes,
+        micro_batch=w.micro_batch,
+        micro_batch_auto=auto,
+        work_steps=cfg.train.steps,
+        run_time=run_time(cfg, timing(arch, w, target, toks, patches, tiles)),
     )
 
 
@@ -919,6 +1071,8 @@ def _gb(x: float) -> str:
 
 
 def _minutes(s: float) -> str:
+    if s >= 4 * 86400:
+        return f"{s / 86400:.1f} days"
     if s >= 7200:
         return f"{s / 3600:.1f} h"
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
@@ -943,6 +1097,12 @@ def render(plan: Plan, console: Any = None) -> None:
         f"Assumed prompt: {w.text_tokens} text tokens + {img}; training {w.prompts} prompts x "
         f"{w.generations} completions of up to {w.completion} tokens; evaluation "
         f"{w.eval_batch} prompts x {w.eval_samples} of up to {w.eval_tokens} tokens."
+    )
+    how = "chosen for this machine: the largest that fits" if plan.micro_batch_auto else "set"
+    console.print(
+        f"Loss micro-batch (train.micro_batch_size_per_device_for_update): {plan.micro_batch} "
+        f"completions ({how}); the vocabulary head runs in chunks of "
+        f"{head_chunk_rows(a.vocab)} positions."
     )
     table = Table(title=f"Peak memory on {plan.target.name} (GB)")
     table.add_column("part")
@@ -982,23 +1142,34 @@ def render(plan: Plan, console: Any = None) -> None:
         "machine",
         "memory",
         "step peak",
+        "micro-batch",
         "s / GRPO step",
         "rollout",
         "loss",
         "s / eval item",
+        "whole run",
     ):
         times.add_column(col, justify="left" if col == "machine" else "right")
-    for s, t, mm in plan.times:
+    for s, t, mm, micro, total in plan.times:
         times.add_row(
             s.name,
             f"{s.memory_gb:.0f} GB",
             f"{mm.train_peak / GB:.1f} GB",
+            str(micro),
             _minutes(t.step_s),
             _minutes(t.rollout_s),
             _minutes(t.loss_s),
             _minutes(t.eval_item_s),
+            _minutes(total.total_s),
         )
     console.print(times)
+    if plan.run_time is not None:
+        r = plan.run_time
+        console.print(
+            f"Whole run on {plan.target.name} (predicted): {_minutes(r.total_s)} = "
+            f"{r.trainings} trainings x {plan.work_steps} steps with their periodic evaluations "
+            f"({_minutes(r.train_s)}) + {r.evaluations} evaluation answers ({_minutes(r.eval_s)})."
+        )
     for note in plan.notes:
         console.print(f"[yellow]{note}[/yellow]")
 

@@ -1,17 +1,16 @@
-"""Batched rollouts: encode a prompt once, prefill once, decode its G completions as one batch.
+"""Batched rollouts: prefill the prompts once, decode their G completions each as one batch.
 
-Used by GRPO training (sampling at temperature T) and by evaluation (greedy, T=0). Per prompt the
-image goes through the vision tower once; its features are kept on the `PromptInputs` and reused
-by the loss forward. Several prompts decode together (left-padded KV caches with a mask).
+Used by GRPO training (sampling at temperature T) and by evaluation (greedy, T=0). Prompts come
+encoded (`forward.encode_prompt`: the image through the vision tower once, its features kept on
+the `PromptInputs` and reused by the loss forward); this module only samples. Several prompts
+decode together (left-padded KV caches with a mask, `forward.prefill_batch`).
 
 Sampled token ids and their log-probs at the sampling temperature are kept (TRL's convention);
-decoded text is for rewards and logs only and is never re-tokenized. Image/video placeholder and
-vision start/end tokens are banned while sampling, in the loss forward too, so both see the same
-distribution. Positions are always passed explicitly: Qwen2/2.5-VL's language model caches M-RoPE
-positions between calls and reuses stale ones on a text-only forward after an image forward.
-Each decode step runs as one compiled graph over preallocated caches; the host reads back only
-whether all rows stopped, every DONE_CHECK tokens. generate(compiled=False) keeps the reference
-loop it is tested against.
+decoded text is for rewards and logs only and is never re-tokenized. The banned tokens
+(`forward.logit_bias`) are banned while sampling and in the loss forward, so both see the same
+distribution. Each decode step runs as one compiled graph over preallocated caches; the host
+reads back only whether all rows stopped, every DONE_CHECK tokens. generate(compiled=False)
+keeps the reference loop it is tested against.
 """
 
 from __future__ import annotations
@@ -24,35 +23,14 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx_vlm.models.cache import ConcatenateKVCache, KVCache
+from mlx_vlm.models.cache import KVCache
 
-from hallucue_mlx.data.item import Item
+from hallucue_mlx.forward import PromptInputs, logit_bias, prefill_batch
 from hallucue_mlx.models import arch
 from hallucue_mlx.models.arch import lm_head
 from hallucue_mlx.models.lora import lora_folded
-from hallucue_mlx.prompts import build_prompt
 
-# Finite, so entropy terms p*log p stay 0 (not NaN) on banned tokens.
-BANNED_LOGIT = -1e9
 SUPPORTED_FAMILIES = arch.FAMILIES
-
-
-@dataclass
-class PromptInputs:
-    """One encoded prompt: token ids with image placeholders expanded, explicit M-RoPE positions and
-    the image features (computed once, reused by the rollout and the loss forward)."""
-
-    input_ids: mx.array  # (L,) int32
-    position_ids: mx.array  # (3, 1, L) (Qwen's M-RoPE; Idefics3's RoPE follows the cache instead)
-    rope_delta: int  # the next text position after the prompt is L + rope_delta
-    image_features: mx.array | None  # (n_image_tokens, hidden) or None for a text-only prompt
-    text: str = ""
-    pixel_values: mx.array | None = None
-    image_grid_thw: mx.array | None = None
-
-    @property
-    def length(self) -> int:
-        return int(self.input_ids.shape[0])
 
 
 @dataclass
@@ -85,36 +63,6 @@ class Episode:
 # ---------------------------------------------------------------- model plumbing
 
 
-def banned_token_ids(model: nn.Module, processor: Any) -> list[int]:
-    """Placeholder tokens that must never be sampled, plus ids past the tokenizer's vocabulary."""
-    cfg = model.config
-    ids = {
-        getattr(cfg, name, None)
-        for name in (
-            "image_token_id",
-            "video_token_id",
-            "vision_start_token_id",
-            "vision_end_token_id",
-        )
-    }
-    tok = getattr(processor, "tokenizer", processor)
-    pad = (
-        tok.convert_tokens_to_ids("<|vision_pad|>") if "<|vision_pad|>" in tok.get_vocab() else None
-    )
-    ids.add(pad)
-    vocab = arch.vocab_size(model)
-    ids |= set(range(len(tok), vocab))
-    return sorted(i for i in ids if isinstance(i, int) and 0 <= i < vocab)
-
-
-def logit_bias(model: nn.Module, processor: Any) -> mx.array:
-    """(V,) additive bias: BANNED_LOGIT on banned ids, 0 elsewhere."""
-    vocab = arch.vocab_size(model)
-    bias = np.zeros(vocab, np.float32)
-    bias[banned_token_ids(model, processor)] = BANNED_LOGIT
-    return mx.array(bias)
-
-
 def eos_token_ids(model: nn.Module, processor: Any) -> list[int]:
     ids = getattr(model.config, "eos_token_id", None)
     ids = list(ids) if isinstance(ids, (list, tuple)) else ([] if ids is None else [ids])
@@ -132,203 +80,6 @@ def eos_token_ids(model: nn.Module, processor: Any) -> list[int]:
             "the model config and tokenizer name no EOS token; set eos_token_id in config.json"
         )
     return ids
-
-
-def prompt_embeddings(model: nn.Module, prompt: PromptInputs) -> mx.array:
-    """(1, L, D) input embeddings with the image features at the image tokens: the cached,
-    frozen ones, or recomputed when LoRA adapts the vision tower."""
-    ids = prompt.input_ids
-    emb = arch.text_stack(model).embed_tokens(ids[None])
-    if prompt.image_features is None:
-        return emb
-    is_img = ids == arch.image_token_id(model)
-    idx = mx.maximum(mx.cumsum(is_img.astype(mx.int32)) - 1, 0)
-    lora = getattr(model, "_hallucue_lora", None)
-    if lora is not None and lora[0].train_vision and prompt.pixel_values is not None:
-        # LoRA on the vision tower (train.lora_vision): the features are recomputed from the
-        # pixels, so the loss reaches the tower and each pass sees the current adapter
-        feats = model.vision_tower(
-            prompt.pixel_values, prompt.image_grid_thw, output_hidden_states=False
-        )
-    else:
-        feats = mx.stop_gradient(prompt.image_features)
-    feats = feats.astype(emb.dtype)[idx]
-    return mx.where(is_img[None, :, None], feats[None], emb)
-
-
-def prefill(model: nn.Module, prompt: PromptInputs) -> tuple[mx.array, list[ConcatenateKVCache]]:
-    """Run the prompt once; returns the last position's logits (1, V) and the filled KV cache."""
-    cache = [ConcatenateKVCache() for _ in arch.text_stack(model).layers]
-    h = arch.text_forward(
-        model,
-        None,
-        embeds=prompt_embeddings(model, prompt),
-        cache=cache,
-        positions=prompt.position_ids,
-    )
-    return lm_head(model, h[:, -1:, :])[:, 0], cache
-
-
-def prefill_batch(
-    model: nn.Module, prompts: Sequence[PromptInputs]
-) -> tuple[mx.array, list[ConcatenateKVCache]]:
-    """Prefill several prompts as one left-padded batch: logits (P, V) and a (P, ..., Lmax) cache.
-
-    One batched forward instead of one per prompt: far better matrix shapes on every backend
-    (measured 2-3x faster evaluation on the CPU). Pad positions attend only to themselves, so
-    their (unused) keys and values stay finite; real tokens never attend to them.
-    """
-    if len(prompts) == 1:
-        return prefill(model, prompts[0])
-    lengths = [p.length for p in prompts]
-    Lmax = max(lengths)
-    embs, poss = [], []
-    for p in prompts:
-        e, pos, pad = prompt_embeddings(model, p), p.position_ids, Lmax - p.length
-        if pad:
-            e = mx.concatenate([mx.zeros((1, pad, e.shape[2]), e.dtype), e], axis=1)
-            pos = mx.concatenate([mx.zeros((3, 1, pad), pos.dtype), pos], axis=2)
-        embs.append(e)
-        poss.append(pos)
-    starts = mx.array([Lmax - L for L in lengths])[:, None, None]
-    q, k = mx.arange(Lmax)[:, None], mx.arange(Lmax)[None, :]
-    mask = ((k <= q) & (k >= starts)) | (k == q)
-    cache = [ConcatenateKVCache() for _ in arch.text_stack(model).layers]
-    h = arch.text_forward(
-        model,
-        None,
-        embeds=mx.concatenate(embs, axis=0),
-        mask=mask[:, None],
-        cache=cache,
-        positions=mx.concatenate(poss, axis=1),
-    )
-    return lm_head(model, h[:, -1:, :])[:, 0], cache
-
-
-# ---------------------------------------------------------------- encoding
-
-
-def context_limit(model: Any) -> int | None:
-    """The model's context in tokens (max_position_embeddings of its text model), if stated."""
-    config = getattr(model, "config", None)
-    for cfg in (getattr(config, "text_config", None), config):
-        n = cfg.get("max_position_embeddings") if isinstance(cfg, dict) else None
-        n = n if n is not None else getattr(cfg, "max_position_embeddings", None)
-        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
-            return n
-    return None
-
-
-def check_prompt_length(n_tokens: int, model: Any, name: str) -> None:
-    """Refuse a prompt the model's context cannot hold, before any forward pass (past it the
-    position tables are read out of range: a crash, not an error)."""
-    limit = context_limit(model)
-    if limit is not None and n_tokens >= limit:
-        raise ValueError(
-            f"item {name}: its prompt is {n_tokens} tokens, but the model's context holds "
-            f"{limit} (max_position_embeddings) with room for the answer; shorten the question "
-            "or drop the item."
-        )
-
-
-def check_image_size(image: Any, limit: int | None, name: str) -> None:
-    """Refuse an image larger than `limit` pixels (model.max_image_pixels) before the processor
-    and the vision tower see it: one huge photo can take a laptop's whole memory."""
-    w, h = image.size
-    if limit is not None and w * h > limit:
-        raise ValueError(
-            f"item {name}: its image is {w}x{h} ({w * h / 1e6:.1f} megapixels), over "
-            f"model.max_image_pixels ({limit}). Downscale the image, drop the item, or raise "
-            "model.max_image_pixels if your memory allows it (model.max_pixels sets how far the "
-            "processor shrinks the images it accepts; `hallucue-mlx plan` estimates the memory)."
-        )
-
-
-def chat_text(processor: Any, model: nn.Module, text: str, num_images: int) -> str:
-    """The chat-formatted prompt, rendered by the checkpoint's chat template, with the image(s)
-    before the question in the user turn for every family: where the published model cards
-    (Qwen2-VL, Qwen2.5-VL, SmolVLM), transformers' processors in their examples and EasyR1
-    (the `<image>` first in the problem) put it. mlx-vlm 0.7.10's `apply_chat_template` puts
-    Qwen2-VL's image after the text, a prompt that model's users never send."""
-    from mlx_vlm.prompt_utils import apply_chat_template, get_chat_template
-
-    messages = apply_chat_template(
-        processor, model.config, text, num_images=num_images, return_messages=True
-    )
-    for message in messages:
-        if isinstance(message.get("content"), list):  # stable: the text parts keep their order
-            message["content"].sort(key=lambda part: part.get("type") != "image")
-    return get_chat_template(processor, messages, add_generation_prompt=True)
-
-
-def encode_prompt(
-    processor: Any,
-    model: nn.Module,
-    item_or_text: Item | str,
-    image: Any = None,
-    template: str = "easyr1",
-) -> PromptInputs:
-    """Chat template + processor for one prompt; computes the image features (lazily, once).
-
-    An Item brings its own image (None: a text-only prompt) and its prompt text via
-    prompts.build_prompt(item, template); a plain string is used as the user text as is.
-    """
-    from mlx_vlm.utils import prepare_inputs
-
-    arch.family(model)  # refuses a model type the rollout cannot drive
-    if isinstance(item_or_text, Item):
-        text = build_prompt(item_or_text, template)
-        image = item_or_text.image if image is None else image
-    else:
-        text = item_or_text
-    images = [image] if image is not None else []
-    name = item_or_text.id if isinstance(item_or_text, Item) else "(text prompt)"
-    if image is not None:
-        check_image_size(image, getattr(processor, "max_image_pixels", None), name)
-    chat = chat_text(processor, model, text, len(images))
-    if images:
-        try:
-            inputs = prepare_inputs(
-                processor,
-                images=images,
-                prompts=[chat],
-                image_token_index=model.config.image_token_id,
-            )
-        except ValueError as err:  # e.g. Qwen's limit on the aspect ratio (200:1)
-            w, h = image.size
-            raise ValueError(
-                f"item {name}: the model's processor cannot encode its {w}x{h} image ({err}). "
-                "Pad or crop the image to a less extreme shape, or drop the item."
-            ) from err
-    else:
-        inputs = prepare_inputs(processor, prompts=[chat])
-    ids = inputs["input_ids"][0].astype(mx.int32)
-    check_prompt_length(int(ids.shape[0]), model, name)
-    pixel_values = inputs.get("pixel_values")
-    grid = inputs.get("image_grid_thw")
-    if pixel_values is not None:
-        feats, pos, delta, pixel_values = arch.image_features(model, ids, inputs)
-        n_img = int((ids == arch.image_token_id(model)).sum().item())
-        if feats.shape[0] != n_img:
-            raise ValueError(
-                f"prompt has {n_img} image tokens but the vision tower gave {feats.shape[0]} features"
-            )
-        # computed now, image by image: left lazy, the vision passes of a batch of prompts ran
-        # together in the prefill's graph (measured: a third of each one's memory at once)
-        feats = mx.stop_gradient(feats)
-        mx.eval(feats)
-    else:
-        pos = arch.text_positions(int(ids.shape[0]))
-        delta, feats = 0, None
-    return PromptInputs(
-        input_ids=ids,
-        position_ids=pos.astype(mx.int32),
-        rope_delta=delta,
-        image_features=feats,
-        text=text,
-        pixel_values=pixel_values,
-        image_grid_thw=grid,
-    )
 
 
 # ---------------------------------------------------------------- sampling

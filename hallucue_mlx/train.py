@@ -46,7 +46,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from hallucue_mlx import atomic, runfolder
-from hallucue_mlx.backend import backend_name, cpu_threads
+from hallucue_mlx.backend import backend_name
 from hallucue_mlx.config import ConfigError, TrainConfig, image_sizes
 from hallucue_mlx.corrupt import Corruption, apply
 from hallucue_mlx.data.bench import load_benchmark
@@ -59,6 +59,7 @@ from hallucue_mlx.evaluate import (
     mean_scores,
     unchanged_warning,
 )
+from hallucue_mlx.forward import PromptInputs, encode_prompt, logit_bias
 from hallucue_mlx.grpo import (
     BatchTotals,
     LossConfig,
@@ -66,10 +67,10 @@ from hallucue_mlx.grpo import (
     group_advantages,
     loss_metric_names,
     make_batch,
+    micro_batches,
     mini_batches,
     policy_loss,
     reference_logprobs,
-    split_groups,
 )
 from hallucue_mlx.models.load import load_model
 from hallucue_mlx.models.lora import (
@@ -78,19 +79,12 @@ from hallucue_mlx.models.lora import (
     load_adapter_weights,
     save_adapter,
 )
+from hallucue_mlx.plan import auto_micro_batch
 from hallucue_mlx.prompts import resolve_template
 from hallucue_mlx.rewards import Reward, RewardConfig, check_golds, score
-from hallucue_mlx.rollout import (
-    Completion,
-    Episode,
-    PromptInputs,
-    encode_prompt,
-    generate,
-    logit_bias,
-)
+from hallucue_mlx.rollout import Completion, Episode, generate
 from hallucue_mlx.runfolder import ADAPTER_DIR, CKPT_DIR, LATEST, METRICS_FILE, latest_checkpoint
 from hallucue_mlx.views import TrainView
-from hallucue_mlx.workers import StreamPool
 
 # ================================================================ configuration
 
@@ -356,9 +350,6 @@ class Run:
     pad_id: int
     loss_and_grad: Callable
     world: World = field(default_factory=World)  # one process unless launched with several
-    # MLX's CPU backend: the loss runs group by group, groups on workers' threads; a GPU: one graph
-    per_group: bool = False
-    workers: StreamPool = field(default_factory=StreamPool)
 
     @property
     def metrics_path(self) -> Path:
@@ -405,6 +396,11 @@ class ResumeMismatch(ValueError):
     """--resume with settings other than the saved run's; the message names each change."""
 
 
+# Settings a resumed run may change: how long it runs, and how the loss splits its batch (which
+# changes the numbers by float summation order only).
+RESUMABLE_CHANGES = ("steps", "micro_batch_size_per_device_for_update")
+
+
 def check_resume_settings(saved: dict[str, Any], config: TrainConfig, out: Path) -> None:
     """--resume continues the saved run: any changed setting but `steps` is an error, naming
     each changed key (old -> new); a resumed run never trains silently with other settings."""
@@ -414,7 +410,7 @@ def check_resume_settings(saved: dict[str, Any], config: TrainConfig, out: Path)
     changed = [
         f"{k}: {was.get(k)!r} -> {now.get(k)!r}"
         for k in sorted(set(was) | set(now))
-        if k != "steps" and was.get(k) != now.get(k)
+        if k not in RESUMABLE_CHANGES and was.get(k) != now.get(k)
     ]
     if changed:
         raise ResumeMismatch(
@@ -436,9 +432,27 @@ def resolve_config(
         saved = saved_state["config"]
         check_resume_settings(saved, config, out)
         # the saved run's settings (equal but for how long to run), with the new steps
-        config = replace(TrainConfig(**saved), steps=config.steps)
+        config = replace(
+            TrainConfig(**saved),
+            steps=config.steps,
+            micro_batch_size_per_device_for_update=config.micro_batch_size_per_device_for_update,
+        )
     config.validate()
     return config
+
+
+def resolve_micro_batch(
+    cfg: TrainConfig, model_path: str | Path | None, world: World
+) -> TrainConfig:
+    """train.micro_batch_size_per_device_for_update = 0: `plan`'s choice for this machine, the
+    largest micro-batch whose predicted step peak fits its memory (one process's share of the
+    step under data parallelism)."""
+    if cfg.micro_batch_size_per_device_for_update > 0:
+        return cfg
+    size = auto_micro_batch(
+        cfg, str(model_path or cfg.model), cfg.prompts_per_step // world.size, backend_name()
+    )
+    return replace(cfg, micro_batch_size_per_device_for_update=size)
 
 
 def check_world(cfg: TrainConfig, world: World) -> None:
@@ -503,11 +517,9 @@ def setup(
     indices_fn: IndicesFn,
     world: World | None = None,
     saved_state: dict | None = None,
-    threads: int = 1,
 ) -> tuple[Run, TrainState]:
     """LoRA on the model, the optimizer (restored from ckpt), the data pools; the start state.
-    Under data parallelism only rank 0 has ckpt; saved_state (its state.json) is every rank's.
-    threads: the loss phase's CPU threads (backend.cpu_threads)."""
+    Under data parallelism only rank 0 has ckpt; saved_state (its state.json) is every rank's."""
     world = world or World()
     model, processor = model_and_processor
     if not hasattr(model, "_hallucue_lora"):
@@ -547,8 +559,6 @@ def setup(
         pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
         loss_and_grad=loss_and_grad,
         world=world,
-        per_group=backend_name() == "cpu",
-        workers=StreamPool(threads),
     )
     return run, state
 
@@ -683,34 +693,25 @@ def _learning_rate(opt: optim.Optimizer) -> float:
     return float(lr.item()) if isinstance(lr, mx.array) else float(lr)
 
 
-def _share_loss(run: Run, share: PolicyBatch, params: dict) -> Callable[[], list]:
-    """Builds a batch's graph in two stages: its reference log-probs the first time (beta > 0;
-    evaluated first, so the reference forward's arrays are gone before the loss runs), then its
-    loss, metrics and gradients."""
-
-    def build() -> list:
-        ref = None
-        if run.cfg.beta > 0 and share.ref_logps is None:
-            ref = share.ref_logps = reference_logprobs(
-                run.model, share, run.bias, run.cfg.temperature, evaluate=False
-            )
-        out = run.loss_and_grad(share)
-        # value_and_grad leaves its tracers in the model: the next graph starts from the weights
-        run.model.update(params)
-        return [ref, out]
-
-    return build
+def _micro_batch_loss(run: Run, share: PolicyBatch) -> tuple[tuple[mx.array, dict], Any]:
+    """One micro-batch's (loss, metrics), gradients: its reference log-probs first (beta > 0;
+    evaluated, so the reference forward's arrays are gone before the loss runs), then the loss
+    forward and backward."""
+    if run.cfg.beta > 0 and share.ref_logps is None:
+        share.ref_logps = reference_logprobs(run.model, share, run.bias, run.cfg.temperature)
+    return run.loss_and_grad(share)
 
 
 def batch_gradients(run: Run, shares: list[PolicyBatch]) -> tuple[tuple[mx.array, dict], Any]:
-    """(loss, metrics), gradients of a batch given as shares that add up to it (one per group on
-    MLX's CPU backend, evaluated on run.workers' threads), summed in share order: the same
-    numbers for any thread count."""
-    params = run.model.trainable_parameters()
-    outs = [out for _, out in run.workers.run([_share_loss(run, s, params) for s in shares])]
-    total = outs[0]
-    for out in outs[1:]:
-        total = tree_map(lambda a, b: a + b, total, out)
+    """(loss, metrics), gradients of a batch given as micro-batches that add up to it
+    (`grpo.micro_batches`), summed in order. Each micro-batch is evaluated before the next is
+    built, so only one micro-batch's activations are alive at once."""
+    total = None
+    for share in shares:
+        out = _micro_batch_loss(run, share)
+        total = out if total is None else tree_map(lambda a, b: a + b, total, out)
+        if len(shares) > 1:
+            mx.eval(total)
     return total
 
 
@@ -741,11 +742,11 @@ def gradients(
 
 
 def loss_shares(run: Run, batch: PolicyBatch | None) -> list[PolicyBatch] | None:
-    """The pieces the loss phase evaluates: one per group on MLX's CPU backend (their graphs run
-    on run.workers' threads), the whole batch on a GPU."""
+    """The micro-batches the loss phase evaluates one after another
+    (train.micro_batch_size_per_device_for_update completions each; the same on every backend)."""
     if batch is None:
         return None
-    return split_groups(batch) if run.per_group else [batch]
+    return micro_batches(batch, run.cfg.micro_batch_size_per_device_for_update)
 
 
 def update(run: Run, state: TrainState, step_batch: StepBatch) -> UpdateStats:
@@ -978,15 +979,12 @@ def train(
     """
     world = world or current()
     check_world(config, world)  # a resumed run's settings equal these (check_resume_settings)
-    try:  # a bad HALLUCUE_CPU_THREADS fails here, before the model loads
-        threads = cpu_threads()
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
     out = Path(out_dir)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
     ckpt, saved = resume_point(out, resume, world)
     cfg = resolve_config(config, saved, model_path, out)
+    cfg = resolve_micro_batch(cfg, model_path, world)
     if world.is_main:
         atomic.write_json(out / "train_config.json", asdict(cfg), indent=2, end="")
     if model_and_processor is None:
@@ -1005,17 +1003,13 @@ def train(
         indices_fn,
         world,
         saved,
-        threads,
     )
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     view = TrainView(cfg.steps, state.step, quiet=quiet or not world.is_main)
     if world.is_main:
         trim_logs(run, state.step, resume)
         warn_unchanged_corruption(run, state.step, view)
-    try:
-        result = _loop(run, state, end, view, on_step)
-    finally:
-        run.workers.close()
+    result = _loop(run, state, end, view, on_step)
     if result.steps_done >= cfg.steps or result.time_up:
         if world.is_main:
             result.adapter_dir = save_adapter(run.model, out / ADAPTER_DIR)

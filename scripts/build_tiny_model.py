@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from hallucue_mlx.backend import ensure_fast_blas
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -23,7 +21,6 @@ def main() -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="WarmupConfig field"
     )
     args = ap.parse_args()
-    ensure_fast_blas()
     from dataclasses import fields, replace
 
     from hallucue_mlx.warmup import WarmupConfig, build_tiny

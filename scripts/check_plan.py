@@ -98,9 +98,9 @@ def measure(family: str, bits: int | None, root: Path, **train: object) -> list[
 
     from hallucue_mlx.config import train_config_for
     from hallucue_mlx.evaluate import Decoding, condition_records
+    from hallucue_mlx.forward import encode_prompt
     from hallucue_mlx.models.load import load_model
     from hallucue_mlx.plan import machine_speed, make_plan
-    from hallucue_mlx.rollout import encode_prompt
     from hallucue_mlx.train import load_items
     from hallucue_mlx.train import train as run_train
 
@@ -221,8 +221,8 @@ def loss_peak(model, L: int, G: int, T: int, checkpoint: bool) -> float:
     import mlx.core as mx
     import mlx.nn as nn
 
+    from hallucue_mlx.forward import PromptInputs
     from hallucue_mlx.grpo import LossConfig, make_batch, policy_loss
-    from hallucue_mlx.rollout import PromptInputs
 
     pos = mx.broadcast_to(mx.arange(L)[None, None], (3, 1, L)).astype(mx.int32)
     prompt = PromptInputs(mx.arange(L).astype(mx.int32) % 100 + 10, pos, 0, None)

@@ -105,8 +105,8 @@ def _adapter_logits(model_dir: Path, adapter: Path, ours, processor, item) -> tu
     import mlx.core as mx
     import mlx_vlm
 
+    from hallucue_mlx.forward import encode_prompt, prefill
     from hallucue_mlx.models.lora import lora_disabled
-    from hallucue_mlx.rollout import encode_prompt, prefill
 
     prompt = encode_prompt(processor, ours, item, template="short")
     a = prefill(ours, prompt)[0]

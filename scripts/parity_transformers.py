@@ -5,13 +5,13 @@ For each family: a random-weight checkpoint at the published widths and vocabula
 depth (fp32), written a second time in Hugging Face layout (`models.hf_layout.to_hf_layout`),
 loaded by our `load_model` and by transformers (the family's class, eager attention, fp32).
 Each prompt (one question with a 448x448 image, with a 336x504 portrait image, and text only)
-goes through each side's own chat template and processor: ours is `rollout.encode_prompt`
+goes through each side's own chat template and processor: ours is `forward.encode_prompt`
 (mlx-vlm's template and processor) and our forward with explicit positions; theirs is the
 checkpoint's chat template, transformers' processor and `model(...)`. Compared:
 
   1. prompt token ids (identical), 2. image grid (Qwen image_grid_thw; Idefics3 the pixel_values
   shape and image-token count; identical), 3. pixel_values (max |diff|), 4. logits over the whole
-  prompt plus a fixed 8-token continuation, scored by our loss path `grpo.completion_logprobs`
+  prompt plus a fixed 8-token continuation, scored by our loss path `forward.completion_logprobs`
   (max |diff| <= --tol, default 1e-4; relative = max |diff| / max |logit|).
 
 Prints one row per family x prompt and exits 1 if any row fails. Needs the `parity` extra
@@ -138,9 +138,9 @@ def build_checkpoint(
 
 def _prompt_logits(model, prompt):
     """(L, V) logits over the prompt: our prompt embeddings (cached image features spliced in) and
-    the decoder stack with the prompt's explicit positions, as `rollout.prefill` runs it."""
+    the decoder stack with the prompt's explicit positions, as `forward.prefill` runs it."""
+    from hallucue_mlx.forward import prompt_embeddings
     from hallucue_mlx.models import arch
-    from hallucue_mlx.rollout import prompt_embeddings
 
     h = arch.text_forward(
         model, None, embeds=prompt_embeddings(model, prompt), positions=prompt.position_ids
@@ -152,8 +152,7 @@ def ours(model, processor, text: str, image, cont_ids: list[int]) -> Side:
     import mlx.core as mx
     import numpy as np
 
-    from hallucue_mlx.grpo import completion_logprobs
-    from hallucue_mlx.rollout import encode_prompt
+    from hallucue_mlx.forward import completion_logprobs, encode_prompt
 
     p = encode_prompt(processor, model, text, image)
     logits = _prompt_logits(model, p)

@@ -226,7 +226,8 @@ def test_train_one_condition(trained):
 
 @pytest.mark.slow
 def test_load_model_generates(trained):
-    from hallucue_mlx.rollout import encode_prompt, generate
+    from hallucue_mlx.forward import encode_prompt
+    from hallucue_mlx.rollout import generate
 
     item = hm.load_benchmark(n=1)[0]
     for adapter in (None, trained[2].adapter_dir):

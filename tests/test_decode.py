@@ -16,8 +16,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hallucue_mlx.data.synth import load_synth  # noqa: E402
+from hallucue_mlx.forward import encode_prompt  # noqa: E402
 from hallucue_mlx.models import load_model  # noqa: E402
-from hallucue_mlx.rollout import DONE_CHECK, KEY_CHUNK, encode_prompt, generate  # noqa: E402
+from hallucue_mlx.rollout import DONE_CHECK, KEY_CHUNK, generate  # noqa: E402
 
 MODELS = ["hallucue-tiny", "qwen2_vl", "idefics3"]
 

@@ -72,8 +72,9 @@ def test_a_batch_must_split_evenly_over_the_ranks(tiny_dir, tmp_path):
 def test_a_share_of_a_step_samples_what_one_process_samples(tiny_dir):
     """rows=(first, total): each row draws the noise it gets in the whole batch's draw."""
     from hallucue_mlx.data.bench import load_benchmark
+    from hallucue_mlx.forward import encode_prompt
     from hallucue_mlx.models.load import load_model
-    from hallucue_mlx.rollout import encode_prompt, generate
+    from hallucue_mlx.rollout import generate
 
     model, processor = load_model(str(tiny_dir))
     items = load_benchmark("synth", "train", n=4, seed=0)

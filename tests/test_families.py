@@ -17,10 +17,11 @@ import hallucue_mlx.rewards as rewards  # noqa: E402
 from hallucue_mlx.config import TrainConfig, build  # noqa: E402
 from hallucue_mlx.corrupt import Corruption, apply  # noqa: E402
 from hallucue_mlx.data.synth import load_synth  # noqa: E402
-from hallucue_mlx.grpo import completion_logprobs, make_batch  # noqa: E402
+from hallucue_mlx.forward import completion_logprobs, encode_prompt, logit_bias, prefill  # noqa: E402
+from hallucue_mlx.grpo import make_batch  # noqa: E402
 from hallucue_mlx.models import FAMILIES, load_model  # noqa: E402
 from hallucue_mlx.models.arch import family  # noqa: E402
-from hallucue_mlx.rollout import encode_prompt, generate, logit_bias, prefill  # noqa: E402
+from hallucue_mlx.rollout import generate  # noqa: E402
 from hallucue_mlx.train import train  # noqa: E402
 
 CONDITIONS = ["none", "blank", "random", "text_removal"]

@@ -13,19 +13,23 @@ from mlx.utils import tree_flatten
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from hallucue_mlx.forward import (  # noqa: E402
+    completion_logprobs,
+    encode_prompt,
+    logit_bias,
+    token_logprobs,
+)
 from hallucue_mlx.grpo import (  # noqa: E402
     LossConfig,
-    completion_logprobs,
     group_advantages,
     grpo_loss,
     k3_kl,
     make_batch,
     policy_loss,
     reference_logprobs,
-    token_logprobs,
 )
 from hallucue_mlx.models.lora import LoraConfig, LoRALinear, apply_lora  # noqa: E402
-from hallucue_mlx.rollout import encode_prompt, generate, logit_bias  # noqa: E402
+from hallucue_mlx.rollout import generate  # noqa: E402
 
 # ---------------------------------------------------------------- advantages
 

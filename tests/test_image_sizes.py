@@ -14,8 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hallucue_mlx.config import ConfigError, config_hash, load_config  # noqa: E402
 from hallucue_mlx.data.synth import load_synth  # noqa: E402
+from hallucue_mlx.forward import encode_prompt  # noqa: E402
 from hallucue_mlx.models.load import ModelLoadError, load_model  # noqa: E402
-from hallucue_mlx.rollout import encode_prompt  # noqa: E402
 
 
 def _image_tokens(model, processor, side: int) -> int:

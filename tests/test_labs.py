@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-LABS = sorted((Path(__file__).resolve().parent.parent / "labs").glob("*.ipynb"))
+ALL_LABS = sorted((Path(__file__).resolve().parent.parent / "labs").glob("*.ipynb"))
+
+
+def _not_run_here(path: Path) -> bool:
+    """A lab that needs hardware this project does not have (a Mac): written, never executed."""
+    return bool(json.loads(path.read_text())["metadata"].get("hallucue", {}).get("not_run_here"))
+
+
+LABS = [p for p in ALL_LABS if not _not_run_here(p)]
 
 
 def test_there_are_at_least_three_labs():
     assert len(LABS) >= 3, [p.name for p in LABS]
+
+
+def test_the_mac_lab_is_marked_not_run_and_states_its_cost():
+    (mac,) = [p for p in ALL_LABS if _not_run_here(p)]
+    text = mac.read_text()
+    assert mac.name == "lab4_real_model_on_a_mac.ipynb"
+    assert "Not run here" in text and "Expected cost (predicted by `plan`)" in text
+    assert "make_plan" in text
 
 
 @pytest.mark.slow

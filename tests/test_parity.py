@@ -23,8 +23,8 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from hallucue_mlx.forward import encode_prompt  # noqa: E402
 from hallucue_mlx.models import FAMILIES, load_model  # noqa: E402
-from hallucue_mlx.rollout import encode_prompt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "How many dots are there?"

@@ -16,11 +16,17 @@ from hallucue_mlx.plan import (
     Arch,
     PlanError,
     Processor,
+    RunTime,
+    Timing,
     arch_from_config,
+    auto_micro_batch,
     chip,
+    fitting_micro_batch,
     image_tokens,
     make_plan,
+    micro_batch_choices,
     read_model,
+    run_time,
     safetensors_tensors,
     weight_bytes,
     workload,
@@ -104,7 +110,7 @@ def test_plan_fits_the_embedded_model():
 
 
 def test_plan_that_does_not_fit_names_keys_that_make_it_fit():
-    out = _run("plan", "--config", "qwen2vl-2b-4bit", "--chip", "M2", "--memory", "16")
+    out = _run("plan", "--config", "qwen2vl-2b-4bit", "--chip", "M2", "--memory", "6")
     assert out.exit_code == 1, out.output
     assert "Does not fit" in out.output
     fixes = re.findall(r"--set (\S+)=(\S+)", out.output)
@@ -118,7 +124,7 @@ def test_plan_that_does_not_fit_names_keys_that_make_it_fit():
         "--chip",
         "M2",
         "--memory",
-        "16",
+        "6",
         "--set",
         f"{key}={value}",
     )
@@ -127,13 +133,13 @@ def test_plan_that_does_not_fit_names_keys_that_make_it_fit():
 
 
 def test_plan_combines_keys_when_one_is_not_enough():
-    out = _run("plan", "--config", "paper-qwen25vl-3b", "--chip", "M2", "--memory", "16")
+    out = _run("plan", "--config", "paper-qwen25vl-3b", "--chip", "M2", "--memory", "8")
     assert out.exit_code == 1
     combined = re.search(r"together: (.*) ->", out.output)
     assert combined, out.output
     sets = re.findall(r"--set (\S+)", combined.group(1))
     args = [a for s in sets for a in ("--set", s)]
-    again = _run("plan", "--config", "paper-qwen25vl-3b", "--chip", "M2", "--memory", "16", *args)
+    again = _run("plan", "--config", "paper-qwen25vl-3b", "--chip", "M2", "--memory", "8", *args)
     assert again.exit_code == 0, again.output
 
 
@@ -160,3 +166,82 @@ def test_plan_and_doctor_warn_about_4bit_on_cpu():
     assert "4-bit weights and MLX runs on the CPU" in doc.output
     plain = _run("doctor", "--reps", "1", "--config", "default")
     assert "runs on the CPU" not in plain.output
+
+
+# ---------------------------------------------------------------- micro-batches and presets
+
+
+def test_micro_batch_choices_are_whole_groups_then_pieces_of_one():
+    assert micro_batch_choices(3, 4) == [12, 8, 4, 3, 2, 1]
+    assert micro_batch_choices(1, 2) == [2, 1]
+
+
+def test_smaller_micro_batches_lower_the_loss_and_the_chunked_head_its_logits():
+    cfg = load_config("paper-qwen25vl-3b", [])
+    arch = _arch("qwen2.5-vl-3b")
+    proc = Processor()
+    w = workload(cfg, True, None, None)
+    from dataclasses import replace
+
+    from hallucue_mlx.plan import _peaks
+
+    peaks = [_peaks(arch, proc, replace(w, micro_batch=m)).train_peak for m in (20, 10, 5, 2, 1)]
+    assert peaks == sorted(peaks, reverse=True) and peaks[0] > 2 * peaks[2]
+    whole = _peaks(arch, proc, replace(w, micro_batch=20, head_rows=0))
+    chunked = _peaks(arch, proc, replace(w, micro_batch=20))
+    # the unchunked head: 4 groups' float32 logits over 151,936 tokens, ~30 GB of the peak
+    assert (
+        whole.parts["loss logits (float32)"] > 25e9 > 1e9 > chunked.parts["loss logits (float32)"]
+    )
+    usable = 21.3
+    m = fitting_micro_batch(arch, proc, w, usable)
+    assert _peaks(arch, proc, replace(w, micro_batch=m)).train_peak / 1e9 <= usable
+    if m < 20:
+        bigger = micro_batch_choices(4, 5)[micro_batch_choices(4, 5).index(m) - 1]
+        assert _peaks(arch, proc, replace(w, micro_batch=bigger)).train_peak / 1e9 > usable
+
+
+def test_auto_micro_batch_follows_the_memory_and_falls_back_to_a_group():
+    cfg = load_config("paper-qwen25vl-3b", [])
+    t = cfg.train
+    from dataclasses import replace
+
+    t = replace(t, dtype="auto", benchmark="geometry3k", min_pixels=262144, max_pixels=4194304)
+    big = auto_micro_batch(t, cfg.model.id, 4, "gpu", memory_gb=192)
+    small = auto_micro_batch(t, cfg.model.id, 4, "gpu", memory_gb=16)
+    assert big == 20 and 1 <= small < big
+    assert auto_micro_batch(t, "someone/not-a-known-vlm", 4, "gpu", memory_gb=16) == 5
+
+
+@pytest.mark.parametrize(
+    "preset, chip_name, memory, most",
+    [
+        ("paper-qwen25vl-3b", "M2 Max", 32, 30.0),
+        ("qwen2vl-2b-4bit", "M4", 16, 14.0),
+        ("smolvlm", "M2", 8, 7.0),
+    ],
+)
+def test_each_preset_fits_its_mac(preset, chip_name, memory, most):
+    p = make_plan(load_config(preset, []), chip_name=chip_name, memory_gb=memory)
+    assert p.fits, (preset, p.mem.train_peak / 1e9, p.usable_gb)
+    assert p.mem.train_peak / 1e9 <= most and p.micro_batch_auto
+
+
+def test_the_new_chips_and_the_whole_run_time():
+    for name, gbs, gb in (
+        ("M4", 120, 16),
+        ("M4 Pro", 273, 24),
+        ("M4 Max", 546, 36),
+        ("M5", 153, 16),
+    ):
+        c = chip(name)
+        assert (c.bandwidth_gbs, c.memory_gb) == (gbs, gb)
+    cfg = load_config("default", [])
+    r = run_time(cfg, Timing(rollout_s=1.0, loss_s=1.0, eval_item_s=0.01))
+    assert isinstance(r, RunTime) and r.trainings == 4
+    # 4 trainings x 160 steps x 2 s + periodic evaluations (5 x 32 answers; 1 or 2 conditions)
+    assert r.train_s == pytest.approx(4 * 160 * 2 + (5 * 32 * (1 + 2 + 2 + 2)) * 0.01)
+    # 5 models x (600 test + 100 train-slice items) x 4 conditions
+    assert r.evaluations == 5 * 700 * 4
+    out = _run("plan", "--config", "paper-qwen25vl-3b", "--chip", "M5")
+    assert "Whole run on M5 (predicted)" in out.output and "micro_batch_size" in out.output

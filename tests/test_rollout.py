@@ -11,14 +11,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hallucue_mlx.grpo import completion_logprobs, make_batch  # noqa: E402
-from hallucue_mlx.rollout import (  # noqa: E402
-    banned_token_ids,
-    encode_prompt,
-    eos_token_ids,
-    generate,
-    logit_bias,
-)
+from hallucue_mlx.forward import banned_token_ids, completion_logprobs, encode_prompt, logit_bias  # noqa: E402
+from hallucue_mlx.grpo import make_batch  # noqa: E402
+from hallucue_mlx.rollout import eos_token_ids, generate  # noqa: E402
 
 TEMPLATE = "short"
 
@@ -153,7 +148,7 @@ def test_banned_tokens_never_sampled_and_eos_stops(tiny_dir, items):
     # make the image placeholder the model's favourite token
     w[img_id] = 50.0 * w.std() * np.sign(np.random.default_rng(0).standard_normal(w.shape[1]))
     head.weight = mx.array(w)
-    from hallucue_mlx.rollout import prefill
+    from hallucue_mlx.forward import prefill
 
     first, _ = prefill(model, p)
     assert int(mx.argmax(first, axis=-1).item()) == img_id

@@ -189,8 +189,9 @@ def test_every_sampled_id_decodes(smol_dir):
     placeholder and a random model's samples (fillers included) decode to text."""
     import mlx.core as mx
 
+    from hallucue_mlx.forward import banned_token_ids, encode_prompt
     from hallucue_mlx.models.load import load_model
-    from hallucue_mlx.rollout import banned_token_ids, encode_prompt, generate
+    from hallucue_mlx.rollout import generate
 
     model, processor = load_model(smol_dir)
     assert banned_token_ids(model, processor) == [49190]

@@ -61,6 +61,17 @@ def vocab_size(model: nn.Module) -> int:
     return int(args.vocab_size)
 
 
+# The loss's vocabulary head runs over chunks of at most this many (position x vocabulary)
+# float32 logits (`forward.head_logprobs`): at Qwen's 151,936-token vocabulary 220 positions,
+# 134 MB a copy. `plan` predicts with the same numbers.
+HEAD_CHUNK_ELEMENTS = 2**25
+
+
+def head_chunk_rows(vocab: int, elements: int = HEAD_CHUNK_ELEMENTS) -> int:
+    """Positions per chunk of the vocabulary head for this vocabulary (at least 16)."""
+    return max(16, elements // max(vocab, 1))
+
+
 def lm_head(model: nn.Module, h: mx.array) -> mx.array:
     """Logits from final hidden states (already normed)."""
     lm = model.language_model

@@ -14,7 +14,7 @@ from reliability_helpers import picture, row, write_items
 
 from hallucue_mlx.data.bench import BenchmarkError, load_benchmark
 from hallucue_mlx.data.item import Item
-from hallucue_mlx.rollout import encode_prompt
+from hallucue_mlx.forward import encode_prompt
 
 
 def _png(img: Image.Image, fmt: str = "PNG") -> bytes:

@@ -381,7 +381,7 @@ def test_the_pixel_limit_is_configurable(tmp_path, monkeypatch, said):
 
 @pytest.mark.parametrize("limit,n", [(64, 64), (64, 500), (8, 9)])
 def test_prompt_length_is_checked_against_the_context(limit, n, said):
-    from hallucue_mlx.rollout import check_prompt_length
+    from hallucue_mlx.forward import check_prompt_length
 
     model = SimpleNamespace(config=SimpleNamespace(text_config={"max_position_embeddings": limit}))
     with pytest.raises(ValueError) as e:
@@ -391,7 +391,7 @@ def test_prompt_length_is_checked_against_the_context(limit, n, said):
 
 
 def test_a_question_longer_than_the_context_is_refused_before_the_forward(tiny, monkeypatch, said):
-    from hallucue_mlx.rollout import encode_prompt
+    from hallucue_mlx.forward import encode_prompt
 
     model, processor = tiny
     text_config = getattr(model.config, "text_config", None) or model.config
