@@ -754,21 +754,11 @@ class RunTime:
 
 
 def run_time(cfg: RunConfig, t: Timing) -> RunTime:
-    """The whole grid's time from one step's and one evaluation item's (eval sets without a
-    size count 1,000 items)."""
-    g, tr = cfg.grid, cfg.train
-    trainings = len(g.train_conditions)
-    periodic = 0
-    if tr.eval_every and tr.n_eval:
-        periodic = (tr.steps // tr.eval_every + 1) * tr.n_eval
-    # a training evaluates the clean condition and its own corruption
-    periodic_answers = sum(periodic * (1 if c == "none" else 2) for c in g.train_conditions)
-    train_s = trainings * tr.steps * t.step_s + periodic_answers * t.eval_item_s
-    items = sum(e.n if e.n is not None else 1000 for e in cfg.data.eval)
-    items += cfg.data.train_slice_n if trainings else 0
-    models = trainings + (1 if g.include_base else 0)
-    answers = models * items * len(g.eval_conditions)
-    return RunTime(trainings, train_s, answers, answers * t.eval_item_s)
+    """The whole run's time from one step's and one evaluated item's (counts: run_units)."""
+    u = run_units(cfg)
+    return RunTime(
+        u["trainings"], u["steps"] * t.step_s, u["eval_items"], u["eval_items"] * t.eval_item_s
+    )
 
 
 def train_workload(
@@ -1163,13 +1153,6 @@ def render(plan: Plan, console: Any = None) -> None:
             _minutes(total.total_s),
         )
     console.print(times)
-    if plan.run_time is not None:
-        r = plan.run_time
-        console.print(
-            f"Whole run on {plan.target.name} (predicted): {_minutes(r.total_s)} = "
-            f"{r.trainings} trainings x {plan.work_steps} steps with their periodic evaluations "
-            f"({_minutes(r.train_s)}) + {r.evaluations} evaluation answers ({_minutes(r.eval_s)})."
-        )
     for note in plan.notes:
         console.print(f"[yellow]{note}[/yellow]")
 
@@ -1250,7 +1233,7 @@ def render_total(plan: Plan, cfg: RunConfig, console: Any = None) -> None:
         f"evaluated: {u['eval_items']:,} item-conditions"
     )
     console.print(f"[bold]Whole run[/bold] (`hallucue-mlx run` of this config): {what}.")
-    for s, t, _ in plan.times:
+    for s, t, *_ in plan.times:
         total = u["steps"] * t.step_s + u["eval_items"] * t.eval_item_s
         days = f"{total / 86400:,.0f} days" if total >= 2 * 86400 else _minutes(total)
         console.print(f"  {s.name}: about {days} in all")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+from hallucue_mlx.corrupt import options_block
+from hallucue_mlx.data.common import parse_options
 from hallucue_mlx.data.item import LETTERS, Item
 
 # The decline answer: the same string as grading.DECLINE_ANSWER (not imported: grading loads
@@ -68,9 +70,6 @@ def listed_options(question: str) -> tuple[int, tuple[str, ...]]:
     "Choices:" line or a final run of lines labelled A, B, C ... in order (corrupt.options_block,
     the block text removal never cuts); (len(question), ()) when there is none. Labelled lines
     before the question's last unlabelled line are statements, not options."""
-    from hallucue_mlx.corrupt import options_block
-    from hallucue_mlx.data.common import parse_options
-
     start = options_block(question)
     block = re.sub(r"^\s*(?:choices|options)\s*[:：]?[ \t]*\n?", "", question[start:], flags=re.I)
     options = parse_options(block) if start < len(question) else ()

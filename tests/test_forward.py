@@ -186,9 +186,13 @@ def test_a_training_in_micro_batches_matches_one_batch(tiny_dir, tmp_path):
         for k in ("loss", "kl", "entropy", "grad_norm", "reward"):
             assert d3[k] == pytest.approx(d9[k], rel=1e-4, abs=1e-6), k
     for k in a9:
-        # AdamW divides by the root of the second moment: a gradient near 0 moves its
-        # weight by up to the learning rate whatever its size, so compare to 0.1% of a step
-        np.testing.assert_allclose(a3[k], a9[k], rtol=1e-4, atol=1e-5, err_msg=k)
+        # AdamW divides by the root of the second moment: a gradient near 0 moves its weight by
+        # up to the learning rate whatever its size, so summation-order noise in such a gradient
+        # can move a weight by up to a step. Nearly every weight agrees to 0.1% of a step; none
+        # by more than one step (a lost or doubled micro-batch moves many by more)
+        close = np.isclose(a3[k], a9[k], rtol=1e-4, atol=1e-5)
+        assert close.mean() >= 0.99, (k, close.mean())
+        assert np.abs(a3[k] - a9[k]).max() <= settings["learning_rate"], k
 
 
 @pytest.mark.slow

@@ -38,6 +38,9 @@ LAZY_OK = {
     "cli": "*",
     # rewards pulls in sympy (~0.6 s) and is needed only when a custom reward function is named
     "config": {"hallucue_mlx.rewards"},
+    # grading pulls in sympy and math-verify; metrics needs it only for records written before
+    # the record carried `declined`
+    "metrics": {"hallucue_mlx.grading"},
     # the package's __init__ (named "") loads the api, and with it MLX, on first use of one of
     # its names (PEP 562): `import hallucue_mlx` and the CLI's `--help` stay free of MLX
     "": {"hallucue_mlx.api"},

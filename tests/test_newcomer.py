@@ -357,7 +357,8 @@ def test_lab_times_come_from_one_source():
 
 
 def test_labs_have_a_visible_small_switch():
-    for path in sorted((ROOT / "labs").glob("*.ipynb")):
+    # labs 1-3 (the embedded model); lab 4 is already a scaled-down real-model run on a Mac
+    for path in sorted((ROOT / "labs").glob("lab[123]_*.ipynb")):
         nb = json.loads(path.read_text())
         code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
         assert "SMALL = False" in code[0], path.name
