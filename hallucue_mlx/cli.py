@@ -83,7 +83,9 @@ def user_error(e: Exception) -> tuple[int, str] | None:
 
     if isinstance(e, ConfigError):
         return 2, f"error: {e}"
-    if isinstance(e, (BenchmarkError, ModelLoadError, ReportError, GridError)):
+    from hallucue_mlx.safefile import FileKindError
+
+    if isinstance(e, (BenchmarkError, ModelLoadError, ReportError, GridError, FileKindError)):
         return 1, f"error: {e}"
     if isinstance(e, OSError):
         return 1, os_error_message(e)

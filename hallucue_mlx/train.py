@@ -1034,7 +1034,7 @@ def check_new_folder(out: Path, resume: bool, force: bool) -> list[str]:
             "or pass a new --out, or --force to clear what train wrote there "
             f"({', '.join(runfolder.TRAIN_OWNED_PATHS)}; other files stay)"
         )
-    return runfolder.clear_owned(out, runfolder.TRAIN_OWNED_PATHS)
+    return runfolder.clear_owned(out, runfolder.TRAIN_TREE)
 
 
 def resume_hint(out_dir: str | Path) -> str:

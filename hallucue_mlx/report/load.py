@@ -11,6 +11,7 @@ from hallucue_mlx import runfolder
 from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.metrics import Record
 from hallucue_mlx.report.labels import BASE, EVAL_LONG, filtered, model_label
+from hallucue_mlx.safefile import FileKindError, read_input_bytes, read_state
 
 
 class ReportError(ValueError):
@@ -62,21 +63,39 @@ class RunData:
 
 
 def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_state(path))
     except json.JSONDecodeError as e:
         problems.append(f"`{path.name}` is not valid JSON ({e.msg}, line {e.lineno}); ignored.")
         return None
+    except FileKindError as e:
+        problems.append(f"`{path.name}`: {e}; ignored.")
+        return None
     return data if isinstance(data, dict) else None
+
+
+def _lines(path: Path) -> list[str | None]:
+    """The lines of a JSON-lines file (checked for kind and size before it is read); a line that
+    is not UTF-8 is None (counted as unreadable by the callers)."""
+    out: list[str | None] = []
+    for raw in read_input_bytes(path, what="records file").splitlines():
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(None)
+    return out
 
 
 def _read_jsonl(path: Path, root: Path, problems: list[str]) -> list[dict[str, Any]]:
     """JSON lines; a cut-off line (a run killed mid-write) is skipped and reported."""
     rows: list[dict[str, Any]] = []
     bad = not_objects = 0
-    for line in path.read_text().splitlines():
+    for line in _lines(path):
+        if line is None:
+            bad += 1
+            continue
         if not line.strip():
             continue
         try:
@@ -142,7 +161,10 @@ def _typed_records(path: Path, root: Path, problems: list[str]) -> list[dict[str
     rows: list[dict[str, Any]] = []
     refused: list[str] = []
     torn = 0
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(_lines(path), 1):
+        if line is None:
+            torn += 1
+            continue
         if not line.strip():
             continue
         try:
@@ -372,25 +394,29 @@ def load_sweep(root: Path) -> SweepData:
     """Read sweep.json and every value folder that has started. ReportError if none has."""
     root = Path(root)
     path = root / runfolder.SWEEP
-    if not path.is_file():
-        raise ReportError(f"{root} has no {runfolder.SWEEP}: not a sweep folder")
     try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path} is not valid JSON ({e})") from None
-    names = [str(n) for n in meta.get("runs", [])]
+        meta = runfolder.read_sweep(root)
+    except runfolder.GridError as e:
+        raise ReportError(str(e)) from None
+    if meta is None or not path.is_file():
+        raise ReportError(f"{root} has no {runfolder.SWEEP}: not a sweep folder")
+    names = list(meta["runs"])
+    values = meta.get("values")
+    if not isinstance(values, list) or len(values) != len(names):
+        raise ReportError(f"{path} is not a sweep record: its values do not match its runs")
     runs = {}
     for name in names:
-        if (root / name / runfolder.MANIFEST).is_file():
-            runs[name] = load_run(root / name)
+        sub = root / name
+        if sub.is_dir() and not sub.is_symlink() and (sub / runfolder.MANIFEST).is_file():
+            runs[name] = load_run(sub)
     if not runs:
         raise ReportError(f"no value of the sweep in {root} has started; run the sweep first")
     return SweepData(
         root,
         str(meta.get("key")),
-        list(meta.get("values", [])),
+        values,
         runs,
         names,
-        dict(meta.get("shared", {})),
+        meta["shared"] if isinstance(meta.get("shared"), dict) else {},
         bool(meta.get("quick")),
     )
