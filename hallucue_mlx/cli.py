@@ -75,6 +75,9 @@ def user_error(e: Exception) -> tuple[int, str] | None:
         return 1, f"error: {e}. Finished work and the last checkpoint are kept; {_RERUN_RANKS}"
     if dist is not None and isinstance(e, dist.MainFailed):
         return 1, f"error: {e}"
+    lora = sys.modules.get("hallucue_mlx.models.lora")
+    if lora is not None and isinstance(e, lora.BadAdapterWeights):
+        return 1, f"error: {e}"
 
     from hallucue_mlx.data.common import BenchmarkError
     from hallucue_mlx.models.load import ModelLoadError

@@ -290,6 +290,12 @@ def _finite(*xs: mx.array) -> bool:
     return all(math.isfinite(float(x.item())) for x in xs)
 
 
+def _finite_tree(tree: Any) -> bool:
+    """Every entry of every array in `tree` is finite (one reduction, one sync)."""
+    leaves = [v for _, v in tree_flatten(tree)]
+    return not leaves or bool(mx.all(mx.stack([mx.all(mx.isfinite(v)) for v in leaves])).item())
+
+
 # ================================================================ the loop in phases
 
 RewardFn = Callable[[str, Item], Reward]
@@ -774,10 +780,26 @@ def update(run: Run, state: TrainState, step_batch: StepBatch) -> UpdateStats:
                     "check the data."
                 )
             continue
-        state.bad_in_row = 0
         lr = _learning_rate(opt)
+        kept = (model.trainable_parameters(), tree_map(lambda x: x, opt.state))
         opt.update(model, grads)
         mx.eval(model.trainable_parameters(), opt.state)
+        if not _finite_tree(model.trainable_parameters()):
+            # a finite gradient whose update overflows the weights (a huge learning rate or
+            # scale): undone, and counted as a non-finite update, so no NaN adapter is saved
+            model.update(kept[0])
+            opt.state = kept[1]
+            skipped += 1
+            state.bad_in_row += 1
+            if state.bad_in_row >= cfg.max_bad_steps:
+                raise TrainingDiverged(
+                    f"step {state.step + 1} made the LoRA weights non-finite "
+                    f"({state.bad_in_row} non-finite updates in a row); stopped. Last good "
+                    f"checkpoint: {latest_checkpoint(run.out) or 'none'}. Lower learning_rate "
+                    "or lora_alpha."
+                )
+            continue
+        state.bad_in_row = 0
         # metrics of the first update describe the rollout batch (as TRL logs them)
         if not metrics:
             metrics = {"loss": float(loss.item()), "grad_norm": float(gnorm.item())}

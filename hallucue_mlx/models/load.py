@@ -220,8 +220,23 @@ def _apply_adapter(model, adapter: str | Path, model_name: str):
             f"adapter {str(adapter)!r} not found: give the adapter directory (adapters.safetensors "
             "and adapter_config.json) or its .safetensors file"
         )
+    problem = _safetensors_problem(weights_file)
+    if problem is not None:
+        raise ModelLoadError(
+            f"adapter weights file {weights_file} is damaged ({problem}): train or copy the "
+            "adapter again"
+        )
     # mlx-vlm loads adapter weights with strict=False, which skips shape checks: check first.
     saved = mx.load(str(weights_file))
+    from hallucue_mlx.models.lora import weights_problem
+
+    problem = weights_problem({k: v for k, v in saved.items() if k.endswith(("lora_a", "lora_b"))})
+    if problem is not None:
+        raise ModelLoadError(
+            f"adapter {str(adapter)!r} is not usable: {problem}{_saved_at(weights_file)}; it "
+            "comes from a training that diverged or was damaged: use an earlier checkpoint "
+            "(checkpoints/step_N) or train again"
+        )
     problems = _adapter_mismatches(model, saved)
     if problems:
         raise ModelLoadError(
@@ -239,6 +254,22 @@ def _apply_adapter(model, adapter: str | Path, model_name: str):
     _check_all_applied(model, saved, adapter)
     model.eval()
     return model
+
+
+def _saved_at(weights_file: Path) -> str:
+    """' (saved at step N)' when the adapter's folder is a checkpoint (state.json) or a finished
+    training's adapter (../done.json); '' when that is not known."""
+    from hallucue_mlx.safefile import read_state_json
+
+    folder = weights_file.parent
+    for marker in (folder / "state.json", folder.parent / "done.json"):
+        try:
+            step = read_state_json(marker)["step" if marker.name == "state.json" else "steps"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(step, int):
+            return f" (saved at step {step})"
+    return ""
 
 
 def _check_all_applied(model, saved: dict, adapter: str | Path) -> None:

@@ -184,6 +184,35 @@ def adapter_weights(model: nn.Module) -> dict[str, mx.array]:
     return {k: v for k, v in tree_flatten(model.parameters()) if k.endswith((".lora_a", ".lora_b"))}
 
 
+# No LoRA matrix a training makes holds an entry this large (A starts within 1/sqrt(in_dims), B at
+# 0, and an AdamW step moves an entry by about the learning rate, at most 1): such an adapter was
+# scaled or damaged by hand, and its model answers noise ("!!!!").
+ADAPTER_MAX_ABS = 1e3
+
+
+class BadAdapterWeights(ValueError):
+    """An adapter's LoRA weights are not finite or absurdly large; the message names a tensor."""
+
+
+def weights_problem(weights: dict[str, mx.array]) -> str | None:
+    """Why these LoRA weights cannot be a trained adapter (a tensor with NaN or inf entries, or
+    one over ADAPTER_MAX_ABS), or None: one pass over the (small) A/B matrices."""
+    names = sorted(weights)
+    if not names:
+        return None
+    finite = mx.stack([mx.all(mx.isfinite(weights[k])) for k in names])
+    peak = mx.stack([mx.max(mx.abs(weights[k].astype(mx.float32))) for k in names])
+    mx.eval(finite, peak)
+    for k, ok, top in zip(names, finite.tolist(), peak.tolist(), strict=True):
+        if not ok:
+            return f"{k} holds NaN or infinite entries"
+        if top > ADAPTER_MAX_ABS:
+            return (
+                f"{k} holds an entry of {top:.3g}, over the {ADAPTER_MAX_ABS:g} no training makes"
+            )
+    return None
+
+
 def _quantization_of_base(model: nn.Module) -> dict[str, dict]:
     """Quantization of the base layers by their pre-LoRA names (mlx-vlm restores it before LoRA)."""
     out = {}
@@ -226,8 +255,11 @@ def save_adapter(model: nn.Module, out_dir: str | Path) -> Path:
             "save_adapter: the model has no LoRA layers; call apply_lora(model, cfg) first"
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     weights = adapter_weights(model)
+    problem = weights_problem(weights)
+    if problem is not None:
+        raise BadAdapterWeights(f"the LoRA weights to save in {out} are not usable: {problem}")
+    out.mkdir(parents=True, exist_ok=True)
     # atomic's temp name keeps the .safetensors suffix (MLX would append one otherwise).
     atomic.write_with(out / ADAPTER_WEIGHTS, lambda p: mx.save_safetensors(str(p), weights))
     atomic.write_json(out / ADAPTER_CONFIG, adapter_config(model), indent=2, end="")
@@ -262,6 +294,9 @@ def load_adapter_weights(model: nn.Module, adapter_dir: str | Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"no {ADAPTER_WEIGHTS} in {adapter_dir}")
     weights = mx.load(str(path))
+    problem = weights_problem(weights)
+    if problem is not None:
+        raise BadAdapterWeights(f"{path} cannot be loaded: {problem}")
     have = adapter_weights(model)
     missing = sorted(set(have) - set(weights))
     if missing:
