@@ -274,8 +274,12 @@ def convert_checkpoint(
     try:
         with contextlib.redirect_stdout(printed) if quiet else contextlib.nullcontext():
             convert(str(src), str(tmp), **kwargs)
-    except (ValueError, KeyError, TypeError, AttributeError, FileNotFoundError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as e:
+        # OSError: a folder without the tokenizer or processor files mlx-vlm reads (a sparse
+        # copy); a full disk is still reported as one (the CLI names the file and the fix)
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.errno:
+            raise
         raise ModelLoadError(_conversion_failed(src, e)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

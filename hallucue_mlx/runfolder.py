@@ -722,6 +722,27 @@ def latest_checkpoint(d: Path) -> Path | None:
     return ckpt if ckpt.is_dir() and not ckpt.is_symlink() else None
 
 
+def read_checkpoint_state(ckpt: Path) -> dict[str, Any]:
+    """A checkpoint's state.json (its step and settings); GridError naming it when damaged."""
+    path = ckpt / "state.json"
+    try:
+        state = json.loads(read_state(path))
+    except (OSError, ValueError) as e:
+        state, why = None, str(e)
+    else:
+        why = "no step or config"
+    if (
+        not isinstance(state, dict)
+        or not isinstance(state.get("config"), dict)
+        or not isinstance(state.get("step"), int)
+    ):
+        raise GridError(
+            f"the checkpoint state {path} is damaged ({why}); delete {ckpt.name} and point "
+            f"{CKPT_DIR}/{LATEST} at the step folder before it, or train into a new --out"
+        )
+    return state
+
+
 def checkpoint_step(d: Path) -> int:
     """The step of the latest checkpoint (0 when there is none or it cannot be read)."""
     try:

@@ -199,7 +199,7 @@ def save_checkpoint(
     tmpd.mkdir(parents=True)
     save_adapter(model, tmpd)
     state = dict(tree_flatten(opt.state))
-    mx.save_safetensors(str(tmpd / "optimizer.safetensors"), state)
+    atomic.write_with(tmpd / "optimizer.safetensors", lambda p: mx.save_safetensors(str(p), state))
     # RNG: every random draw of a step derives from (seed, step), so these two restore it exactly
     rng = {"seed": cfg.seed, "next_step": step}
     atomic.write_json(
@@ -225,11 +225,18 @@ def save_checkpoint(
 
 
 def _restore(ckpt: Path, model: nn.Module, opt: optim.Optimizer) -> dict:
-    load_adapter_weights(model, ckpt)
-    state = mx.load(str(ckpt / "optimizer.safetensors"))
-    opt.state = tree_unflatten(list(state.items()))
-    mx.eval(opt.state)
-    return json.loads((ckpt / "state.json").read_text())
+    try:
+        load_adapter_weights(model, ckpt)
+        state = mx.load(str(ckpt / "optimizer.safetensors"))
+        opt.state = tree_unflatten(list(state.items()))
+        mx.eval(opt.state)
+        saved = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RuntimeError) as e:  # damaged files (a copy cut short, a disk)
+        raise runfolder.GridError(
+            f"the checkpoint {ckpt} cannot be restored ({e}); delete it and point "
+            f"{CKPT_DIR}/{LATEST} at the step folder before it, or train into a new --out"
+        ) from None
+    return saved
 
 
 # ================================================================ results and views
@@ -465,7 +472,7 @@ def resume_point(out: Path, resume: bool, world: World) -> tuple[Path | None, di
             raise FileNotFoundError(
                 f"--resume: no checkpoint in {out / CKPT_DIR}; start without --resume"
             )
-        return {"dir": str(ckpt), "state": json.loads((ckpt / "state.json").read_text())}
+        return {"dir": str(ckpt), "state": runfolder.read_checkpoint_state(ckpt)}
 
     got = world.on_main(read, "reading the checkpoint")
     if got is None:

@@ -290,9 +290,14 @@ def read_lora_config(adapter_dir: str | Path) -> LoraConfig:
 
 def load_adapter_weights(model: nn.Module, adapter_dir: str | Path) -> None:
     """Load saved A/B matrices into a model that already has the same LoRA layers."""
+    from hallucue_mlx.models.load import _safetensors_problem
+
     path = Path(adapter_dir) / ADAPTER_WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(f"no {ADAPTER_WEIGHTS} in {adapter_dir}")
+    problem = _safetensors_problem(path)
+    if problem is not None:
+        raise BadAdapterWeights(f"{path} is damaged ({problem}); it cannot be loaded")
     weights = mx.load(str(path))
     problem = weights_problem(weights)
     if problem is not None:
