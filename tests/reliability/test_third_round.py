@@ -62,10 +62,8 @@ def _tree(d: Path) -> dict[str, bytes]:
 
 
 def test_lost_work_state_files_and_force(tmp_path, said):
-    from hallucue_mlx.export.easyr1 import ExportError, _prepare_out
     from hallucue_mlx.runfolder import FolderBusy, GridError, folder_lock
     from hallucue_mlx.sweep import _check_folder
-    from hallucue_mlx.train import check_new_folder
 
     # 1. a lock that is a link: refused, its target untouched
     target = tmp_path / "precious.txt"
@@ -101,7 +99,11 @@ def test_lost_work_state_files_and_force(tmp_path, said):
     said("sweep.json naming '..'", str(e.value), "'..'", "not a folder name inside")
     assert _tree(parent) == before
 
-    # 4. export --force: only the export's own files go; a linked data/ is never followed
+
+def test_lost_work_export_force(tmp_path, said):
+    from hallucue_mlx.export.easyr1 import ExportError, _prepare_out
+
+    # export --force: only the export's own files go; a linked data/ is never followed
     out = tmp_path / "export"
     for rel, text in {
         "export.json": "{}",
@@ -126,7 +128,11 @@ def test_lost_work_state_files_and_force(tmp_path, said):
     said("export with a linked data/", str(e.value), "never follows a link")
     assert (elsewhere / "train-none.parquet").read_text() == "not the export's"
 
-    # 5. train --force keeps a folder another tool wrote under checkpoints/
+
+def test_lost_work_train_force_keeps_other_tools_folders(tmp_path):
+    from hallucue_mlx.train import check_new_folder
+
+    # train --force keeps a folder another tool wrote under checkpoints/
     t = tmp_path / "t"
     (t / "checkpoints" / "step_000001").mkdir(parents=True)
     (t / "checkpoints" / "step_000001" / "state.json").write_text("{}")
@@ -157,11 +163,7 @@ def test_run_into_a_sweep_folder_refuses_and_keeps_its_report(tmp_path, tiny_dir
 # ================================================================ wrong results
 
 
-def test_wrong_results_values_and_adapters(tmp_path, tiny, tiny_dir, said):
-    import mlx.core as mx
-
-    from hallucue_mlx.models.load import ModelLoadError, load_model
-    from hallucue_mlx.models.lora import BadAdapterWeights, LoraConfig, apply_lora, save_adapter
+def test_wrong_results_sweep_values(said):
     from hallucue_mlx.sweep import check_sweep, value_name
 
     # value folders are one-to-one: '/' and '_' (and every other pair below) never share one
@@ -173,6 +175,18 @@ def test_wrong_results_values_and_adapters(tmp_path, tiny, tiny_dir, said):
     with pytest.raises(ConfigError) as e:
         check_sweep("train.beta", [0, 0.0])
     said("sweep of 0 and 0.0", str(e.value), "lists a value twice", "0 and 0.0")
+
+    # a learning rate that overflows every update is refused where settings are read
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["train.learning_rate=1e308"])
+    said("learning_rate 1e308", str(e.value), "train.learning_rate must be at most 1")
+
+
+def test_wrong_results_adapters_with_nan_or_absurd_weights(tmp_path, tiny_dir, said):
+    import mlx.core as mx
+
+    from hallucue_mlx.models.load import ModelLoadError, load_model
+    from hallucue_mlx.models.lora import BadAdapterWeights, LoraConfig, apply_lora, save_adapter
 
     # an adapter whose weights are NaN or absurdly scaled is refused, naming a tensor
     model, _ = load_model(str(tiny_dir))
@@ -196,10 +210,6 @@ def test_wrong_results_values_and_adapters(tmp_path, tiny, tiny_dir, said):
     with pytest.raises(BadAdapterWeights):
         save_adapter(model, tmp_path / "never")
     assert not (tmp_path / "never").exists()
-    # a learning rate that overflows every update is refused where settings are read
-    with pytest.raises(ConfigError) as e:
-        load_config(None, ["train.learning_rate=1e308"])
-    said("learning_rate 1e308", str(e.value), "train.learning_rate must be at most 1")
 
 
 # ================================================================ unbounded
@@ -235,6 +245,8 @@ def test_unbounded_inputs_are_bounded(tmp_path, tiny, monkeypatch, said):
         load_benchmark("local", "test", path=str(data))
     said("images over the total", str(e.value), "9216 pixels", "HALLUCUE_MAX_TOTAL_PIXELS")
 
+
+def test_unbounded_records_that_are_a_fifo_or_a_device(tmp_path, said):
     # a records file that is a FIFO or a device: one line, at once
     run = make_fake_run(tmp_path / "run", n_test={"synth": 10}, n_train=5, steps=2)
     recs = run / "eval" / "base" / "synth-test" / "records.jsonl"
@@ -249,6 +261,8 @@ def test_unbounded_inputs_are_bounded(tmp_path, tiny, monkeypatch, said):
         r = _cli(["report", run])
     said("records linked to /dev/zero", _one_error(r, 1), "a device")
 
+
+def test_unbounded_counts(tmp_path, said):
     # counts that size a run have an upper bound
     for key, value in (
         ("grid.seeds", 10**6),
@@ -284,11 +298,9 @@ def test_huge_integers_are_refused_where_settings_are_read(key, said):
     said(f"{key}=2**40", str(e.value), key, "at most")
 
 
-def test_tracebacks_become_one_line(tmp_path, tiny_dir, monkeypatch, said):
+def test_tracebacks_full_disk_in_mlx_writes(tmp_path, monkeypatch, said):
     from hallucue_mlx import atomic
     from hallucue_mlx.cli import os_error_message
-    from hallucue_mlx.models.load import ModelLoadError, load_model
-    from hallucue_mlx.runfolder import GridError, latest_checkpoint
 
     # a full disk seen by MLX ("[write] Unable to write") is an OSError naming the file
     def mlx_write(_p):
@@ -301,7 +313,11 @@ def test_tracebacks_become_one_line(tmp_path, tiny_dir, monkeypatch, said):
         atomic.write_with(tmp_path / "adapters.safetensors", mlx_write)
     assert e.value.errno == errno.ENOSPC
     said("MLX write on a full disk", os_error_message(e.value), "adapters.safetensors", "is full")
-    monkeypatch.undo()
+
+
+def test_tracebacks_damaged_adapters_and_pointers(tmp_path, tiny_dir, said):
+    from hallucue_mlx.models.load import ModelLoadError, load_model
+    from hallucue_mlx.runfolder import GridError, latest_checkpoint
 
     # truncated and empty adapter files
     for case, data in (("empty", b""), ("truncated", b"\x40\x00\x00\x00\x00\x00\x00\x00{")):
@@ -322,6 +338,8 @@ def test_tracebacks_become_one_line(tmp_path, tiny_dir, monkeypatch, said):
             latest_checkpoint(t)
         said("torn checkpoint pointer", str(e.value), "checkpoint pointer", "damaged")
 
+
+def test_tracebacks_yaml_plan_and_lora_targets(tmp_path, said):
     # YAML types a config has not, and deep nesting
     for name, text in (
         ("date", "seed: 0\nwhen: 2024-01-01\n"),
@@ -335,6 +353,15 @@ def test_tracebacks_become_one_line(tmp_path, tiny_dir, monkeypatch, said):
             load_yaml(p)
         said(f"YAML {name}", str(e.value), "is not allowed", "line")
 
+    # lora_targets empty or unknown: refused with the settings, before any model loads
+    for value, part in (("[]", "is empty"), ("[q_proj, qq_proj]", "'qq_proj' is not valid")):
+        with pytest.raises(ConfigError) as e:
+            load_config(None, [f"train.lora_targets={value}"])
+        said(f"lora_targets={value}", str(e.value), "train.lora_targets", part)
+
+
+@pytest.mark.slow  # plan measures this machine's speed first
+def test_tracebacks_plan_on_damaged_model_folders(tmp_path, said):
     # plan on a list-shaped, damaged or sparse model folder
     for case, content in (
         ("list", b"[1, 2]"),
@@ -347,6 +374,9 @@ def test_tracebacks_become_one_line(tmp_path, tiny_dir, monkeypatch, said):
         r = _cli(["plan", "--set", f"model.id={d}"])
         said(f"plan on a {case} model folder", _one_error(r, 2), "config.json")
 
+
+@pytest.mark.slow
+def test_tracebacks_report_on_damaged_files(tmp_path, said):
     # report on a damaged or non-UTF-8 sweep.json, manifest or records
     sweep = tmp_path / "sweep"
     sweep.mkdir()
@@ -363,12 +393,6 @@ def test_tracebacks_become_one_line(tmp_path, tiny_dir, monkeypatch, said):
     report = (run / "report.md").read_text()
     assert "manifest.json" in report and "not UTF-8" in report
     assert "1 unreadable line(s) skipped" in report
-
-    # lora_targets empty or unknown: refused with the settings, before any model loads
-    for value, part in (("[]", "is empty"), ("[q_proj, qq_proj]", "'qq_proj' is not valid")):
-        with pytest.raises(ConfigError) as e:
-            load_config(None, [f"train.lora_targets={value}"])
-        said(f"lora_targets={value}", str(e.value), "train.lora_targets", part)
 
 
 # ================================================================ security
