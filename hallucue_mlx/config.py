@@ -1058,6 +1058,8 @@ def load_yaml(path: str | Path, what: str = "sections (model, data, train, ...)"
     over MAX_CONFIG_BYTES, or when it holds a shape that would lose data silently (duplicate
     keys, anchors, aliases, merges: aliases can also nest exponentially)."""
     p = Path(path)
+    if p.exists() and not p.is_file() and not p.is_dir():  # a FIFO or device would block
+        raise ConfigError(f"config {p} is not a regular file (a FIFO or device); give a YAML file")
     if not p.is_file():
         raise ConfigError(f"config {p} not found")
     size = p.stat().st_size

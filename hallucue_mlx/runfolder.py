@@ -362,7 +362,9 @@ RUN_TREE: dict[str, Any] = {
     TRAIN_DIR: {"*": TRAIN_TREE},
     EVAL_DIR: {"*": {"*": EVAL_TREE, ".*.adopting": EVAL_TREE}},
     # an imported model's folder is mlx-vlm's conversion, written whole by the import
-    IMPORTED_DIR: {"*": {IMPORTED_MODEL: {"*": FILE}}},
+    IMPORTED_DIR: {
+        "*": {IMPORTED_MODEL: {"*": FILE}, f".{IMPORTED_MODEL}.converting": {"*": FILE}}
+    },
     **TEMP,
 }
 

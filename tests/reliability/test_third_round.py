@@ -415,21 +415,24 @@ def test_names_in_a_report_are_text_never_links(tmp_path, said):
     odd = json.loads(lines[0])
     odd["corruption"] = image
     recs.write_text("\n".join([json.dumps(odd), *lines[1:]]) + "\n")
-    bench = run / "eval" / "base" / f"[b]({secret})-test"
+    inner = run / "inner.txt"  # a link to it would be inside the report's folder
+    inner.write_text("a file in the run folder, never linked by a name")
+    bench = run / "eval" / "base" / "![b](inner.txt)-test"
     bench.mkdir(parents=True, exist_ok=True)
     (bench / "records.jsonl").write_text(lines[1] + "\n")
     r = _cli(["report", run])
     assert r.exit_code == 0, r.output
     md = (run / "report.md").read_text()
     html = write_html(run / "report.md").read_text()
-    leaked = base64.b64encode(secret.read_bytes()).decode()
-    assert leaked not in html
+    for f in (secret, inner):
+        assert base64.b64encode(f.read_bytes()).decode() not in html
+
     assert f'href="{secret}' not in html and f'src="{secret}' not in html
     # every occurrence of the names is inside a code span: no link or image is formed
-    bad = f"]({secret})"
-    for line in md.splitlines():
-        at = line.find(bad)
-        while at >= 0:
-            assert line[:at].count("`") % 2 == 1, line  # inside a code span
-            at = line.find(bad, at + 1)
+    for bad in (f"]({secret})", "](inner.txt)"):
+        for line in md.splitlines():
+            at = line.find(bad)
+            while at >= 0:
+                assert line[:at].count("`") % 2 == 1, line  # inside a code span
+                at = line.find(bad, at + 1)
     said("report names with links", md.splitlines()[0], "report: `")
