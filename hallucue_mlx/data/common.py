@@ -144,7 +144,7 @@ def _spend(pixels: int, where: str) -> None:
     if budget[0] + pixels > limit:
         raise BenchmarkError(
             f"{where}: with this image the data set's images hold {budget[0] + pixels} pixels "
-            f"together, over the limit of {limit} for one load (about {3 * limit / 1e9:.1f} GB "
+            f"together, over the limit of {limit} for one load ({3 * limit / 2**20:,.0f} MiB "
             "decoded). Use a subset (--n or data.*.n), downscale the images, or raise the limit "
             "with HALLUCUE_MAX_TOTAL_PIXELS if your memory allows it."
         )

@@ -436,3 +436,30 @@ def test_names_in_a_report_are_text_never_links(tmp_path, said):
                 assert line[:at].count("`") % 2 == 1, line  # inside a code span
                 at = line.find(bad, at + 1)
     said("report names with links", md.splitlines()[0], "report: `")
+
+
+@pytest.mark.slow
+def test_an_update_that_overflows_the_weights_is_undone(tmp_path, tiny_dir, monkeypatch):
+    """A finite gradient whose update makes the LoRA weights non-finite (a huge learning rate or
+    scale): the update is undone and counted, and no adapter with NaN weights is ever saved."""
+    import mlx.core as mx
+    import mlx.optimizers as optim
+    from mlx.utils import tree_map
+    from reliability_helpers import train_tiny
+
+    original = optim.AdamW.apply_gradients
+
+    def overflowing(self, gradients, parameters):
+        return tree_map(lambda x: x * float("inf"), original(self, gradients, parameters))
+
+    monkeypatch.setattr(optim.AdamW, "apply_gradients", overflowing)
+    out = tmp_path / "run"
+    result = train_tiny(tiny_dir, out, steps=2, max_bad_steps=5)
+    weights = mx.load(str(result.adapter_dir / "adapters.safetensors"))
+    assert weights and all(bool(mx.all(mx.isfinite(v)).item()) for v in weights.values())
+    assert all(float(mx.abs(v).max().item()) == 0 for k, v in weights.items() if "lora_b" in k)
+    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [ln.get("skipped_updates") for ln in lines if "step" in ln and "event" not in ln] == [
+        1,
+        1,
+    ]
