@@ -463,3 +463,27 @@ def test_an_update_that_overflows_the_weights_is_undone(tmp_path, tiny_dir, monk
         1,
         1,
     ]
+
+
+def test_tracebacks_import_of_damaged_model_folders(tmp_path, said):
+    import mlx.core as mx
+
+    from hallucue_mlx.importer import inspect_checkpoint
+    from hallucue_mlx.models.load import ModelLoadError
+
+    sparse = json.dumps({"model_type": "qwen2_vl"})
+    for case, config, index in (
+        ("list", "[1, 2]", None),
+        ("damaged", b"\xff\xfe{", None),
+        ("list-shaped index", sparse, "[1]"),
+        ("index leaving the folder", sparse, '{"weight_map": {"a": "../x.safetensors"}}'),
+    ):
+        d = tmp_path / case.replace(" ", "-")
+        d.mkdir()
+        (d / "config.json").write_bytes(config if isinstance(config, bytes) else config.encode())
+        mx.save_safetensors(str(d / "model.safetensors"), {"x": mx.zeros((2,))})
+        if index is not None:
+            (d / "model.safetensors.index.json").write_text(index)
+        with pytest.raises(ModelLoadError) as e:
+            inspect_checkpoint(d)
+        said(f"import of a {case} model folder", str(e.value), str(d))
