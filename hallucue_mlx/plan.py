@@ -50,6 +50,7 @@ from hallucue_mlx.models.load import (
     family_of_config,
 )
 from hallucue_mlx.models.shapes import SHAPES, shape_for
+from hallucue_mlx.safefile import FileKindError, read_input
 
 GB = 1e9
 
@@ -335,8 +336,6 @@ def _hub_cache_dir(model_id: str) -> Path | None:
 
 def _config_json(model_dir: Path, name: str = "config.json") -> dict[str, Any]:
     """A model folder's JSON file as an object; PlanError naming it when it is not one."""
-    from hallucue_mlx.safefile import FileKindError, read_input
-
     path = model_dir / name
     try:
         data = json.loads(read_input(path, 64 << 20, "model config"))

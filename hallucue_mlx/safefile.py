@@ -179,6 +179,28 @@ def read_input(path: str | Path, limit: int = INPUT_MAX_BYTES, what: str = "file
     return _decode(read_input_bytes(path, limit, what), path)
 
 
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be whole (empty, cut short, a bad header), or None: a
+    cheap check of its header and size, without reading the tensors."""
+    size = path.stat().st_size
+    if size < 8:
+        return f"{size} bytes, empty"
+    with path.open("rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n > size - 8:
+            return f"a header of {n} bytes in a {size}-byte file"
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            return "an unreadable header"
+    if not isinstance(header, dict):
+        return "an unreadable header"
+    ends = [v.get("data_offsets") for v in header.values() if isinstance(v, dict)]
+    ends = [e[1] for e in ends if isinstance(e, list) and len(e) == 2 and isinstance(e[1], int)]
+    need = 8 + n + max(ends, default=0)
+    return f"{size} bytes where its header needs {need}: cut short" if size < need else None
+
+
 __all__ = [
     "FileKindError",
     "INPUT_MAX_BYTES",
@@ -190,4 +212,5 @@ __all__ = [
     "read_input_bytes",
     "read_state",
     "read_state_json",
+    "safetensors_problem",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from hallucue_mlx.data.item import Item
+from hallucue_mlx.safefile import FileKindError, read_input_bytes
 
 Row = dict[str, Any]
 
@@ -259,8 +260,6 @@ MAX_DATA_FILE_BYTES = 1 << 30
 def _read_data_file(path: Path) -> bytes:
     """The bytes of a data file, after checking it is a regular file (a FIFO would block, a
     device never end) and not over MAX_DATA_FILE_BYTES."""
-    from hallucue_mlx.safefile import FileKindError, read_input_bytes
-
     try:
         return read_input_bytes(path, MAX_DATA_FILE_BYTES, "data file")
     except FileKindError as e:

@@ -77,12 +77,14 @@ from PIL import Image
 
 from hallucue_mlx import atomic, grading
 from hallucue_mlx.config import ConfigError, RunConfig, prompt_template, to_dict, train_config_for
+from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.data.bench import get_adapter
 from hallucue_mlx.data.item import Item
 from hallucue_mlx.data.subset import SubsetManifest
 from hallucue_mlx.grid import load_spec
 from hallucue_mlx.prompts import TEMPLATES, problem_text
 from hallucue_mlx.report.labels import model_label
+from hallucue_mlx.runfolder import FILE, TEMP, clear_owned
 from hallucue_mlx.train import corrupted_pool
 
 # The column names the exported configs give EasyR1 (data.prompt_key / answer_key / image_key).
@@ -527,9 +529,6 @@ def check_exportable(cfg: RunConfig) -> None:
 def export_tree() -> dict[str, Any]:
     """What an export writes (runfolder.clear_owned's pattern tree): the files named below, the
     parquet files of the known conditions in data/ and their configs in configs/."""
-    from hallucue_mlx.corrupt import CORRUPTIONS
-    from hallucue_mlx.runfolder import FILE, TEMP
-
     top = (EXPORT_FILE, REWARD_FILE, FORMAT_FILE, LAUNCH_FILE, "README.md")
     return {
         **{name: FILE for name in top},
@@ -546,8 +545,6 @@ def export_tree() -> dict[str, Any]:
 def _prepare_out(out: Path, force: bool, say: Callable[[str], None] = print) -> None:
     """An empty or new folder, or a previous export (replaced with --force: only the files an
     export writes are removed, found by walking the folder; the user's files stay)."""
-    from hallucue_mlx.runfolder import clear_owned
-
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file; give a folder for the export (--out DIR)")
     for name in ("data", "configs"):

@@ -22,7 +22,9 @@ from mlx.utils import tree_flatten, tree_unflatten
 from hallucue_mlx import atomic
 from hallucue_mlx.config import DEFAULT_TARGETS
 from hallucue_mlx.models import arch
+from hallucue_mlx.models.load import BadAdapterWeights, weights_problem
 from hallucue_mlx.runfolder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from hallucue_mlx.safefile import safetensors_problem
 
 
 @dataclass
@@ -184,35 +186,6 @@ def adapter_weights(model: nn.Module) -> dict[str, mx.array]:
     return {k: v for k, v in tree_flatten(model.parameters()) if k.endswith((".lora_a", ".lora_b"))}
 
 
-# No LoRA matrix a training makes holds an entry this large (A starts within 1/sqrt(in_dims), B at
-# 0, and an AdamW step moves an entry by about the learning rate, at most 1): such an adapter was
-# scaled or damaged by hand, and its model answers noise ("!!!!").
-ADAPTER_MAX_ABS = 1e3
-
-
-class BadAdapterWeights(ValueError):
-    """An adapter's LoRA weights are not finite or absurdly large; the message names a tensor."""
-
-
-def weights_problem(weights: dict[str, mx.array]) -> str | None:
-    """Why these LoRA weights cannot be a trained adapter (a tensor with NaN or inf entries, or
-    one over ADAPTER_MAX_ABS), or None: one pass over the (small) A/B matrices."""
-    names = sorted(weights)
-    if not names:
-        return None
-    finite = mx.stack([mx.all(mx.isfinite(weights[k])) for k in names])
-    peak = mx.stack([mx.max(mx.abs(weights[k].astype(mx.float32))) for k in names])
-    mx.eval(finite, peak)
-    for k, ok, top in zip(names, finite.tolist(), peak.tolist(), strict=True):
-        if not ok:
-            return f"{k} holds NaN or infinite entries"
-        if top > ADAPTER_MAX_ABS:
-            return (
-                f"{k} holds an entry of {top:.3g}, over the {ADAPTER_MAX_ABS:g} no training makes"
-            )
-    return None
-
-
 def _quantization_of_base(model: nn.Module) -> dict[str, dict]:
     """Quantization of the base layers by their pre-LoRA names (mlx-vlm restores it before LoRA)."""
     out = {}
@@ -290,12 +263,10 @@ def read_lora_config(adapter_dir: str | Path) -> LoraConfig:
 
 def load_adapter_weights(model: nn.Module, adapter_dir: str | Path) -> None:
     """Load saved A/B matrices into a model that already has the same LoRA layers."""
-    from hallucue_mlx.models.load import _safetensors_problem
-
     path = Path(adapter_dir) / ADAPTER_WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(f"no {ADAPTER_WEIGHTS} in {adapter_dir}")
-    problem = _safetensors_problem(path)
+    problem = safetensors_problem(path)
     if problem is not None:
         raise BadAdapterWeights(f"{path} is damaged ({problem}); it cannot be loaded")
     weights = mx.load(str(path))
