@@ -6,6 +6,7 @@ rerun would trust. The temporary name carries the process id, so two writers nev
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable
@@ -14,15 +15,37 @@ from typing import Any
 
 
 def write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call write(tmp) on a temporary path beside `path` (same suffix), then rename it to `path`."""
+    """Call write(tmp) on a temporary path beside `path` (same suffix), then rename it to `path`.
+    A writer that reports a failed write as RuntimeError (MLX: "[write] Unable to write ...")
+    raises OSError naming `path` instead: ENOSPC when the disk is (nearly) full, else EIO."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except RuntimeError as e:
+            if "write" not in str(e).lower():
+                raise
+            raise _write_error(path, e) from None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+# Below this much free space a failed write is taken for a full disk.
+_NEARLY_FULL = 64 << 20
+
+
+def _write_error(path: Path, e: Exception) -> OSError:
+    try:
+        st = os.statvfs(path.parent)
+        full = st.f_bavail * st.f_frsize < _NEARLY_FULL
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return OSError(errno.EIO, f"the write failed ({e})", str(path))
 
 
 def write_text(path: str | Path, text: str) -> Path:

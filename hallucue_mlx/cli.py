@@ -104,6 +104,9 @@ def user_error(e: Exception) -> tuple[int, str] | None:
         return 1, f"error: {e}. Finished work and the last checkpoint are kept; {_RERUN_RANKS}"
     if dist is not None and isinstance(e, dist.MainFailed):
         return 1, f"error: {e}"
+    lora = sys.modules.get("hallucue_mlx.models.lora")
+    if lora is not None and isinstance(e, lora.BadAdapterWeights):
+        return 1, f"error: {e}"
 
     from hallucue_mlx.data.common import BenchmarkError
     from hallucue_mlx.models.load import ModelLoadError
@@ -112,7 +115,9 @@ def user_error(e: Exception) -> tuple[int, str] | None:
 
     if isinstance(e, ConfigError):
         return 2, f"error: {e}"
-    if isinstance(e, (BenchmarkError, ModelLoadError, ReportError, GridError)):
+    from hallucue_mlx.safefile import FileKindError
+
+    if isinstance(e, (BenchmarkError, ModelLoadError, ReportError, GridError, FileKindError)):
         return 1, f"error: {e}"
     if isinstance(e, OSError):
         return 1, os_error_message(e)
@@ -754,10 +759,7 @@ def eval_(
     from hallucue_mlx.models.load import ModelLoadError
     from hallucue_mlx.runfolder import FolderBusy, folder_lock
 
-    if n is not None and n <= 0:
-        raise typer.BadParameter(
-            f"{n} is invalid; valid: an integer >= 1 (omit for the whole split)", param_hint="--n"
-        )
+    _check_count(n, "--n", "omit it for the whole split")
     flags = _given(settings_)
     template = flags.get("template", "auto")
     try:
@@ -819,7 +821,7 @@ def corrupt(
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.gallery import gallery_for
 
-    _check_count(n, "--n", "omit it for 6 items")
+    _check_count(n, "--n", "omit it for 6 items", most=256)  # rows of one picture
     if out.is_dir():
         raise typer.BadParameter(
             f"{out} is a folder; give a PNG file name, e.g. {out / 'gallery.png'}",
@@ -910,11 +912,16 @@ def import_(
         raise typer.Exit(130) from None
 
 
-def _check_count(n: int | None, flag: str, default: str) -> None:
+def _check_count(n: int | None, flag: str, default: str, most: int | None = None) -> None:
+    from hallucue_mlx.config import MAX_ITEMS
+
+    most = MAX_ITEMS if most is None else most
     if n is not None and n < 1:
         raise typer.BadParameter(
             f"{n} is invalid; valid: an integer >= 1 ({default})", param_hint=flag
         )
+    if n is not None and n > most:
+        raise typer.BadParameter(f"{n} is too many; at most {most} ({default})", param_hint=flag)
 
 
 @data_app.command("list")

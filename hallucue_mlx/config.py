@@ -88,6 +88,18 @@ def _pixels(n: int | None) -> None:
 
 
 MAX_SEED = 2**31 - 1  # every seed consumer (numpy, mx.random, random) accepts it, offsets included
+# Every whole number a user gives is at most this (MLX counts shapes and steps in 32-bit
+# integers: a larger one ended in std::bad_cast), checked with the key's own bounds (check).
+MAX_INT = 2**31 - 1
+# Bounds of the settings that size a step or a response: beyond them a step never finishes (and
+# ignores Ctrl-C inside one MLX call) or the buffers outgrow any machine.
+MAX_TOKENS = 32768  # the longest context of a supported model
+MAX_GENERATIONS = 256  # completions per prompt, responses per item
+MAX_PROMPTS_PER_STEP = 1024
+MAX_BATCH = 4096
+MAX_ITEMS = 10_000_000  # items of a subset (n)
+MAX_STEPS = 10_000_000
+MAX_SEEDS = 100  # grid.seeds: training runs of every condition
 
 
 def _layer_count(n: int) -> None:
@@ -306,6 +318,16 @@ def _check_value(f: Any, v: Any, key: str, optional: bool) -> None:
             raise ConfigError(
                 f"{key} must be {bounds}{' or null' if optional else ''}, got {v}{why}", key
             )
+    most = meta.get("most")  # a sanity limit above the valid range: its own message
+    if most is not None and isinstance(v, (int, float)) and not isinstance(v, bool) and v > most:
+        why = f" ({meta['most_note']})" if "most_note" in meta else ""
+        raise ConfigError(f"{key} must be at most {_fmt(most)}, got {v}{why}", key)
+    for x in v if isinstance(v, (list, tuple)) else [v]:
+        if isinstance(x, int) and not isinstance(x, bool) and abs(x) > MAX_INT:
+            raise ConfigError(
+                f"{key} must be at most {MAX_INT} in size (MLX counts in 32-bit integers), got {x}",
+                key,
+            )
     choices = meta.get("choices")
     many = isinstance(v, (list, tuple))
     if meta.get("nonempty") and isinstance(v, str) and not v.strip():
@@ -411,7 +433,9 @@ class TrainConfig:
     max_image_pixels: int | None = _f(MAX_IMAGE_PIXELS, _IMAGE_LIMIT_HELP, min=1)
     benchmark: str = _f("synth", "Training benchmark.", nonempty=True)
     train_split: str = _f("train", "Split the training prompts come from.", nonempty=True)
-    n_train: int | None = _f(None, "Use only the first N training items (None: all).", min=1)
+    n_train: int | None = _f(
+        None, "Use only the first N training items (None: all).", min=1, most=MAX_ITEMS
+    )
     eval_split: str = _f(
         "validation",
         "Held-out split of the training benchmark for the periodic greedy evaluation (not the "
@@ -419,7 +443,10 @@ class TrainConfig:
         nonempty=True,
     )
     n_eval: int = _f(
-        48, "Held-out items per periodic evaluation condition (0: no evaluation).", min=0
+        48,
+        "Held-out items per periodic evaluation condition (0: no evaluation).",
+        min=0,
+        most=MAX_ITEMS,
     )
     prompt_template: str = _f(
         "auto",
@@ -438,10 +465,14 @@ class TrainConfig:
         5,
         "Completions per prompt (G). Paper: 5.",
         min=2,
+        most=MAX_GENERATIONS,
         note="GRPO compares completions within a group",
     )
     prompts_per_step: int = _f(
-        4, "Prompts per step; a step samples prompts_per_step * G completions.", min=1
+        4,
+        "Prompts per step; a step samples prompts_per_step * G completions.",
+        min=1,
+        most=MAX_PROMPTS_PER_STEP,
     )
     temperature: float = _f(
         0.7, "Sampling temperature. Paper: 0.7.", gt=0, note="GRPO needs sampling"
@@ -450,7 +481,10 @@ class TrainConfig:
         1.0, "Nucleus sampling mass (1: off, keeps the policy gradient unbiased).", gt=0, max=1
     )
     max_completion_length: int = _f(
-        128, "Maximum completion tokens; longer ones are truncated (flagged).", min=1
+        128,
+        "Maximum completion tokens; longer ones are truncated (flagged).",
+        min=1,
+        most=MAX_TOKENS,
     )
     # objective (TRL's names)
     loss_type: str = _f(
@@ -474,7 +508,7 @@ class TrainConfig:
     importance_sampling_level: str = _f(
         "token", "token (GRPO) or sequence (GSPO).", choices=IMPORTANCE_SAMPLING_LEVELS
     )
-    num_iterations: int = _f(1, "Updates per rollout batch (mu).", min=1)
+    num_iterations: int = _f(1, "Updates per rollout batch (mu).", min=1, most=64)
     mini_batches: int = _f(
         1,
         "EasyR1's batching: the rollout batch (prompts_per_step prompts) is split into this many "
@@ -482,6 +516,7 @@ class TrainConfig:
         "rollout_batch_size 512 / global_batch_size 128 = 4 (global_batch_size counts prompts). "
         "1: one update on the whole rollout batch.",
         min=1,
+        most=64,
     )
     accuracy_weight: float = _f(0.9, "Reward weight of answer accuracy.", min=0)
     format_weight: float = _f(
@@ -494,10 +529,21 @@ class TrainConfig:
         check=_reward_loads,
     )
     # LoRA
-    lora_rank: int = _f(8, "LoRA rank.", min=1)
-    lora_alpha: float = _f(16.0, "LoRA alpha (scale = alpha / rank).", gt=0)
+    lora_rank: int = _f(8, "LoRA rank.", min=1, most=4096)
+    lora_alpha: float = _f(
+        16.0,
+        "LoRA alpha (scale = alpha / rank).",
+        gt=0,
+        most=1e4,
+        most_note="a larger scale makes every update overflow",
+    )
     lora_dropout: float = _f(0.0, "LoRA dropout.", min=0, max=0.99)
-    lora_targets: list[str] = _f(list(DEFAULT_TARGETS), "Linear layers to adapt.")
+    lora_targets: list[str] = _f(
+        list(DEFAULT_TARGETS),
+        "Linear layers to adapt (of each decoder layer).",
+        choices=DEFAULT_TARGETS,
+        nonempty=True,
+    )
     lora_layers: int = _f(-1, "Adapt only the last N decoder layers (-1: all).", check=_layer_count)
     lora_vision: bool = _f(
         False,
@@ -507,7 +553,13 @@ class TrainConfig:
         "pass. EasyR1 trains the vision tower (freeze_vision_tower: false).",
     )
     # optimisation
-    learning_rate: float = _f(2e-4, "Peak AdamW learning rate.", gt=0)
+    learning_rate: float = _f(
+        2e-4,
+        "Peak AdamW learning rate.",
+        gt=0,
+        most=1,
+        most_note="above 1 every update overshoots; 1e-6 to 1e-3 is usual for LoRA",
+    )
     weight_decay: float = _f(0.0, "AdamW weight decay.", min=0)
     warmup_steps: int = _f(5, "Linear warm-up, in optimizer updates.", min=0)
     min_lr_ratio: float = _f(
@@ -529,7 +581,7 @@ class TrainConfig:
         min=0,
     )
     # loop
-    steps: int = _f(200, "Training steps (rollout batches).", min=1)
+    steps: int = _f(200, "Training steps (rollout batches).", min=1, most=MAX_STEPS)
     seed: int = _f(
         0, "Seed of data order, corruption draws, LoRA init and sampling.", min=0, max=MAX_SEED
     )
@@ -578,16 +630,23 @@ class EvalConfig:
     )
     temperature: float = _f(0.0, "Sampling temperature; 0 is greedy decoding.", min=0)
     samples_per_item: int = _f(
-        1, "Responses per item and condition (more than 1 needs temperature > 0).", min=1
+        1,
+        "Responses per item and condition (more than 1 needs temperature > 0).",
+        min=1,
+        most=MAX_GENERATIONS,
     )
     max_tokens: int = _f(
         64,
         "Maximum response tokens; longer responses are cut and flagged truncated. 64 fits the "
         "tiny synth models' short answers; reasoning models need 1024 or more.",
         min=1,
+        most=MAX_TOKENS,
     )
     batch_size: int = _f(
-        16, "Prompts per generate call (each prompt decodes samples_per_item rows).", min=1
+        16,
+        "Prompts per generate call (each prompt decodes samples_per_item rows).",
+        min=1,
+        most=MAX_BATCH,
     )
     top_p: float = _f(1.0, "Nucleus sampling mass when temperature > 0 (1: off).", gt=0, max=1)
     seed: int = _f(
@@ -652,7 +711,9 @@ class BenchmarkSpec:
     split: str | None = _f(
         None, "Split (null: the benchmark's default evaluation split).", nonempty=True
     )
-    n: int | None = _f(None, "Seeded stratified subset of N items (null: the whole split).", min=1)
+    n: int | None = _f(
+        None, "Seeded stratified subset of N items (null: the whole split).", min=1, most=MAX_ITEMS
+    )
     path: str | None = _f(
         None,
         "Local copy (a `hallucue-mlx data prepare` folder, save_to_disk folder, parquet or json); "
@@ -715,6 +776,7 @@ class GridSection:
         "of `seed` whose report gives each model's across-seed mean, spread and 95% intervals "
         "covering seeds and items. 1: one run, intervals over items only.",
         min=1,
+        most=MAX_SEEDS,
     )
     parallel: str = _f(
         "cells",
@@ -807,7 +869,7 @@ def settings(cls: type) -> list[Setting]:
 def _parse_value(text: str) -> Any:
     """A --set value as YAML (numbers, true/false, null, [a, b]); plain text stays text."""
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return yaml.load(text, Loader=_StrictLoader) if text.strip() else ""  # noqa: S506
     except yaml.YAMLError:
         return text
 
@@ -972,7 +1034,17 @@ class _StrictLoader(yaml.SafeLoader):
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
             raise _Refused(f"anchor &{anchor}", event.start_mark, _NO_ANCHORS)
-        return super().compose_node(parent, index)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH:
+                raise _Refused(
+                    f"nesting deeper than {MAX_CONFIG_DEPTH} levels",
+                    event.start_mark,
+                    "a config is a few mappings deep: write the keys its sections have",
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
         seen: set[Any] = set()
@@ -995,6 +1067,27 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 _NO_ANCHORS = "write each value out in full (anchors, aliases and merges can hide overrides)"
+MAX_CONFIG_DEPTH = 32
+_PLAIN = "a config holds text, numbers, true/false, null, lists and mappings only"
+
+
+def _refuse_tag(tag: str, what: str, fix: str) -> None:
+    def construct(loader: Any, node: Any) -> Any:
+        shown = f" {node.value}" if isinstance(node.value, str) and len(node.value) < 40 else ""
+        raise _Refused(f"{what}{shown}", node.start_mark, fix)
+
+    _StrictLoader.add_constructor(f"tag:yaml.org,2002:{tag}", construct)
+
+
+# Types YAML has and a config has not (they reached the settings as dates, bytes and sets).
+_refuse_tag("timestamp", "the date", f"quote it if it is text ('2024-01-01'); {_PLAIN}")
+for _tag, _what in (
+    ("binary", "!!binary"),
+    ("set", "!!set"),
+    ("omap", "!!omap"),
+    ("pairs", "!!pairs"),
+):
+    _refuse_tag(_tag, f"a {_what} value", _PLAIN)
 
 
 class _Refused(yaml.YAMLError):
@@ -1012,6 +1105,8 @@ def load_yaml(path: str | Path, what: str = "sections (model, data, train, ...)"
     over MAX_CONFIG_BYTES, or when it holds a shape that would lose data silently (duplicate
     keys, anchors, aliases, merges: aliases can also nest exponentially)."""
     p = Path(path)
+    if p.exists() and not p.is_file() and not p.is_dir():  # a FIFO or device would block
+        raise ConfigError(f"config {p} is not a regular file (a FIFO or device); give a YAML file")
     if not p.is_file():
         raise ConfigError(f"config {p} not found")
     size = p.stat().st_size

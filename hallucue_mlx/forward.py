@@ -49,6 +49,7 @@ class PromptInputs:
     text: str = ""
     pixel_values: mx.array | None = None
     image_grid_thw: mx.array | None = None
+    name: str = ""  # the item's id, for messages
 
     @property
     def length(self) -> int:
@@ -173,15 +174,24 @@ def context_limit(model: Any) -> int | None:
     return None
 
 
-def check_prompt_length(n_tokens: int, model: Any, name: str) -> None:
-    """Refuse a prompt the model's context cannot hold, before any forward pass (past it the
-    position tables are read out of range: a crash, not an error)."""
+def check_prompt_length(n_tokens: int, model: Any, name: str, new_tokens: int = 1) -> None:
+    """Refuse a prompt the model's context cannot hold together with the `new_tokens` answer
+    tokens that will follow it (the whole sequence a rollout holds), before any forward pass:
+    past the context the position tables are read out of range (a crash, not an error)."""
     limit = context_limit(model)
-    if limit is not None and n_tokens >= limit:
+    if limit is not None and n_tokens + max(new_tokens, 1) > limit:
+        answer = (
+            f" and up to {new_tokens} answer tokens follow it (max_tokens, or "
+            "train.max_completion_length)"
+            if new_tokens > 1
+            else ""
+        )
         raise ValueError(
-            f"item {name}: its prompt is {n_tokens} tokens, but the model's context holds "
-            f"{limit} (max_position_embeddings) with room for the answer; shorten the question "
-            "or drop the item."
+            f"item {name}: its prompt is {n_tokens} tokens{answer}, but the model's context "
+            f"holds {limit} (max_position_embeddings) with room for the answer; shorten the "
+            "question"
+            + (", lower the answer's token limit" if new_tokens > 1 else "")
+            + " or drop the item."
         )
 
 
@@ -282,6 +292,7 @@ def encode_prompt(
         text=text,
         pixel_values=pixel_values,
         image_grid_thw=grid,
+        name=name,
     )
 
 

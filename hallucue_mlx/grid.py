@@ -328,6 +328,12 @@ def _prepare(
     shared: dict[str, Path] | None,
 ) -> None:
     """The run folder's checks and manifest, --force, shared models, a new timing session."""
+    if (out / runfolder.SWEEP).exists() or (out / runfolder.SWEEP).is_symlink():
+        raise GridError(
+            f"{out} is a sweep folder (it holds {runfolder.SWEEP}), not a run folder; a run there "
+            "would overwrite the sweep's report: use a new --out (each value's run folder is a "
+            "subfolder of the sweep)"
+        )
     manifest = build_manifest(cfg, data, quick)
     if force:  # only now that config and data are good: a failed start deletes nothing
         _clear(out, quiet)

@@ -216,8 +216,10 @@ def _check_index(src: Path) -> None:
     if not index.is_file():
         return
     try:
-        listed = set(json.loads(index.read_text())["weight_map"].values())
-    except (OSError, ValueError, KeyError, AttributeError) as e:
+        listed = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        if not all(isinstance(f, str) and runfolder.is_child_name(f) for f in listed):
+            raise ValueError("weight_map must map tensor names to shard file names in the folder")
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
         raise ModelLoadError(f"{index} cannot be read ({e}); copy it again") from None
     missing = sorted(f for f in listed if not (src / f).is_file())
     if missing:
@@ -274,8 +276,12 @@ def convert_checkpoint(
     try:
         with contextlib.redirect_stdout(printed) if quiet else contextlib.nullcontext():
             convert(str(src), str(tmp), **kwargs)
-    except (ValueError, KeyError, TypeError, AttributeError, FileNotFoundError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as e:
+        # OSError: a folder without the tokenizer or processor files mlx-vlm reads (a sparse
+        # copy); a full disk is still reported as one (the CLI names the file and the fix)
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.errno:
+            raise
         raise ModelLoadError(_conversion_failed(src, e)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

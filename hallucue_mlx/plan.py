@@ -48,10 +48,12 @@ from hallucue_mlx.models.arch import head_chunk_rows
 from hallucue_mlx.models.load import (
     EMBEDDED_NAME,
     ModelLoadError,
+    _safetensors_problem,
     embedded_model_path,
     family_of_config,
 )
 from hallucue_mlx.models.shapes import SHAPES, shape_for
+from hallucue_mlx.safefile import FileKindError, read_input
 
 GB = 1e9
 
@@ -206,7 +208,33 @@ def _text_config(config: dict[str, Any]) -> dict[str, Any]:
 def arch_from_config(
     config: dict[str, Any], tensors: tuple[tuple[str, tuple[int, ...]], ...] = ()
 ) -> Arch:
-    """An Arch from a config.json dict (Qwen2-VL, Qwen2.5-VL, Idefics3/SmolVLM)."""
+    """An Arch from a config.json dict (Qwen2-VL, Qwen2.5-VL, Idefics3/SmolVLM); PlanError
+    naming the key when the config is not an object, or lacks or mistypes a key it needs."""
+    if not isinstance(config, dict):
+        raise PlanError(
+            f"config.json must be a JSON object (with model_type etc.), got "
+            f"{type(config).__name__}: restore the model's config.json or download it again"
+        )
+    try:
+        return _arch_from_config(config, tensors)
+    except KeyError as e:
+        raise PlanError(
+            f"config.json has no {e.args[0]!r} (in it or its text_config / vision_config), which "
+            "the plan needs: the folder is damaged or not a converted model; download or convert "
+            "the model again"
+        ) from None
+    except (TypeError, ValueError, AttributeError, ZeroDivisionError) as e:
+        if isinstance(e, PlanError):
+            raise
+        raise PlanError(
+            f"config.json has a value of the wrong type or size ({e}): the folder is damaged; "
+            "download or convert the model again"
+        ) from None
+
+
+def _arch_from_config(
+    config: dict[str, Any], tensors: tuple[tuple[str, tuple[int, ...]], ...] = ()
+) -> Arch:
     try:
         family = family_of_config(config)
     except ModelLoadError as e:
@@ -277,12 +305,20 @@ def safetensors_tensors(model_dir: Path) -> tuple[tuple[str, tuple[int, ...]], .
     """(dtype, shape) of every tensor in model_dir's *.safetensors, from their headers only."""
     out = []
     for path in sorted(model_dir.glob("*.safetensors")):
+        problem = _safetensors_problem(path)
+        if problem is not None:
+            raise PlanError(
+                f"weights file {path} is damaged ({problem}): download or convert the model again"
+            )
         with path.open("rb") as f:
             n = int.from_bytes(f.read(8), "little")
             header = json.loads(f.read(n))
         for name, t in header.items():
             if name != "__metadata__" and isinstance(t, dict):
-                out.append((t["dtype"], tuple(t["shape"])))
+                shape = t.get("shape")
+                if not isinstance(shape, list) or not all(isinstance(x, int) for x in shape):
+                    raise PlanError(f"weights file {path} has a damaged header (tensor {name})")
+                out.append((t.get("dtype"), tuple(shape)))
     return tuple(out)
 
 
@@ -304,22 +340,41 @@ def _hub_cache_dir(model_id: str) -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
+def _config_json(model_dir: Path, name: str = "config.json") -> dict[str, Any]:
+    """A model folder's JSON file as an object; PlanError naming it when it is not one."""
+    path = model_dir / name
+    try:
+        data = json.loads(read_input(path, 64 << 20, "model config"))
+    except FileKindError as e:
+        raise PlanError(str(e)) from None
+    except (OSError, ValueError) as e:
+        raise PlanError(
+            f"cannot read {path} ({e}): restore it, or download or convert the model again"
+        ) from None
+    if not isinstance(data, dict):
+        raise PlanError(
+            f"{path} must be a JSON object, got {type(data).__name__}: restore it, or download "
+            "or convert the model again"
+        )
+    return data
+
+
 def read_model(model_id: str) -> ModelSource:
     """The model's config.json: the embedded model, a local directory, the hub cache, or (offline)
     the published config of a model hallucue-mlx knows the shape of."""
     if model_id == EMBEDDED_NAME:
         d = embedded_model_path()
-        return ModelSource(json.loads((d / "config.json").read_text()), "embedded model", d)
+        return ModelSource(_config_json(d), "embedded model", d)
     path = Path(model_id).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise PlanError(
                 f"model directory {model_id!r} has no config.json: give the folder of a converted model"
             )
-        return ModelSource(json.loads((path / "config.json").read_text()), str(path), path)
+        return ModelSource(_config_json(path), str(path), path)
     cached = _hub_cache_dir(model_id)
     if cached is not None:
-        return ModelSource(json.loads((cached / "config.json").read_text()), "hub cache", cached)
+        return ModelSource(_config_json(cached), "hub cache", cached)
     shape = shape_for(model_id)
     if shape is not None:
         config = json.loads(json.dumps(shape.config))
@@ -380,7 +435,7 @@ def processor_of(src: ModelSource, family: str) -> Processor:
     p = Processor()
     pre: dict[str, Any] = {}
     if src.model_dir is not None and (src.model_dir / "preprocessor_config.json").is_file():
-        pre = json.loads((src.model_dir / "preprocessor_config.json").read_text())
+        pre = _config_json(src.model_dir, "preprocessor_config.json")
     if family == "idefics3":
         size = pre.get("size") or {}
         tile = pre.get("max_image_size") or {}

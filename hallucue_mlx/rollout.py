@@ -25,7 +25,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx_vlm.models.cache import KVCache
 
-from hallucue_mlx.forward import PromptInputs, logit_bias, prefill_batch
+from hallucue_mlx.forward import PromptInputs, check_prompt_length, logit_bias, prefill_batch
 from hallucue_mlx.models import arch
 from hallucue_mlx.models.arch import lm_head
 from hallucue_mlx.models.lora import lora_folded
@@ -350,6 +350,8 @@ def generate(
         raise ValueError(
             f"temperature must be >= 0 and top_p in (0, 1]; got {temperature}, {top_p}"
         )
+    for p in prompts:  # the whole sequence: the prompt and the answer it may grow to
+        check_prompt_length(p.length, model, p.name or "(text prompt)", max_tokens)
     key = mx.random.key(0) if key is None else key
     tok = getattr(processor, "tokenizer", processor)
     bias = logit_bias(model, processor) if bias is None else bias

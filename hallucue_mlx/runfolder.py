@@ -40,6 +40,7 @@ from typing import Any
 
 from hallucue_mlx import atomic
 from hallucue_mlx.backend import PACKAGES
+from hallucue_mlx.safefile import FileKindError, is_state_file, open_state, read_state
 
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
@@ -57,6 +58,7 @@ IMPORTED_MODEL = "model"
 # What `run --force` removes, and only in a run folder (one whose manifest.json the grid wrote):
 # what the grid writes. figures/ and tables/ stay (the report rewrites its own files there and a
 # rebuild drops figures the data no longer gives), and so does everything else.
+# (the names; runfolder.RUN_TREE says which files inside them)
 OWNED_PATHS = (MANIFEST, RESULTS, TIMING, TRAIN_DIR, EVAL_DIR, REPORT_FILE, IMPORTED, IMPORTED_DIR)
 # The one-writer lock of an output folder (folder_lock).
 LOCK = ".hallucue.lock"
@@ -124,7 +126,7 @@ def read_imported(out: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_state(path))
     except (OSError, ValueError) as e:
         raise GridError(
             f"{path} cannot be read ({e}); restore it, or import the models again after "
@@ -252,9 +254,11 @@ def check_resumable(out: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
             )
         return None
     try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        old = json.loads(read_state(path))
+    except ValueError as e:
         raise GridError(f"{path} is not valid JSON ({e}); use a new --out") from None
+    if not isinstance(old, dict):
+        raise GridError(f"{path} is not a run manifest (a JSON object); use a new --out")
     if old.get("config_hash") != manifest["config_hash"]:
         a, b = _flat(old.get("config", {})), _flat(manifest["config"])
         changed = [
@@ -302,38 +306,154 @@ def write_manifest(out: Path, manifest: dict[str, Any], old: dict[str, Any] | No
     atomic.write_json(out / MANIFEST, manifest, indent=2)
 
 
-def _is_run_folder(out: Path) -> bool:
+def is_run_folder(out: Path) -> bool:
     """A folder the grid wrote: its manifest.json is the grid's (a JSON object with config_hash)."""
     try:
-        return "config_hash" in json.loads((out / MANIFEST).read_text())
+        return "config_hash" in json.loads(read_state(out / MANIFEST))
     except (OSError, ValueError, TypeError):
         return False
 
 
-def clear_owned(out: Path, owned: tuple[str, ...]) -> list[str]:
-    """Remove the entries of `out` that `owned` names (a link itself, never what it points to);
-    returns the names of what stays, folders with a trailing /."""
-    for name in owned:
-        p = out / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
+# ---------------------------------------------------------------- what --force may remove
+#
+# The files the project writes, as a tree of name patterns (fnmatch): a pattern maps to FILE (a
+# file the project writes under that name) or to the tree of a folder it writes. `--force` walks
+# the folder itself (never a list read from a state file), removes only what matches, goes into a
+# matching folder only if it is a real folder (a link is removed, never followed), and removes a
+# folder only when nothing else is left in it. Everything else stays and is named.
+
+FILE = None
+# atomic.write_with's temporary files, and the hidden folders a killed write leaves
+TEMP = {".*.tmp*": FILE}
+ADAPTER_TREE: dict[str, Any] = {ADAPTER_WEIGHTS: FILE, ADAPTER_CONFIG: FILE, **TEMP}
+CHECKPOINT_TREE: dict[str, Any] = {
+    **ADAPTER_TREE,
+    "optimizer.safetensors": FILE,
+    "state.json": FILE,
+}
+TRAIN_TREE: dict[str, Any] = {
+    METRICS_FILE: FILE,
+    ROLLOUTS_FILE: FILE,
+    TRAIN_CONFIG: FILE,
+    DONE: FILE,
+    CKPT_DIR: {
+        LATEST: FILE,
+        "step_[0-9][0-9][0-9][0-9][0-9][0-9]": CHECKPOINT_TREE,
+        ".tmp_step_[0-9][0-9][0-9][0-9][0-9][0-9]": CHECKPOINT_TREE,
+        **TEMP,
+    },
+    ADAPTER_DIR: ADAPTER_TREE,
+    **TEMP,
+}
+EVAL_TREE: dict[str, Any] = {
+    RECORDS_FILE: FILE,
+    SUMMARY_FILE: FILE,
+    PARTS_DIR: {f"*{PART_DONE_SUFFIX}": FILE, f"*{PART_SUFFIX}": FILE, **TEMP},
+    **TEMP,
+}
+RUN_TREE: dict[str, Any] = {
+    MANIFEST: FILE,
+    RESULTS: FILE,
+    TIMING: FILE,
+    REPORT_FILE: FILE,
+    IMPORTED: FILE,
+    RANK_CHECK: FILE,
+    ".hallucue.rank[0-9]*.json": FILE,
+    TRAIN_DIR: {"*": TRAIN_TREE},
+    EVAL_DIR: {"*": {"*": EVAL_TREE, ".*.adopting": EVAL_TREE}},
+    # an imported model's folder is mlx-vlm's conversion, written whole by the import
+    IMPORTED_DIR: {
+        "*": {IMPORTED_MODEL: {"*": FILE}, f".{IMPORTED_MODEL}.converting": {"*": FILE}}
+    },
+    **TEMP,
+}
+
+
+def _match(name: str, tree: dict[str, Any]) -> tuple[bool, Any]:
+    from fnmatch import fnmatchcase
+
+    for pattern, sub in tree.items():
+        if fnmatchcase(name, pattern):
+            return True, sub
+    return False, None
+
+
+def _clear_tree(d: Path, tree: dict[str, Any], rel: str, kept: list[str]) -> bool:
+    """Remove what `tree` names under the real folder d; append what stays (relative names) to
+    kept; True when d is left empty."""
+    import stat as _stat
+
+    empty = True
+    for p in sorted(d.iterdir()):
+        name = f"{rel}{p.name}"
+        if p.name == LOCK and not rel:
+            continue
+        ours, sub = _match(p.name, tree)
+        mode = p.lstat().st_mode
+        is_dir = _stat.S_ISDIR(mode)
+        if not ours or (sub is FILE and is_dir):
+            kept.append(name + ("/" if is_dir else ""))
+            empty = False
+        elif is_dir:
+            if _clear_tree(p, sub, f"{name}/", kept):
+                p.rmdir()
+            else:
+                empty = False
+        else:  # a file of ours, or a link standing where one of ours belongs: the link only
             p.unlink()
-    return sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if p.name != LOCK)
+    return empty
+
+
+def clear_owned(out: Path, tree: dict[str, Any]) -> list[str]:
+    """Remove what the project wrote in `out`, as the pattern tree `tree` (RUN_TREE, TRAIN_TREE)
+    names it, found by walking the folder; returns what stays (relative names, folders with a
+    trailing /): the user's files, and anything inside the project's folders it did not write."""
+    kept: list[str] = []
+    if out.is_dir() and not out.is_symlink():
+        _clear_tree(out, tree, "", kept)
+    return kept
 
 
 def clear_run(out: Path) -> list[str]:
-    """--force: remove what the grid wrote in `out` (OWNED_PATHS), only if it is a run folder;
+    """--force: remove what the grid wrote in `out` (RUN_TREE), only if it is a run folder;
     returns what stays. A folder that is no run folder but holds train/ or eval/ is refused."""
-    if not _is_run_folder(out):
+    if not is_run_folder(out):
         if (out / TRAIN_DIR).exists() or (out / EVAL_DIR).exists():
             raise GridError(
                 f"{out} holds train/ or eval/ but no {MANIFEST} of a run, so they are not known "
                 "to be this project's and --force clears nothing there; move train/ and eval/ "
                 "away, or use a new --out"
             )
-        return clear_owned(out, ())
-    return clear_owned(out, OWNED_PATHS)
+        return clear_owned(out, {})
+    return clear_owned(out, RUN_TREE)
+
+
+def read_sweep(out: Path) -> dict[str, Any] | None:
+    """The sweep.json of `out` (None when there is none), read as a state file; GridError when it
+    is damaged or names a value folder that is not a plain folder name inside `out`."""
+    path = out / SWEEP
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        data = json.loads(read_state(path))
+    except ValueError as e:
+        raise GridError(f"{path} is not valid JSON ({e}); restore it or use a new --out") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+        raise GridError(f"{path} is not a sweep record (a JSON object with a list of runs)")
+    for r in runs:
+        if not is_child_name(r):
+            raise GridError(
+                f"{path} names the value folder {r!r}, which is not a folder name inside {out} "
+                "(a sweep's value folders are its own subfolders); restore sweep.json or use a "
+                "new --out"
+            )
+    return data
+
+
+def is_child_name(name: str) -> bool:
+    """A plain name of an entry inside a folder: not empty, '.', '..', and without a separator."""
+    return bool(name) and name not in (".", "..") and not {"/", "\\", "\0"} & set(name)
 
 
 # ================================================================ one writer per folder
@@ -341,7 +461,7 @@ def clear_run(out: Path) -> list[str]:
 
 def _holder(path: Path) -> dict[str, Any]:
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(read_state(path))
         return d if isinstance(d, dict) else {}
     except (OSError, ValueError):
         return {}
@@ -360,7 +480,7 @@ def _pid_alive(pid: Any) -> bool:
 def _lock_fd(path: Path) -> int:
     """An open, flock-held descriptor of the lock file (FolderBusy if another process holds it)."""
     for _ in range(5):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_state(path, os.O_RDWR | os.O_CREAT)  # never through a link, never a FIFO
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -393,6 +513,8 @@ def folder_lock(out: str | Path, command: str) -> Iterator[Path]:
         fd = _lock_fd(path)
     except FileExistsError:
         raise FolderBusy(f"{out} is a file, not a folder; pass a folder to --out") from None
+    except FileKindError as e:
+        raise FolderBusy(f"cannot take the lock: {e}") from None
     except OSError as e:
         raise FolderBusy(
             f"cannot take the lock {path} ({e.strerror}); make {out} writable or use another --out"
@@ -508,9 +630,9 @@ class Timing:
     def load(cls, path: Path) -> Timing:
         if path.is_file():
             try:
-                d = json.loads(path.read_text())
+                d = json.loads(read_state(path))
                 return cls(path, dict(d.get("tasks", {})), int(d.get("sessions", 0)))
-            except (json.JSONDecodeError, ValueError):
+            except (ValueError, TypeError, AttributeError, OverflowError):
                 pass
         return cls(path)
 
@@ -545,10 +667,10 @@ def training_done(d: Path, steps: int) -> bool:
     if not marker.is_file() or not (d / ADAPTER_DIR / ADAPTER_WEIGHTS).is_file():
         return False
     try:
-        done = json.loads(marker.read_text())
+        done = json.loads(read_state(marker))
         # a train.max_minutes budget ends a run early, as a finished one
         return int(done.get("steps", -1)) == steps or bool(done.get("time_up"))
-    except (json.JSONDecodeError, ValueError):
+    except (ValueError, TypeError, AttributeError, OverflowError):
         return False
 
 
@@ -558,21 +680,78 @@ def mark_training_done(d: Path, steps: int, condition: str, time_up: bool) -> No
     )
 
 
-def latest_checkpoint(d: Path) -> Path | None:
-    """The checkpoint folder checkpoints/latest points to, if it exists."""
+def read_pointer(d: Path) -> dict[str, Any] | None:
+    """checkpoints/latest of training folder d ({"checkpoint": "step_N", "step": N}), None when
+    there is none; GridError naming the file when it is damaged (torn, not JSON, or naming
+    something other than a step folder of its own)."""
     p = d / CKPT_DIR / LATEST
-    if not p.is_file():
+    if not p.exists() and not p.is_symlink():
         return None
-    ckpt = d / CKPT_DIR / json.loads(p.read_text())["checkpoint"]
-    return ckpt if ckpt.is_dir() else None
+    fix = (
+        'restore it to name the newest step folder (e.g. {"checkpoint": "step_000002", "step": '
+        "2}), or train into a new --out"
+    )
+    try:
+        ptr = json.loads(read_state(p))
+    except ValueError as e:
+        raise GridError(f"the checkpoint pointer {p} is damaged ({e}); {fix}") from None
+    except FileKindError as e:
+        raise GridError(f"the checkpoint pointer: {e}") from None
+    name = ptr.get("checkpoint") if isinstance(ptr, dict) else None
+    step = ptr.get("step") if isinstance(ptr, dict) else None
+    if (
+        not isinstance(name, str)
+        or not is_child_name(name)
+        or not name.startswith("step_")
+        or not isinstance(step, int)
+        or isinstance(step, bool)
+        or step < 0
+    ):
+        raise GridError(
+            f"the checkpoint pointer {p} is damaged (it must name a step_N folder and its step, "
+            f"got {ptr!r:.120}); {fix}"
+        )
+    return ptr
+
+
+def latest_checkpoint(d: Path) -> Path | None:
+    """The checkpoint folder checkpoints/latest points to, if it exists (GridError when the
+    pointer is damaged)."""
+    ptr = read_pointer(d)
+    if ptr is None:
+        return None
+    ckpt = d / CKPT_DIR / ptr["checkpoint"]
+    return ckpt if ckpt.is_dir() and not ckpt.is_symlink() else None
+
+
+def read_checkpoint_state(ckpt: Path) -> dict[str, Any]:
+    """A checkpoint's state.json (its step and settings); GridError naming it when damaged."""
+    path = ckpt / "state.json"
+    try:
+        state = json.loads(read_state(path))
+    except (OSError, ValueError) as e:
+        state, why = None, str(e)
+    else:
+        why = "no step or config"
+    if (
+        not isinstance(state, dict)
+        or not isinstance(state.get("config"), dict)
+        or not isinstance(state.get("step"), int)
+    ):
+        raise GridError(
+            f"the checkpoint state {path} is damaged ({why}); delete {ckpt.name} and point "
+            f"{CKPT_DIR}/{LATEST} at the step folder before it, or train into a new --out"
+        )
+    return state
 
 
 def checkpoint_step(d: Path) -> int:
     """The step of the latest checkpoint (0 when there is none or it cannot be read)."""
     try:
-        return int(json.loads((d / CKPT_DIR / LATEST).read_text())["step"])
-    except (OSError, KeyError, ValueError):
+        ptr = read_pointer(d)
+    except GridError:
         return 0
+    return 0 if ptr is None else int(ptr["step"])
 
 
 # ================================================================ what evaluation left behind
@@ -586,12 +765,12 @@ def eval_done(d: Path, conditions: list[str], n_items: int, samples: int) -> boo
         if not marker.is_file():
             return False
         try:
-            if json.loads(marker.read_text()).get("n_records") != n_items * samples:
+            if json.loads(read_state(marker)).get("n_records") != n_items * samples:
                 return False
-        except json.JSONDecodeError:
+        except (ValueError, AttributeError):
             return False
     records = d / RECORDS_FILE
-    if not records.is_file():
+    if not is_state_file(records):
         return False
     with records.open("rb") as f:
         lines = sum(1 for ln in f if ln.strip())

@@ -48,6 +48,13 @@ from hallucue_mlx.report.sweep import SEED_KEY, write_sweep_report
 from hallucue_mlx.runfolder import GridError
 
 RATIO_KEY = "grid.ratio"
+# what a sweep writes at its top (runfolder.clear_owned; the value folders are cleared as runs)
+SWEEP_TREE: dict[str, Any] = {
+    runfolder.SWEEP: runfolder.FILE,
+    runfolder.REPORT_FILE: runfolder.FILE,
+    "report.html": runfolder.FILE,
+    **runfolder.TEMP,
+}
 # grid keys that decide which rows and columns exist: a sweep compares one grid's cells across
 # values, so these stay fixed (grid.ratio, the share of items corrupted, is sweepable)
 FIXED_PREFIXES = ("output.", "grid.")
@@ -80,16 +87,55 @@ def check_sweep(key: str, values: list[Any]) -> None:
         )
     if len(values) < 2:
         raise ConfigError(f"a sweep of {key} needs at least two values, got {values}")
-    shown = [json.dumps(v) for v in values]
-    if len(set(shown)) != len(shown):
-        raise ConfigError(f"a sweep of {key} lists a value twice: {', '.join(shown)}")
+    seen: dict[Any, Any] = {}
+    for v in values:
+        if _identity(v) in seen:
+            raise ConfigError(
+                f"a sweep of {key} lists a value twice: {json.dumps(seen[_identity(v)])} and "
+                f"{json.dumps(v)} "
+                "are the same value; give each once"
+            )
+        seen[_identity(v)] = v
+
+
+def _identity(value: Any) -> Any:
+    """What makes two values the same setting: 0 and 0.0 are one number (a bool is not)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return ("number", float(value))
+    return ("json", json.dumps(value, sort_keys=True))
+
+
+# A value folder's name is at most this long; a longer one is cut and ends in a digest of the
+# whole name (the value itself is in sweep.json, and in the folder's manifest).
+MAX_NAME = 120
+_KEEP = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=")
 
 
 def value_name(key: str, value: Any) -> str:
-    """The value folder's name: 'train.beta=0.01'."""
-    shown = value if isinstance(value, str) else json.dumps(value)
-    safe = "".join(c if c.isalnum() or c in "._-+=" else "_" for c in f"{key}={shown}")
+    """The value folder's name: 'train.beta=0.01'. One-to-one: a string is shown as it is unless
+    it would read back as another type (then JSON-quoted), other values as JSON, and every byte
+    outside letters, digits and ._-+= is escaped as %XX, so "a/b" and "a_b" never share a folder."""
+    if isinstance(value, str) and _reads_back(value):
+        shown = value
+    else:
+        shown = json.dumps(value, sort_keys=True)
+    text = f"{key}={shown}"
+    safe = "".join(c if c in _KEEP else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
+    if len(safe) > MAX_NAME:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        cut = safe[: MAX_NAME - 18]
+        if "%" in cut[-2:]:  # never half an escape
+            cut = cut[: cut.rindex("%")]
+        safe = f"{cut}~{digest}"
     return safe
+
+
+def _reads_back(text: str) -> bool:
+    """True when `text` given as a value reads back as this very string (YAML, as --set reads)."""
+    try:
+        return yaml.safe_load(text) == text
+    except yaml.YAMLError:
+        return False
 
 
 def value_configs(cfg: RunConfig, key: str, values: list[Any]) -> list[RunConfig]:
@@ -129,16 +175,13 @@ def _manifest(cfg: RunConfig, key: str, values: list[Any], quick: bool) -> dict[
 
 
 def _check_folder(out: Path, manifest: dict[str, Any], force: bool) -> None:
-    """Refuse a folder holding another sweep, or a plain run; --force clears the old sweep."""
-    if (out / runfolder.MANIFEST).is_file():
+    """Refuse a folder holding another sweep, or a plain run; --force clears the old sweep: the
+    run folders found inside `out` (never the list its sweep.json gives) and the sweep's files."""
+    if (out / runfolder.MANIFEST).exists():
         raise GridError(f"{out} is a run folder, not a sweep folder; use a new --out")
-    path = out / runfolder.SWEEP
-    if not path.is_file():
+    old = runfolder.read_sweep(out)
+    if old is None:
         return
-    try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise GridError(f"{path} is not valid JSON ({e}); use a new --out") from None
     same = all(old.get(k) == manifest[k] for k in ("key", "values", "config_hash", "quick"))
     if same:
         return
@@ -148,11 +191,12 @@ def _check_folder(out: Path, manifest: dict[str, Any], force: bool) -> None:
             f"mode; this is {manifest['key']}={manifest['values']}. Use a new --out folder, or "
             "--force to clear that sweep's run folders and report"
         )
-    for name in old.get("runs", []):
-        sub = out / str(name)
-        if sub.is_dir() and "/" not in str(name):
-            runfolder.clear_run(sub)
-    runfolder.clear_owned(out, (runfolder.SWEEP, "report.md", "report.html"))
+    for sub in sorted(out.iterdir()):
+        # a value folder: a real subfolder named KEY=VALUE holding a run manifest of the grid
+        if "=" in sub.name and sub.is_dir() and not sub.is_symlink():
+            if runfolder.is_run_folder(sub):
+                runfolder.clear_run(sub)
+    runfolder.clear_owned(out, SWEEP_TREE)
 
 
 def run_sweep(

@@ -195,7 +195,7 @@ def save_checkpoint(
     tmpd.mkdir(parents=True)
     save_adapter(model, tmpd)
     state = dict(tree_flatten(opt.state))
-    mx.save_safetensors(str(tmpd / "optimizer.safetensors"), state)
+    atomic.write_with(tmpd / "optimizer.safetensors", lambda p: mx.save_safetensors(str(p), state))
     # RNG: every random draw of a step derives from (seed, step), so these two restore it exactly
     rng = {"seed": cfg.seed, "next_step": step}
     atomic.write_json(
@@ -221,11 +221,18 @@ def save_checkpoint(
 
 
 def _restore(ckpt: Path, model: nn.Module, opt: optim.Optimizer) -> dict:
-    load_adapter_weights(model, ckpt)
-    state = mx.load(str(ckpt / "optimizer.safetensors"))
-    opt.state = tree_unflatten(list(state.items()))
-    mx.eval(opt.state)
-    return json.loads((ckpt / "state.json").read_text())
+    try:
+        load_adapter_weights(model, ckpt)
+        state = mx.load(str(ckpt / "optimizer.safetensors"))
+        opt.state = tree_unflatten(list(state.items()))
+        mx.eval(opt.state)
+        saved = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RuntimeError) as e:  # damaged files (a copy cut short, a disk)
+        raise runfolder.GridError(
+            f"the checkpoint {ckpt} cannot be restored ({e}); delete it and point "
+            f"{CKPT_DIR}/{LATEST} at the step folder before it, or train into a new --out"
+        ) from None
+    return saved
 
 
 # ================================================================ results and views
@@ -284,6 +291,12 @@ def _jsonl_lines(path: Path) -> list[str]:
 
 def _finite(*xs: mx.array) -> bool:
     return all(math.isfinite(float(x.item())) for x in xs)
+
+
+def _finite_tree(tree: Any) -> bool:
+    """Every entry of every array in `tree` is finite (one reduction, one sync)."""
+    leaves = [v for _, v in tree_flatten(tree)]
+    return not leaves or bool(mx.all(mx.stack([mx.all(mx.isfinite(v)) for v in leaves])).item())
 
 
 # ================================================================ the loop in phases
@@ -475,7 +488,7 @@ def resume_point(out: Path, resume: bool, world: World) -> tuple[Path | None, di
             raise FileNotFoundError(
                 f"--resume: no checkpoint in {out / CKPT_DIR}; start without --resume"
             )
-        return {"dir": str(ckpt), "state": json.loads((ckpt / "state.json").read_text())}
+        return {"dir": str(ckpt), "state": runfolder.read_checkpoint_state(ckpt)}
 
     got = world.on_main(read, "reading the checkpoint")
     if got is None:
@@ -778,10 +791,26 @@ def update(run: Run, state: TrainState, step_batch: StepBatch) -> UpdateStats:
                     "check the data."
                 )
             continue
-        state.bad_in_row = 0
         lr = _learning_rate(opt)
+        kept = (model.trainable_parameters(), tree_map(lambda x: x, opt.state))
         opt.update(model, grads)
         mx.eval(model.trainable_parameters(), opt.state)
+        if not _finite_tree(model.trainable_parameters()):
+            # a finite gradient whose update overflows the weights (a huge learning rate or
+            # scale): undone, and counted as a non-finite update, so no NaN adapter is saved
+            model.update(kept[0])
+            opt.state = kept[1]
+            skipped += 1
+            state.bad_in_row += 1
+            if state.bad_in_row >= cfg.max_bad_steps:
+                raise TrainingDiverged(
+                    f"step {state.step + 1} made the LoRA weights non-finite "
+                    f"({state.bad_in_row} non-finite updates in a row); stopped. Last good "
+                    f"checkpoint: {latest_checkpoint(run.out) or 'none'}. Lower learning_rate "
+                    "or lora_alpha."
+                )
+            continue
+        state.bad_in_row = 0
         # metrics of the first update describe the rollout batch (as TRL logs them)
         if not metrics:
             metrics = {"loss": float(loss.item()), "grad_norm": float(gnorm.item())}
@@ -1031,7 +1060,7 @@ def check_new_folder(out: Path, resume: bool, force: bool) -> list[str]:
             "or pass a new --out, or --force to clear what train wrote there "
             f"({', '.join(runfolder.TRAIN_OWNED_PATHS)}; other files stay)"
         )
-    return runfolder.clear_owned(out, runfolder.TRAIN_OWNED_PATHS)
+    return runfolder.clear_owned(out, runfolder.TRAIN_TREE)
 
 
 def resume_hint(out_dir: str | Path) -> str:

@@ -310,6 +310,7 @@ def test_every_enum_like_setting_lists_its_choices():
             "loss_type",
             "scale_rewards",
             "importance_sampling_level",
+            "lora_targets",
         },
         C.EvalConfig: {"conditions", "template"},
         C.ModelSection: {"dtype"},

@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parent.parent / "hallucue_mlx"
 # rollout -> reward -> advantage -> loss -> adapter; records -> metrics -> report). Modules of one
 # layer may import each other as long as there is no cycle.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("atomic", "blas", "backend", "fastblas", "data.item", "grading", "distributed"),
+    ("atomic", "blas", "backend", "fastblas", "data.item", "grading", "distributed", "safefile"),
     ("data", "runfolder"),
     ("prompts", "rewards", "corrupt"),
     ("config", "metrics", "views", "trackers"),

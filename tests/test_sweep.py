@@ -88,7 +88,9 @@ def test_a_bad_value_is_named_and_an_unknown_key_refused():
 def test_value_folders_are_named_after_the_key_and_value():
     assert value_name("train.beta", 0.01) == "train.beta=0.01"
     assert value_name("grid.ratio", 1.0) == "grid.ratio=1.0"
-    assert value_name("train.prompt_template", "a/b c") == "train.prompt_template=a_b_c"
+    # escaped, so names are one-to-one: "a/b c" and "a_b_c" get two folders
+    assert value_name("train.prompt_template", "a/b c") == "train.prompt_template=a%2Fb%20c"
+    assert value_name("train.prompt_template", "a_b_c") == "train.prompt_template=a_b_c"
 
 
 def test_only_models_whose_recipe_ignores_the_key_are_shared():

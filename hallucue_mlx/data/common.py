@@ -7,7 +7,9 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from hallucue_mlx.data.item import Item
+from hallucue_mlx.safefile import FileKindError, read_input_bytes
 
 Row = dict[str, Any]
 
@@ -99,6 +102,56 @@ def max_image_pixels() -> int:
     return value
 
 
+# The most pixels all images of one data set load may hold together (decoded RGB: 3 bytes each,
+# so about 3 GB): images each under the per-image limit add up, and every item keeps its image.
+# Set HALLUCUE_MAX_TOTAL_PIXELS to change it.
+DEFAULT_MAX_TOTAL_PIXELS = 1_000_000_000
+_BUDGET: ContextVar[list[int] | None] = ContextVar("hallucue_image_budget", default=None)
+
+
+def max_total_pixels() -> int:
+    """The limit on the pixels of one load's images together: HALLUCUE_MAX_TOTAL_PIXELS, else
+    the default."""
+    raw = os.environ.get("HALLUCUE_MAX_TOTAL_PIXELS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_TOTAL_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BenchmarkError(
+            f"HALLUCUE_MAX_TOTAL_PIXELS must be a whole number of pixels >= 1, got {raw!r}"
+        )
+    return value
+
+
+@contextmanager
+def image_budget() -> Iterator[None]:
+    """Count the pixels of every image read_image opens inside the block against
+    max_total_pixels(), each checked from its header before it is decoded."""
+    token = _BUDGET.set([0])
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _spend(pixels: int, where: str) -> None:
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    limit = max_total_pixels()
+    if budget[0] + pixels > limit:
+        raise BenchmarkError(
+            f"{where}: with this image the data set's images hold {budget[0] + pixels} pixels "
+            f"together, over the limit of {limit} for one load ({3 * limit / 2**20:,.0f} MiB "
+            "decoded). Use a subset (--n or data.*.n), downscale the images, or raise the limit "
+            "with HALLUCUE_MAX_TOTAL_PIXELS if your memory allows it."
+        )
+    budget[0] += pixels
+
+
 def _open_bounded(source: Any, where: str) -> Image.Image:
     """Image.open with Pillow's bomb check as an error, then the pixel limit checked from the
     header, before anything is decoded."""
@@ -114,6 +167,7 @@ def _open_bounded(source: Any, where: str) -> Image.Image:
             "most its processor's max_pixels anyway), drop that row, or raise the limit with "
             "HALLUCUE_MAX_IMAGE_PIXELS."
         )
+    _spend(w * h, where)
     return img
 
 
@@ -199,11 +253,24 @@ def decode_utf8(data: bytes, path: Path) -> str:
         ) from None
 
 
+# A data file (items.jsonl, a JSON copy of a benchmark) is read whole; one over this is no such file.
+MAX_DATA_FILE_BYTES = 1 << 30
+
+
+def _read_data_file(path: Path) -> bytes:
+    """The bytes of a data file, after checking it is a regular file (a FIFO would block, a
+    device never end) and not over MAX_DATA_FILE_BYTES."""
+    try:
+        return read_input_bytes(path, MAX_DATA_FILE_BYTES, "data file")
+    except FileKindError as e:
+        raise BenchmarkError(str(e)) from None
+
+
 def read_jsonl(path: Path) -> list[tuple[int, Any]]:
     """(line number, parsed value) of each non-blank line of a JSONL file, with errors that name
     the file and line."""
     out = []
-    for n, line in enumerate(decode_utf8(path.read_bytes(), path).splitlines(), start=1):
+    for n, line in enumerate(decode_utf8(_read_data_file(path), path).splitlines(), start=1):
         if not line.strip():
             continue
         try:

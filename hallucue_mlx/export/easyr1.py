@@ -65,7 +65,6 @@ the vision tower left out (vLLM serves no vision LoRA). The rest is EasyR1's exa
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -78,12 +77,14 @@ from PIL import Image
 
 from hallucue_mlx import atomic, grading
 from hallucue_mlx.config import ConfigError, RunConfig, prompt_template, to_dict, train_config_for
+from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.data.bench import get_adapter
 from hallucue_mlx.data.item import Item
 from hallucue_mlx.data.subset import SubsetManifest
 from hallucue_mlx.grid import load_spec
 from hallucue_mlx.prompts import TEMPLATES, problem_text
 from hallucue_mlx.report.labels import model_label
+from hallucue_mlx.runfolder import FILE, TEMP, clear_owned
 from hallucue_mlx.train import corrupted_pool
 
 # The column names the exported configs give EasyR1 (data.prompt_key / answer_key / image_key).
@@ -529,10 +530,33 @@ def check_exportable(cfg: RunConfig) -> None:
         )
 
 
-def _prepare_out(out: Path, force: bool) -> None:
-    """An empty or new folder, or a previous export (replaced with --force)."""
+def export_tree() -> dict[str, Any]:
+    """What an export writes (runfolder.clear_owned's pattern tree): the files named below, the
+    parquet files of the known conditions in data/ and their configs in configs/."""
+    top = (EXPORT_FILE, REWARD_FILE, FORMAT_FILE, LAUNCH_FILE, "README.md")
+    return {
+        **{name: FILE for name in top},
+        "data": {
+            "val.parquet": FILE,
+            **{f"train-{c}.parquet": FILE for c in CORRUPTIONS},
+            **TEMP,
+        },
+        "configs": {**{f"{c}.yaml": FILE for c in CORRUPTIONS}, **TEMP},
+        **TEMP,
+    }
+
+
+def _prepare_out(out: Path, force: bool, say: Callable[[str], None] = print) -> None:
+    """An empty or new folder, or a previous export (replaced with --force: only the files an
+    export writes are removed, found by walking the folder; the user's files stay)."""
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file; give a folder for the export (--out DIR)")
+    for name in ("data", "configs"):
+        if (out / name).is_symlink() or ((out / name).exists() and not (out / name).is_dir()):
+            raise ExportError(
+                f"{out / name} is a link or a file, not a folder; the export writes its {name} "
+                "there and never follows a link: move it away, or give a new --out"
+            )
     if not out.exists() or not any(out.iterdir()):
         out.mkdir(parents=True, exist_ok=True)
         return
@@ -540,10 +564,9 @@ def _prepare_out(out: Path, force: bool) -> None:
         raise ExportError(f"{out} is not empty and holds no export; give a new or empty --out")
     if not force:
         raise ExportError(f"{out} holds an earlier export; pass --force to replace it")
-    for name in ("data", "configs"):
-        shutil.rmtree(out / name, ignore_errors=True)
-    for name in (EXPORT_FILE, REWARD_FILE, FORMAT_FILE, LAUNCH_FILE, "README.md"):
-        (out / name).unlink(missing_ok=True)
+    kept = clear_owned(out, export_tree())
+    if kept:
+        say(f"--force cleared the earlier export in {out} and kept: {', '.join(kept[:12])}")
 
 
 def _write(out: Path, rel: str, text: str, files: list[str], mode: int | None = None) -> Path:
@@ -576,7 +599,7 @@ def export_easyr1(
     val_items = load_spec(vspec, vsplit, f"data.eval.{vspec.name}", cfg.data.seed)
     if not items or not val_items:
         raise ExportError(f"no items in {tspec.name}/{tsplit} or {vspec.name}/{vsplit}")
-    _prepare_out(out, force)
+    _prepare_out(out, force, say)
     # marks the folder as an export at once: an interrupted one is replaced with --force
     atomic.write_json(out / EXPORT_FILE, {"hallucue_mlx": _version(), "complete": False})
     (out / "data").mkdir(exist_ok=True)

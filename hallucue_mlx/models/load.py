@@ -14,6 +14,8 @@ from typing import Any
 from hallucue_mlx.backend import resolve_dtype
 from hallucue_mlx.config import MAX_IMAGE_PIXELS
 from hallucue_mlx.models.arch import MODEL_TYPES, QWEN, family
+from hallucue_mlx.safefile import read_state_json
+from hallucue_mlx.safefile import safetensors_problem as _safetensors_problem
 
 SUPPORTED_MODEL_TYPES = MODEL_TYPES  # mlx-vlm model_type -> family
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -101,26 +103,35 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     return config
 
 
-def _safetensors_problem(path: Path) -> str | None:
-    """Why a .safetensors file cannot be whole (empty, cut short, a bad header), or None: a
-    cheap check of its header and size, without reading the tensors."""
-    size = path.stat().st_size
-    if size < 8:
-        return f"{size} bytes, empty"
-    with path.open("rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        if n > size - 8:
-            return f"a header of {n} bytes in a {size}-byte file"
-        try:
-            header = json.loads(f.read(n))
-        except ValueError:
-            return "an unreadable header"
-    if not isinstance(header, dict):
-        return "an unreadable header"
-    ends = [v.get("data_offsets") for v in header.values() if isinstance(v, dict)]
-    ends = [e[1] for e in ends if isinstance(e, list) and len(e) == 2 and isinstance(e[1], int)]
-    need = 8 + n + max(ends, default=0)
-    return f"{size} bytes where its header needs {need}: cut short" if size < need else None
+# No LoRA matrix a training makes holds an entry this large (A starts within 1/sqrt(in_dims), B at
+# 0, and an AdamW step moves an entry by about the learning rate, at most 1): such an adapter was
+# scaled or damaged by hand, and its model answers noise ("!!!!").
+ADAPTER_MAX_ABS = 1e3
+
+
+class BadAdapterWeights(ValueError):
+    """An adapter's LoRA weights are not finite or absurdly large; the message names a tensor."""
+
+
+def weights_problem(weights: dict[str, Any]) -> str | None:
+    """Why these LoRA weights cannot be a trained adapter (a tensor with NaN or inf entries, or
+    one over ADAPTER_MAX_ABS), or None: one pass over the (small) A/B matrices."""
+    import mlx.core as mx
+
+    names = sorted(weights)
+    if not names:
+        return None
+    finite = mx.stack([mx.all(mx.isfinite(weights[k])) for k in names])
+    peak = mx.stack([mx.max(mx.abs(weights[k].astype(mx.float32))) for k in names])
+    mx.eval(finite, peak)
+    for k, ok, top in zip(names, finite.tolist(), peak.tolist(), strict=True):
+        if not ok:
+            return f"{k} holds NaN or infinite entries"
+        if top > ADAPTER_MAX_ABS:
+            return (
+                f"{k} holds an entry of {top:.3g}, over the {ADAPTER_MAX_ABS:g} no training makes"
+            )
+    return None
 
 
 def family_of_config(config: dict[str, Any], where: str = "config.json") -> str:
@@ -219,8 +230,21 @@ def _apply_adapter(model, adapter: str | Path, model_name: str):
             f"adapter {str(adapter)!r} not found: give the adapter directory (adapters.safetensors "
             "and adapter_config.json) or its .safetensors file"
         )
+    problem = _safetensors_problem(weights_file)
+    if problem is not None:
+        raise ModelLoadError(
+            f"adapter weights file {weights_file} is damaged ({problem}): train or copy the "
+            "adapter again"
+        )
     # mlx-vlm loads adapter weights with strict=False, which skips shape checks: check first.
     saved = mx.load(str(weights_file))
+    problem = weights_problem({k: v for k, v in saved.items() if k.endswith(("lora_a", "lora_b"))})
+    if problem is not None:
+        raise ModelLoadError(
+            f"adapter {str(adapter)!r} is not usable: {problem}{_saved_at(weights_file)}; it "
+            "comes from a training that diverged or was damaged: use an earlier checkpoint "
+            "(checkpoints/step_N) or train again"
+        )
     problems = _adapter_mismatches(model, saved)
     if problems:
         raise ModelLoadError(
@@ -238,6 +262,20 @@ def _apply_adapter(model, adapter: str | Path, model_name: str):
     _check_all_applied(model, saved, adapter)
     model.eval()
     return model
+
+
+def _saved_at(weights_file: Path) -> str:
+    """' (saved at step N)' when the adapter's folder is a checkpoint (state.json) or a finished
+    training's adapter (../done.json); '' when that is not known."""
+    folder = weights_file.parent
+    for marker in (folder / "state.json", folder.parent / "done.json"):
+        try:
+            step = read_state_json(marker)["step" if marker.name == "state.json" else "steps"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(step, int):
+            return f" (saved at step {step})"
+    return ""
 
 
 def _check_all_applied(model, saved: dict, adapter: str | Path) -> None:

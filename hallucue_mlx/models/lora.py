@@ -22,7 +22,9 @@ from mlx.utils import tree_flatten, tree_unflatten
 from hallucue_mlx import atomic
 from hallucue_mlx.config import DEFAULT_TARGETS
 from hallucue_mlx.models import arch
+from hallucue_mlx.models.load import BadAdapterWeights, weights_problem
 from hallucue_mlx.runfolder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from hallucue_mlx.safefile import safetensors_problem
 
 
 @dataclass
@@ -226,8 +228,11 @@ def save_adapter(model: nn.Module, out_dir: str | Path) -> Path:
             "save_adapter: the model has no LoRA layers; call apply_lora(model, cfg) first"
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     weights = adapter_weights(model)
+    problem = weights_problem(weights)
+    if problem is not None:
+        raise BadAdapterWeights(f"the LoRA weights to save in {out} are not usable: {problem}")
+    out.mkdir(parents=True, exist_ok=True)
     # atomic's temp name keeps the .safetensors suffix (MLX would append one otherwise).
     atomic.write_with(out / ADAPTER_WEIGHTS, lambda p: mx.save_safetensors(str(p), weights))
     atomic.write_json(out / ADAPTER_CONFIG, adapter_config(model), indent=2, end="")
@@ -261,7 +266,13 @@ def load_adapter_weights(model: nn.Module, adapter_dir: str | Path) -> None:
     path = Path(adapter_dir) / ADAPTER_WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(f"no {ADAPTER_WEIGHTS} in {adapter_dir}")
+    problem = safetensors_problem(path)
+    if problem is not None:
+        raise BadAdapterWeights(f"{path} is damaged ({problem}); it cannot be loaded")
     weights = mx.load(str(path))
+    problem = weights_problem(weights)
+    if problem is not None:
+        raise BadAdapterWeights(f"{path} cannot be loaded: {problem}")
     have = adapter_weights(model)
     missing = sorted(set(have) - set(weights))
     if missing:

@@ -134,6 +134,16 @@ def _local(ref: str, base: Path) -> Path | None:
     return base / unquote(parts.path)
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path` (links resolved) lies inside the report's folder: only the report's own
+    figures and tables are embedded, never a file a name in the data points at."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
 def _data_uri(path: Path, mime: str) -> str | None:
     """path's bytes as a data: URI; None when the file is missing, unreadable or too large."""
     try:
@@ -192,6 +202,9 @@ def _embed_image(el: ET.Element, base: Path, state: _State) -> None:
     if path is None:
         _note(el, f"not embedded (an image from outside the report): {src}")
         return
+    if not _inside(path, state.root):
+        _note(el, f"not embedded (outside the report's folder): {src}")
+        return
     mime = IMAGE_TYPES.get(path.suffix.lower())
     uri = _data_uri(path, mime) if mime else None
     if uri is None:
@@ -213,6 +226,9 @@ def _rewrite_link(el: ET.Element, base: Path, state: _State) -> None:
     href = el.get("href", "")
     path = _local(href, base)
     if path is None:
+        return
+    if not _inside(path, state.root):
+        _note(el, f"not embedded (outside the report's folder): {href}")
         return
     if not path.is_file():
         _note(el, f"missing: {href}")

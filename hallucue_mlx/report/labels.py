@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePath
+from typing import Any
+
 from hallucue_mlx.corrupt import CORRUPTIONS
+
+# Names that key a report (model and benchmark folders, conditions, imported models) are plain:
+# what the project itself writes. Anything else in a run folder is skipped and named, never shown
+# as markdown (a name could carry a link or an image that the HTML report would embed).
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
+
+
+def plain_name(name: Any) -> bool:
+    """A name the report may show as is: letters, digits and ._+=- (as the project writes)."""
+    return isinstance(name, str) and _PLAIN.fullmatch(name) is not None
+
+
+def md_code(value: Any) -> str:
+    """`value` as a markdown code span: shown as text whatever it holds (never a link, an
+    image or HTML); backticks and line breaks, which would end the span, are replaced."""
+    text = value.as_posix() if isinstance(value, PurePath) else str(value)
+    text = re.sub(r"[\x00-\x1f`]", lambda m: "'" if m.group() == "`" else " ", text)
+    return f"`{text}`" if text.strip() else "`?`"
+
 
 BASE = "base"  # the untrained model's folder under eval/
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 from hallucue_mlx import runfolder
 from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.metrics import Record
-from hallucue_mlx.report.labels import BASE, EVAL_LONG, filtered, model_label
+from hallucue_mlx.report.labels import BASE, EVAL_LONG, filtered, md_code, model_label, plain_name
+from hallucue_mlx.safefile import FileKindError, read_input_bytes, read_state
 
 
 class ReportError(ValueError):
@@ -62,21 +64,41 @@ class RunData:
 
 
 def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_state(path))
     except json.JSONDecodeError as e:
-        problems.append(f"`{path.name}` is not valid JSON ({e.msg}, line {e.lineno}); ignored.")
+        problems.append(
+            f"{md_code(path.name)} is not valid JSON ({e.msg}, line {e.lineno}); ignored."
+        )
+        return None
+    except FileKindError as e:
+        problems.append(f"{md_code(path.name)}: {e}; ignored.")
         return None
     return data if isinstance(data, dict) else None
+
+
+def _lines(path: Path) -> list[str | None]:
+    """The lines of a JSON-lines file (checked for kind and size before it is read); a line that
+    is not UTF-8 is None (counted as unreadable by the callers)."""
+    out: list[str | None] = []
+    for raw in read_input_bytes(path, what="records file").splitlines():
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(None)
+    return out
 
 
 def _read_jsonl(path: Path, root: Path, problems: list[str]) -> list[dict[str, Any]]:
     """JSON lines; a cut-off line (a run killed mid-write) is skipped and reported."""
     rows: list[dict[str, Any]] = []
     bad = not_objects = 0
-    for line in path.read_text().splitlines():
+    for line in _lines(path):
+        if line is None:
+            bad += 1
+            continue
         if not line.strip():
             continue
         try:
@@ -89,10 +111,10 @@ def _read_jsonl(path: Path, root: Path, problems: list[str]) -> list[dict[str, A
         else:
             not_objects += 1
     if bad:
-        problems.append(f"`{path.relative_to(root)}`: {bad} unreadable line(s) skipped.")
+        problems.append(f"{md_code(path.relative_to(root))}: {bad} unreadable line(s) skipped.")
     if not_objects:
         problems.append(
-            f"`{path.relative_to(root)}`: {not_objects} line(s) that are not JSON objects skipped."
+            f"{md_code(path.relative_to(root))}: {not_objects} line(s) that are not JSON objects skipped."
         )
     return rows
 
@@ -133,7 +155,13 @@ def _bad_field(row: Any) -> str | None:
             want = _TYPE_WORDS.get(
                 types, " or ".join("null" if t is type(None) else t.__name__ for t in types)
             )
-            return f"field {name!r} is {v!r} ({type(v).__name__}), expected {want}"
+            return (
+                f"field {name!r} is {md_code(repr(v)[:60])} ({type(v).__name__}), expected {want}"
+            )
+    if "corruption" in row and not plain_name(row["corruption"]):
+        return (
+            f"field 'corruption' is {md_code(repr(row['corruption'])[:60])}, not a condition name"
+        )
     return None
 
 
@@ -143,7 +171,10 @@ def _typed_records(path: Path, root: Path, problems: list[str]) -> list[dict[str
     rows: list[dict[str, Any]] = []
     refused: list[str] = []
     torn = 0
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(_lines(path), 1):
+        if line is None:
+            torn += 1
+            continue
         if not line.strip():
             continue
         try:
@@ -155,13 +186,15 @@ def _typed_records(path: Path, root: Path, problems: list[str]) -> list[dict[str
         if why is None:
             rows.append(row)
         else:
-            refused.append(f"`{path.relative_to(root)}:{lineno}`: {why}; record skipped.")
+            refused.append(
+                f"{md_code(f'{path.relative_to(root)}:{lineno}')}: {why}; record skipped."
+            )
     if torn:
-        problems.append(f"`{path.relative_to(root)}`: {torn} unreadable line(s) skipped.")
+        problems.append(f"{md_code(path.relative_to(root))}: {torn} unreadable line(s) skipped.")
     problems.extend(refused[:5])
     if len(refused) > 5:
         problems.append(
-            f"`{path.relative_to(root)}`: {len(refused) - 5} more record(s) with a field of the "
+            f"{md_code(path.relative_to(root))}: {len(refused) - 5} more record(s) with a field of the "
             "wrong type skipped."
         )
     return rows
@@ -174,7 +207,7 @@ def _names(value: Any) -> list[str] | None:
     out = [
         v if isinstance(v, str) else v.get("name") if isinstance(v, dict) else None for v in value
     ]
-    return [str(v) for v in out if v is not None]
+    return [v for v in out if plain_name(v)]  # names only the project writes (plain_name)
 
 
 def _dedupe(recs: list[Record], where: str, problems: list[str]) -> list[Record]:
@@ -184,7 +217,9 @@ def _dedupe(recs: list[Record], where: str, problems: list[str]) -> list[Record]
         key = (str(r.get("benchmark", "")), str(r["id"]), str(r["corruption"]), r.get("sample", 0))
         seen[key] = r
     if len(seen) < len(recs):
-        problems.append(f"`{where}`: {len(recs) - len(seen)} repeated record(s); kept the last.")
+        problems.append(
+            f"{md_code(where)}: {len(recs) - len(seen)} repeated record(s); kept the last."
+        )
     return list(seen.values())
 
 
@@ -198,16 +233,22 @@ def _load_records(
     for path in sorted((root / "eval").glob("*/*/records.jsonl")):
         model, cell = path.parent.parent.name, path.parent.name
         bench, _, split = cell.rpartition("-")
+        if not all(map(plain_name, (model, bench, split))):
+            problems.append(
+                f"{md_code(path.relative_to(root))}: not a folder name the project writes "
+                "(eval/<model>/<benchmark>-<split>, letters, digits and ._+=-); skipped."
+            )
+            continue
         if not bench:
             problems.append(
-                f"`{path.relative_to(root)}`: folder name is not <benchmark>-<split>; skipped."
+                f"{md_code(path.relative_to(root))}: folder name is not <benchmark>-<split>; skipped."
             )
             continue
         rows = _typed_records(path, root, problems)
         good = [r for r in rows if {"id", "corruption", "correct"} <= r.keys()]
         if len(good) < len(rows):
             problems.append(
-                f"`{path.relative_to(root)}`: {len(rows) - len(good)} record(s) without id, "
+                f"{md_code(path.relative_to(root))}: {len(rows) - len(good)} record(s) without id, "
                 "corruption or correct; skipped."
             )
         for r in good:
@@ -220,7 +261,7 @@ def _load_records(
             key = (model, bench, role)
             if key in records:
                 problems.append(
-                    f"`{path.relative_to(root)}`: a second {role}-role split of {bench} for "
+                    f"{md_code(path.relative_to(root))}: a second {role}-role split of {bench} for "
                     f"{model}; merged with the first."
                 )
             where = str(path.relative_to(root))
@@ -235,6 +276,11 @@ def _load_curves(
     curves: dict[str, list[dict[str, Any]]] = {}
     eval_curves: dict[str, list[dict[str, Any]]] = {}
     for path in sorted((root / "train").glob("*/metrics.jsonl")):
+        if not plain_name(path.parent.name):
+            problems.append(
+                f"{md_code(path.relative_to(root))}: not a folder name the project writes; skipped."
+            )
+            continue
         rows = _read_jsonl(path, root, problems)
         curves[path.parent.name] = [r for r in rows if "step" in r and r.get("event") is None]
         eval_curves[path.parent.name] = [r for r in rows if r.get("event") == "eval"]
@@ -290,8 +336,15 @@ def load_run(run_dir: Path) -> RunData:
     try:
         imported = runfolder.read_imported(root)
     except runfolder.GridError as e:
-        problems.append(f"{e}; its models are shown as trained ones.")
+        problems.append(f"{md_code(e)}; its models are shown as trained ones.")
         imported = {}
+    odd = [n for n in imported if not plain_name(n)]
+    if odd:
+        problems.append(
+            f"{md_code(runfolder.IMPORTED)} names {len(odd)} model(s) with a name the import "
+            f"never writes (e.g. {md_code(odd[0][:60])}); left out."
+        )
+        imported = {n: e for n, e in imported.items() if plain_name(n)}
     sources = (results, manifest, cfg)
     found_models = sorted({m for (m, _, _) in records} - {BASE} - set(imported))
     train = _listed("train_conditions", *sources) or [
@@ -373,25 +426,34 @@ def load_sweep(root: Path) -> SweepData:
     """Read sweep.json and every value folder that has started. ReportError if none has."""
     root = Path(root)
     path = root / runfolder.SWEEP
-    if not path.is_file():
-        raise ReportError(f"{root} has no {runfolder.SWEEP}: not a sweep folder")
     try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path} is not valid JSON ({e})") from None
-    names = [str(n) for n in meta.get("runs", [])]
+        meta = runfolder.read_sweep(root)
+    except runfolder.GridError as e:
+        raise ReportError(str(e)) from None
+    if meta is None or not path.is_file():
+        raise ReportError(f"{root} has no {runfolder.SWEEP}: not a sweep folder")
+    names = list(meta["runs"])
+    key = meta.get("key")
+    if not isinstance(key, str) or re.fullmatch(r"[A-Za-z0-9_.\[\]]{1,100}", key) is None:
+        raise ReportError(
+            f"{path} is not a sweep record: its key {md_code(repr(key)[:60])} is no config key"
+        )
+    values = meta.get("values")
+    if not isinstance(values, list) or len(values) != len(names):
+        raise ReportError(f"{path} is not a sweep record: its values do not match its runs")
     runs = {}
     for name in names:
-        if (root / name / runfolder.MANIFEST).is_file():
-            runs[name] = load_run(root / name)
+        sub = root / name
+        if sub.is_dir() and not sub.is_symlink() and (sub / runfolder.MANIFEST).is_file():
+            runs[name] = load_run(sub)
     if not runs:
         raise ReportError(f"no value of the sweep in {root} has started; run the sweep first")
     return SweepData(
         root,
-        str(meta.get("key")),
-        list(meta.get("values", [])),
+        key,
+        values,
         runs,
         names,
-        dict(meta.get("shared", {})),
+        meta["shared"] if isinstance(meta.get("shared"), dict) else {},
         bool(meta.get("quick")),
     )

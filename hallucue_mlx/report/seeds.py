@@ -27,7 +27,7 @@ from hallucue_mlx import atomic
 from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.metrics import item_scores, record_cluster, seed_cluster_ci
 from hallucue_mlx.report.html import write_html
-from hallucue_mlx.report.labels import BASE, FILTER_NOTE, eval_label
+from hallucue_mlx.report.labels import BASE, FILTER_NOTE, eval_label, md_code
 from hallucue_mlx.report.load import RunData, SweepData
 from hallucue_mlx.report.tables import (
     Table,
@@ -370,7 +370,7 @@ def write_seeds_report(sweep: SweepData) -> Any:
     lines = [
         f"# {len(sweep.values)} training seeds of every model",
         "",
-        f"- Model: `{run.model_name}`" + (" (a --quick smoke run)" if sweep.quick else ""),
+        f"- Model: {md_code(run.model_name)}" + (" (a --quick smoke run)" if sweep.quick else ""),
         f"- Seeds: {', '.join(map(str, sweep.values))} ({len(done)} started). A seed sets the "
         "training's sampling and item order and the random-image donors; the data subset is "
         f"fixed, so every seed is scored on the same test items ({items}).",

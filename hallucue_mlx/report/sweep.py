@@ -19,7 +19,7 @@ from hallucue_mlx import atomic
 from hallucue_mlx.metrics import macro_paired_diff, table1_cells
 from hallucue_mlx.report.figures import pyplot, save_figure
 from hallucue_mlx.report.html import write_html
-from hallucue_mlx.report.labels import BASE, FILTER_NOTE, OKABE_ITO
+from hallucue_mlx.report.labels import BASE, FILTER_NOTE, OKABE_ITO, md_code
 from hallucue_mlx.report.load import RunData, SweepData, is_sweep, load_sweep
 from hallucue_mlx.report.seeds import write_seeds_report
 from hallucue_mlx.report.tables import Table, ci_text, csv_value, pct, signed
@@ -103,7 +103,7 @@ def dose_table(sweep: SweepData, pts: list[DosePoint]) -> Table:
             shown = "— (untrained)"
         rows.append(
             [
-                shown,
+                md_code(shown),
                 sweep.any_run.label(p.model),
                 str(p.n),
                 f"{pct(p.accuracy)} {ci_text(p.ci95)}",
@@ -289,10 +289,10 @@ def reading(sweep: SweepData, pts: list[DosePoint]) -> list[str]:
                 f"{ci_text(a.delta_ci95)}."
             )
             continue
-        moved = [_shown(p.value) for p in mine if p.delta_ci95 and _excl(p.delta_ci95)]
+        moved = [md_code(_shown(p.value)) for p in mine if p.delta_ci95 and _excl(p.delta_ci95)]
         text = (
             f"- **{sweep.any_run.label(m)}**: clean accuracy {pct(a.accuracy)} at {sweep.key}="
-            f"{_shown(a.value)} and {pct(b.accuracy)} at {_shown(b.value)}; "
+            f"{md_code(_shown(a.value))} and {pct(b.accuracy)} at {md_code(_shown(b.value))}; "
         )
         text += (
             f"its change vs the base excludes zero at {', '.join(moved)}."
@@ -315,8 +315,8 @@ def _head(sweep: SweepData, pts: list[DosePoint]) -> list[str]:
     lines = [
         f"# Sweep of `{sweep.key}`: dose-response",
         "",
-        f"- Model: `{run.model_name}`" + (" (a --quick smoke run)" if sweep.quick else ""),
-        f"- Values of `{sweep.key}`: {', '.join(_shown(v) for v in sweep.values)}",
+        f"- Model: {md_code(run.model_name)}" + (" (a --quick smoke run)" if sweep.quick else ""),
+        f"- Values of `{sweep.key}`: {', '.join(md_code(_shown(v)) for v in sweep.values)}",
         f"- Numbers: the test split of {', '.join(run.benchmarks)} ({'/'.join(map(str, ns))} "
         "items per point), one training seed per point; 95% intervals cover item sampling only "
         "(Wilson for one benchmark's accuracy, paired bootstrap for differences), not seeds.",

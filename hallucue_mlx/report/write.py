@@ -19,7 +19,7 @@ from hallucue_mlx.report.figures import (
     fig_versions,
 )
 from hallucue_mlx.report.html import write_html
-from hallucue_mlx.report.labels import FILTER_NOTE, eval_label
+from hallucue_mlx.report.labels import FILTER_NOTE, eval_label, md_code
 from hallucue_mlx.report.load import RunData, load_run, missing_pieces
 from hallucue_mlx.report.reading import reading
 from hallucue_mlx.report.tables import (
@@ -77,7 +77,9 @@ def _time_line(timing: object) -> str | None:
 
 
 def _run_info(run: RunData) -> list[str]:
-    lines = [f"- Model: `{run.model_name}`" + (" (a --quick smoke run)" if _quick(run) else "")]
+    lines = [
+        f"- Model: {md_code(run.model_name)}" + (" (a --quick smoke run)" if _quick(run) else "")
+    ]
     lines.append(f"- Benchmarks: {', '.join(run.benchmarks) or 'none found'}")
     lines.append(
         "- Train conditions: " + ", ".join(f"{run.label(c)} (`{c}`)" for c in run.train_conditions)
@@ -90,8 +92,8 @@ def _run_info(run: RunData) -> list[str]:
     for name, entry in run.imported.items():
         how = "converted by mlx-vlm" if entry.get("converted") else "MLX weights used as given"
         lines.append(
-            f"- Imported model {name}: trained elsewhere, from `{entry.get('source', '?')}` "
-            f"({how}), evaluated here with the `{entry.get('template', '?')}` prompt"
+            f"- Imported model {name}: trained elsewhere, from {md_code(entry.get('source', '?'))} "
+            f"({how}), evaluated here with the {md_code(entry.get('template', '?'))} prompt"
             + ("" if entry.get("done") else "; its evaluation is not finished")
         )
     time_line = _time_line((run.results or {}).get("timing"))
@@ -148,7 +150,7 @@ def _write_figures(run: RunData, cells: Cells, figdir: Path) -> Figures:
 
 def _head(run: RunData) -> list[str]:
     """Title, how to read the numbers, the run, and what is missing."""
-    L: list[str] = [f"# Hallucination-as-Cue report: {run.model_name}", ""]
+    L: list[str] = [f"# Hallucination-as-Cue report: {md_code(run.model_name)}", ""]
     if _quick(run):
         L += [
             "> **Smoke run (`--quick`).** Every cell ran, on a few items with a few training "

@@ -19,8 +19,10 @@ from hallucue_mlx.data.common import (
     BenchmarkError,
     Row,
     RowContext,
+    _read_data_file,
     check_item,
     decode_utf8,
+    image_budget,
     read_jsonl,
     require_columns,
 )
@@ -171,7 +173,7 @@ def _from_path(adapter: Adapter, path: str, split: str) -> _Rows:
                 rows.extend(row for _, row in read_jsonl(f))
                 continue
             try:
-                data = json.loads(decode_utf8(f.read_bytes(), f))
+                data = json.loads(decode_utf8(_read_data_file(f), f))
             except json.JSONDecodeError as err:
                 raise BenchmarkError(f"{f} is not valid JSON ({err}); fix the file.") from err
             rows.extend(data if isinstance(data, list) else data.get(split, []))
@@ -312,10 +314,11 @@ def _build_rows(
     keys = [(i, stratum) for i, (_, stratum) in zip(ids, keys)]
     chosen = stratified_pick(keys, n, seed)
     items = []
-    for i in chosen:
-        item = adapter.to_item(rows.row(i), ids[i], split, RowContext(bench, i, rows.base_dir))
-        check_item(item, f"{bench}: row {i} (id {ids[i]}) of {rows.source}")
-        items.append(item)
+    with image_budget():  # the images of one load are bounded together, not only each
+        for i in chosen:
+            item = adapter.to_item(rows.row(i), ids[i], split, RowContext(bench, i, rows.base_dir))
+            check_item(item, f"{bench}: row {i} (id {ids[i]}) of {rows.source}")
+            items.append(item)
     return items
 
 
