@@ -145,12 +145,17 @@ def test_banned_tokens_never_sampled_and_eos_stops(tiny_dir, items):
     p = encode_prompt(proc, model, items[0], template=TEMPLATE)
     head = _head_weight(model)
     w = np.array(head.weight)
-    # make the image placeholder the model's favourite token
-    w[img_id] = 50.0 * w.std() * np.sign(np.random.default_rng(0).standard_normal(w.shape[1]))
-    head.weight = mx.array(w)
+    # make the image placeholder the model's favourite token: a large row along random signs,
+    # turned to the side the prompt's last hidden state points to
     from hallucue_mlx.forward import prefill
 
+    w[img_id] = 50.0 * w.std() * np.sign(np.random.default_rng(0).standard_normal(w.shape[1]))
+    head.weight = mx.array(w)
     first, _ = prefill(model, p)
+    if int(mx.argmax(first, axis=-1).item()) != img_id:
+        w[img_id] = -w[img_id]
+        head.weight = mx.array(w)
+        first, _ = prefill(model, p)
     assert int(mx.argmax(first, axis=-1).item()) == img_id
     out = _group(model, proc, p, 3, 1.0, 12, mx.random.key(0))
     assert all(img_id not in c.ids and not set(c.ids) & set(banned) for c in out)

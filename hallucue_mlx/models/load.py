@@ -302,7 +302,7 @@ def set_image_sizes(
     max_image_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> None:
     """Tell the processor how large the images it passes on may be (None keeps the checkpoint's
-    setting), and record the largest image the rollout accepts (rollout.encode_prompt refuses
+    setting), and record the largest image the rollout accepts (forward.encode_prompt refuses
     bigger ones, naming the item, before the processor sees them)."""
     if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
         raise ModelLoadError(

@@ -219,7 +219,8 @@ def test_unbounded_inputs_are_bounded(tmp_path, tiny, monkeypatch, said):
     from hallucue_mlx.data.bench import load_benchmark
     from hallucue_mlx.data.common import BenchmarkError
     from hallucue_mlx.data.item import Item
-    from hallucue_mlx.rollout import check_prompt_length, encode_prompt, generate
+    from hallucue_mlx.forward import check_prompt_length, encode_prompt
+    from hallucue_mlx.rollout import generate
 
     # the prompt check counts the prompt and the answer it may grow to
     model = SimpleNamespace(config=SimpleNamespace(text_config={"max_position_embeddings": 32768}))
