@@ -86,20 +86,23 @@ def is_number(s: str) -> bool:
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 
 
-def max_image_pixels() -> int:
-    """The pixel limit of image decoding: HALLUCUE_MAX_IMAGE_PIXELS, else the default."""
-    raw = os.environ.get("HALLUCUE_MAX_IMAGE_PIXELS", "").strip()
+def _pixel_limit(env: str, default: int) -> int:
+    """A whole number of pixels >= 1 from the environment variable `env`, else `default`."""
+    raw = os.environ.get(env, "").strip()
     if not raw:
-        return DEFAULT_MAX_IMAGE_PIXELS
+        return default
     try:
         value = int(raw)
     except ValueError:
         value = 0
     if value < 1:
-        raise BenchmarkError(
-            f"HALLUCUE_MAX_IMAGE_PIXELS must be a whole number of pixels >= 1, got {raw!r}"
-        )
+        raise BenchmarkError(f"{env} must be a whole number of pixels >= 1, got {raw!r}")
     return value
+
+
+def max_image_pixels() -> int:
+    """The pixel limit of image decoding: HALLUCUE_MAX_IMAGE_PIXELS, else the default."""
+    return _pixel_limit("HALLUCUE_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
 
 
 # The most pixels all images of one data set load may hold together (decoded RGB: 3 bytes each,
@@ -112,18 +115,7 @@ _BUDGET: ContextVar[list[int] | None] = ContextVar("hallucue_image_budget", defa
 def max_total_pixels() -> int:
     """The limit on the pixels of one load's images together: HALLUCUE_MAX_TOTAL_PIXELS, else
     the default."""
-    raw = os.environ.get("HALLUCUE_MAX_TOTAL_PIXELS", "").strip()
-    if not raw:
-        return DEFAULT_MAX_TOTAL_PIXELS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BenchmarkError(
-            f"HALLUCUE_MAX_TOTAL_PIXELS must be a whole number of pixels >= 1, got {raw!r}"
-        )
-    return value
+    return _pixel_limit("HALLUCUE_MAX_TOTAL_PIXELS", DEFAULT_MAX_TOTAL_PIXELS)
 
 
 @contextmanager
