@@ -42,6 +42,8 @@ SCALE_REWARDS = ("group", "batch", "none")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 # LoRA targets: the Qwen2/2.5-VL decoder projections; the LM head and embeddings stay frozen.
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+VISION_TARGETS = ("qkv", "proj", "fc1", "fc2")  # Qwen2-VL / Qwen2.5-VL vision tower (lora_vision)
+LORA_TARGET_CHOICES = DEFAULT_TARGETS + VISION_TARGETS
 TEMPLATE_CHOICES = (*TEMPLATES, "auto")
 # How `run` uses several processes (mlx.launch -n N): whole cells per rank, or each training
 # data-parallel over all ranks. One process ignores it.
@@ -540,8 +542,9 @@ class TrainConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout.", min=0, max=0.99)
     lora_targets: list[str] = _f(
         list(DEFAULT_TARGETS),
-        "Linear layers to adapt (of each decoder layer).",
-        choices=DEFAULT_TARGETS,
+        "Linear layers to adapt (of each decoder layer; with lora_vision also the vision "
+        "tower's: qkv, proj, fc1, fc2).",
+        choices=LORA_TARGET_CHOICES,
         nonempty=True,
     )
     lora_layers: int = _f(-1, "Adapt only the last N decoder layers (-1: all).", check=_layer_count)
@@ -611,6 +614,13 @@ class TrainConfig:
                 f"{where}.mini_batches = {self.mini_batches} equal mini-batches; valid: a divisor "
                 "of prompts_per_step (EasyR1: rollout_batch_size divisible by global_batch_size)",
                 f"{where}.mini_batches",
+            )
+        if not set(self.lora_targets) & set(DEFAULT_TARGETS):
+            raise ConfigError(
+                f"{where}.lora_targets = {list(self.lora_targets)} names no decoder layer, so "
+                f"LoRA would adapt nothing of the language model; valid: at least one of "
+                f"{', '.join(DEFAULT_TARGETS)} (the vision names act with lora_vision: true)",
+                f"{where}.lora_targets",
             )
 
 
