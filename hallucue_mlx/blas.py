@@ -33,16 +33,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 NO_FAST_BLAS_ENV = "HALLUCUE_NO_FAST_BLAS"  # set to 1 to keep MLX's reference BLAS
 BRIDGE_NAME = "libhallucue_blas.so"
 PROBE_TIMEOUT_S = 300
-# OpenBLAS's threads when the user sets none (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS win). One:
-# MLX's CPU backend runs its ops on one stream thread, and OpenBLAS's helper threads spin
-# between calls, which cost 2-8x when other work shares the cores (docs/design.md, "Backend").
-DEFAULT_THREADS = 1
+# OpenBLAS's threads when the user sets none (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS win): the
+# cores other work leaves idle when this process starts. OpenBLAS's helper threads spin between
+# calls; on cores that other jobs use that costs 2-8x, on idle ones the second core pays
+# (docs/design.md, "Backend").
 THREAD_ENVS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 _VERDICT_VERSION = 1
 
@@ -371,6 +372,35 @@ def _mapped(name: str) -> bool:
         return False
 
 
+def _cpu_times(cpus: set[int]) -> tuple[int, int]:
+    """(idle, total) jiffies of these CPUs so far, from /proc/stat."""
+    idle = total = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *vals = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                nums = [int(v) for v in vals[:8]]
+                idle += nums[3] + nums[4]  # idle + iowait
+                total += sum(nums)
+    return idle, total
+
+
+def default_threads(sample_s: float = 0.05) -> int:
+    """OpenBLAS threads for this process: the cores it may use that are idle right now (other
+    processes' use over `sample_s`, rounded), at least 1."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+        i0, t0 = _cpu_times(cpus)
+        time.sleep(sample_s)
+        i1, t1 = _cpu_times(cpus)
+    except (AttributeError, OSError, ValueError):
+        return 1
+    if t1 <= t0:
+        return 1
+    idle_cores = len(cpus) * (i1 - i0) / (t1 - t0)
+    return max(1, min(len(cpus), round(idle_cores)))
+
+
 def activate(say=None) -> BlasStatus:
     """Bind MLX (not yet imported) to the checked fast BLAS; once per process. `say(line)` gets
     the one line worth telling a user (a first-time check, or why matmuls will be slow)."""
@@ -399,7 +429,7 @@ def activate(say=None) -> BlasStatus:
         try:
             lib = ctypes.CDLL(str(bridge), mode=ctypes.RTLD_GLOBAL)
             if not any(os.environ.get(k) for k in THREAD_ENVS):
-                lib.hallucue_blas_set_threads(DEFAULT_THREADS)
+                lib.hallucue_blas_set_threads(default_threads())
         except OSError as e:
             status = BlasStatus("MLX's reference BLAS", False, f"the bridge did not load: {e}")
     if not status.fast:
