@@ -677,7 +677,7 @@ def parity(name: str, work: Path, items: list, args) -> ModelInfo:
 
 def child_env(side: str, threads: int) -> dict[str, str]:
     """The environment of a side's process: its BLAS and its thread count."""
-    from hallucue_mlx.backend import NO_FAST_BLAS_ENV
+    from hallucue_mlx.blas import NO_FAST_BLAS_ENV
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
