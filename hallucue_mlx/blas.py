@@ -409,11 +409,12 @@ def activate(say=None) -> BlasStatus:
         return _status
     say = say or (lambda line: print(line, file=sys.stderr))
     if (why := _wanted()) is not None:
-        _status = BlasStatus(
-            "MLX's reference BLAS" if "set" in why else "platform BLAS", False, why
-        )
+        linux = sys.platform.startswith("linux")
+        _status = BlasStatus("MLX's reference BLAS" if linux else "platform BLAS", False, why)
         return _status
     if _mapped(BRIDGE_NAME):  # preloaded (python -m hallucue_mlx.fastblas)
+        if not any(os.environ.get(k) for k in THREAD_ENVS):
+            set_threads(default_threads())
         _status = BlasStatus("numpy's OpenBLAS", True, "preloaded by the command that started this")
         return _status
     bridge, status = prepare(say=say)
