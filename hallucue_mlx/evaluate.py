@@ -49,6 +49,7 @@ from hallucue_mlx.metrics import diagnostics, summarize
 from hallucue_mlx.models.load import load_model, resolve_model_dir
 from hallucue_mlx.rewards import Reward, check_golds, grade
 from hallucue_mlx.rollout import Completion, generate
+from hallucue_mlx.trace import trace
 from hallucue_mlx.runfolder import (
     RECORDS_FILE,
     SUMMARY_EXTRA_KEYS,
@@ -311,6 +312,8 @@ def make_record(
         "declined": g.declined,
         "cluster": item_cluster(item),
         "model": model_name,
+        # reading and each addition scored against the item's facts (synth; None elsewhere)
+        **trace(completion.text, item).as_record(),
     }
 
 

@@ -12,8 +12,11 @@ two digits from pixels stayed at chance): counting shapes, reading one large dig
 four bars (multiple choice), the colour of a shape (one word). `condition_spans` mark the exact
 sentences that state conditions, so text removal cuts exactly those; each of them restates what
 the image shows, so an item stays answerable from the image after text removal, as in the paper.
-The number to add (count, digit) is part of the asking sentence ("What is the digit plus 4?"),
-which text removal keeps, like the "find BC" of a real question.
+The numbers to add (count, digit) are a sentence of their own ("The numbers to add are 4 and 3."),
+a fact only the text holds: text removal removes it, and declining is then the right answer
+(`SynthConfig.text_only_facts`). Count and digit items chain one to three additions
+(`SynthConfig.chain_weights`) with a fixed think format ("The digit is 7. 7 + 4 = 11. 11 + 3 =
+14.") that `trace.py` scores step by step: reading the image, then each addition.
 
 Splits are disjoint by construction (`owner`): an image belongs to the split that a hash of its
 pixels assigns, and an item whose text states its answer (text_dominant, text_lite) also to the
@@ -58,7 +61,7 @@ COLORS = {
 BAR_LETTERS = "ABCD"
 # How many answers each task's question allows (counts 1-6 plus a stated number, digits 0-9 plus
 # one, 4 bars, 6 colours): uniform guessing is right 1/size of the time (metrics.item_chance).
-ANSWER_SET_SIZES = {"count": 6, "digit": 10, "bars": 4, "color": len(COLORS)}
+ANSWER_SET_SIZES = {"count": 6, "digit": 10, "bars": 4, "color": len(COLORS), "sum": 9}
 
 
 @dataclass(frozen=True)
@@ -66,17 +69,24 @@ class SynthConfig:
     """Which tasks and modality versions the generator draws, and how often (relative weights)."""
 
     tasks: tuple[str, ...] = TASKS
-    task_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    # count and digit carry the chains (where the headroom is); colour, which a warmed-up model
+    # reads without fail, is drawn least
+    task_weights: tuple[float, ...] = (1.5, 1.5, 1.0, 0.5)
     versions: tuple[str, ...] = SYNTH_VERSIONS
     version_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     image_size: int = IMAGE_SIZE
-    # Off (the shipped splits): the number to add (count, digit) is part of the asking sentence,
-    # which text removal keeps, so no fact lives in the text alone. On: outside vision_only it is
-    # a condition sentence of its own ("The number to add is 4."), a fact only the text holds:
-    # text removal removes it (meta text_only_facts), and the item is unanswerable afterwards.
-    # Drawn the same way; as the wording is part of the split ownership hash, a split holds
-    # other items than with it off.
-    text_only_facts: bool = False
+    # On (the shipped splits): outside vision_only the numbers to add (count, digit) are a
+    # condition sentence of their own ("The number to add is 4."), a fact only the text holds:
+    # text removal removes it (meta text_only_facts), and the item is unanswerable afterwards,
+    # so declining is the right answer there. Off: the number to add is part of the asking
+    # sentence ("What is the digit plus 4?"), which text removal keeps. As the wording is part
+    # of the split ownership hash, a split holds other items with it off.
+    text_only_facts: bool = True
+    # Relative weights of 1, 2, 3, ... additions in count and digit items outside vision_only
+    # ("What is the digit plus those numbers?" with "The numbers to add are 4 and 3."): the
+    # composed items are where a warmed-up model is at the edge of its competence (it adds once
+    # reliably, chains sometimes), which is what GRPO sharpens. (1.0,): one addition only.
+    chain_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
 
 
 @lru_cache(maxsize=8)
@@ -129,15 +139,43 @@ def _stated(version: str, **sentences: str) -> list[tuple[str, bool]]:
     return [(sentences[version], True)] if version in sentences else []
 
 
-def _addend(version: str, m: int, what: str, text_only: bool) -> list[tuple[str, bool]]:
-    """The asking sentence of count and digit: '<what> plus m', or with the number to add as a
-    condition sentence of its own (SynthConfig.text_only_facts)."""
+def _addends(rng: random.Random, chain: tuple[float, ...]) -> list[int]:
+    """The numbers to add, 1-9 each; how many is drawn from `chain` (no draw for one addition,
+    so single-addition configs keep their items)."""
+    c = 1 if len(chain) == 1 else rng.choices(range(1, len(chain) + 1), weights=chain, k=1)[0]
+    return [rng.randint(1, 9) for _ in range(c)]
+
+
+def _addend(version: str, ms: list[int], what: str, text_only: bool) -> list[tuple[str, bool]]:
+    """The asking sentence of count and digit: '<what> plus m', or with the numbers to add as a
+    condition sentence of their own (SynthConfig.text_only_facts)."""
+    if len(ms) == 1:
+        if text_only:
+            return [
+                (f"The number to add is {ms[0]}.", True),
+                (f"What is {what} plus that number?", False),
+            ]
+        return [(f"What is {what} plus {ms[0]}?", False)]
+    listed = ", ".join(str(m) for m in ms[:-1]) + f" and {ms[-1]}"
     if text_only:
-        return [(f"The number to add is {m}.", True), (f"What is {what} plus that number?", False)]
-    return [(f"What is {what} plus {m}?", False)]
+        return [
+            (f"The numbers to add are {listed}.", True),
+            (f"What is {what} plus those numbers?", False),
+        ]
+    return [(f"What is {what} plus {' plus '.join(str(m) for m in ms)}?", False)]
 
 
-def _count(rng: random.Random, version: str, size: int, text_only: bool = False):
+def chain_think(start: int, ms: list[int]) -> tuple[str, int]:
+    """The steps of a chain of additions as the think text writes them ("7 + 4 = 11. 11 + 3 =
+    14."), and the result."""
+    steps, x = [], start
+    for m in ms:
+        steps.append(f"{x} + {m} = {x + m}.")
+        x += m
+    return " ".join(steps), x
+
+
+def _count(rng: random.Random, version: str, size: int, text_only: bool = False, chain=(1.0,)):
     k = rng.randint(1, 6)
     kind = rng.choice(["circle", "square"])
     color = rng.choice(list(COLORS))
@@ -148,7 +186,7 @@ def _count(rng: random.Random, version: str, size: int, text_only: bool = False)
         cx = (c % 3 + 0.5) * step + rng.uniform(-5, 5)
         cy = (c // 3 + 0.5) * step + rng.uniform(-5, 5)
         _shape(draw, kind, cx, cy, rng.uniform(8, 12), COLORS[color])
-    m = rng.randint(1, 9)
+    ms = _addends(rng, chain)
     plural = f"{kind}s" if k != 1 else kind
     facts = {"count": k, "shape": kind, "color": color}
     if version == "vision_only":
@@ -160,13 +198,14 @@ def _count(rng: random.Random, version: str, size: int, text_only: bool = False)
             text_dominant=f"The image shows {k} {color} {plural}.",
             text_lite=f"There {'are' if k != 1 else 'is'} {k} {plural}.",
         )
-        # the number to add is in the asking sentence: text removal keeps it (module doc)
-        parts += _addend(version, m, f"the number of {kind}s", text_only)
-        answer, think = k + m, f"There are {k} {plural}. {k} + {m} = {k + m}."
+        parts += _addend(version, ms, f"the number of {kind}s", text_only)
+        steps, answer = chain_think(k, ms)
+        think = f"There are {k} {plural}. {steps}"  # the warm-up's wording, also for one
+        facts["addends"] = ms
     return img, parts, str(answer), (), "number", think, facts
 
 
-def _digit(rng: random.Random, version: str, size: int, text_only: bool = False):
+def _digit(rng: random.Random, version: str, size: int, text_only: bool = False, chain=(1.0,)):
     d = rng.randint(0, 9)
     img, draw = _canvas(size)
     font = _font(rng.randint(58, 72))
@@ -176,7 +215,8 @@ def _digit(rng: random.Random, version: str, size: int, text_only: bool = False)
     x = rng.uniform(4, size - w - 4) - x0
     y = rng.uniform(4, size - h - 4) - y0
     draw.text((x, y), str(d), font=font, fill=color)
-    m = rng.randint(1, 9)
+    ms = _addends(rng, chain)
+    facts: dict = {"digit": d}
     if version == "vision_only":
         parts = [("What digit is shown in the image?", False)]
         answer, think = d, f"The digit is {d}."
@@ -186,12 +226,14 @@ def _digit(rng: random.Random, version: str, size: int, text_only: bool = False)
             text_dominant=f"The image shows the digit {d} in large print.",
             text_lite=f"The digit is {d}.",
         )
-        parts += _addend(version, m, "the digit", text_only)
-        answer, think = d + m, f"The digit is {d}. {d} + {m} = {d + m}."
-    return img, parts, str(answer), (), "number", think, {"digit": d}
+        parts += _addend(version, ms, "the digit", text_only)
+        steps, answer = chain_think(d, ms)
+        think = f"The digit is {d}. {steps}"
+        facts["addends"] = ms
+    return img, parts, str(answer), (), "number", think, facts
 
 
-def _bars(rng: random.Random, version: str, size: int, text_only: bool = False):
+def _bars(rng: random.Random, version: str, size: int, text_only: bool = False, chain=(1.0,)):
     heights = rng.sample(range(2, 10), 4)  # distinct: exactly one tallest bar
     img, draw = _canvas(size)
     font = _font(12)
@@ -218,7 +260,7 @@ def _bars(rng: random.Random, version: str, size: int, text_only: bool = False):
     return img, parts, best, choices, "choice", think, facts
 
 
-def _color(rng: random.Random, version: str, size: int, text_only: bool = False):
+def _color(rng: random.Random, version: str, size: int, text_only: bool = False, chain=(1.0,)):
     # A free-form word answer, not a choice: a 4-layer model reads the colour from the image early
     # but fails to map a colour name to a shuffled option letter (measured: think text right 10/10,
     # letter at chance), which would grade a visual success as wrong.
@@ -243,7 +285,19 @@ def _color(rng: random.Random, version: str, size: int, text_only: bool = False)
     return img, parts, color, (), "free", think, {"color": color, "shape": kind}
 
 
-_TASK_FNS = {"count": _count, "digit": _digit, "bars": _bars, "color": _color}
+def _sum(rng: random.Random, version: str, size: int, text_only: bool = False, chain=(1.0,)):
+    # Warm-up only (WARMUP_SYNTH draws it; no shipped split does): the atomic skill "x + m" for
+    # the two-digit x that the later steps of a chain reach, stated in the text. The image is a
+    # plain canvas with one faint mark (distinct pixels, so split ownership still applies).
+    x, m = rng.randint(2, 27), rng.randint(1, 9)
+    img, draw = _canvas(size)
+    cx, cy = rng.uniform(10, size - 10), rng.uniform(10, size - 10)
+    _shape(draw, "square", cx, cy, rng.uniform(2, 4), (225, 225, 225))
+    parts = [(f"What is {x} plus {m}?", False)]
+    return img, parts, str(x + m), (), "number", f"{x} + {m} = {x + m}.", {"x": x, "addends": [m]}
+
+
+_TASK_FNS = {"count": _count, "digit": _digit, "bars": _bars, "color": _color, "sum": _sum}
 
 
 def _pick(rng: random.Random, options: tuple[str, ...], weights: tuple[float, ...]) -> str:
@@ -277,11 +331,13 @@ def make_item(split: str, index: int, seed: int = 0, config: SynthConfig | None 
     rng = _rng(seed, split, index)
     task = _pick(rng, cfg.tasks, cfg.task_weights)
     version = _pick(rng, cfg.versions, cfg.version_weights)
+    if task == "sum":
+        version = "text_lite"  # the text states everything (drawn as any version, same draws)
     # an image or text-stated pair another split owns is redrawn within its (task, version), so
     # the versions keep their weights in every split (module doc: disjoint by construction)
     for _ in range(10_000):
         img, sentences, answer, choices, kind, think, facts = _TASK_FNS[task](
-            rng, version, cfg.image_size, cfg.text_only_facts
+            rng, version, cfg.image_size, cfg.text_only_facts, cfg.chain_weights
         )
         question, spans = _Parts(sentences).build()
         if owner("image", img.tobytes()) == split and (
@@ -331,10 +387,14 @@ def cluster_key(task: str, version: str, facts: dict, answer: str, item_id: str)
         fact = f"{facts['count']} {facts['shape']}"
     elif task == "digit":
         fact = str(facts["digit"])
+    elif task == "sum":
+        fact = str(facts["x"])
     elif task == "bars":
         fact = ",".join(f"{k}={v}" for k, v in sorted(facts["heights"].items()))
     else:
         fact = f"{facts['color']} {facts['shape']}"
+    if facts.get("addends"):  # a chain is its own question: the same fact, other steps
+        fact += "+" + "+".join(str(m) for m in facts["addends"])
     return f"synth:{task}:{fact}:{answer}"
 
 
