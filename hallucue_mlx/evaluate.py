@@ -49,7 +49,6 @@ from hallucue_mlx.metrics import diagnostics, summarize
 from hallucue_mlx.models.load import load_model, resolve_model_dir
 from hallucue_mlx.rewards import Reward, check_golds, grade
 from hallucue_mlx.rollout import Completion, generate
-from hallucue_mlx.trace import trace
 from hallucue_mlx.runfolder import (
     RECORDS_FILE,
     SUMMARY_EXTRA_KEYS,
@@ -58,6 +57,7 @@ from hallucue_mlx.runfolder import (
     part_file,
     weights_fingerprint,
 )
+from hallucue_mlx.trace import trace
 from hallucue_mlx.views import eval_progress, print_table
 
 # rollout.generate's signature: (model, processor, prompts, n, temperature, max_tokens, key, top_p)
