@@ -13,7 +13,7 @@ blank condition measures broken output rather than reliance on the image (field 
 blank images fell to 2.5% with 21% format). Vision-dependent items are never shown with a blank or
 mismatched image, so the warm-up never teaches the model to guess an answer the input does not hold.
 
-Declining (WarmupConfig.decline_share, off in the shipped build): the warm-up can also teach the
+Declining (WarmupConfig.decline_share, on in the shipped build): the warm-up also teaches the
 answer for "the input does not hold it", \\boxed{unknown}, where the needed fact is truly absent:
 a share of the vision-dependent items is shown with a blank image (their fact is in no pixel and
 no sentence), and a share of the items whose number to add is stated in the text only
@@ -84,14 +84,14 @@ class WarmupConfig:
     grad_clip: float = 1.0
     blank_share: float = 0.1  # of text-stated items shown with a blank image (see module doc)
     # of the items whose needed fact can be made truly absent, the share that is, with the
-    # decline target (module doc); 0: the shipped recipe, which never teaches declining
-    decline_share: float = 0.0
+    # decline target (module doc); 0: never teach declining
+    decline_share: float = 0.2
     probe_every: int = 600
     probe_items: int = 200
     final_eval_items: int = 600  # synth test items behind eval.json
-    template: str = (
-        "short"  # the EasyR1 suffix doubles sequence length for a 5 M model; same answer format
-    )
+    # the EasyR1 suffix doubles sequence length for a 5 M model; same answer format, and the
+    # sentence that offers \boxed{unknown}
+    template: str = "short-decline"
     text_hidden: int = 256
     text_layers: int = 4
     vision_hidden: int = 128

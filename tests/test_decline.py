@@ -92,7 +92,7 @@ def test_warmup_teaches_declining_only_where_the_fact_is_absent() -> None:
     from hallucue_mlx.warmup import WarmupConfig, check_config, warmup_items
 
     with pytest.raises(ValueError, match="does not offer"):
-        check_config(WarmupConfig(decline_share=0.5))
+        check_config(WarmupConfig(decline_share=0.5, template="short"))
     cfg = WarmupConfig(decline_share=0.5, template="short-decline", batch_size=8)
     declined = {"image": 0, "text": 0}
     for step in range(30):
@@ -110,12 +110,11 @@ def test_warmup_teaches_declining_only_where_the_fact_is_absent() -> None:
                 assert not (plain and item.meta["needs_image"])  # never a guess from nothing
                 assert "\\boxed{unknown}" not in target
     assert declined["image"] > 0 and declined["text"] > 0
-    # the shipped recipe never declines and keeps its items
-    shipped = WarmupConfig()
+    # without decline_share the warm-up never teaches declining
+    plain = WarmupConfig(decline_share=0.0, template="short")
     for step in range(5):
-        for item, target in warmup_items(step, shipped):
+        for item, target in warmup_items(step, plain):
             assert not target.endswith("\\boxed{unknown}")
-            assert not item.meta["text_only_facts"]
 
 
 def test_warmup_targets_check_declining_when_asked():
@@ -136,3 +135,33 @@ def test_warmup_targets_check_declining_when_asked():
     assert Targets().check(ev) == []  # the shipped targets ignore declining
     misses = Targets(min_declined_when_absent=0.5, max_declined_when_present=0.01).check(ev)
     assert len(misses) == 2 and "declined under blank" in misses[0]
+
+
+def test_warmup_targets_keep_chains_at_the_edge_of_competence():
+    """The shipped build is kept where chained additions are solved sometimes, not always:
+    the headroom GRPO needs (a model that always or never solves them gives groups no spread)."""
+    from hallucue_mlx.warmup import SHIPPED_TARGETS, _version_summary
+
+    def ev(chain_right: int) -> dict:
+        recs = [
+            {"version": "text_dominant", "correct": True, "format_ok": True, "trace_chain": 1},
+            *(
+                {
+                    "version": "text_lite",
+                    "correct": i < chain_right,
+                    "format_ok": True,
+                    "trace_chain": 2,
+                }
+                for i in range(10)
+            ),
+            *({"version": "vision_only", "correct": i < 5, "format_ok": True} for i in range(10)),
+        ]
+        blank = [
+            {"version": "vision_only", "correct": False, "format_ok": True, "declined": True}
+        ] * 10
+        return {"clean": _version_summary(recs), "blank": _version_summary(blank)}
+
+    assert ev(4)["clean"]["chain_accuracy"] == 0.4
+    assert not [m for m in SHIPPED_TARGETS.check(ev(4)) if "chain" in m]
+    for right in (0, 10):
+        assert any("chain accuracy" in m for m in SHIPPED_TARGETS.check(ev(right)))

@@ -4,6 +4,7 @@ the items that are one question share a cluster."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def test_synth_text_only_facts_are_counted_under_text_removal():
         text_only = orig.task in ("count", "digit") and orig.version != "vision_only"
         assert flags[orig.id] is text_only, (orig.id, orig.question, item.question)
         if text_only:
-            assert "number to add" not in item.question and "plus that number" in item.question
+            assert "to add" not in item.question
+            assert re.search(r"plus (that number|those numbers)\?$", item.question)
     assert 0 < sum(flags.values()) < len(items)
     # records marked so enter the hallucination metric: an answer there is a hallucination
     recs = [
@@ -38,8 +40,15 @@ def test_synth_text_only_facts_are_counted_under_text_removal():
     ]
     h = hallucination(recs)
     assert h["n"] == sum(flags.values()) and h["rate"] == 1.0
-    # the shipped synth splits hold no text-only fact: nothing to count there, by design
-    for item, rec in apply(load_synth("test", 40), Corruption("text_removal")):
+    # the shipped synth splits state the numbers to add in the text only: counted there too
+    shipped = load_synth("test", 40)
+    assert any(
+        info_removed(it, rec)
+        for it, (_, rec) in zip(shipped, apply(shipped, Corruption("text_removal")))
+    )
+    # with the numbers in the asking sentence, text removal removes nothing an item needs
+    kept = load_synth("test", 40, config=SynthConfig(text_only_facts=False))
+    for item, (_, rec) in zip(kept, apply(kept, Corruption("text_removal"))):
         assert info_removed(item, rec) is False
 
 
