@@ -81,7 +81,7 @@ from hallucue_mlx.models.lora import (
 )
 from hallucue_mlx.plan import auto_micro_batch
 from hallucue_mlx.prompts import resolve_template
-from hallucue_mlx.rewards import Reward, RewardConfig, check_golds, score
+from hallucue_mlx.rewards import Reward, RewardConfig, check_golds, reset_random_reward, score
 from hallucue_mlx.rollout import Completion, Episode, generate
 from hallucue_mlx.runfolder import ADAPTER_DIR, CKPT_DIR, LATEST, METRICS_FILE, latest_checkpoint
 from hallucue_mlx.trace import trace
@@ -549,6 +549,7 @@ def setup(
         train_seconds=float(saved.get("train_seconds", 0.0)),
     )
     reward_fn = reward_fn or default_reward_fn(cfg)
+    reset_random_reward(cfg.seed)  # rewards.random_reward's coins: this training's, from its seed
     lcfg = loss_config(cfg)
     bias = logit_bias(model, processor)
     tok = getattr(processor, "tokenizer", processor)
