@@ -35,6 +35,11 @@ from hallucue_mlx.backend import DTYPES
 from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.data.bench import BENCHMARKS
 from hallucue_mlx.prompts import TEMPLATES, resolve_template
+from hallucue_mlx.runfolder import RANDOM_REWARD
+
+# rewards.RANDOM_REWARD_FUNCTION, named here: config imports rewards (sympy) only to check a
+# custom reward function
+RANDOM_REWARD_FUNCTION = "hallucue_mlx.rewards:random_reward"
 
 # Allowed values of the enum-like GRPO settings (TRL's names); grpo.py uses these.
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
@@ -395,9 +400,10 @@ def validate(cfg: RunConfig) -> None:
     names = [s.name for s in cfg.data.eval]
     if len(set(names)) != len(names):
         raise ConfigError(f"data.eval lists a benchmark twice: {names}")
-    if not cfg.grid.train_conditions and not cfg.grid.include_base:
+    if not trained_models(cfg) and not cfg.grid.include_base:
         raise ConfigError(
-            "grid.train_conditions is empty and grid.include_base is false: nothing to run"
+            "grid.train_conditions is empty, grid.random_reward_control is false and "
+            "grid.include_base is false: nothing to run"
         )
     cfg.train.validate("train")
     if cfg.train.mini_batches > 1 and cfg.grid.parallel == "data":
@@ -406,10 +412,11 @@ def validate(cfg: RunConfig) -> None:
             "the batch is spread over processes; valid: grid.parallel: cells, or mini_batches: 1",
             "train.mini_batches",
         )
-    if cfg.model.adapter is not None and cfg.grid.train_conditions:
+    if cfg.model.adapter is not None and trained_models(cfg):
         raise ConfigError(
             "model.adapter is only supported for evaluation-only grids (grid.train_conditions: "
-            "[]); to train on top of an adapter, fuse it into the base model first"
+            "[], grid.random_reward_control: false); to train on top of an adapter, fuse it into "
+            "the base model first"
         )
     eval_config_for(cfg)  # the EvalConfig the grid evaluates with checks itself when built
 
@@ -787,6 +794,13 @@ class GridSection:
         "covering seeds and items. 1: one run, intervals over items only.",
         min=1,
         most=MAX_SEEDS,
+    )
+    random_reward_control: bool = _f(
+        False,
+        "Also train the control 'GRPO, random reward' (model random_reward): clean GRPO's recipe "
+        "with a fair coin flip for the accuracy reward (the format reward real; "
+        "rewards.random_reward), evaluated like every model: a gain clean GRPO has over it came "
+        "from the reward signal, not from training alone.",
     )
     parallel: str = _f(
         "cells",
@@ -1189,6 +1203,8 @@ def config_hash(cfg: RunConfig) -> str:
         d["grid"].pop("ratios", None)
     if d["grid"].get("seeds") == 1:  # likewise
         d["grid"].pop("seeds", None)
+    if not d["grid"].get("random_reward_control"):  # likewise
+        d["grid"].pop("random_reward_control", None)
     for key, default in IMAGE_KEY_DEFAULTS.items():  # likewise for the image-size keys
         if d["model"].get(key) == default:
             d["model"].pop(key, None)
@@ -1261,8 +1277,21 @@ def prompt_template(cfg: RunConfig) -> str:
     return resolve_template(cfg.train.prompt_template, cfg.model.id)
 
 
-def train_config_for(cfg: RunConfig, condition: str) -> TrainConfig:
-    """The TrainConfig of one grid training: the shared settings plus this cell's corruption."""
+def trained_models(cfg: RunConfig) -> list[str]:
+    """The grid's trainings by model name: one per training condition (named after it), then
+    the random-reward control (RANDOM_REWARD) when grid.random_reward_control is set."""
+    controls = [RANDOM_REWARD] if cfg.grid.random_reward_control else []
+    return [*cfg.grid.train_conditions, *controls]
+
+
+def train_config_for(cfg: RunConfig, model: str) -> TrainConfig:
+    """The TrainConfig of one grid training, by model name: the shared settings plus the
+    model's corruption (a training condition names its model), or for the random-reward control
+    (RANDOM_REWARD) clean GRPO's settings with rewards.random_reward as the reward."""
+    if model == RANDOM_REWARD:
+        clean = train_config_for(cfg, "none")
+        return replace(clean, reward_function=RANDOM_REWARD_FUNCTION)
+    condition = model  # checked with the other keys by TrainConfig.validate
     return replace(
         cfg.train,
         model=cfg.model.id,

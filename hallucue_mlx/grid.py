@@ -2,7 +2,9 @@
 under every corruption, on each benchmark's test split and on a slice of the training split.
 
 Cells (a pure function of the config, `cells(cfg)`): models = base (the untrained model) + one GRPO
-training per train condition, all from the same base, seed and item order; each model is evaluated
+training per train condition (+ with grid.random_reward_control the control "GRPO, random reward",
+model random_reward: clean GRPO's recipe with a coin-flip accuracy reward), all from the same base,
+seed and item order; each model is evaluated
 under every eval condition on every eval benchmark ("test") and on the first `train_slice_n`
 training items ("train"). That crosses the paper's eight settings: corrupted training or not x
 corrupted evaluation or not x train or test split.
@@ -13,7 +15,8 @@ Resume: rerunning on the same folder skips finished trainings (done.json) and fi
 conditions (evaluate's done parts), and continues an interrupted training from its last checkpoint;
 everything random derives from the seeds, so results.json equals an uninterrupted run's, except its
 `timing` entry (wall clock). Not so with a train.max_minutes budget: then the number of steps
-depends on the machine's speed. A changed config or changed data is refused (new --out, --force).
+depends on the machine's speed; nor for the random-reward control's training when it was
+interrupted: its coins' call counters restart on resume (rewards.random_reward). A changed config or changed data is refused (new --out, --force).
 --force clears only the run's own files (runfolder.OWNED_PATHS), after config and data loaded.
 
 Models trained elsewhere join a run folder with `hallucue-mlx import` (hallucue_mlx.importer):
@@ -53,6 +56,7 @@ from hallucue_mlx.config import (
     image_sizes,
     to_dict,
     train_config_for,
+    trained_models,
 )
 from hallucue_mlx.config import (
     quick as quick_config,
@@ -105,8 +109,9 @@ class Cell:
 
 
 def models(cfg: RunConfig) -> list[str]:
-    """'base' (if included) then one model per training condition."""
-    return ([BASE] if cfg.grid.include_base else []) + list(cfg.grid.train_conditions)
+    """'base' (if included), one model per training condition, then the random-reward control
+    (runfolder.RANDOM_REWARD) when grid.random_reward_control is set."""
+    return ([BASE] if cfg.grid.include_base else []) + trained_models(cfg)
 
 
 def targets(cfg: RunConfig) -> list[Target]:
@@ -553,6 +558,7 @@ def _run_training(
     view.skip("train", start)
     t0 = time.perf_counter()
     last = [time.perf_counter(), start]
+    what = "GRPO with random rewards" if cond == runfolder.RANDOM_REWARD else f"GRPO under {cond}"
 
     def on_step(step: int, rec: dict) -> None:
         now = time.perf_counter()
@@ -560,9 +566,9 @@ def _run_training(
         last[0], last[1] = now, step
         if "reward" in rec:
             view.reward = f"{rec['reward']:.3f}"
-        view.show(f"GRPO under {cond}: step {step}/{tcfg.steps}", view.n_done + step / tcfg.steps)
+        view.show(f"{what}: step {step}/{tcfg.steps}", view.n_done + step / tcfg.steps)
 
-    view.show(f"GRPO under {cond}: step {start}/{tcfg.steps}" + (" (resumed)" if resume else ""))
+    view.show(f"{what}: step {start}/{tcfg.steps}" + (" (resumed)" if resume else ""))
     stop_after = None
     if stop_training_at is not None and stop_training_at[0] == cond:
         stop_after = stop_training_at[1]
@@ -668,7 +674,7 @@ def results(cfg: RunConfig, out: Path, data: GridData | None = None) -> dict[str
             row["warning"] = s["warning"]
         rows.append(row)
     training = {}
-    for cond in cfg.grid.train_conditions:
+    for cond in trained_models(cfg):
         training[cond] = _training_summary(runfolder.train_dir(out, cond))
     res = {
         "model": cfg.model.id,

@@ -147,6 +147,8 @@ def check_name(cfg: RunConfig, out: Path, name: str, imported: dict[str, dict]) 
     taken: dict[str, str] = {}
     for c in CORRUPTIONS:
         taken[c] = f"the corruption {c!r} (a trained model's folder name)"
+    for m in runfolder.CONTROL_MODELS:
+        taken[m] = f"the control model {m!r} (grid.random_reward_control's folder name)"
     for m, label in MODEL_LABELS.items():
         taken[label] = f"the report's label of the model {m!r}"
     for m in models(cfg):

@@ -1247,7 +1247,8 @@ def run_units(cfg: RunConfig) -> dict[str, Any]:
     does not give (n: null on a downloaded benchmark): the total leaves them out."""
     g, t = cfg.grid, cfg.train
     corrupted = [c for c in g.train_conditions if c != "none"]
-    per_seed = len(g.train_conditions) + len(corrupted) * max(len(g.ratios) - 1, 0)
+    control = 1 if g.random_reward_control else 0  # clean items: trained once, like clean GRPO
+    per_seed = len(g.train_conditions) + len(corrupted) * max(len(g.ratios) - 1, 0) + control
     trainings = per_seed * g.seeds
     models = trainings + (1 if g.include_base else 0)  # a sweep evaluates the base once
     items, unknown = 0, []
@@ -1264,7 +1265,7 @@ def run_units(cfg: RunConfig) -> dict[str, Any]:
     if t.eval_every and t.n_eval:
         points = t.steps // t.eval_every + 1 + (1 if t.steps % t.eval_every else 0)
         clean_only = 1 if "none" in g.train_conditions else 0
-        conds = clean_only + 2 * len(corrupted) * max(len(g.ratios), 1)
+        conds = clean_only + control + 2 * len(corrupted) * max(len(g.ratios), 1)
         periodic = points * t.n_eval * conds * g.seeds
     return {
         "trainings": trainings,

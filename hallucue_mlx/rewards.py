@@ -2,6 +2,7 @@
 
 Reward = accuracy_weight * accuracy + format_weight * format, 0.9 / 0.1 by default as in EasyR1.
 Grading is strict on purpose: loose substring graders get hacked (empty answers, "A or B or C").
+`random_reward` is the scientific control's reward: a seeded coin flip in place of the accuracy.
 
 The extraction and the graders (what counts as a correct letter, number or expression) are in
 `grading.py`, which imports nothing from the package so that `export easyr1` can ship it as
@@ -20,7 +21,9 @@ at load shares the limit and names the item.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import importlib
+import json
 import logging
 import math
 import os
@@ -65,7 +68,10 @@ __all__ = [
     "grader_error_count",
     "is_correct",
     "load_reward_function",
+    "random_coin",
+    "random_reward",
     "reset_grader_error_count",
+    "reset_random_reward",
     "score",
 ]
 
@@ -404,13 +410,65 @@ def load_reward_function(path: str) -> RewardFn:
 
 
 def score(response: str, item: Item, cfg: RewardConfig | None = None) -> Reward:
-    """The reward of one response: weighted accuracy and format, or the user's function."""
+    """The reward of one response: weighted accuracy and format, or the user's function (a
+    function that returns a Reward grades for itself: the response is graded once)."""
     cfg = cfg or RewardConfig()
-    g = grade(response, item)
-    acc, fmt = float(g.correct), float(g.format_ok)
     if cfg.function is not None:
         out = load_reward_function(cfg.function)(response, item)
         if isinstance(out, Reward):
             return out
-        return Reward(float(out), acc, fmt, g)
+        g = grade(response, item)
+        return Reward(float(out), float(g.correct), float(g.format_ok), g)
+    g = grade(response, item)
+    acc, fmt = float(g.correct), float(g.format_ok)
     return Reward(cfg.accuracy_weight * acc + cfg.format_weight * fmt, acc, fmt, g)
+
+
+# ----------------------------------------------------------------------------- the random reward
+
+# The scientific control "GRPO with random rewards, same settings" (grid.random_reward_control,
+# which names random_reward as config.RANDOM_REWARD_FUNCTION): a gain clean GRPO has over it
+# came from the reward signal, not from training alone.
+_random_lock = threading.Lock()
+_random_seed = 0
+_random_calls: dict[str, int] = {}  # item id -> calls so far (reset_random_reward)
+
+
+def reset_random_reward(seed: int = 0) -> None:
+    """Start random_reward's coins afresh: seed them and zero every item's call counter.
+    train() calls it at the start of each training with the training's seed."""
+    global _random_seed
+    with _random_lock:
+        _random_seed = int(seed)
+        _random_calls.clear()
+
+
+def random_coin(seed: int, item_id: str, response: str, call: int) -> int:
+    """A fair coin (0 or 1) from sha256 of (seed, item id, response, call number)."""
+    key = json.dumps([seed, str(item_id), response, call]).encode()
+    return hashlib.sha256(key).digest()[0] & 1
+
+
+def random_reward(response: str, item: Item) -> Reward:
+    """The random-reward control: total = 0.9 * coin + 0.1 * format (RewardConfig's default
+    weights), where the coin is a fair coin flip independent of correctness and the format part
+    is the real format check. The response is still graded: `accuracy` and `grade` carry its
+    true correctness (so the training log's accuracy is the real one), only `total` sees the coin.
+
+    Deterministic and seedable: the coin hashes (seed, item id, response text, the number of
+    earlier calls for this item id), the seed and counters being this module's
+    (reset_random_reward; train() resets them with the training's seed). The same run, on the
+    same number of processes, draws the same coins; a resumed run restarts the counters, so it
+    draws other coins than the uninterrupted run would have. Select it with
+    `--set train.reward_function=hallucue_mlx.rewards:random_reward`, or add the control to the
+    grid with grid.random_reward_control."""
+    g = grade(response, item)
+    with _random_lock:
+        call = _random_calls.get(str(item.id), 0)
+        _random_calls[str(item.id)] = call + 1
+        seed = _random_seed
+    coin = random_coin(seed, item.id, response, call)
+    weights = RewardConfig()
+    fmt = float(g.format_ok)
+    total = weights.accuracy_weight * coin + weights.format_weight * fmt
+    return Reward(total, float(g.correct), fmt, g)

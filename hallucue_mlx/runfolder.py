@@ -42,6 +42,11 @@ from hallucue_mlx import atomic
 from hallucue_mlx.backend import PACKAGES
 from hallucue_mlx.safefile import FileKindError, is_state_file, open_state, read_state
 
+# The grid's model folders (train/<model>, eval/<model>) are named after the training
+# condition, except the control model's: GRPO with a coin-flip accuracy reward on clean items
+# (grid.random_reward_control).
+RANDOM_REWARD = "random_reward"
+CONTROL_MODELS = (RANDOM_REWARD,)
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
 TIMING = "timing.json"

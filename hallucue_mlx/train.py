@@ -81,9 +81,10 @@ from hallucue_mlx.models.lora import (
 )
 from hallucue_mlx.plan import auto_micro_batch
 from hallucue_mlx.prompts import resolve_template
-from hallucue_mlx.rewards import Reward, RewardConfig, check_golds, score
+from hallucue_mlx.rewards import Reward, RewardConfig, check_golds, reset_random_reward, score
 from hallucue_mlx.rollout import Completion, Episode, generate
 from hallucue_mlx.runfolder import ADAPTER_DIR, CKPT_DIR, LATEST, METRICS_FILE, latest_checkpoint
+from hallucue_mlx.trace import trace
 from hallucue_mlx.views import TrainView
 
 # ================================================================ configuration
@@ -380,12 +381,14 @@ class Run:
 @dataclass
 class Rollout:
     """A step's sampled groups: this process's encoded prompts (its groups start at first_group),
-    the scored episodes of the whole step (other ranks' without prompt ids and log-probs)."""
+    the scored episodes of the whole step (other ranks' without prompt ids and log-probs), and
+    the whole step's items as trained on, one per group."""
 
     prompts: list[PromptInputs]
     episodes: list[Episode]
     seconds: float
     first_group: int = 0
+    items: list[Item] = field(default_factory=list)
 
 
 @dataclass
@@ -546,6 +549,7 @@ def setup(
         train_seconds=float(saved.get("train_seconds", 0.0)),
     )
     reward_fn = reward_fn or default_reward_fn(cfg)
+    reset_random_reward(cfg.seed)  # rewards.random_reward's coins: this training's, from its seed
     lcfg = loss_config(cfg)
     bias = logit_bias(model, processor)
     tok = getattr(processor, "tokenizer", processor)
@@ -645,7 +649,7 @@ def collect(run: Run, step: int) -> Rollout:
     episodes = _episodes(chosen, prompts, groups, run.reward_fn, mine.start)
     if world.distributed:
         episodes, seconds = _gather_episodes(world, episodes, seconds, step)
-    return Rollout(prompts, episodes, seconds, mine.start)
+    return Rollout(prompts, episodes, seconds, mine.start, [run.pool[i][0] for i in idx])
 
 
 def _gather_episodes(
@@ -819,6 +823,30 @@ def update(run: Run, state: TrainState, step_batch: StepBatch) -> UpdateStats:
     return UpdateStats(metrics, skipped, time.perf_counter() - t0)
 
 
+def trace_metrics(episodes: list[Episode], items: list[Item]) -> dict[str, float]:
+    """How a step's completions (all of them, before any group filter) read and computed, from
+    their think text (trace.trace against the item's stored facts): trace/read_accuracy, the
+    share that state the visual fact right among those that state it; trace/compute_accuracy,
+    the share with every addition right among those whose item asks for additions. A key is
+    left out when no completion of the step has a value (real benchmarks store no facts)."""
+    if not items:
+        return {}
+    reads: list[bool] = []
+    computes: list[bool] = []
+    for e in episodes:
+        t = trace(e.text, items[e.group])
+        if t.read is not None:
+            reads.append(t.read)
+        if t.computed is not None:
+            computes.append(t.computed)
+    out = {}
+    if reads:
+        out["trace/read_accuracy"] = sum(reads) / len(reads)
+    if computes:
+        out["trace/compute_accuracy"] = sum(computes) / len(computes)
+    return out
+
+
 def step_record(
     step: int, rollout: Rollout, step_batch: StepBatch, upd: UpdateStats, t0: float
 ) -> dict[str, Any]:
@@ -835,6 +863,7 @@ def step_record(
         "reward/format/mean": fmt,
         "accuracy": accuracy,
         "format": fmt,
+        **trace_metrics(episodes, rollout.items),
         **upd.metrics,
         "completions/mean_length": float(lengths.mean()),
         "completions/min_length": int(lengths.min()),

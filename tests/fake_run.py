@@ -52,6 +52,7 @@ FACTOR = {
         "": 0.8,
     },
 }
+CONTROL, SKILL_CONTROL = "random_reward", 0.49  # the random-reward control: about base's skill
 TRAIN_SPLIT_BONUS = 0.06  # trained models score higher on the slice of their own training split
 
 
@@ -118,7 +119,8 @@ def _record(
 
 
 def _curve(cond: str, steps: int) -> list[dict[str, Any]]:
-    target = {"none": 0.75, "blank": 0.6, "random": 0.65, "text_removal": 0.55}[cond]
+    target = {"none": 0.75, "blank": 0.6, "random": 0.65, "text_removal": 0.55}.get(cond, 0.45)
+    order = TRAIN_CONDITIONS.index(cond) if cond in TRAIN_CONDITIONS else len(TRAIN_CONDITIONS)
     rows: list[dict[str, Any]] = []
     for s in range(1, steps + 1):
         acc = 0.4 + (target - 0.4) * (1 - math.exp(-s / 12)) + 0.04 * math.sin(s * 1.7 + len(cond))
@@ -134,14 +136,14 @@ def _curve(cond: str, steps: int) -> list[dict[str, Any]]:
                 "accuracy": acc,
                 "format": fmt,
                 "loss": 0.0,
-                "kl": 0.002 * s * (1 + 0.15 * TRAIN_CONDITIONS.index(cond)),
+                "kl": 0.002 * s * (1 + 0.15 * order),
                 "entropy": 0.9,
                 "completions/mean_length": 60 - (0.3 + 0.03 * len(cond)) * s + 3 * math.cos(s),
             }
         )
         if s % 10 == 0:
             ev = {"step": s, "event": "eval", "eval/none/accuracy": acc - 0.05}
-            if cond != "none":
+            if cond in TRAIN_CONDITIONS and cond != "none":
                 ev[f"eval/{cond}/accuracy"] = acc - 0.1
             rows.append(ev)
     return rows
@@ -158,19 +160,24 @@ def make_fake_run(
     results: bool = True,
     skill: dict[str, float] | None = None,
     group_filter: bool = False,
+    control: bool = False,
 ) -> Path:
     """Write a run folder under root and return it.
 
     missing_train: train conditions with neither training metrics nor evaluation (as if not run);
     missing_eval: (model, eval condition) pairs left out of every records file of that model;
     skill: clean test skill per model, replacing SKILL. group_filter: the config trains with
-    train.drop_zero_std_groups (the report marks such models).
+    train.drop_zero_std_groups (the report marks such models). control: the random-reward
+    control (model random_reward, skill SKILL_CONTROL unless `skill` names it) is trained too.
     """
     skill = {**SKILL, **(skill or {})}
     n_test = n_test or {"synth": 200, "mathvista": 120}
     benches = list(n_test)
     root.mkdir(parents=True, exist_ok=True)
     trained = [c for c in TRAIN_CONDITIONS if c not in missing_train]
+    if control:
+        skill.setdefault(CONTROL, SKILL_CONTROL)
+        trained.append(CONTROL)
     manifest = {
         "config": {
             "model": "hallucue-tiny",
@@ -227,6 +234,7 @@ def make_fake_run(
             "benchmarks": benches,
             "train_conditions": list(TRAIN_CONDITIONS),
             "eval_conditions": list(EVAL_CONDITIONS),
+            **({"models": ["base", *TRAIN_CONDITIONS, CONTROL]} if control else {}),
             "cells": cells,
             "timing": {"total_s": 1234.5, "cells": {"base/synth": 12.0}},
         }

@@ -16,8 +16,10 @@ import hallucue_mlx.rewards as rewards  # noqa: E402
 from hallucue_mlx.config import ConfigError, TrainConfig, apply_overrides, build  # noqa: E402
 from hallucue_mlx.runfolder import latest_checkpoint  # noqa: E402
 from hallucue_mlx.train import (  # noqa: E402
+    load_items,
     make_optimizer,
     step_indices,
+    trace_metrics,
     train,
     updated_groups,
 )
@@ -262,3 +264,59 @@ def test_evaluation_is_passed_in_and_logged_under_the_condition_names(tiny_dir, 
     assert res.evals[0]["eval/none/accuracy"] == 0.5 and res.evals[0]["eval/blank/reward"] == 0.55
     logged = [json.loads(x) for x in (tmp_path / "e" / "metrics.jsonl").read_text().splitlines()]
     assert [d for d in logged if "event" in d] == res.evals
+
+
+def test_rollout_trace_metrics_are_logged_per_step(tmp_path):
+    """A short training of the embedded model on synth: each step's line carries how its
+    completions (all of them, before the group filter) read the image and computed, as shares in
+    [0, 1] that the rollouts log gives again, and TRL's frac_reward_zero_std."""
+    from hallucue_mlx.trace import trace
+
+    cfg = _cfg(
+        model="hallucue-tiny",
+        steps=2,
+        prompts_per_step=4,
+        num_generations=2,
+        max_completion_length=48,
+        num_iterations=1,
+        corruption="none",
+        prompt_template="auto",
+    )
+    train(cfg, None, tmp_path / "t", quiet=True)
+    lines = _step_lines(tmp_path / "t")
+    items = {it.id: it for it in load_items("synth", "train", 8, cfg.seed)}
+    rollouts = [json.loads(x) for x in (tmp_path / "t" / "rollouts.jsonl").read_text().splitlines()]
+    for key in ("trace/read_accuracy", "trace/compute_accuracy", "frac_reward_zero_std"):
+        values = [d[key] for d in lines if key in d]
+        assert values and all(0 <= v <= 1 for v in values), key
+    for d in lines:
+        traces = [trace(r["text"], items[r["item_id"]]) for r in rollouts if r["step"] == d["step"]]
+        assert len(traces) == 8
+        reads = [t.read for t in traces if t.read is not None]
+        if reads:
+            assert d["trace/read_accuracy"] == pytest.approx(sum(reads) / len(reads))
+        else:
+            assert "trace/read_accuracy" not in d
+
+
+def test_trace_metrics_leave_out_what_nothing_had():
+    from hallucue_mlx.data.synth import load_synth
+    from hallucue_mlx.rollout import Episode
+
+    item = next(it for it in load_synth("test", n=50, seed=0) if it.task == "digit")
+    digit = item.meta["facts"]["digit"]
+
+    def episode(text, group=0):
+        return Episode(item.id, group, [], [], [], text, False)
+
+    right, wrong = (
+        f"<think>The digit is {digit}.</think>",
+        f"<think>The digit is {digit + 1}.</think>",
+    )
+    got = trace_metrics([episode(right), episode(wrong), episode("no think")], [item])
+    assert got["trace/read_accuracy"] == 0.5
+    if item.meta["facts"].get("addends"):  # a chain: every completion is scored for it
+        assert got["trace/compute_accuracy"] == 0.0
+    real = item.with_(benchmark="mathvista", meta={})
+    assert trace_metrics([episode(right)], [real]) == {}  # no facts: no key
+    assert trace_metrics([episode(right)], []) == {}

@@ -342,7 +342,7 @@ def fig_eval_curves(run: RunData, figdir: Path) -> Path | None:
     for c in conds:
         rows = run.eval_curves[c]
         lines = [("-", "clean", [(r["step"], _clean_eval_accuracy(r)) for r in rows])]
-        if c != "none":  # clean training's own condition is the clean line
+        if c in run.corruption_trained:  # clean training's (and a control's) is the clean line
             own = [(r["step"], r.get(f"eval/{c}/accuracy")) for r in rows]
             lines.append(("--", eval_label(c), own))
         for ls, suffix, values in lines:

@@ -7,6 +7,7 @@ from pathlib import PurePath
 from typing import Any
 
 from hallucue_mlx.corrupt import CORRUPTIONS
+from hallucue_mlx.runfolder import RANDOM_REWARD
 
 # Names that key a report (model and benchmark folders, conditions, imported models) are plain:
 # what the project itself writes. Anything else in a run folder is skipped and named, never shown
@@ -38,10 +39,12 @@ _NAMES = {
 }
 EVAL_LABELS = {c: _NAMES[c][0] for c in CORRUPTIONS}
 EVAL_LONG = {c: _NAMES[c][1] for c in CORRUPTIONS}
-# a model is named after the condition it was trained under: GRPO (clean), GRPO-BI, ...
+# a model is named after the condition it was trained under: GRPO (clean), GRPO-BI, ...; the
+# control (grid.random_reward_control) after its reward
 MODEL_LABELS = {
     BASE: "base",
     **{c: "GRPO" if c == "none" else f"GRPO-{EVAL_LABELS[c]}" for c in CORRUPTIONS},
+    RANDOM_REWARD: "GRPO, random reward",
 }
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 OKABE_ITO = ("#000000", "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")

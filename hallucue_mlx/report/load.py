@@ -12,6 +12,7 @@ from hallucue_mlx import runfolder
 from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.metrics import Record
 from hallucue_mlx.report.labels import BASE, EVAL_LONG, filtered, md_code, model_label, plain_name
+from hallucue_mlx.runfolder import CONTROL_MODELS
 from hallucue_mlx.safefile import FileKindError, read_input_bytes, read_state
 
 
@@ -26,7 +27,7 @@ class RunData:
     root: Path
     model_name: str
     benchmarks: list[str]
-    train_conditions: list[str]
+    train_conditions: list[str]  # the trained models: one per condition, then the controls
     eval_conditions: list[str]
     # (model, benchmark, split) -> records of every eval condition, one per item and condition
     records: dict[tuple[str, str, str], list[Record]]
@@ -44,6 +45,17 @@ class RunData:
     @property
     def models(self) -> list[str]:
         return [BASE, *self.train_conditions, *self.imported]
+
+    @property
+    def controls(self) -> list[str]:
+        """The trained models that are controls, not a training condition (the random-reward
+        control): findings about a corruption leave them out."""
+        return [m for m in self.train_conditions if m in CONTROL_MODELS]
+
+    @property
+    def corruption_trained(self) -> list[str]:
+        """The models trained under a corruption (not clean GRPO, not a control)."""
+        return [m for m in self.train_conditions if m != "none" and m not in CONTROL_MODELS]
 
     @property
     def filtered(self) -> bool:
@@ -350,6 +362,9 @@ def load_run(run_dir: Path) -> RunData:
     train = _listed("train_conditions", *sources) or [
         c for c in CORRUPTIONS if c in curves or c in found_models
     ]
+    # the trained models that are no condition (the random-reward control), in the run's order
+    listed = _listed("models", results, manifest) or []
+    train += [m for m in listed if m != BASE and m not in imported and m not in train]
     train += [m for m in sorted(set(found_models) | set(curves)) if m not in train]
     found_evals = {str(r["corruption"]) for rs in records.values() for r in rs}
     evals = _listed("eval_conditions", *sources) or [c for c in CORRUPTIONS if c in found_evals]

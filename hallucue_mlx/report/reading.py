@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hallucue_mlx.metrics import accuracy, excludes_zero, macro_paired_diff
-from hallucue_mlx.report.labels import EVAL_LONG
+from hallucue_mlx.report.labels import EVAL_LONG, RANDOM_REWARD
 from hallucue_mlx.report.load import RunData
 from hallucue_mlx.report.tables import (
     Cells,
@@ -75,7 +75,7 @@ def _gain_kept(run: RunData, cells: Cells) -> list[str]:
     if key is None or ref is None or ref.delta is None:
         return out
     where = "on average" if key == "AVG" else f"on {key}"
-    for model in [m for m in run.train_conditions if m != "none"]:
+    for model in run.corruption_trained:
         c = cells.get((model, key))
         if c is None or c.delta is None:
             continue
@@ -175,7 +175,7 @@ def _answered_anyway(run: RunData, diag: Diagnostics) -> list[str]:
 def _own_corruption(run: RunData) -> list[str]:
     """Corruption-trained models on their own corruption vs clean GRPO (finding 6)."""
     out: list[str] = []
-    for model in [m for m in run.train_conditions if m != "none" and m in run.eval_conditions]:
+    for model in [m for m in run.corruption_trained if m in run.eval_conditions and m in EVAL_LONG]:
         for b in run.benchmarks:
             a, r = run.cell(model, b, "test", model), run.cell("none", b, "test", model)
             g = macro_paired_diff({b: a}, {b: r}) if a and r else None
@@ -192,6 +192,32 @@ def _own_corruption(run: RunData) -> list[str]:
                     f"Under {EVAL_LONG[model]} on {b}, {run.label(model)} is within noise of clean GRPO ({nums})."
                 )
     return out
+
+
+def _reward_control(run: RunData) -> list[str]:
+    """Clean GRPO against its random-reward control (the same recipe, the accuracy reward a coin
+    flip): whether clean GRPO's result came from the reward signal or from training alone."""
+    if RANDOM_REWARD not in run.train_conditions or "none" not in run.train_conditions:
+        return []
+    key = "AVG" if len(run.benchmarks) > 1 else (run.benchmarks[0] if run.benchmarks else None)
+    vs = _vs_grpo(run, RANDOM_REWARD, key) if key else None
+    if vs is None:
+        return []
+    where = "on average" if key == "AVG" else f"on {key}"
+    control = run.label(RANDOM_REWARD)
+    diff, ci = -vs["diff"], _negated(vs["ci95"])  # clean GRPO minus the control
+    nums = f"{signed(diff)} points, {_ci_words(ci)}"
+    if excludes_zero(ci):
+        word = "above" if diff > 0 else "below"
+        return [
+            f"Clean GRPO scored {word} its random-reward control ({control}) {where} on clean "
+            f"test items ({nums}): the reward signal, not training alone, made that difference."
+        ]
+    return [
+        f"Clean GRPO and its random-reward control ({control}) differ {where} within noise on "
+        f"clean test items ({nums}): this run does not separate the reward signal's effect from "
+        "that of training alone."
+    ]
 
 
 def _train_vs_test(run: RunData) -> list[str]:
@@ -218,5 +244,6 @@ def reading(run: RunData, cells: Cells, diag: Diagnostics) -> list[str]:
         *_blank_raised(run, diag),
         *_answered_anyway(run, diag),
         *_own_corruption(run),
+        *_reward_control(run),
         *_train_vs_test(run),
     ]

@@ -37,6 +37,7 @@ from hallucue_mlx.report.tables import (
     pct,
     signed,
 )
+from hallucue_mlx.runfolder import CONTROL_MODELS, RANDOM_REWARD
 
 CLEAN = "none"
 Interval = tuple[float, float, float]  # mean, lo, hi
@@ -229,7 +230,8 @@ def _paired_delta(runs: list[RunData], a: str, b: str, cond: str) -> Interval | 
 
 def versus_clean_table(sweep: SweepData) -> Table | None:
     """Each corruption-trained model against clean GRPO, on clean inputs and under the corruption
-    it was trained with: the paper's comparisons (findings 2, 3 and 6). None without clean GRPO."""
+    it was trained with: the paper's comparisons (findings 2, 3 and 6); the random-reward control
+    against clean GRPO on clean inputs. None without clean GRPO."""
     runs = [sweep.runs[n] for n in sweep.names if n in sweep.runs]
     if not runs or CLEAN not in runs[0].models:
         return None
@@ -237,7 +239,8 @@ def versus_clean_table(sweep: SweepData) -> Table | None:
     cols = ["Model", "seeds", "Δ vs GRPO, clean [95% CI]", "Δ vs GRPO, under its own corruption"]
     md, csv_rows = [], []
     for model in runs[0].models:
-        if model in (BASE, CLEAN) or model not in CORRUPTIONS:
+        control = model in CONTROL_MODELS  # trained on clean items: no corruption of its own
+        if model in (BASE, CLEAN) or (model not in CORRUPTIONS and not control):
             continue
         have = [r for r in runs if model in r.models and CLEAN in r.models]
         cells = []
@@ -249,7 +252,7 @@ def versus_clean_table(sweep: SweepData) -> Table | None:
             verdict = "within noise" if _within_noise(iv) else ("higher" if iv[0] > 0 else "lower")
             cells.append(f"{signed(iv[0])} {ci_text(iv[1:])} ({verdict})")
             csv_rows.append([model, CLEAN, cond, len(have), *(csv_value(x) for x in iv)])
-        cells[1] = f"{eval_label(model)}: {cells[1]}"
+        cells[1] = "— (no corruption)" if control else f"{eval_label(model)}: {cells[1]}"
         md.append([sweep.any_run.label(model), str(len(have)), *cells])
     if not md:
         return None
@@ -413,7 +416,14 @@ def write_seeds_report(sweep: SweepData) -> Any:
                 "Each model trained under a corruption minus clean GRPO, paired by item within "
                 "each seed (95% CI over seeds and items): on clean inputs, and under the "
                 "corruption the model was trained with. The paper's findings 2 and 3 compare the "
-                "first column; its finding 6 says the second shows no edge.",
+                "first column; its finding 6 says the second shows no edge."
+                + (
+                    f" {run.label(RANDOM_REWARD)} (the random-reward control: clean GRPO's "
+                    "recipe with a coin-flip accuracy reward) has the clean column only: clean "
+                    "GRPO above it means the reward signal, not training alone, made the gain."
+                    if RANDOM_REWARD in run.models
+                    else ""
+                ),
                 "",
                 versus.markdown(),
                 "",

@@ -23,6 +23,7 @@ from hallucue_mlx.report.labels import BASE, FILTER_NOTE, OKABE_ITO, md_code
 from hallucue_mlx.report.load import RunData, SweepData, is_sweep, load_sweep
 from hallucue_mlx.report.seeds import write_seeds_report
 from hallucue_mlx.report.tables import Table, ci_text, csv_value, pct, signed
+from hallucue_mlx.runfolder import CONTROL_MODELS
 
 CLEAN, BLANK = "none", "blank"
 SEED_KEY = "seed"  # a sweep of this key (run --seeds N) gets the across-seed report
@@ -99,6 +100,8 @@ def dose_table(sweep: SweepData, pts: list[DosePoint]) -> Table:
         shown = _shown(p.value)
         if _ratio_zero(sweep, p.model):
             shown = "0 (no corruption)"
+        elif sweep.key == RATIO_KEY and p.model in CONTROL_MODELS:
+            shown = "— (no corruption)"  # trained on clean items once, like clean GRPO
         elif p.model == BASE:
             shown = "— (untrained)"
         rows.append(
@@ -205,7 +208,7 @@ def fig_dose_response(sweep: SweepData, pts: list[DosePoint], figdir: Path) -> P
                 (p for p in pts if p.model == model), key=lambda p: xof[json.dumps(p.value)]
             )
             x = [xof[json.dumps(p.value)] for p in mine]
-            if zero is not None:  # the line starts at clean GRPO, the 0% end
+            if zero is not None and model not in CONTROL_MODELS:  # starts at clean GRPO, 0%
                 mine, x = [zero, *mine], [xof[json.dumps(0)], *x]
         for ax, get in zip(axes, getters):
             got = [(xi + dodge, *get(p)) for xi, p in zip(x, mine) if get(p) is not None]

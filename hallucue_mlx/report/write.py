@@ -19,7 +19,7 @@ from hallucue_mlx.report.figures import (
     fig_versions,
 )
 from hallucue_mlx.report.html import write_html
-from hallucue_mlx.report.labels import FILTER_NOTE, eval_label, md_code
+from hallucue_mlx.report.labels import FILTER_NOTE, RANDOM_REWARD, eval_label, md_code
 from hallucue_mlx.report.load import RunData, load_run, missing_pieces
 from hallucue_mlx.report.reading import reading
 from hallucue_mlx.report.tables import (
@@ -81,9 +81,15 @@ def _run_info(run: RunData) -> list[str]:
         f"- Model: {md_code(run.model_name)}" + (" (a --quick smoke run)" if _quick(run) else "")
     ]
     lines.append(f"- Benchmarks: {', '.join(run.benchmarks) or 'none found'}")
-    lines.append(
-        "- Train conditions: " + ", ".join(f"{run.label(c)} (`{c}`)" for c in run.train_conditions)
-    )
+    conds = [c for c in run.train_conditions if c not in run.controls]
+    lines.append("- Train conditions: " + ", ".join(f"{run.label(c)} (`{c}`)" for c in conds))
+    if RANDOM_REWARD in run.controls:
+        lines.append(
+            f"- Control: {run.label(RANDOM_REWARD)} (`{RANDOM_REWARD}`): clean GRPO's recipe with "
+            "the accuracy reward replaced by a fair coin flip (the format reward real; "
+            "grid.random_reward_control). A gain clean GRPO has over it came from the reward "
+            "signal; its logged accuracy is the true one, its reward the coin's."
+        )
     if run.filtered:
         lines.append(f"- {FILTER_NOTE}")
     lines.append(
