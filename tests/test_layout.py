@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parent.parent / "hallucue_mlx"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("atomic", "blas", "backend", "fastblas", "data.item", "grading", "distributed", "safefile"),
     ("data", "runfolder"),
-    ("prompts", "rewards", "corrupt"),
+    ("prompts", "rewards", "corrupt", "trace"),
     ("config", "metrics", "views", "trackers"),
     ("models", "plan"),
     ("forward",),
