@@ -3,8 +3,8 @@
 A record is one JSON object per item and condition, as written by evaluation, with at least the keys
 id, version, task, corruption, response, extracted, gold, correct, format_ok, response_tokens,
 truncated, grader_error, and optionally benchmark, chance (1/size of the item's answer set, null
-where unknown), n_choices, declined and cluster. Records of one model only: items are matched
-across conditions by (benchmark, id).
+where unknown), n_choices, declined, cluster and the step trace (trace_read, trace_computed, from
+trace.py). Records of one model only: items are matched across conditions by (benchmark, id).
 
 Everything here is a pure function returning plain dicts, lists, floats and None (never NaN), so
 the result can be written as JSON as is; only table1_cells returns small frozen records.
@@ -16,6 +16,9 @@ the result can be written as JSON as is; only table1_cells returns small frozen 
 - Across benchmarks (the report's Table 1 and its AVG column), differences are macro-averaged:
   every benchmark weighs the same, items are paired within it, and several samples of one item
   count as their mean.
+- Shares whose denominator depends on the response (reading accuracy counts only responses that
+  state the fact) are compared as ratios: each bootstrap draw resamples the paired items (whole
+  clusters) and recomputes both ratios (paired_ratio_ci).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from hallucue_mlx.corrupt import CORRUPTIONS
+from hallucue_mlx.trace import OUTCOMES, outcome
 
 Record = dict[str, Any]
 
@@ -159,21 +163,31 @@ def cluster_bootstrap_means(
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"cluster_bootstrap_means needs a non-empty list, got shape {x.shape}")
-    idx = _cluster_index(clusters, x.size)
+    sums, counts = _resampled_sums(np.stack([x, np.ones_like(x)]), clusters, n_boot, seed)
+    return sums / counts
+
+
+def _resampled_sums(
+    values: np.ndarray, clusters: Sequence[Any] | None, n_boot: int, seed: int
+) -> np.ndarray:
+    """(k, n_boot): the sums of k per-item quantities (rows of `values`, shape (k, items)) over
+    n_boot draws of whole clusters with replacement (items, when every item is its own cluster);
+    one draw serves every row, so the rows stay paired."""
+    idx = _cluster_index(clusters, values.shape[1])
     rng = np.random.default_rng(seed)
     if idx is None:
-        sums, counts = x, np.ones_like(x)
+        per = values
     else:
         k = int(idx.max()) + 1
-        sums = np.bincount(idx, weights=x, minlength=k)
-        counts = np.bincount(idx, minlength=k).astype(np.float64)
-    m = sums.size
-    out = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // m)
+        per = np.stack([np.bincount(idx, weights=row, minlength=k) for row in values])
+    m = per.shape[1]
+    out = np.empty((per.shape[0], n_boot))
+    chunk = max(1, 2_000_000 // m)  # bound memory of the index matrix
     for start in range(0, n_boot, chunk):
         rows = min(chunk, n_boot - start)
         draw = rng.integers(0, m, size=(rows, m))
-        out[start : start + rows] = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
+        for j, row in enumerate(per):
+            out[j, start : start + rows] = row[draw].sum(axis=1)
     return out
 
 
@@ -664,3 +678,248 @@ def table1_cells(
             n = sum(len(v) for v in per.values())
             out[(model, "AVG")] = Table1Cell(n, avg["diff"], tuple(avg["ci95"]), delta)
     return out
+
+
+# ----------------------------------------------------------------------------- ratios of paired items
+
+
+def paired_ratio_ci(
+    num_a: Sequence[float],
+    den_a: Sequence[float],
+    num_b: Sequence[float],
+    den_b: Sequence[float],
+    clusters: Sequence[Any] | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    level: float = 0.95,
+) -> tuple[float, float, float] | None:
+    """(sum(num_a)/sum(den_a) - sum(num_b)/sum(den_b), lo, hi): a difference of two ratios over
+    the same items (index i is one item in all four lists), with a percentile bootstrap that
+    resamples items, or whole clusters where `clusters` repeat, and recomputes both ratios on
+    each draw. With every denominator 1 it draws the resamples paired_bootstrap_ci draws (equal
+    up to float rounding). Draws where a denominator sums to 0 are left out of the quantiles.
+    None when either denominator sums to 0."""
+    x = np.asarray([num_a, den_a, num_b, den_b], dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(f"paired_ratio_ci needs four equal-length non-empty lists, got {x.shape}")
+    if x[1].sum() <= 0 or x[3].sum() <= 0:
+        return None
+    point = float(x[0].sum() / x[1].sum() - x[2].sum() / x[3].sum())
+    s = _resampled_sums(x, clusters, n_boot, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diffs = s[0] / s[1] - s[2] / s[3]
+    diffs = diffs[np.isfinite(diffs)]
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(diffs, [alpha, 1 - alpha]) if diffs.size else (point, point)
+    return point, float(lo), float(hi)
+
+
+# ----------------------------------------------------------------------------- step traces
+
+
+def has_trace(records: Iterable[Record]) -> bool:
+    """Some record carries a step trace (trace.py): its reading or its additions were checked.
+    False for records written before traces existed and for benchmarks without stored facts."""
+    return any(
+        r.get("trace_read") is not None or r.get("trace_computed") is not None for r in records
+    )
+
+
+def outcome_shares(records: Sequence[Record]) -> dict[str, Any]:
+    """Where the records' answers stand (trace.outcome), in trace.OUTCOMES order: n, the count
+    of each outcome and its share of the n records (the shares sum to 1; None when n is 0)."""
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for r in records:
+        counts[outcome(r)] += 1
+    n = len(records)
+    return {
+        "n": n,
+        "counts": counts,
+        "shares": {k: (v / n if n else None) for k, v in counts.items()},
+    }
+
+
+# What each component of gain_sources counts: (in the denominator, in the numerator).
+SOURCE_COMPONENTS: dict[str, tuple[Any, Any]] = {
+    # the visual fact stated right, among the responses that state it
+    "read": (lambda r: r.get("trace_read") is not None, lambda r: r.get("trace_read") is True),
+    # every addition right from the fact read, among the responses that read it right and
+    # whose item asks for additions
+    "compute": (
+        lambda r: r.get("trace_read") is True and r.get("trace_computed") is not None,
+        lambda r: r.get("trace_computed") is True,
+    ),
+    # a parseable boxed answer, among all responses
+    "format": (lambda r: True, lambda r: bool(r.get("format_ok"))),
+    # graded correct, among all responses
+    "accuracy": (lambda r: True, lambda r: bool(r["correct"])),
+}
+
+
+def _item_counts(records: Sequence[Record]) -> dict[tuple[str, str], list[Record]]:
+    out: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        out.setdefault(_key(r), []).append(r)
+    return out
+
+
+def gain_sources(
+    records_a: Sequence[Record],
+    records_b: Sequence[Record],
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+) -> dict[str, Any] | None:
+    """Where model a's accuracy differs from model b's under one condition, split into the steps
+    a traced response takes (SOURCE_COMPONENTS): reading accuracy, computing accuracy, format
+    rate, and the accuracy itself.
+
+    Each component is a share of records (samples of an item count one each) on the items both
+    lists hold: {"a", "b": the two shares, "n_a", "n_b": records in each denominator, "diff":
+    a - b, "ci95": paired_ratio_ci over items, whole clusters resampled (record_cluster)}, or
+    None when either side has no record in its denominator. With one sample per item the
+    accuracy component is Table 1's delta (macro_paired_diff), up to float rounding.
+    Returns {"n": shared items, component: ...}; None when no item is shared."""
+    _need(records_a, "id", "correct")
+    _need(records_b, "id", "correct")
+    a, b = _item_counts(records_a), _item_counts(records_b)
+    keys = [k for k in a if k in b]
+    if not keys:
+        return None
+    clusters = [record_cluster(a[k][0]) for k in keys]
+    out: dict[str, Any] = {"n": len(keys)}
+    for name, (counted, right) in SOURCE_COMPONENTS.items():
+        cols = [[], [], [], []]
+        for k in keys:
+            for j, rs in enumerate((a[k], b[k])):
+                den = [r for r in rs if counted(r)]
+                cols[2 * j].append(float(sum(bool(right(r)) for r in den)))
+                cols[2 * j + 1].append(float(len(den)))
+        ci = paired_ratio_ci(*cols, clusters=clusters, n_boot=n_boot, seed=seed)
+        if ci is None:
+            out[name] = None
+            continue
+        n_a, n_b = int(sum(cols[1])), int(sum(cols[3]))
+        out[name] = {
+            "a": sum(cols[0]) / n_a,
+            "b": sum(cols[2]) / n_b,
+            "n_a": n_a,
+            "n_b": n_b,
+            "diff": ci[0],
+            "ci95": [ci[1], ci[2]],
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------- train vs test
+
+
+def _paired_item_diffs(
+    records_a: Sequence[Record], records_b: Sequence[Record]
+) -> tuple[list[float], list[str]]:
+    """Per item both lists hold: a's mean correctness minus b's, and the item's cluster."""
+    sa, sb = item_scores(records_a), item_scores(records_b)
+    cl = {str(r["id"]): record_cluster(r) for r in records_a}
+    ids = [k for k in sa if k in sb]
+    return [sa[k] - sb[k] for k in ids], [cl[k] for k in ids]
+
+
+def train_test_gap(
+    train: Mapping[str, Sequence[Record]],
+    test: Mapping[str, Sequence[Record]],
+    base: str = "base",
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    level: float = 0.95,
+) -> dict[str, dict[str, Any]]:
+    """Per model (keys of `train` with records in both mappings, one condition): accuracy on a
+    slice of the training split and on the test split, and the gap (train - test).
+
+    The two splits hold different items, so the gap itself has no paired test; but each model's
+    gap minus base's gap is the difference of two paired differences (model - base on the train
+    items, model - base on the test items), each from its own cluster bootstrap
+    (cluster_bootstrap_means, independent draws), so "gap_vs_base" comes with "ci95". Its point
+    is computed on the items both models hold, which are all of them in a finished run.
+    Entries: n_train, n_test (items), train, test, gap; gap_vs_base and ci95 (None for base,
+    or when base lacks either split)."""
+    out: dict[str, dict[str, Any]] = {}
+    for model, tr in train.items():
+        te = test.get(model) or []
+        if not tr or not te:
+            continue
+        acc_tr, acc_te = accuracy(tr), accuracy(te)
+        assert acc_tr is not None and acc_te is not None
+        row: dict[str, Any] = {
+            "n_train": len({_key(r) for r in tr}),
+            "n_test": len({_key(r) for r in te}),
+            "train": acc_tr,
+            "test": acc_te,
+            "gap": acc_tr - acc_te,
+            "gap_vs_base": None,
+            "ci95": None,
+        }
+        btr, bte = train.get(base) or [], test.get(base) or []
+        if model != base and btr and bte:
+            d_tr, c_tr = _paired_item_diffs(tr, btr)
+            d_te, c_te = _paired_item_diffs(te, bte)
+            if d_tr and d_te:
+                draws = cluster_bootstrap_means(d_tr, c_tr, n_boot, seed) - (
+                    cluster_bootstrap_means(d_te, c_te, n_boot, seed + 1)
+                )
+                lo, hi = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
+                row["gap_vs_base"] = float(np.mean(d_tr) - np.mean(d_te))
+                row["ci95"] = [float(lo), float(hi)]
+        out[model] = row
+    return out
+
+
+# ----------------------------------------------------------------------------- headroom
+
+
+def _headroom_row(items: list[tuple[list[Record], Record | None]]) -> dict[str, Any]:
+    n = len(items)
+    g = max((len(s) for s, _ in items), default=0)
+    correct = [[bool(r["correct"]) for r in s] for s, _ in items]
+    greedy = [bool(gr["correct"]) for _, gr in items if gr is not None]
+    rewards = [[r.get("reward") for r in s] for s, _ in items]
+    with_reward = [x for x in rewards if x and all(isinstance(v, (int, float)) for v in x)]
+    return {
+        "n": n,
+        "samples": g,
+        "greedy": sum(greedy) / len(greedy) if greedy else None,
+        "pass1": sum(sum(c) / len(c) for c in correct) / n if n else None,
+        "pass_at_g": sum(any(c) for c in correct) / n if n else None,
+        "spread": sum(any(c) and not all(c) for c in correct) / n if n else None,
+        "reward_spread": (
+            sum(len(set(x)) > 1 for x in with_reward) / len(with_reward) if with_reward else None
+        ),
+    }
+
+
+def headroom(sampled: Sequence[Record], greedy: Sequence[Record] | None = None) -> dict[str, Any]:
+    """How much a sampling policy could learn on its items (what GRPO sees): per item, its G
+    sampled records (`sampled`, several `sample`s of one item under one condition) and
+    optionally its greedy record.
+
+    Each row: n items; samples (G, the most per item); greedy (greedy accuracy, pass@1 at
+    temperature 0; None without `greedy`); pass1 (sampled pass@1: the mean over samples, then
+    items); pass_at_g (some sample right); spread (the share of items whose samples are some
+    right, some wrong: the groups whose accuracy reward has spread, i.e. those GRPO learns
+    from); reward_spread (the share whose records' `reward` values are not all equal, format
+    included; None when the records carry no reward). Returns {"overall": row, "by_task":
+    {task: row}, "by_version": {version: row}}, keys sorted."""
+    _need(sampled, "id", "correct")
+    per = _item_counts(sampled)
+    gr = _index(first_samples(greedy), "the greedy records") if greedy is not None else {}
+    items = {k: (rs, gr.get(k)) for k, rs in per.items()}
+
+    def rows(field: str) -> dict[str, dict[str, Any]]:
+        groups: dict[str, list[tuple[list[Record], Record | None]]] = defaultdict(list)
+        for rs, g in items.values():
+            groups[str(rs[0].get(field) or "")].append((rs, g))
+        return {k: _headroom_row(v) for k, v in sorted(groups.items())}
+
+    return {
+        "overall": _headroom_row(list(items.values())),
+        "by_task": rows("task"),
+        "by_version": rows("version"),
+    }

@@ -150,6 +150,11 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "declined": _BOOL,
     "extracted": (str, type(None)),
     "grader_error": (str, type(None)),
+    # step traces (trace.py): absent from records written before them
+    "trace_chain": _INT,
+    "trace_steps_ok": _INT,
+    "trace_read": (bool, type(None)),
+    "trace_computed": (bool, type(None)),
 }
 _TYPE_WORDS = {_BOOL: "true or false", _INT: "an integer", _STR: "a string"}
 

@@ -8,15 +8,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hallucue_mlx.metrics import accuracy, excludes_zero, macro_paired_diff
+from hallucue_mlx.metrics import excludes_zero, macro_paired_diff
 from hallucue_mlx.report.labels import EVAL_LONG, RANDOM_REWARD
 from hallucue_mlx.report.load import RunData
 from hallucue_mlx.report.tables import (
+    SOURCE_HEADS,
     Cells,
     Diagnostics,
+    Gaps,
+    Sources,
     ci_text,
+    gain_sources_all,
     pct,
     signed,
+    train_test_gaps,
     version_order,
     versioned_benchmarks,
 )
@@ -220,30 +225,100 @@ def _reward_control(run: RunData) -> list[str]:
     ]
 
 
-def _train_vs_test(run: RunData) -> list[str]:
-    """Train vs test split, clean (different items: numbers only, no claim)."""
+def _train_vs_test(run: RunData, gaps: Gaps) -> list[str]:
+    """Train slice vs test split, clean, for the first trained model: the gap, and whether it is
+    wider than base's (the two splits hold different items; each is paired with base)."""
     out: list[str] = []
     for model in run.train_conditions[:1]:
-        for b in run.benchmarks:
-            tr, te = run.cell(model, b, "train", "none"), run.cell(model, b, "test", "none")
-            if tr and te:
+        for b, by_model in gaps.items():
+            g, base = by_model.get(model), by_model.get("base")
+            if g is None:
+                continue
+            head = (
+                f"{run.label(model)} scored {pct(g['train'])}% on a {g['n_train']}-item slice of "
+                f"the {b} train split against {pct(g['test'])}% on its test split"
+            )
+            if g["gap_vs_base"] is None or base is None:
+                out.append(f"{head} (clean; different items, so no paired test).")
+                continue
+            nums = f"{_ci_words(g['ci95'])}; each split paired with base on its items"
+            if excludes_zero(g["ci95"]):
+                word = "wider" if g["gap_vs_base"] > 0 else "narrower"
                 out.append(
-                    f"{run.label(model)} scored {pct(accuracy(tr))}% on a {len({r['id'] for r in tr})}-item slice of the {b} "
-                    f"train split against {pct(accuracy(te))}% on its test split (clean; different items, "
-                    "so no paired test)."
+                    f"{head} (clean): a gap of {signed(g['gap'])} points, "
+                    f"{pct(abs(g['gap_vs_base']))} points {word} than base's "
+                    f"{signed(base['gap'])} ({nums})."
+                )
+            else:
+                out.append(
+                    f"{head} (clean): a gap of {signed(g['gap'])} points, within noise of base's "
+                    f"{signed(base['gap'])} (difference {signed(g['gap_vs_base'])} points, {nums})."
                 )
     return out
 
 
-def reading(run: RunData, cells: Cells, diag: Diagnostics) -> list[str]:
-    """Plain sentences stating what the numbers show; only CIs that exclude 0 are called gains/drops."""
+def _gain_sources(run: RunData, sources: Sources) -> list[str]:
+    """Which step of a traced answer moved most for clean GRPO vs base (clean test): reading,
+    computing or format, among the changes whose CI excludes 0."""
+    out: list[str] = []
+    for (model, b), g in sources.items():
+        if model != "none":
+            continue
+        comps = {k: g[k] for k in ("read", "compute", "format") if g.get(k)}
+        if not comps:
+            continue
+        parts = {
+            k: f"{SOURCE_HEADS[k]} ({signed(c['diff'])} points, {_ci_words(c['ci95'])})"
+            for k, c in comps.items()
+        }
+        moved = [k for k, c in comps.items() if excludes_zero(c["ci95"])]
+        label = run.label(model)
+        if not moved:
+            out.append(
+                f"{label}'s changes vs base on {b} (test, clean) in "
+                + _and([parts[k] for k in comps])
+                + " are all within noise."
+            )
+            continue
+        top = max(moved, key=lambda k: abs(comps[k]["diff"]))
+        c = comps[top]
+        word = "rose by" if c["diff"] > 0 else "fell by"
+        ci = c["ci95"] if c["diff"] > 0 else _negated(c["ci95"])
+        rest = [parts[k] for k in comps if k != top]
+        out.append(
+            f"Of {label}'s change vs base on {b} (test, clean), {SOURCE_HEADS[top]} moved most: "
+            f"its {_RATE[top]} {word} {pct(abs(c['diff']))} points, from {pct(c['b'])}% to "
+            f"{pct(c['a'])}% "
+            f"({_ci_words(ci)})" + (f"; {_and(rest)} moved less." if rest else ".")
+        )
+    return out
+
+
+_RATE = {"read": "accuracy", "compute": "accuracy", "format": "rate"}
+
+
+def _and(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def reading(
+    run: RunData,
+    cells: Cells,
+    diag: Diagnostics,
+    sources: Sources | None = None,
+    gaps: Gaps | None = None,
+) -> list[str]:
+    """Plain sentences stating what the numbers show; only CIs that exclude 0 are called gains/drops.
+    `sources` and `gaps` (tables.gain_sources_all, tables.train_test_gaps) are computed here when
+    not given."""
     return [
         *_vs_base(run, cells),
         *_gain_kept(run, cells),
+        *_gain_sources(run, gain_sources_all(run) if sources is None else sources),
         *_blank_by_version(run, diag),
         *_blank_raised(run, diag),
         *_answered_anyway(run, diag),
         *_own_corruption(run),
         *_reward_control(run),
-        *_train_vs_test(run),
+        *_train_vs_test(run, train_test_gaps(run) if gaps is None else gaps),
     ]

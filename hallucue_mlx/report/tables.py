@@ -17,14 +17,23 @@ from hallucue_mlx.metrics import (
     diagnostics,
     excludes_zero,
     first_samples,
+    gain_sources,
+    has_trace,
+    outcome_shares,
     summarize,
     table1_cells,
+    train_test_gap,
 )
-from hallucue_mlx.report.labels import eval_label
+from hallucue_mlx.report.labels import BASE, eval_label
 from hallucue_mlx.report.load import RunData
+from hallucue_mlx.trace import OUTCOMES
 
 Cells = dict[tuple[str, str], Table1Cell]
 Diagnostics = dict[tuple[str, str], dict[str, Any]]
+# (model, benchmark) -> metrics.gain_sources of the model vs base, clean test records
+Sources = dict[tuple[str, str], dict[str, Any]]
+# benchmark -> metrics.train_test_gap of every model with clean train-slice and test records
+Gaps = dict[str, dict[str, dict[str, Any]]]
 
 # ============================================================================ formatting
 
@@ -506,6 +515,251 @@ def versions_table(run: RunData, diag: Diagnostics) -> Table | None:
             "vision_gain",
             "vision_gain_ci_lo",
             "vision_gain_ci_hi",
+        ],
+        csv_rows,
+    )
+
+
+# ============================================================================ answers by outcome
+
+
+def traced_benchmarks(run: RunData, split: str = "test") -> list[str]:
+    """Benchmarks whose records on `split` carry step traces (metrics.has_trace); none in runs
+    written before traces existed."""
+    return [
+        b
+        for b in run.benchmarks
+        if any(has_trace(rs) for (_, bb, s), rs in run.records.items() if bb == b and s == split)
+    ]
+
+
+# Column heads of the outcomes (trace.OUTCOMES order)
+OUTCOME_HEADS = {
+    "correct": "correct",
+    "declined": "declined",
+    "format": "bad format",
+    "read": "misread",
+    "compute": "miscomputed",
+    "final": "wrong final",
+    "wrong": "wrong (untraced)",
+}
+
+
+def outcomes_table(run: RunData, split: str = "test") -> Table | None:
+    """Rows (benchmark, eval condition, model): % of the records in each trace.outcome; None
+    when no record carries a trace."""
+    benches = traced_benchmarks(run, split)
+    if not benches:
+        return None
+    cols = ["Benchmark", "Eval", "Model", "n", *[OUTCOME_HEADS[o] for o in OUTCOMES]]
+    rows, csv_rows = [], []
+    for bench in benches:
+        for cond in run.eval_conditions:
+            for model in run.models:
+                rs = run.cell(model, bench, split, cond)
+                if not rs:
+                    continue
+                o = outcome_shares(rs)
+                rows.append(
+                    [bench, eval_label(cond), run.label(model), str(o["n"])]
+                    + [pct(o["shares"][k]) for k in OUTCOMES]
+                )
+                csv_rows += [
+                    [
+                        bench,
+                        split,
+                        model,
+                        cond,
+                        o["n"],
+                        k,
+                        o["counts"][k],
+                        csv_value(o["shares"][k]),
+                    ]
+                    for k in OUTCOMES
+                ]
+    return Table(
+        "outcomes",
+        cols,
+        rows,
+        [
+            "benchmark",
+            "split",
+            "train_condition",
+            "eval_condition",
+            "n",
+            "outcome",
+            "count",
+            "share",
+        ],
+        csv_rows,
+    )
+
+
+def gain_sources_all(run: RunData, split: str = "test", cond: str = "none") -> Sources:
+    """Every model vs base under `cond` on the traced benchmarks (metrics.gain_sources)."""
+    out: Sources = {}
+    for bench in traced_benchmarks(run, split):
+        base = run.cell(BASE, bench, split, cond)
+        if not base:
+            continue
+        for model in run.models:
+            recs = run.cell(model, bench, split, cond) if model != BASE else []
+            g = gain_sources(recs, base) if recs else None
+            if g is not None:
+                out[(model, bench)] = g
+    return out
+
+
+SOURCE_HEADS = {
+    "read": "reading",
+    "compute": "computing",
+    "format": "format",
+    "accuracy": "accuracy",
+}
+
+
+def sources_table(run: RunData, sources: Sources) -> Table | None:
+    """Base's reading, computing, format and accuracy rates, then each trained model's with its
+    change vs base [paired bootstrap CI]; None without traced records."""
+    if not sources:
+        return None
+    cols = ["Benchmark", "Model", *[f"{h} %" for h in SOURCE_HEADS.values()]]
+    rows, csv_rows = [], []
+    for bench in [b for b in run.benchmarks if any(k[1] == b for k in sources)]:
+        ref = next(v for (m, b), v in sources.items() if b == bench)
+        base_row = [bench, run.label(BASE)]
+        for comp in SOURCE_HEADS:
+            c = ref[comp]
+            base_row.append(pct(c["b"]) if c else "—")
+            if c:
+                csv_rows.append(
+                    [bench, BASE, comp, ref["n"], c["n_b"], csv_value(c["b"]), "", "", "", ""]
+                )
+        rows.append(base_row)
+        for model in run.models:
+            g = sources.get((model, bench))
+            if g is None:
+                continue
+            row = [bench, run.label(model)]
+            for comp in SOURCE_HEADS:
+                c = g[comp]
+                if c is None:
+                    row.append("—")
+                    continue
+                mark = "**" if excludes_zero(c["ci95"]) else ""
+                row.append(f"{pct(c['a'])} ({mark}{signed(c['diff'])}{mark} {ci_text(c['ci95'])})")
+                csv_rows.append(
+                    [
+                        bench,
+                        model,
+                        comp,
+                        g["n"],
+                        c["n_a"],
+                        csv_value(c["a"]),
+                        csv_value(c["b"]),
+                        csv_value(c["diff"]),
+                        csv_value(c["ci95"][0]),
+                        csv_value(c["ci95"][1]),
+                    ]
+                )
+            rows.append(row)
+    return Table(
+        "gain_sources",
+        cols,
+        rows,
+        [
+            "benchmark",
+            "train_condition",
+            "component",
+            "n_items",
+            "n_records",
+            "value",
+            "base_value",
+            "delta_vs_base",
+            "delta_ci_lo",
+            "delta_ci_hi",
+        ],
+        csv_rows,
+    )
+
+
+# ============================================================================ train vs test gap
+
+
+def train_test_gaps(run: RunData, cond: str = "none") -> Gaps:
+    """Per benchmark with a train-split slice: metrics.train_test_gap of every model's clean
+    records (the one place the report computes these numbers)."""
+    out: Gaps = {}
+    for bench in run.benchmarks:
+        train = {m: run.cell(m, bench, "train", cond) for m in run.models}
+        test = {m: run.cell(m, bench, "test", cond) for m in run.models}
+        gaps = train_test_gap(train, test, base=BASE)
+        if gaps:
+            out[bench] = gaps
+    return out
+
+
+def gap_table(run: RunData, gaps: Gaps) -> Table | None:
+    """Clean accuracy on the train slice and the test split, the gap, and each trained model's
+    gap minus base's [CI]; None without a train slice."""
+    if not gaps:
+        return None
+    cols = [
+        "Benchmark",
+        "Model",
+        "train slice % (n)",
+        "test % (n)",
+        "gap (train − test)",
+        "gap − base's gap [CI]",
+    ]
+    rows, csv_rows = [], []
+    for bench, by_model in gaps.items():
+        for model in [m for m in run.models if m in by_model]:
+            g = by_model[model]
+            vs = "—"
+            if g["gap_vs_base"] is not None:
+                mark = "**" if excludes_zero(g["ci95"]) else ""
+                vs = f"{mark}{signed(g['gap_vs_base'])}{mark} {ci_text(g['ci95'])}"
+            rows.append(
+                [
+                    bench,
+                    run.label(model),
+                    f"{pct(g['train'])} ({g['n_train']})",
+                    f"{pct(g['test'])} ({g['n_test']})",
+                    signed(g["gap"]),
+                    vs,
+                ]
+            )
+            ci = g["ci95"] or [None, None]
+            csv_rows.append(
+                [
+                    bench,
+                    model,
+                    g["n_train"],
+                    csv_value(g["train"]),
+                    g["n_test"],
+                    csv_value(g["test"]),
+                    csv_value(g["gap"]),
+                    csv_value(g["gap_vs_base"]),
+                    csv_value(ci[0]),
+                    csv_value(ci[1]),
+                ]
+            )
+    return Table(
+        "train_test_gap",
+        cols,
+        rows,
+        [
+            "benchmark",
+            "train_condition",
+            "n_train",
+            "accuracy_train",
+            "n_test",
+            "accuracy_test",
+            "gap",
+            "gap_vs_base",
+            "gap_vs_base_ci_lo",
+            "gap_vs_base_ci_hi",
         ],
         csv_rows,
     )

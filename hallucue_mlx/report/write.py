@@ -23,16 +23,24 @@ from hallucue_mlx.report.labels import FILTER_NOTE, RANDOM_REWARD, eval_label, m
 from hallucue_mlx.report.load import RunData, load_run, missing_pieces
 from hallucue_mlx.report.reading import reading
 from hallucue_mlx.report.tables import (
+    OUTCOME_HEADS,
     Cells,
     Diagnostics,
+    Gaps,
+    Sources,
     Table,
     clean_cells,
     diagnostics_all,
     diagnostics_table,
+    gain_sources_all,
+    gap_table,
     matrix_table,
+    outcomes_table,
+    sources_table,
     splits_table,
     table1,
     table1_latex,
+    train_test_gaps,
     versioned_benchmarks,
     versions_table,
 )
@@ -125,10 +133,24 @@ def _run_info(run: RunData) -> list[str]:
     return lines
 
 
-def _write_tables(run: RunData, cells: Cells, diag: Diagnostics, tabdir: Path) -> list[Table]:
-    """Table 1, matrix and diagnostics always; versions and splits when the records allow."""
+def _write_tables(
+    run: RunData, cells: Cells, diag: Diagnostics, sources: Sources, gaps: Gaps, tabdir: Path
+) -> list[Table]:
+    """Table 1, matrix and diagnostics always; the outcomes and their sources, versions, splits
+    and the train-test gap when the records allow."""
     tables: list[Table] = [table1(run, cells), matrix_table(run), diagnostics_table(run, diag)]
-    tables += [t for t in (versions_table(run, diag), splits_table(run)) if t is not None]
+    optional = (
+        outcomes_table(run),
+        sources_table(run, sources),
+        versions_table(run, diag),
+        splits_table(run),
+        gap_table(run, gaps),
+    )
+    tables += [t for t in optional if t is not None]
+    for stem in ("outcomes", "gain_sources", "train_test_gap"):
+        if stem not in {t.name for t in tables}:  # a rebuild must not keep tables the data lost
+            for ext in ("csv", "md"):
+                (tabdir / f"{stem}.{ext}").unlink(missing_ok=True)
     for t in tables:
         atomic.write_text(tabdir / f"{t.name}.csv", t.csv())
         atomic.write_text(tabdir / f"{t.name}.md", t.markdown() + "\n")
@@ -195,11 +217,13 @@ def _noise_only(sentence: str) -> bool:
     return "within noise" in sentence and not _MOVED.search(sentence)
 
 
-def _reading_section(run: RunData, cells: Cells, diag: Diagnostics) -> list[str]:
+def _reading_section(
+    run: RunData, cells: Cells, diag: Diagnostics, sources: Sources, gaps: Gaps
+) -> list[str]:
     """The reading: what moved first, one bullet each; the comparisons within noise folded into
     one bullet (listed in a collapsed block), so that a run where nothing moved reads short."""
     L = ["## Reading", ""]
-    sentences = reading(run, cells, diag)
+    sentences = reading(run, cells, diag, sources, gaps)
     if not sentences:
         return [
             *L,
@@ -280,9 +304,47 @@ def _results_sections(run: RunData, tables: list[Table], figs: Figures) -> list[
     return L
 
 
+def _outcomes_section(tables: list[Table]) -> list[str]:
+    """Where the answers go right or wrong (traced records only; absent from older runs)."""
+    named = {t.name: t for t in tables}
+    ot, gt = named.get("outcomes"), named.get("gain_sources")
+    if ot is None:
+        return []
+    heads = OUTCOME_HEADS
+    L = [
+        "## Where the answers go right or wrong (test split)",
+        "",
+        "Synth's responses state the fact they read from the image and each addition (\"The "
+        'digit is 7. 7 + 4 = 11."), and every item stores the facts it was drawn from, so each '
+        f"answer falls in one outcome, checked in this order: {heads['correct']}; "
+        f"{heads['declined']}; {heads['format']} (no `<think>...</think> \\boxed{{}}` answer); "
+        f"{heads['read']} (the fact stated is wrong); {heads['compute']} (no fact stated wrong, "
+        "but an addition wrong or missing, checked from what the response itself stated; a "
+        f"response that states no fact before its additions lands here); {heads['final']} "
+        f"(every checked step right, the boxed answer not); {heads['wrong']} (no step to "
+        "check). % of the records under each eval condition; a row sums to 100 up to rounding.",
+        "",
+        ot.markdown(),
+        "",
+    ]
+    if gt is not None:
+        L += [
+            "Clean test inputs: reading accuracy is the share of the responses that state the "
+            "visual fact which state it right; computing accuracy, among the responses that read "
+            "it right and whose item asks for additions, the share with every addition right; "
+            "format, the share in the answer format; accuracy, the share correct. Base: the "
+            "rate; trained models: the rate (change vs base [paired bootstrap CI over items, "
+            "whole clusters resampled, both rates recomputed on each resample]).",
+            "",
+            gt.markdown(),
+            "",
+        ]
+    return L
+
+
 def _versions_and_splits(run: RunData, tables: list[Table], figs: Figures) -> list[str]:
     named = {t.name: t for t in tables}
-    vt, st = named.get("versions"), named.get("splits")
+    vt, st, gap = named.get("versions"), named.get("splits"), named.get("train_test_gap")
     L = ["## Modality versions", ""]
     if vt is not None:
         L += ["Accuracy % by modality version, clean / under blank images.", "", vt.markdown(), ""]
@@ -303,6 +365,16 @@ def _versions_and_splits(run: RunData, tables: list[Table], figs: Figures) -> li
         ]
     else:
         L += ["_No train-split evaluation in the records._", ""]
+    if gap is not None:
+        L += [
+            "Clean accuracy % on the train slice and on the test split (items in brackets), the "
+            "gap in points, and each trained model's gap minus base's: the splits hold different "
+            "items, so each is paired with base on its own items and the two paired differences "
+            "are bootstrapped independently (95% CI).",
+            "",
+            gap.markdown(),
+            "",
+        ]
     return L
 
 
@@ -361,12 +433,14 @@ def write_report(run_dir: Path) -> Path:
     tabdir.mkdir(exist_ok=True)
     cells = clean_cells(run)
     diag = diagnostics_all(run)
-    tables = _write_tables(run, cells, diag, tabdir)
+    sources, gaps = gain_sources_all(run), train_test_gaps(run)
+    tables = _write_tables(run, cells, diag, sources, gaps, tabdir)
     figs = _write_figures(run, cells, figdir)
     lines = [
         *_head(run),
-        *_reading_section(run, cells, diag),
+        *_reading_section(run, cells, diag, sources, gaps),
         *_results_sections(run, tables, figs),
+        *_outcomes_section(tables),
         *_versions_and_splits(run, tables, figs),
         *_training_section(run, figs),
         *_listing(tables, figs),
