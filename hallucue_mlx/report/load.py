@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ from hallucue_mlx.corrupt import CORRUPTIONS
 from hallucue_mlx.metrics import Record
 from hallucue_mlx.report.labels import BASE, EVAL_LONG, filtered, md_code, model_label, plain_name
 from hallucue_mlx.runfolder import CONTROL_MODELS
-from hallucue_mlx.safefile import FileKindError, read_input_bytes, read_state
+from hallucue_mlx.safefile import INPUT_MAX_BYTES, FileKindError, read_input_bytes, read_state
 
 
 class ReportError(ValueError):
@@ -91,11 +93,23 @@ def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _gunzip(data: bytes, path: Path) -> bytes:
+    """The lines of a gzip-compressed records file, bounded like an uncompressed one."""
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+        out = f.read(INPUT_MAX_BYTES + 1)
+    if len(out) > INPUT_MAX_BYTES:
+        raise FileKindError(f"{path} holds over {INPUT_MAX_BYTES} bytes uncompressed", path)
+    return out
+
+
 def _lines(path: Path) -> list[str | None]:
     """The lines of a JSON-lines file (checked for kind and size before it is read); a line that
     is not UTF-8 is None (counted as unreadable by the callers)."""
     out: list[str | None] = []
-    for raw in read_input_bytes(path, what="records file").splitlines():
+    data = read_input_bytes(path, what="records file")
+    if path.suffix == ".gz":  # a packed run folder (scripts/pack_results.py): the same lines
+        data = _gunzip(data, path)
+    for raw in data.splitlines():
         try:
             out.append(raw.decode("utf-8"))
         except UnicodeDecodeError:
@@ -227,6 +241,16 @@ def _names(value: Any) -> list[str] | None:
     return [v for v in out if plain_name(v)]  # names only the project writes (plain_name)
 
 
+def records_files(root: Path) -> list[Path]:
+    """eval/<model>/<benchmark>-<split>/records.jsonl, or records.jsonl.gz in a packed folder."""
+    plain = sorted((root / "eval").glob("*/*/records.jsonl"))
+    have = {p.parent for p in plain}
+    packed = [
+        p for p in sorted((root / "eval").glob("*/*/records.jsonl.gz")) if p.parent not in have
+    ]
+    return sorted(plain + packed)
+
+
 def _dedupe(recs: list[Record], where: str, problems: list[str]) -> list[Record]:
     """One record per (benchmark, id, condition, sample): the last wins (a resumed cell may repeat)."""
     seen: dict[tuple[str, str, str], Record] = {}
@@ -247,7 +271,7 @@ def _load_records(
     the benchmarks whose evaluation split is not called test."""
     records: dict[tuple[str, str, str], list[Record]] = {}
     split_names: dict[str, str] = {}
-    for path in sorted((root / "eval").glob("*/*/records.jsonl")):
+    for path in records_files(root):
         model, cell = path.parent.parent.name, path.parent.name
         bench, _, split = cell.rpartition("-")
         if not all(map(plain_name, (model, bench, split))):
@@ -306,7 +330,7 @@ def _load_curves(
 
 def _refuse_torn(root: Path, problems: list[str]) -> None:
     """A folder with records files but not one complete record: a run stopped while writing."""
-    found = [*(root / "eval").glob("*/*/records.jsonl"), *(root / "train").glob("*/metrics.jsonl")]
+    found = [*records_files(root), *(root / "train").glob("*/metrics.jsonl")]
     if found:
         raise ReportError(
             f"{root} is a run folder whose records are incomplete: "
