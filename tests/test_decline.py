@@ -113,7 +113,7 @@ def test_warmup_teaches_declining_only_where_the_fact_is_absent() -> None:
     # without decline_share the warm-up never teaches declining
     plain = WarmupConfig(decline_share=0.0, template="short")
     for step in range(5):
-        for item, target in warmup_items(step, plain):
+        for _item, target in warmup_items(step, plain):
             assert not target.endswith("\\boxed{unknown}")
 
 
