@@ -327,7 +327,7 @@ def evaluate(
     of the benchmark. config: the decoding settings: None (EvalConfig's defaults), an
     EvalConfig, a mapping of its fields ({"max_tokens": 32}), or a run config (as load_config
     takes it) whose eval section and grid.eval_conditions are used; unless given, the prompt
-    template is the one the model expects ("short" for hallucue-tiny, else "easyr1"). quiet:
+    template is the one the model expects ("short-decline" for hallucue-tiny, else "easyr1"). quiet:
     no progress bar or printed table.
 
     Returns an EvalResult: by_condition ({condition: summary}, in order), where a summary holds

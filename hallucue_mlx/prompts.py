@@ -47,13 +47,13 @@ TEMPLATES = {
 
 
 def resolve_template(template: str, model: str) -> str:
-    """'auto' -> 'short' for the embedded hallucue-tiny (the format it was warmed up with),
+    """'auto' -> 'short-decline' for the embedded hallucue-tiny (the format it was warmed up with),
     'easyr1' (the paper's) for any other model; any other name is returned as is."""
     if template != "auto":
         return template
     from pathlib import Path
 
-    return "short" if Path(str(model)).name == "hallucue-tiny" else "easyr1"
+    return "short-decline" if Path(str(model)).name == "hallucue-tiny" else "easyr1"
 
 
 def format_choices(choices: tuple[str, ...]) -> str:

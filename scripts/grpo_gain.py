@@ -63,7 +63,15 @@ def main() -> None:
     base = accuracy_per_item()
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="grpo_gain_"))
     t0 = time.perf_counter()
-    result = train(tcfg, cfg.model.id, out, quiet=False, model_and_processor=(model, processor))
+    # the periodic evaluation reads the first train.n_eval of the same validation items
+    result = train(
+        tcfg,
+        cfg.model.id,
+        out,
+        quiet=False,
+        model_and_processor=(model, processor),
+        eval_items=items,
+    )
     minutes = (time.perf_counter() - t0) / 60
     after = accuracy_per_item()
     gain, lo, hi = paired_bootstrap_ci(after, base)
@@ -71,6 +79,11 @@ def main() -> None:
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rewards = [d["reward"] for d in lines if "event" not in d]
     curve = [round(float(np.mean(c)), 3) for c in np.array_split(rewards, 10) if len(c)]
+    evals = {
+        d["step"]: round(d["eval/none/accuracy"], 4)
+        for d in lines
+        if "eval/none/accuracy" in d and "step" in d
+    }
     print(f"model {cfg.model.id}; {spec.name}/validation, {len(items)} items, greedy, clean")
     print(
         f"training: {result.steps_done} steps in {minutes:.1f} min ({tcfg.prompts_per_step} "
@@ -82,6 +95,7 @@ def main() -> None:
         f"gain {100 * gain:+.2f} points, paired bootstrap 95% CI [{100 * lo:+.2f}, {100 * hi:+.2f}]"
     )
     print(f"reward per tenth of the run: {curve}")
+    print(f"periodic evaluation (first {tcfg.n_eval} of these items): {evals}")
     print(
         json.dumps(
             {
@@ -93,6 +107,7 @@ def main() -> None:
                 "steps": result.steps_done,
                 "train_minutes": round(minutes, 2),
                 "reward_curve": curve,
+                "eval_curve": evals,
             }
         )
     )

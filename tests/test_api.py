@@ -191,7 +191,7 @@ def test_evaluate_four_items_under_two_conditions(tmp_path):
         assert s["n"] == 4 and 0 <= s["accuracy"] <= 1
         assert s["ci95"][0] <= s["accuracy"] <= s["ci95"][1]
     assert len(res.records) == 8 and {r["corruption"] for r in res.records} == {"none", "blank"}
-    assert res.summary["meta"]["config"]["template"] == "short"  # hallucue-tiny's prompt
+    assert res.summary["meta"]["config"]["template"] == "short-decline"  # hallucue-tiny's prompt
     assert (tmp_path / "eval" / "summary.json").is_file()
 
 

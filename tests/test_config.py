@@ -39,7 +39,7 @@ def test_default_is_the_embedded_offline_lab():
     assert cfg.model.id == "hallucue-tiny"
     assert cfg.data.train.name == "synth" and cfg.data.train.split == "train"
     assert [(s.name, s.split, s.n) for s in cfg.data.eval] == [("synth", "test", 600)]
-    assert cfg.train.prompt_template == "short"
+    assert cfg.train.prompt_template == "short-decline"
     assert cfg.grid.train_conditions == ["none", "blank", "random", "text_removal"]
     assert cfg.grid.eval_conditions == ["none", "blank", "random", "text_removal"]
     assert cfg.grid.include_base
@@ -178,7 +178,7 @@ def test_set_overrides_parse_yaml_values():
     assert cfg.data.eval[0].n == 50 and cfg.model.adapter is None
     assert cfg.grid.include_base is False and cfg.output.dir == "somewhere"
     # the rest of the file is untouched
-    assert cfg.train.prompt_template == "short"
+    assert cfg.train.prompt_template == "short-decline"
 
 
 def test_set_errors_name_the_key():
@@ -220,8 +220,8 @@ def test_config_hash_follows_results_not_output_dir():
 
 def test_auto_template_follows_the_model():
     tiny = from_dict({"train": {"prompt_template": "auto"}})
-    assert C.eval_config_for(tiny).template == "short"
-    assert C.train_config_for(tiny, "none").prompt_template == "short"
+    assert C.eval_config_for(tiny).template == "short-decline"
+    assert C.train_config_for(tiny, "none").prompt_template == "short-decline"
     big = from_dict({"train": {"prompt_template": "auto"}, "model": {"id": "org/some-vlm"}})
     assert C.eval_config_for(big).template == "easyr1"
 
