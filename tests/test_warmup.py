@@ -21,7 +21,7 @@ TOY = dict(
 
 
 def test_blank_images_only_on_items_whose_answer_is_in_the_text():
-    cfg = WarmupConfig(blank_share=0.5)
+    cfg = WarmupConfig(blank_share=0.5, decline_share=0.0, template="short")
     blanks = 0
     for step in range(40):
         for item, target in warmup_items(step, cfg):
@@ -49,3 +49,8 @@ def test_toy_build_writes_a_loadable_model_with_eval_and_is_deterministic(tmp_pa
     wb = mx.load(str(tmp_path / "b" / "model.safetensors"))
     assert wa.keys() == wb.keys()
     assert all(mx.array_equal(wa[k], wb[k]).item() for k in wa)
+    # a second stage continues the first build's weights (same shapes and tokenizer)
+    build_tiny(tmp_path / "c", WarmupConfig(**TOY, init=str(tmp_path / "a")), log=lambda s: None)
+    wc = mx.load(str(tmp_path / "c" / "model.safetensors"))
+    assert wc.keys() == wa.keys() and not all(mx.array_equal(wa[k], wc[k]).item() for k in wa)
+    assert json.loads((tmp_path / "c" / "build.json").read_text())["config"]["init"]
