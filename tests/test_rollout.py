@@ -120,8 +120,10 @@ def test_batched_prompts_equal_single_prompt_greedy(loaded, items):
     prompts = [
         encode_prompt(proc, model, items[0], template=TEMPLATE),
         encode_prompt(proc, model, "What is 2 plus 3?", None),
-        encode_prompt(proc, model, items[2], template="easyr1"),
     ]
+    # a third prompt of yet another length
+    third = (encode_prompt(proc, model, it, template="easyr1") for it in items[1:])
+    prompts.append(next(p for p in third if p.length not in {q.length for q in prompts}))
     assert len({p.length for p in prompts}) == 3
     batched = generate(model, proc, prompts, n=2, temperature=0.0, max_tokens=10)
     for p, g in zip(prompts, batched):
