@@ -986,13 +986,19 @@ def model_build_tiny(
     out: Path = typer.Option(..., help="Output directory for the rebuilt model."),
     seed: int = typer.Option(0, help="Seed of the build (the shipped model uses 0)."),
     max_minutes: float = typer.Option(56.0, help="Wall-clock budget of the warm-up."),
+    init: Path | None = typer.Option(
+        None,
+        help="Continue an earlier build's weights (a model folder of the same shapes and "
+        "tokenizer), as the shipped model's second stage did; default: a random start.",
+    ),
 ) -> None:
     """Rebuild hallucue-tiny deterministically from its seed (about 30-45 min on 2 CPU cores)."""
     import json
 
     from hallucue_mlx.warmup import WarmupConfig, build_tiny
 
-    result = build_tiny(out, WarmupConfig(seed=seed, max_minutes=max_minutes), log=typer.echo)
+    cfg = WarmupConfig(seed=seed, max_minutes=max_minutes, init=str(init) if init else "")
+    result = build_tiny(out, cfg, log=typer.echo)
     typer.echo(json.dumps(result["eval"], indent=2))
 
 

@@ -1,0 +1,63 @@
+"""The README's result tables are rebuilt from the committed files under results/: a reader can
+check every cell (`hallucue-mlx report results/<name>`), and this test fails when the README and
+the files disagree."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hallucue_mlx.report import write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+BLOCK = re.compile(r"<!-- (results/[\w.-]+) (tables/[\w.-]+\.md) -->\n(.*?)\n<!-- end -->", re.S)
+
+
+def blocks() -> list[tuple[str, str, str]]:
+    return BLOCK.findall(README)
+
+
+def test_the_readme_quotes_committed_results():
+    found = blocks()
+    assert found, "the README has no table marked as rebuilt from results/"
+    for folder, _, _ in found:
+        assert (ROOT / folder / "manifest.json").is_file(), folder
+
+
+@pytest.mark.parametrize("folder", sorted({f for f, _, _ in BLOCK.findall(README)}))
+def test_readme_tables_equal_what_the_report_builds(tmp_path, folder):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / folder, run)
+    write_report(run)
+    for f, table, text in blocks():
+        if f == folder:
+            built = (run / table).read_text().strip()
+            assert text.strip() == built, f"README's {folder} {table} differs from the report's"
+
+
+def _number(text: str) -> float:
+    return float(text.replace("%", ""))
+
+
+def test_readme_validation_numbers_equal_the_committed_files():
+    head = json.loads((ROOT / "results/validation/headroom.json").read_text())["overall"]
+    m = re.search(
+        r"greedy ([\d.]+)%, pass@1\s+([\d.]+)%, pass@8 ([\d.]+)%, and (\d+)% of the groups", README
+    )
+    assert m, "the README's headroom sentence changed: update this test"
+    got = [_number(x) for x in m.groups()]
+    want = [100 * head[k] for k in ("greedy", "pass1", "pass_at_g", "reward_spread")]
+    assert got == pytest.approx(want, abs=0.051)
+    grpo = json.loads((ROOT / "results/validation/grpo-plain.json").read_text())
+    m = re.search(
+        r"greedy: ([\d.]+)% -> ([\d.]+)%,\s+(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", README
+    )
+    assert m, "the README's GRPO sentence changed: update this test"
+    got = [_number(x) for x in m.groups()]
+    want = [100 * grpo[k] for k in ("base", "trained", "gain")] + [100 * x for x in grpo["ci95"]]
+    assert got == pytest.approx(want, abs=0.051)
