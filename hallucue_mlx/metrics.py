@@ -505,8 +505,26 @@ def hallucination(records: Sequence[Record]) -> dict[str, Any]:
         "known_correct_rate": (
             sum(bool(r["correct"]) for r, _ in known) / len(known) if known else None
         ),
+        "verdict": chance_verdict([bool(r["correct"]) for r, _ in known], [c for _, c in known]),
         "concentration": concentration(hits),
     }
+
+
+def chance_verdict(correct: Sequence[bool], chances: Sequence[float]) -> str | None:
+    """Whether answers given without the needed information are right more or less often than
+    guessing would be: "above chance", "at chance" or "below chance" at the two-sided 5% level,
+    comparing the number right with its distribution under per-item guessing (a sum of
+    Bernoulli(chance_i): normal approximation, mean sum(p), variance sum(p(1-p))). None: no
+    answer with a known chance."""
+    if not correct:
+        return None
+    mean = sum(chances)
+    var = sum(p * (1 - p) for p in chances)
+    k = sum(correct)
+    if var <= 0:
+        return "at chance" if k == mean else ("above chance" if k > mean else "below chance")
+    z = (k - mean) / var**0.5
+    return "above chance" if z > 1.96 else "below chance" if z < -1.96 else "at chance"
 
 
 def diagnostics(

@@ -346,3 +346,17 @@ def test_concentration_flags_a_constant_answer() -> None:
     assert c["top_share"] == pytest.approx((6 * 1.0 + 10 * 0.1) / 16)
     h = hallucination([dict(r, info_removed=True) for r in const])
     assert h["concentration"]["constant_tasks"] == ["count"]
+
+
+def test_chance_verdict_compares_answers_with_per_item_guessing() -> None:
+    from hallucue_mlx.metrics import chance_verdict
+
+    chances = [0.25] * 200  # four options each: 50 right expected
+    assert chance_verdict([i < 50 for i in range(200)], chances) == "at chance"
+    assert chance_verdict([i < 80 for i in range(200)], chances) == "above chance"
+    assert chance_verdict([i < 20 for i in range(200)], chances) == "below chance"
+    assert chance_verdict([], []) is None
+    # mixed answer sets: 100 items at 1/2 and 100 at 1/10 expect 60 right
+    mixed = [0.5] * 100 + [0.1] * 100
+    assert chance_verdict([i < 60 for i in range(200)], mixed) == "at chance"
+    assert chance_verdict([i < 100 for i in range(200)], mixed) == "above chance"

@@ -151,20 +151,20 @@ def _blank_raised(run: RunData, diag: Diagnostics) -> list[str]:
 
 def _answered_anyway(run: RunData, diag: Diagnostics) -> list[str]:
     """Answering anyway where the corruption removed the needed information (hallucination),
-    for base and clean GRPO."""
+    per model, with a verdict on its answers against chance."""
     out: list[str] = []
     for (model, b), d in diag.items():
-        if model not in ("base", "none"):
-            continue
         hs = d["hallucination"]
         parts = [
             f"{pct(h['rate'])}% of the {h['n']} items {EVAL_LONG.get(c, c)} left unanswerable"
+            + f" (declined {pct(h.get('declined_rate'))}%"
             + (
-                f" (right {pct(h.get('known_correct_rate'))}% of the time; chance "
-                f"{pct(h['chance_rate'])}%)"
+                f"; the answers right {pct(h.get('known_correct_rate'))}% of the time against "
+                f"{pct(h['chance_rate'])}% chance: {h.get('verdict')}"
                 if h.get("known_correct_rate") is not None and h["chance_rate"] is not None
                 else ""
             )
+            + ")"
             for c, h in hs.items()
             if h["rate"] is not None
         ]
