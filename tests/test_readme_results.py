@@ -53,11 +53,15 @@ def test_readme_validation_numbers_equal_the_committed_files():
     got = [_number(x) for x in m.groups()]
     want = [100 * head[k] for k in ("greedy", "pass1", "pass_at_g", "reward_spread")]
     assert got == pytest.approx(want, abs=0.051)
-    grpo = json.loads((ROOT / "results/validation/grpo-plain.json").read_text())
-    m = re.search(
-        r"greedy: ([\d.]+)% -> ([\d.]+)%,\s+(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", README
-    )
-    assert m, "the README's GRPO sentence changed: update this test"
-    got = [_number(x) for x in m.groups()]
-    want = [100 * grpo[k] for k in ("base", "trained", "gain")] + [100 * x for x in grpo["ci95"]]
-    assert got == pytest.approx(want, abs=0.051)
+    for name, label in (("grpo-plain", "greedy: "), ("grpo-filtered", "on the same\n  items: ")):
+        grpo = json.loads((ROOT / f"results/validation/{name}.json").read_text())
+        pattern = (
+            re.escape(label) + r"([\d.]+)% -> ([\d.]+)%,\s+(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]"
+        )
+        m = re.search(pattern, README)
+        assert m, f"the README's {name} sentence changed: update this test"
+        got = [_number(x) for x in m.groups()]
+        want = [100 * grpo[k] for k in ("base", "trained", "gain")] + [
+            100 * x for x in grpo["ci95"]
+        ]
+        assert got == pytest.approx(want, abs=0.051), name
