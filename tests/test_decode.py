@@ -26,7 +26,9 @@ MODELS = ["hallucue-tiny", "qwen2_vl", "idefics3"]
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory, build_tiny):
     root = tmp_path_factory.mktemp("decode")
-    items = load_synth("train", n=2, seed=0)
+    # items whose answers are short (no chain of additions): the trained model finishes them
+    # well within the test's token budget
+    items = [it for it in load_synth("train", n=40, seed=0) if "addends" not in it.meta["facts"]]
     out = {}
     for name in MODELS:
         path = name if name == "hallucue-tiny" else build_tiny(root / name, family=name)
