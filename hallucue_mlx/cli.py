@@ -995,9 +995,14 @@ def model_build_tiny(
     """Rebuild hallucue-tiny deterministically from its seed (about 30-45 min on 2 CPU cores)."""
     import json
 
-    from hallucue_mlx.warmup import WarmupConfig, build_tiny
+    from hallucue_mlx.warmup import WarmupConfig, build_tiny, check_config
 
     cfg = WarmupConfig(seed=seed, max_minutes=max_minutes, init=str(init) if init else "")
+    try:
+        check_config(cfg)  # before any work: a bad --init says so in one line
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     result = build_tiny(out, cfg, log=typer.echo)
     typer.echo(json.dumps(result["eval"], indent=2))
 

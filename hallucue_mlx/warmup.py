@@ -188,6 +188,11 @@ def check_config(cfg: WarmupConfig) -> None:
     for name in ("blank_share", "decline_share"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"warm-up {name} must be in [0, 1], got {getattr(cfg, name)}")
+    if cfg.init and not (Path(cfg.init) / "config.json").is_file():
+        raise ValueError(
+            f"warm-up init {cfg.init!r} is not a model folder (no config.json); give the folder "
+            "of an earlier build, e.g. the shipped hallucue-tiny"
+        )
     if cfg.decline_share > 0 and not offers_decline(cfg.template):
         raise ValueError(
             f"warm-up decline_share {cfg.decline_share} teaches \\boxed{{{DECLINE_ANSWER}}}, but "

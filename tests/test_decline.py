@@ -165,3 +165,10 @@ def test_warmup_targets_keep_chains_at_the_edge_of_competence():
     assert not [m for m in SHIPPED_TARGETS.check(ev(4)) if "chain" in m]
     for right in (0, 10):
         assert any("chain accuracy" in m for m in SHIPPED_TARGETS.check(ev(right)))
+
+
+def test_warmup_init_must_be_a_model_folder(tmp_path):
+    from hallucue_mlx.warmup import WarmupConfig, check_config
+
+    with pytest.raises(ValueError, match="not a model folder"):
+        check_config(WarmupConfig(init=str(tmp_path / "nowhere")))
