@@ -27,6 +27,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import hallucue_mlx  # noqa: E402, F401  (before mlx.core: binds MLX's CPU matmuls to the fast BLAS)
+
 MODELS = ("qwen2.5-vl-3b", "qwen2-vl-2b", "smolvlm-256m")
 DTYPES = ("fp32", "4bit")
 CONDITIONS = ("none", "blank", "random", "text_removal")
@@ -55,12 +57,16 @@ def real_size_items(n: int = 2, seed: int = 0, sizes=IMAGE_SIZES) -> list:
 
 
 def spread_reward(response: str, item, cfg=None):
-    """A reward with spread inside a group: a random model never answers right, and a
-    zero-variance group would make no update."""
+    """A reward with spread inside a group whenever its completions differ: a random model
+    never answers right, and a zero-variance group would make no update. A hash spread over
+    [0, 1) rather than a coin (byte-sum parity): five completions all landing on one side of a
+    coin happens for 1 seed in 16, and then the check fails for a reason that is not a bug."""
+    import zlib
+
     import hallucue_mlx.rewards as rewards
 
-    acc = float(sum(response.encode()) % 2 == 0)
-    return rewards.Reward(acc, acc, 1.0, rewards.Grade(None, bool(acc), True))
+    acc = (zlib.crc32(response.encode()) % 1000) / 1000
+    return rewards.Reward(acc, acc, 1.0, rewards.Grade(None, acc >= 0.5, True))
 
 
 def _train_config():
