@@ -53,7 +53,12 @@ def test_readme_validation_numbers_equal_the_committed_files():
     got = [_number(x) for x in m.groups()]
     want = [100 * head[k] for k in ("greedy", "pass1", "pass_at_g", "reward_spread")]
     assert got == pytest.approx(want, abs=0.051)
-    for name, label in (("grpo-plain", "greedy: "), ("grpo-filtered", "on the same\n  items: ")):
+    runs = (
+        ("grpo-plain", "greedy: "),
+        ("grpo-filtered", "on the same\n  items: "),
+        ("grpo-lora-vision", "`train.lora_vision=true`): "),
+    )
+    for name, label in runs:
         grpo = json.loads((ROOT / f"results/validation/{name}.json").read_text())
         pattern = (
             re.escape(label) + r"([\d.]+)% -> ([\d.]+)%,\s+(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]"
