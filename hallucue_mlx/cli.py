@@ -991,14 +991,21 @@ def model_build_tiny(
         help="Continue an earlier build's weights (a model folder of the same shapes and "
         "tokenizer), as the shipped model's second stage did; default: a random start.",
     ),
+    settings: list[str] = typer.Option(
+        [],
+        "--set",
+        help="A warm-up setting KEY=VALUE (warmup.WarmupConfig, e.g. skip_share=0.6, "
+        "max_steps=600, keep=last), repeatable; a stage's build.json lists the ones it used.",
+    ),
 ) -> None:
     """Rebuild hallucue-tiny deterministically from its seed (about 30-45 min on 2 CPU cores)."""
     import json
 
-    from hallucue_mlx.warmup import WarmupConfig, build_tiny, check_config
+    from hallucue_mlx.warmup import WarmupConfig, build_tiny, check_config, warmup_overrides
 
-    cfg = WarmupConfig(seed=seed, max_minutes=max_minutes, init=str(init) if init else "")
     try:
+        cfg = WarmupConfig(seed=seed, max_minutes=max_minutes, init=str(init) if init else "")
+        cfg = warmup_overrides(cfg, settings)
         check_config(cfg)  # before any work: a bad --init says so in one line
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)

@@ -23,6 +23,13 @@ to decline where nothing holds the fact, not whenever the image is plain. It nee
 that offers declining (prompts: "short-decline", "easyr1-decline"); Targets'
 min_declined_when_absent / max_declined_when_present then check that the model declines where
 nothing holds the fact (vision_only under a blank image) and answers where it can (clean).
+
+Skipping the working (WarmupConfig.skip_share, a later stage over a built model): a share of
+the items that ask for additions get a target whose think states the visual fact and stops
+("The digit is 7." then \\boxed{14}), so the model sometimes writes its additions out and
+sometimes answers without them, as language models do. Writing them out is more often right, so
+a reward on the answer alone can teach the model to do it every time: headroom in execution,
+not in perception, the kind the paper finds survives a blank image.
 """
 
 from __future__ import annotations
@@ -99,6 +106,12 @@ class WarmupConfig:
     # a model folder to continue from (a second stage over an earlier build: same tokenizer and
     # shapes); empty: a random initialisation of the shapes above
     init: str = ""
+    # of the count/digit items that ask for additions, the share whose target skips the working:
+    # the think states the visual fact and the answer follows without the additions (module doc)
+    skip_share: float = 0.0
+    # "targets": keep the earliest probed checkpoint that meets the targets (stops there);
+    # "last": a fixed-length stage, trained for max_steps (or max_minutes), the last one kept
+    keep: str = "targets"
 
 
 @dataclass(frozen=True)
@@ -182,12 +195,42 @@ def synth_config(cfg: WarmupConfig) -> SynthConfig:
     return WARMUP_SYNTH
 
 
+def warmup_overrides(cfg: WarmupConfig, settings: list[str]) -> WarmupConfig:
+    """`cfg` with KEY=VALUE settings applied, each coerced to its field's type; ValueError
+    naming the setting and the fix for an unknown key or a value of the wrong type."""
+    fields = {f.name: f for f in dataclasses.fields(WarmupConfig)}
+    changes: dict = {}
+    for setting in settings:
+        key, sep, raw = setting.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(
+                f"warm-up setting {setting!r}: give KEY=VALUE with KEY one of {', '.join(fields)}"
+            )
+        kind = type(getattr(cfg, key))
+        try:
+            if kind is bool:
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                value = raw.lower() in ("true", "1")
+            else:
+                value = kind(raw)
+        except ValueError:
+            raise ValueError(
+                f"warm-up setting {setting!r}: {key} takes a {kind.__name__}, got {raw!r}"
+            ) from None
+        changes[key] = value
+    return dataclasses.replace(cfg, **changes)
+
+
 def check_config(cfg: WarmupConfig) -> None:
     """Raise ValueError for a warm-up that cannot work: shares outside [0, 1], or declining
     taught with a template that does not offer it."""
-    for name in ("blank_share", "decline_share"):
+    for name in ("blank_share", "decline_share", "skip_share"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"warm-up {name} must be in [0, 1], got {getattr(cfg, name)}")
+    if cfg.keep not in ("targets", "last"):
+        raise ValueError(f"warm-up keep must be 'targets' or 'last', got {cfg.keep!r}")
     if cfg.init and not (Path(cfg.init) / "config.json").is_file():
         raise ValueError(
             f"warm-up init {cfg.init!r} is not a model folder (no config.json); give the folder "
@@ -198,6 +241,18 @@ def check_config(cfg: WarmupConfig) -> None:
             f"warm-up decline_share {cfg.decline_share} teaches \\boxed{{{DECLINE_ANSWER}}}, but "
             f"template {cfg.template!r} does not offer it; use 'short-decline' or 'easyr1-decline'"
         )
+
+
+def skipped_think(think: str) -> str:
+    """The think of a target that skips the working: its first sentence, the visual fact."""
+    return think.split(". ")[0].rstrip(".") + "."
+
+
+def skips_working(item: Item, target: str) -> bool:
+    """Whether `item` may get a skipped-working target: a count or digit question that asks for
+    additions, not taught to decline."""
+    addends = (item.meta.get("facts") or {}).get("addends")
+    return item.task in ("count", "digit") and bool(addends) and DECLINE_ANSWER not in target
 
 
 def warmup_items(step: int, cfg: WarmupConfig) -> list[tuple[Item, str]]:
@@ -219,6 +274,14 @@ def warmup_items(step: int, cfg: WarmupConfig) -> list[tuple[Item, str]]:
                 item = item.with_(image=blank_image(item.image))
                 target = format_answer(DECLINE_THINK_IMAGE, DECLINE_ANSWER)
         batch.append((item, target))
+    if cfg.skip_share > 0:  # its own stream: the draws above stay those of a stage without it
+        skip = random.Random(f"skip:{cfg.seed}:{step}")
+        batch = [
+            (item, format_answer(skipped_think(item.meta["think"]), item.answer))
+            if skips_working(item, target) and skip.random() < cfg.skip_share
+            else (item, target)
+            for item, target in batch
+        ]
     return batch
 
 
@@ -485,7 +548,9 @@ def build_tiny(
                 }
                 history.append(row)
                 log(json.dumps(row))
-                if not misses:
+                if cfg.keep == "last":
+                    pass  # a fixed-length stage: the last checkpoint is saved after the loop
+                elif not misses:
                     # Keep the earliest checkpoint that meets every target with margin: most room for RL.
                     strong = (
                         row["vision_gain"] >= targets.min_vision_gain + 0.1
@@ -508,7 +573,8 @@ def build_tiny(
         if kept is None:
             save_model_dir(model, src, out_dir)
             kept = history[-1] if history else {"step": 0}
-            log("warning: no probed checkpoint met every target; shipping the last one")
+            if cfg.keep != "last":
+                log("warning: no probed checkpoint met every target; shipping the last one")
     ev = write_eval(out_dir, cfg, targets)
     build = {
         "config": config_dict(cfg),

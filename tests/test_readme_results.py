@@ -57,11 +57,14 @@ def test_readme_validation_numbers_equal_the_committed_files():
         ("grpo-plain", "greedy: "),
         ("grpo-filtered", "on the same\n  items: "),
         ("grpo-lora-vision", "`train.lora_vision=true`): "),
+        ("grpo-skip", "seed 0: "),
+        ("grpo-skip-seed1", "seed 1: "),
     )
     for name, label in runs:
         grpo = json.loads((ROOT / f"results/validation/{name}.json").read_text())
         pattern = (
-            re.escape(label) + r"([\d.]+)% -> ([\d.]+)%,\s+(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]"
+            re.escape(label)
+            + r"([\d.]+)% -> ([\d.]+)%,\s+([+-]?[\d.]+)\s+\[(-?[\d.]+),\s+(-?[\d.]+)\]"
         )
         m = re.search(pattern, README)
         assert m, f"the README's {name} sentence changed: update this test"

@@ -54,3 +54,65 @@ def test_toy_build_writes_a_loadable_model_with_eval_and_is_deterministic(tmp_pa
     wc = mx.load(str(tmp_path / "c" / "model.safetensors"))
     assert wc.keys() == wa.keys() and not all(mx.array_equal(wa[k], wc[k]).item() for k in wa)
     assert json.loads((tmp_path / "c" / "build.json").read_text())["config"]["init"]
+
+
+def test_skip_share_rewrites_only_addition_targets_and_keeps_the_other_draws():
+    from hallucue_mlx.prompts import DECLINE_ANSWER
+
+    base, skip = WarmupConfig(), WarmupConfig(skip_share=1.0)
+    skipped = kept = 0
+    for step in range(30):
+        for (item, target), (item2, target2) in zip(
+            warmup_items(step, base), warmup_items(step, skip), strict=True
+        ):
+            assert item.id == item2.id  # same items, same blank / decline draws
+            addends = (item.meta.get("facts") or {}).get("addends")
+            if item.task in ("count", "digit") and addends and DECLINE_ANSWER not in target:
+                # the visual fact, then the answer: no addition written
+                assert "+" not in target2 and target2.endswith("\\boxed{" + item.answer + "}")
+                assert target2.startswith("<think>" + item.meta["think"].split(". ")[0])
+                skipped += 1
+            else:
+                assert target2 == target
+                kept += 1
+    assert skipped > 20 and kept > 20
+    # a share: some addition targets keep their working, drawn the same way every time
+    plain = [t for s in range(30) for _, t in warmup_items(s, base)]
+    half = [t for s in range(30) for _, t in warmup_items(s, WarmupConfig(skip_share=0.5))]
+    again = [t for s in range(30) for _, t in warmup_items(s, WarmupConfig(skip_share=0.5))]
+    assert half == again
+    assert 0 < sum(a != b for a, b in zip(plain, half, strict=True)) < skipped
+
+
+def test_warmup_settings_from_the_command_line_are_typed_and_checked():
+    from hallucue_mlx.warmup import check_config, warmup_overrides
+
+    cfg = warmup_overrides(WarmupConfig(), ["skip_share=0.6", "max_steps=600", "keep=last"])
+    assert (cfg.skip_share, cfg.max_steps, cfg.keep) == (0.6, 600, "last")
+    with pytest.raises(ValueError, match="KEY one of .*skip_share"):
+        warmup_overrides(WarmupConfig(), ["skip=0.6"])
+    with pytest.raises(ValueError, match="max_steps takes a int, got 'lots'"):
+        warmup_overrides(WarmupConfig(), ["max_steps=lots"])
+    with pytest.raises(ValueError, match="skip_share must be in"):
+        check_config(warmup_overrides(WarmupConfig(), ["skip_share=1.5"]))
+    with pytest.raises(ValueError, match="keep must be"):
+        check_config(WarmupConfig(keep="best"))
+
+
+def test_build_tiny_cli_refuses_a_bad_setting_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from hallucue_mlx.cli import app
+
+    res = CliRunner().invoke(
+        app, ["model", "build-tiny", "--out", str(tmp_path / "m"), "--set", "skip_share=2"]
+    )
+    assert res.exit_code == 2 and "skip_share must be in [0, 1]" in res.output
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_a_fixed_length_stage_keeps_its_last_checkpoint(tmp_path):
+    cfg = WarmupConfig(**{**TOY, "max_steps": 4, "probe_every": 2}, keep="last", skip_share=0.5)
+    out = build_tiny(tmp_path / "s", cfg, log=lambda s: None)
+    assert out["build"]["kept_step"] == 4 and out["build"]["config"]["skip_share"] == 0.5
