@@ -195,6 +195,9 @@ def synth_config(cfg: WarmupConfig) -> SynthConfig:
     return WARMUP_SYNTH
 
 
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
+
+
 def warmup_overrides(cfg: WarmupConfig, settings: list[str]) -> WarmupConfig:
     """`cfg` with KEY=VALUE settings applied, each coerced to its field's type; ValueError
     naming the setting and the fix for an unknown key or a value of the wrong type."""
@@ -217,7 +220,8 @@ def warmup_overrides(cfg: WarmupConfig, settings: list[str]) -> WarmupConfig:
                 value = kind(raw)
         except ValueError:
             raise ValueError(
-                f"warm-up setting {setting!r}: {key} takes a {kind.__name__}, got {raw!r}"
+                f"warm-up setting {setting!r}: {key} takes {_KINDS.get(kind, kind.__name__)}, "
+                f"got {raw!r}"
             ) from None
         changes[key] = value
     return dataclasses.replace(cfg, **changes)
