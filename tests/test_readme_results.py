@@ -59,6 +59,7 @@ def test_readme_validation_numbers_equal_the_committed_files():
         ("grpo-lora-vision", "`train.lora_vision=true`): "),
         ("grpo-skip", "seed 0: "),
         ("grpo-skip-seed1", "seed 1: "),
+        ("grpo-skip-random-reward", "(the control, seed 0): "),
     )
     for name, label in runs:
         grpo = json.loads((ROOT / f"results/validation/{name}.json").read_text())
