@@ -201,7 +201,7 @@ _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "tex
 def warmup_overrides(cfg: WarmupConfig, settings: list[str]) -> WarmupConfig:
     """`cfg` with KEY=VALUE settings applied, each coerced to its field's type; ValueError
     naming the setting and the fix for an unknown key or a value of the wrong type."""
-    fields = {f.name: f for f in dataclasses.fields(WarmupConfig)}
+    fields = [f.name for f in dataclasses.fields(WarmupConfig)]
     changes: dict = {}
     for setting in settings:
         key, sep, raw = setting.partition("=")
@@ -552,9 +552,8 @@ def build_tiny(
                 }
                 history.append(row)
                 log(json.dumps(row))
-                if cfg.keep == "last":
-                    pass  # a fixed-length stage: the last checkpoint is saved after the loop
-                elif not misses:
+                # keep="last" (a fixed-length stage) saves its last checkpoint after the loop
+                if cfg.keep == "targets" and not misses:
                     # Keep the earliest checkpoint that meets every target with margin: most room for RL.
                     strong = (
                         row["vision_gain"] >= targets.min_vision_gain + 0.1
