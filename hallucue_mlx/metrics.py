@@ -796,6 +796,8 @@ def gain_sources(
     a - b, "ci95": paired_ratio_ci over items, whole clusters resampled (record_cluster)}, or
     None when either side has no record in its denominator. With one sample per item the
     accuracy component is Table 1's delta (macro_paired_diff), up to float rounding.
+    "solved": on the items b solved (all its records right), the share of a's records right
+    (b's is 1; diff is minus a's loss there), same shape, None when b solved none.
     Returns {"n": shared items, component: ...}; None when no item is shared."""
     _need(records_a, "id", "correct")
     _need(records_b, "id", "correct")
@@ -816,16 +818,34 @@ def gain_sources(
         if ci is None:
             out[name] = None
             continue
-        n_a, n_b = int(sum(cols[1])), int(sum(cols[3]))
-        out[name] = {
-            "a": sum(cols[0]) / n_a,
-            "b": sum(cols[2]) / n_b,
-            "n_a": n_a,
-            "n_b": n_b,
-            "diff": ci[0],
-            "ci95": [ci[1], ci[2]],
-        }
+        out[name] = _component(cols, ci)
+    # On the items b solves (every record right): the share of a's records still right. Its
+    # diff is minus what a lost of what b could already do (an RL update should keep it).
+    solved = [k for k in keys if all(r["correct"] for r in b[k])]
+    cols = [
+        [float(sum(bool(r["correct"]) for r in a[k])) for k in solved],
+        [float(len(a[k])) for k in solved],
+        [float(len(b[k])) for k in solved],
+        [float(len(b[k])) for k in solved],
+    ]
+    ci = solved and paired_ratio_ci(
+        *cols, clusters=[record_cluster(a[k][0]) for k in solved], n_boot=n_boot, seed=seed
+    )
+    out["solved"] = _component(cols, ci) if ci else None
     return out
+
+
+def _component(cols: list[list[float]], ci: tuple[float, float, float]) -> dict[str, Any]:
+    """gain_sources' entry of one component: (a right, a counted, b right, b counted) per item."""
+    n_a, n_b = int(sum(cols[1])), int(sum(cols[3]))
+    return {
+        "a": sum(cols[0]) / n_a,
+        "b": sum(cols[2]) / n_b,
+        "n_a": n_a,
+        "n_b": n_b,
+        "diff": ci[0],
+        "ci95": [ci[1], ci[2]],
+    }
 
 
 # ----------------------------------------------------------------------------- train vs test

@@ -137,14 +137,24 @@ def test_warmup_targets_check_declining_when_asked():
     assert len(misses) == 2 and "declined under blank" in misses[0]
 
 
-def test_warmup_targets_keep_chains_at_the_edge_of_competence():
-    """The shipped build is kept where chained additions are solved sometimes, not always:
-    the headroom GRPO needs (a model that always or never solves them gives groups no spread)."""
+def test_warmup_targets_keep_execution_at_the_edge_of_competence():
+    """The shipped build is kept where additions are solved sometimes, not always: the headroom
+    GRPO needs (a model that always or never solves them gives groups no spread). One addition
+    and chains have their own windows; the per-version skills count the items with no addition."""
     from hallucue_mlx.warmup import SHIPPED_TARGETS, _version_summary
 
-    def ev(chain_right: int) -> dict:
+    def ev(one_right: int, chain_right: int) -> dict:
         recs = [
-            {"version": "text_dominant", "correct": True, "format_ok": True, "trace_chain": 1},
+            {"version": "text_dominant", "correct": True, "format_ok": True, "trace_chain": 0},
+            *(
+                {
+                    "version": "text_dominant",
+                    "correct": i < one_right,
+                    "format_ok": True,
+                    "trace_chain": 1,
+                }
+                for i in range(10)
+            ),
             *(
                 {
                     "version": "text_lite",
@@ -161,10 +171,15 @@ def test_warmup_targets_keep_chains_at_the_edge_of_competence():
         ] * 10
         return {"clean": _version_summary(recs), "blank": _version_summary(blank)}
 
-    assert ev(4)["clean"]["chain_accuracy"] == 0.4
-    assert not [m for m in SHIPPED_TARGETS.check(ev(4)) if "chain" in m]
+    e = ev(3, 4)["clean"]
+    assert (e["addition_accuracy"], e["addition_n"]) == (0.3, 10)
+    assert (e["chain_accuracy"], e["chain_n"]) == (0.4, 10)
+    # a wrong one-addition answer does not count against reading the stated answer
+    assert e["by_version"]["text_dominant"] == {"n": 1, "accuracy": 1.0, "declined_rate": 0.0}
+    assert SHIPPED_TARGETS.check(ev(3, 4)) == []
     for right in (0, 10):
-        assert any("chain accuracy" in m for m in SHIPPED_TARGETS.check(ev(right)))
+        assert any("chain accuracy" in m for m in SHIPPED_TARGETS.check(ev(3, right)))
+        assert any("one-addition accuracy" in m for m in SHIPPED_TARGETS.check(ev(right, 4)))
 
 
 def test_warmup_init_must_be_a_model_folder(tmp_path):

@@ -34,8 +34,10 @@ def test_eval_json_has_the_documented_shape():
             "vision_dominant",
             "vision_only",
         }
-        # per version: the items without a chain of additions; the chains counted apart
-        assert sum(v["n"] for v in e["by_version"].values()) + e["chain_n"] == e["n"]
+        # per version: the items with no addition; one addition and chains counted apart
+        assert (
+            sum(v["n"] for v in e["by_version"].values()) + e["addition_n"] + e["chain_n"] == e["n"]
+        )
 
 
 def test_targets_for_room_to_learn_and_answer_format():
@@ -54,10 +56,11 @@ def test_targets_for_text_skill_and_image_use():
 
 def test_targets_for_declining_and_headroom():
     """It declines where nothing holds the fact, answers where something does, and solves the
-    chained additions sometimes (the headroom the default GRPO run needs)."""
+    additions sometimes (the headroom the default GRPO run needs)."""
     t = SHIPPED_TARGETS
     assert EVAL["blank"]["by_version"]["vision_only"]["declined_rate"] >= t.min_declined_when_absent
     assert EVAL["clean"]["declined_rate"] <= t.max_declined_when_present
+    assert t.min_addition_accuracy <= EVAL["clean"]["addition_accuracy"] <= t.max_addition_accuracy
     assert t.min_chain_accuracy <= EVAL["clean"]["chain_accuracy"] <= t.max_chain_accuracy
 
 

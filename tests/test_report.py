@@ -289,6 +289,24 @@ def test_early_runs_base_only_or_training_only(tmp_path: Path) -> None:
     assert (only_train / "figures" / "training_curves.png").stat().st_size > 10_000
 
 
+def test_training_section_says_how_many_groups_had_reward_spread(tmp_path: Path) -> None:
+    """GRPO learns only from groups whose rewards differ: the report gives their share at the
+    first and the last step (1 - frac_reward_zero_std, TRL's name)."""
+    run = tmp_path / "spread"
+    (run / "train" / "none").mkdir(parents=True)
+    (run / "train" / "none" / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"step": s, "reward": 0.5, "frac_reward_zero_std": 0.1 * s}) + "\n"
+            for s in range(1, 6)
+        )
+    )
+    md = write_report(run).read_text()
+    assert (
+        "- GRPO: 5 steps logged, last step 5, final reward 0.500; groups with reward spread 90% "
+        "at step 1, 50% at the last." in md
+    )
+
+
 def test_not_a_run_folder(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="not a run folder"):
         load_run(tmp_path)

@@ -271,3 +271,20 @@ def test_reading_says_within_noise_when_nothing_moved(tmp_path: Path) -> None:
     (sentence,) = _gain_sources(run, {("none", "synth"): same})
     assert sentence.startswith("GRPO†'s changes vs base on synth (test, clean) in reading (+0.0")
     assert sentence.endswith("are all within noise.") and "moved most" not in sentence
+
+
+def test_kept_on_the_items_base_solved() -> None:
+    """What a model keeps of what the base could already do: the items base got right, by hand."""
+    base, trained = _records("base", "test"), _records("none", "test")
+    g = gain_sources(trained, base)
+    right = {r["id"] for r in base if r["correct"]}
+    kept = [r for r in trained if r["id"] in right]
+    assert g["solved"]["n_a"] == len(kept) == len(right)
+    assert g["solved"]["b"] == 1.0
+    assert g["solved"]["a"] == pytest.approx(sum(r["correct"] for r in kept) / len(kept))
+    assert g["solved"]["diff"] == pytest.approx(g["solved"]["a"] - 1.0)
+    lo, hi = g["solved"]["ci95"]
+    assert lo <= g["solved"]["diff"] <= hi <= 0.0
+    # a base that solved nothing: nothing to keep
+    none_right = [{**r, "correct": False} for r in base]
+    assert gain_sources(trained, none_right)["solved"] is None

@@ -615,6 +615,7 @@ SOURCE_HEADS = {
     "compute": "computing",
     "format": "format",
     "accuracy": "accuracy",
+    "solved": "kept (items base solved)",
 }
 
 

@@ -388,7 +388,9 @@ def _training_section(run: RunData, figs: Figures) -> list[str]:
                 last = rows[-1]
                 L.append(
                     f"- {run.label(c)}: {len(rows)} steps logged, last step {last['step']}, "
-                    f"final reward {last.get('reward', float('nan')):.3f}."
+                    f"final reward {last.get('reward', float('nan')):.3f}"
+                    + _spread_words(rows[0], last)
+                    + "."
                 )
         L.append("")
     else:
@@ -396,6 +398,15 @@ def _training_section(run: RunData, figs: Figures) -> list[str]:
     if figs["training_eval"]:
         L += ["![Evaluation during training](figures/training_eval.png)", ""]
     return L
+
+
+def _spread_words(first: dict, last: dict) -> str:
+    """Groups with reward spread (1 - frac_reward_zero_std) at the first and last step: the
+    share of prompts GRPO can learn from; empty for metrics without the key."""
+    if "frac_reward_zero_std" not in first or "frac_reward_zero_std" not in last:
+        return ""
+    a, b = (100 * (1 - r["frac_reward_zero_std"]) for r in (first, last))
+    return f"; groups with reward spread {a:.0f}% at step {first['step']}, {b:.0f}% at the last"
 
 
 def _listing(tables: list[Table], figs: Figures) -> list[str]:
