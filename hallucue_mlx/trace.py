@@ -52,7 +52,8 @@ def _fact(item: Item) -> str | None:
     return None
 
 
-def _think(text: str) -> str:
+def think_text(text: str) -> str:
+    """A response's reasoning: inside <think>...</think>, else everything before the \\boxed."""
     m = re.search(r"<think>(.*?)</think>", text, re.S)
     return m.group(1) if m else text.split("\\boxed", 1)[0]
 
@@ -63,7 +64,7 @@ def trace(text: str, item: Item) -> Trace:
     if item.benchmark != "synth" or not facts or item.task not in _READ:
         return Trace(chain=0, read=None, steps_ok=0, computed=None)
     addends = list(facts.get("addends") or [])
-    think = _think(text)
+    think = think_text(text)
     m = _READ[item.task].search(think)
     stated = m.group(1) if m else None
     read = None if stated is None else stated == _fact(item)

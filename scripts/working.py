@@ -24,19 +24,16 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _think(response: str) -> str:
-    return response.split("</think>", 1)[0]
-
-
 def working_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The shares above from evaluation records (with their trace_* fields)."""
+    from hallucue_mlx.trace import think_text
 
     def acc(rs: list[dict]) -> float | None:
         return round(sum(bool(r["correct"]) for r in rs) / len(rs), 4) if rs else None
 
     adds = [r for r in records if (r.get("trace_chain") or 0) > 0]
-    wrote = [r for r in adds if "+" in _think(r["response"])]
-    skipped = [r for r in adds if "+" not in _think(r["response"])]
+    wrote = [r for r in adds if "+" in think_text(r["response"])]
+    skipped = [r for r in adds if "+" not in think_text(r["response"])]
     read = [r for r in adds if r.get("trace_read") is not None]
     return {
         "n": len(records),
