@@ -213,6 +213,12 @@ def _coerce_scalar(tp: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {words.get(tp, _type_name(tp))}, got {value!r}", key)
 
 
+def coerce_value(tp: Any, value: Any, key: str) -> Any:
+    """`value` (from YAML, --set or a flag) as type `tp`, or a ConfigError naming `key`: the one
+    rule for typed settings (run configs here, warm-up settings in warmup.warmup_overrides)."""
+    return _coerce(tp, value, key)
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     """`value` (from YAML, --set or a flag) as type `tp`, or a ConfigError naming `key`."""
     origin = typing.get_origin(tp)

@@ -208,35 +208,30 @@ def synth_config(cfg: WarmupConfig) -> SynthConfig:
     return WARMUP_SYNTH
 
 
-_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
-
-
 def warmup_overrides(cfg: WarmupConfig, settings: list[str]) -> WarmupConfig:
-    """`cfg` with KEY=VALUE settings applied, each coerced to its field's type; ValueError
-    naming the setting and the fix for an unknown key or a value of the wrong type."""
-    fields = [f.name for f in dataclasses.fields(WarmupConfig)]
+    """`cfg` with KEY=VALUE settings applied, each read as YAML and coerced to its field's type
+    by the run configs' rule (config.coerce_value); ValueError naming the setting and the fix
+    for an unknown key or a value of the wrong type."""
+    import typing
+
+    import yaml
+
+    from hallucue_mlx.config import ConfigError, coerce_value
+
+    types = typing.get_type_hints(WarmupConfig)
     changes: dict = {}
     for setting in settings:
         key, sep, raw = setting.partition("=")
         key = key.strip()
-        if not sep or key not in fields:
+        if not sep or key not in types:
             raise ValueError(
-                f"warm-up setting {setting!r}: give KEY=VALUE with KEY one of {', '.join(fields)}"
+                f"warm-up setting {setting!r}: give KEY=VALUE with KEY one of {', '.join(types)}"
             )
-        kind = type(getattr(cfg, key))
         try:
-            if kind is bool:
-                if raw.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(raw)
-                value = raw.lower() in ("true", "1")
-            else:
-                value = kind(raw)
-        except ValueError:
-            raise ValueError(
-                f"warm-up setting {setting!r}: {key} takes {_KINDS.get(kind, kind.__name__)}, "
-                f"got {raw!r}"
-            ) from None
-        changes[key] = value
+            value = yaml.safe_load(raw) if raw.strip() else raw
+            changes[key] = coerce_value(types[key], value, key)
+        except (ConfigError, yaml.YAMLError) as e:
+            raise ValueError(f"warm-up setting {setting!r}: {e}") from None
     return dataclasses.replace(cfg, **changes)
 
 

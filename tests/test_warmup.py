@@ -91,7 +91,7 @@ def test_warmup_settings_from_the_command_line_are_typed_and_checked():
     assert (cfg.skip_share, cfg.max_steps, cfg.keep) == (0.6, 600, "last")
     with pytest.raises(ValueError, match="KEY one of .*skip_share"):
         warmup_overrides(WarmupConfig(), ["skip=0.6"])
-    with pytest.raises(ValueError, match="max_steps takes an integer, got 'lots'"):
+    with pytest.raises(ValueError, match="max_steps: expected an integer, got 'lots'"):
         warmup_overrides(WarmupConfig(), ["max_steps=lots"])
     with pytest.raises(ValueError, match="skip_share must be in"):
         check_config(warmup_overrides(WarmupConfig(), ["skip_share=1.5"]))
