@@ -40,6 +40,7 @@ import math
 import random
 import shutil
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,9 +49,11 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
+import yaml
 from mlx.utils import tree_flatten
 
 from hallucue_mlx import atomic
+from hallucue_mlx.config import ConfigError, coerce_value
 from hallucue_mlx.corrupt import blank_image, remove_text
 from hallucue_mlx.data.item import Item
 from hallucue_mlx.data.synth import SynthConfig, load_synth, make_item
@@ -212,12 +215,6 @@ def warmup_overrides(cfg: WarmupConfig, settings: list[str]) -> WarmupConfig:
     """`cfg` with KEY=VALUE settings applied, each read as YAML and coerced to its field's type
     by the run configs' rule (config.coerce_value); ValueError naming the setting and the fix
     for an unknown key or a value of the wrong type."""
-    import typing
-
-    import yaml
-
-    from hallucue_mlx.config import ConfigError, coerce_value
-
     types = typing.get_type_hints(WarmupConfig)
     changes: dict = {}
     for setting in settings:
