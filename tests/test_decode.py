@@ -29,6 +29,9 @@ def loaded(tmp_path_factory, build_tiny):
     # items whose answers are short (no chain of additions): the trained model finishes them
     # well within the test's token budget
     items = [it for it in load_synth("train", n=40, seed=0) if "addends" not in it.meta["facts"]]
+    # two tasks, so that the trained model's answers differ in length ("The digit is 8." and
+    # "Bar C is the tallest.")
+    items = [items[0], next(it for it in items if it.task != items[0].task)]
     out = {}
     for name in MODELS:
         path = name if name == "hallucue-tiny" else build_tiny(root / name, family=name)
