@@ -172,7 +172,7 @@ def lab2() -> list:
             "base model under every corruption, and read where each gained or lost.\n\n"
             "**Time.** Compute "
             + time_of("lab2")
-            + " on an idle 2-core laptop CPU (two trainings of 160 steps and three evaluations of "
+            + " on a 2-core laptop CPU shared with other runs (two trainings of 160 steps and three evaluations of "
             "700 items x 4 conditions); start it, then read on while it runs. For a smoke version "
             "of a few minutes, set `SMALL = True` in the first code cell.\n\n"
             "**Background.** The paper's surprise: RL post-training with blank images (so the "
