@@ -5,8 +5,8 @@
     hallucue-mlx report results/default-seeds      # rebuilds the report from the packed files
 
 Kept: every JSON file (manifest, results, sweep, done markers, summaries) and the training
-metrics, and every evaluation record (`records.jsonl`, gzip-compressed, byte-for-byte the same
-lines). Left out: adapters and checkpoints (weights), evaluation parts (the same records again),
+metrics, every evaluation record (`records.jsonl`) and every training rollout (`rollouts.jsonl`),
+both gzip-compressed, byte-for-byte the same lines. Left out: adapters and checkpoints (weights), evaluation parts (the same records again),
 reports and figures (rebuilt by `hallucue-mlx report`). The compression is deterministic (no
 time stamp), so packing the same run twice gives identical files.
 """
@@ -20,6 +20,8 @@ from pathlib import Path
 
 SKIP_DIRS = {"checkpoints", "adapters", "parts", "figures", "tables", "tensorboard", "wandb"}
 KEEP_SUFFIXES = {".json", ".jsonl", ".yaml"}
+# the large line files, kept gzip-compressed: evaluation records and training rollouts
+GZIPPED = {"records.jsonl", "rollouts.jsonl"}
 
 
 def pack(src: Path, dst: Path) -> list[Path]:
@@ -35,8 +37,8 @@ def pack(src: Path, dst: Path) -> list[Path]:
             continue
         out = dst / rel
         out.parent.mkdir(parents=True, exist_ok=True)
-        if path.name == "records.jsonl":
-            out = out.with_name("records.jsonl.gz")
+        if path.name in GZIPPED:
+            out = out.with_name(path.name + ".gz")
             with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
                 gz.write(path.read_bytes())
         else:
