@@ -162,18 +162,19 @@ class Targets:
         present = clean.get("declined_rate", 0.0)
         if present > self.max_declined_when_present:
             misses.append(f"clean declined rate {present:.3f} > {self.max_declined_when_present}")
-        one = clean.get("addition_accuracy")
-        if one is not None and not self.min_addition_accuracy <= one <= self.max_addition_accuracy:
-            misses.append(
-                f"one-addition accuracy {one:.3f} outside "
-                f"[{self.min_addition_accuracy}, {self.max_addition_accuracy}]"
-            )
-        chain = clean.get("chain_accuracy")
-        if chain is not None and not self.min_chain_accuracy <= chain <= self.max_chain_accuracy:
-            misses.append(
-                f"chain accuracy {chain:.3f} outside "
-                f"[{self.min_chain_accuracy}, {self.max_chain_accuracy}]"
-            )
+        windows = (
+            (
+                "one-addition",
+                "addition_accuracy",
+                self.min_addition_accuracy,
+                self.max_addition_accuracy,
+            ),
+            ("chain", "chain_accuracy", self.min_chain_accuracy, self.max_chain_accuracy),
+        )
+        for name, key, lo, hi in windows:
+            value = clean.get(key)
+            if value is not None and not lo <= value <= hi:
+                misses.append(f"{name} accuracy {value:.3f} outside [{lo}, {hi}]")
         return misses
 
 
