@@ -186,7 +186,7 @@ def test_seed_cluster_ci_is_a_t_interval_over_few_seeds():
     mean, lo, hi = seed_cluster_ci(table)
     seed_half = float(t.ppf(0.975, 2)) * sd / np.sqrt(3)
     assert seed_half == pytest.approx(0.107, abs=0.001)
-    assert (hi - lo) / 2 > seed_half  # the item term adds to it
+    assert (hi - lo) / 2 >= seed_half - 1e-12  # never narrower than the seeds alone
     assert (hi - lo) / 2 < seed_half * 1.1  # 4000 items: the seed term dominates
     assert mean == pytest.approx(float(np.mean(table)))
     # the old bootstrap over seeds and items is much narrower for the same data
@@ -211,3 +211,26 @@ def test_cluster_bootstrap_counts_a_repeated_question_once():
     # all-distinct clusters are the item bootstrap, draw for draw
     a, b = items.tolist(), np.zeros(400).tolist()
     assert paired_bootstrap_ci(a, b, clusters=list(range(400))) == paired_bootstrap_ci(a, b)
+
+
+def test_seed_cluster_ci_gives_the_item_term_its_own_degrees_of_freedom():
+    """Seeds that nearly agree on 600 items: the item term dominates and, estimated from 600
+    items, it needs no t(2) (that doubled the width); still never narrower than the t interval
+    over the seed means alone."""
+    from scipy.stats import norm, t
+
+    from hallucue_mlx.metrics import seed_cluster_ci
+
+    rng = np.random.default_rng(3)
+    base = (rng.random(600) < 0.5).astype(float)
+    table = [base.copy() for _ in range(3)]
+    for s, k in enumerate([0, 3, 6]):  # seed means 0, 0.5 and 1 point apart
+        flip = rng.choice(np.flatnonzero(table[s] == 0), size=k, replace=False)
+        table[s][flip] = 1.0
+    mean, lo, hi = seed_cluster_ci(table)
+    half = (hi - lo) / 2
+    item_se = float(np.std(np.mean(table, axis=0), ddof=1) / np.sqrt(600))
+    seed_se = float(np.std(np.mean(table, axis=1), ddof=1) / np.sqrt(3))
+    assert half < float(t.ppf(0.975, 2)) * np.hypot(item_se, seed_se) * 0.6
+    assert half == pytest.approx(float(norm.ppf(0.975)) * np.hypot(item_se, seed_se), rel=0.1)
+    assert half >= float(t.ppf(0.975, 2)) * seed_se

@@ -9,8 +9,8 @@ in all, so every seed scores the same test items. Per model: clean accuracy per 
 and spread across seeds, and 95% intervals valid for few seeds (metrics.seed_cluster_ci): a t
 interval whose variance adds the seed-to-seed variance of the seed means and the item sampling
 variance from a bootstrap that resamples whole clusters of items (the items that are one question:
-one stated fact in several wordings, one MathVerse problem in five versions), with S - 1
-degrees of freedom (conservative: never narrower than the t interval over the seed means).
+one stated fact in several wordings, one MathVerse problem in five versions), with
+Welch-Satterthwaite degrees of freedom and never narrower than the t interval over the seed means.
 Changes vs base are paired within each seed. Benchmarks are macro-averaged as in Table 1.
 The modality diagnostics (vision gain, text gain on the items text removal changed, text-removal
 coverage, hallucination) are each seed's run report's, given as mean and range over seeds.
@@ -382,10 +382,11 @@ def write_seeds_report(sweep: SweepData) -> Any:
         "seed variance is that of the per-seed means over the number of seeds; the item "
         "variance comes from a bootstrap that resamples whole clusters of items (the items that "
         "are one question: one stated fact in several wordings, one MathVerse problem in five "
-        "versions), so a repeated question is not counted as independent evidence; t has seeds "
-        "− 1 degrees of freedom (4.30 for 3 seeds; with one seed, the normal interval of the "
-        "cluster bootstrap). Changes vs base are paired within each seed. 'within noise': the "
-        "interval includes 0.",
+        "versions), so a repeated question is not counted as independent evidence; t has "
+        "Welch–Satterthwaite degrees of freedom (seeds − 1 where the seeds disagree, more where "
+        "items dominate), and the interval is never narrower than the t interval over the seed "
+        "means alone (with one seed, the normal interval of the cluster bootstrap). Changes vs "
+        "base are paired within each seed. 'within noise': the interval includes 0.",
         "",
         "## Clean accuracy across seeds",
         "",
