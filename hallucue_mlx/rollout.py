@@ -85,15 +85,23 @@ def eos_token_ids(model: nn.Module, processor: Any) -> list[int]:
 # ---------------------------------------------------------------- sampling
 
 
-def _draw(logp: mx.array, key: mx.array, rows: tuple[int, int] | None) -> mx.array:
+def _draw(
+    logp: mx.array,
+    key: mx.array,
+    rows: tuple[int, int] | None,
+    noise_rows: mx.array | None = None,
+) -> mx.array:
     """A categorical draw per row. rows=(first, total): these B rows are rows first..first+B of a
     batch of `total` rows, and draw the Gumbel noise those rows get in the whole batch's draw
     (mx.random.categorical is argmax(logits + gumbel(shape, key)), bit for bit); so a process
-    that decodes a share of a step samples exactly what one process decoding all of it would."""
+    that decodes a share of a step samples exactly what one process decoding all of it would.
+    noise_rows: the rows' indices in that batch, where they are not consecutive (a decode that
+    dropped its finished rows); each row still gets the noise it would get in the whole batch."""
     if rows is None:
         return mx.random.categorical(logp, key=key)
     first, total = rows
-    noise = mx.random.gumbel((total, logp.shape[-1]), key=key)[first : first + logp.shape[0]]
+    noise = mx.random.gumbel((total, logp.shape[-1]), key=key)
+    noise = noise[first : first + logp.shape[0]] if noise_rows is None else noise[noise_rows]
     return mx.argmax(noise + logp, axis=-1)
 
 
@@ -104,8 +112,10 @@ def _sample(
     top_p: float,
     key: mx.array,
     rows: tuple[int, int] | None = None,
+    noise_rows: mx.array | None = None,
 ) -> tuple[mx.array, mx.array]:
-    """Token ids (B,) and their log-probs at the sampling temperature (T=0: greedy, log-probs at T=1)."""
+    """Token ids (B,) and their log-probs at the sampling temperature (T=0: greedy, log-probs at
+    T=1). rows and noise_rows: where these rows sit in the batch whose noise they draw (_draw)."""
     logits = logits.astype(mx.float32) + bias
     if temperature == 0:
         logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
@@ -120,9 +130,9 @@ def _sample(
             cum = mx.cumsum(mx.exp(sorted_lp), axis=-1)
             drop_sorted = (cum - mx.exp(sorted_lp)) >= top_p
             drop = mx.put_along_axis(mx.zeros_like(drop_sorted), order, drop_sorted, axis=-1)
-            tok = _draw(mx.where(drop, -mx.inf, logp), key, rows)
+            tok = _draw(mx.where(drop, -mx.inf, logp), key, rows, noise_rows)
         else:
-            tok = _draw(logp, key, rows)
+            tok = _draw(logp, key, rows, noise_rows)
     lp = mx.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
     return tok.astype(mx.int32), lp
 
@@ -158,6 +168,11 @@ DONE_CHECK = 8
 # (a few ms each), at most this many slots read past the last written one. Attending to the
 # whole buffer instead would read max_tokens slots from the first token on.
 KEY_CHUNK = 64
+# A decode batch shrinks to its unfinished rows (_decode_compiled) but not below this many: below
+# it a step costs about the same whatever the rows, and every new size is one more trace.
+COMPACT_MIN_ROWS = 4
+# The per-row arrays of a compiled decode step's `fixed` inputs, gathered when the batch shrinks.
+ROW_ARRAYS = ("starts", "base", "noise_rows")
 
 
 def _tiled_cache(caches: list, n: int, room: int) -> list[tuple[mx.array, mx.array]]:
@@ -255,7 +270,12 @@ def _decode_step(
         h = arch.text_forward(
             model, y[:, None], mask=mask[:, None, None, :], cache=cache, positions=pos
         )
-        y_new, lp = sample(lm_head(model, h[:, -1]), fixed["bias"], key=fixed["keys"][t])
+        y_new, lp = sample(
+            lm_head(model, h[:, -1]),
+            fixed["bias"],
+            key=fixed["keys"][t],
+            noise_rows=fixed["noise_rows"],
+        )
         y_new = mx.where(done, pad_id, y_new)
         done = done | (y_new[:, None] == fixed["eos"][None]).any(axis=1)
         return y_new, t + 1, done, [a for c in cache for a in (c.keys, c.values)], lp
@@ -274,18 +294,27 @@ def _decode_compiled(
     sample: Any,
     prefix: int,
     pad_id: int,
+    compact: bool = True,
     **fixed: mx.array,
-) -> tuple[list[mx.array], list[mx.array]]:
-    """The decode loop with one compiled graph per step (traced once per KEY_CHUNK tokens: the
-    shapes are fixed by the preallocated caches) and all-done read back every DONE_CHECK tokens.
-    Takes the arrays out of `cache` (emptied), so each step's update can reuse their memory."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The decode loop with one compiled graph per step (traced once per KEY_CHUNK tokens and
+    batch size: the shapes are fixed by the preallocated caches) and all-done read back every
+    DONE_CHECK tokens. compact: at those reads, once the unfinished rows fit in half the batch,
+    the batch shrinks to them (rounded up to a power of two with finished rows, so a call traces
+    at most a few sizes): the rows still decoding are the only ones computed, and each keeps its
+    own sampling noise (fixed["noise_rows"]), so the tokens are those of the whole batch.
+    Returns (ids, log-probs), (rows, steps) arrays, padding after a row's end. Takes the arrays
+    out of `cache` (emptied), so each step's update can reuse their memory."""
     state = [mx.random.state]  # dropout's global RNG, should a LoRA layer in training mode use it
     step = mx.compile(_decode_step(model, sample, pad_id), inputs=state, outputs=state)
     fixed = {**fixed, "prefix": mx.array(prefix, dtype=mx.int32)}
     kv = [a for pair in cache for a in pair]
     cache.clear()
     slots = kv[0].shape[2]
+    n_rows = y.shape[0]
     t = mx.array(1, dtype=mx.int32)
+    segments: list[tuple[np.ndarray | None, list[mx.array], list[mx.array]]] = []
+    live: np.ndarray | None = None  # the current rows' indices in the batch; None: all of them
     toks, lps = [y], [lp]
     for i in range(1, max_tokens):
         before = done
@@ -294,10 +323,43 @@ def _decode_compiled(
         mx.async_eval(y, lp, done)
         toks.append(y)
         lps.append(lp)
+        if i % DONE_CHECK:
+            continue
         # one step behind, so the step just queued keeps the device busy meanwhile
-        if i % DONE_CHECK == 0 and before.all().item():
+        if before.all().item():
             break
-    return toks, lps
+        if not compact:
+            continue
+        finished = np.array(done)
+        unfinished = np.flatnonzero(~finished)
+        if unfinished.size == 0:  # the step just queued ended the last rows
+            break
+        size = max(COMPACT_MIN_ROWS, 1 << int(unfinished.size - 1).bit_length())
+        if size > finished.shape[0] // 2:
+            continue
+        filler = np.flatnonzero(finished)[: size - unfinished.size]
+        keep = np.sort(np.concatenate([unfinished, filler]))
+        segments.append((live, toks, lps))
+        idx = mx.array(keep, dtype=mx.int32)
+        kv = [a[idx] for a in kv]
+        y, done = y[idx], done[idx]
+        fixed = {k: (v[idx] if k in ROW_ARRAYS else v) for k, v in fixed.items()}
+        live = keep if live is None else live[keep]
+        toks, lps = [], []
+    segments.append((live, toks, lps))
+    steps = sum(len(seg[1]) for seg in segments)
+    ids = np.full((n_rows, steps), pad_id, dtype=np.int64)
+    logps = np.zeros((n_rows, steps), dtype=np.float32)
+    col = 0
+    for rows, seg_toks, seg_lps in segments:
+        if not seg_toks:
+            continue
+        width = len(seg_toks)
+        where = slice(None) if rows is None else rows
+        ids[where, col : col + width] = np.array(mx.stack(seg_toks, axis=1))
+        logps[where, col : col + width] = np.array(mx.stack(seg_lps, axis=1))
+        col += width
+    return ids, logps
 
 
 def generate(
@@ -313,6 +375,7 @@ def generate(
     fold_lora: bool = True,
     compiled: bool = True,
     bias: mx.array | None = None,
+    compact: bool = True,
 ) -> list[list[Completion]]:
     """n completions for each prompt, all decoded as one batch of len(prompts) * n rows.
 
@@ -325,6 +388,8 @@ def generate(
     reference loop (a graph built per token over the keys so far). The same tokens, log-probs
     equal to float rounding (tested).
     bias: the (V,) additive logit bias; None: logit_bias(model, processor) (the banned tokens).
+    compact: the compiled decode drops finished rows from its batch as it goes (the same tokens;
+    False keeps every row to the end, for A/B timing: benchmarks/bench_decode.py).
     """
     if fold_lora:
         with lora_folded(model):
@@ -341,6 +406,7 @@ def generate(
                 fold_lora=False,
                 compiled=compiled,
                 bias=bias,
+                compact=compact,
             )
     if n < 1 or max_tokens < 1 or not prompts:
         raise ValueError(
@@ -382,20 +448,32 @@ def generate(
         pad_id=pad_id,
     )
     if compiled:
-        # the plain sampler: the whole step around it is compiled
+        # the plain sampler: the whole step around it is compiled; every row draws the noise of
+        # its place in the whole batch, which stays its own when finished rows are dropped
+        first, total = rows if rows is not None else (0, P * n)
         step_sample = partial(
-            _sample, temperature=float(temperature), top_p=float(top_p), rows=rows
+            _sample, temperature=float(temperature), top_p=float(top_p), rows=(first, total)
         )
-        toks, lps = _decode_compiled(
-            model, cache, y, lp, done, max_tokens=max_tokens, sample=step_sample, **consts
+        noise_rows = mx.arange(first, first + P * n, dtype=mx.int32)
+        ids, logps = _decode_compiled(
+            model,
+            cache,
+            y,
+            lp,
+            done,
+            max_tokens=max_tokens,
+            sample=step_sample,
+            compact=compact,
+            noise_rows=noise_rows,
+            **consts,
         )
     else:
         padded = len(set(lengths)) > 1
         toks, lps = _decode_eager(
             model, cache, y, lp, done, max_tokens=max_tokens, sample=sample, padded=padded, **consts
         )
-    ids = np.array(mx.stack(toks, axis=1))
-    logps = np.array(mx.stack(lps, axis=1))
+        ids = np.array(mx.stack(toks, axis=1))
+        logps = np.array(mx.stack(lps, axis=1))
 
     # columns after every row's EOS (padding) are cut here
     eos_set = set(eos_ids)

@@ -86,6 +86,43 @@ def test_compiled_decode_equals_the_reference_with_top_p_and_a_share_of_rows(loa
         _assert_same(ref, generate(model, proc, prompts, rows=rows, compiled=True, **args))
 
 
+def test_a_decode_drops_its_finished_rows_and_samples_the_same_tokens(loaded, monkeypatch):
+    """Rows that stopped leave the batch at the next all-done read (rollout.COMPACT_MIN_ROWS
+    and up, powers of two): the compiled step is traced at the smaller sizes, and every row
+    samples what it samples in the whole batch (its own Gumbel noise), so the tokens equal the
+    uncompacted decode's and the reference loop's, sampled and within a share of a batch."""
+    import hallucue_mlx.rollout as rollout
+
+    model, proc, prompts = loaded["hallucue-tiny"]
+    sizes: list[int] = []
+    step = rollout._decode_step
+
+    def spy(*a, **k):
+        inner = step(*a, **k)
+
+        def traced(fixed, y, *rest):
+            sizes.append(y.shape[0])  # runs when mx.compile traces: once per new shape
+            return inner(fixed, y, *rest)
+
+        return traced
+
+    monkeypatch.setattr(rollout, "_decode_step", spy)
+    # the rows end at different lengths, some well before others: the batch shrinks mid-decode
+    args = dict(n=8, temperature=1.0, max_tokens=5 * DONE_CHECK, key=mx.random.key(7))
+    for rows in (None, (8, 40)):
+        ref = generate(model, proc, prompts, rows=rows, compiled=False, **args)
+        sizes.clear()
+        whole = generate(model, proc, prompts, rows=rows, compact=False, **args)
+        assert set(sizes) == {24}
+        sizes.clear()
+        compacted = generate(model, proc, prompts, rows=rows, **args)
+        assert sizes[0] == 24 and min(sizes) < 24, sizes
+        _assert_same(ref, whole)
+        _assert_same(ref, compacted)
+    lengths = sorted(len(c.ids) for g in ref for c in g)
+    assert lengths[0] < 2 * DONE_CHECK < 3 * DONE_CHECK < lengths[-1]
+
+
 @pytest.mark.parametrize("name", ["qwen2_vl", "idefics3"])
 def test_compiled_decode_equals_the_reference_past_one_key_chunk(loaded, name):
     """Longer than KEY_CHUNK tokens: the step is traced again for each wider view of the cache."""
