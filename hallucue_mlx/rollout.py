@@ -475,10 +475,17 @@ def generate(
         ids = np.array(mx.stack(toks, axis=1))
         logps = np.array(mx.stack(lps, axis=1))
 
-    # columns after every row's EOS (padding) are cut here
+    return _completions(ids, logps, n, eos_ids, tok)
+
+
+def _completions(
+    ids: np.ndarray, logps: np.ndarray, n: int, eos_ids: list[int], tok: Any
+) -> list[list[Completion]]:
+    """The decoded (rows, steps) arrays as n Completions per prompt, each cut after its EOS (the
+    columns after it are padding)."""
     eos_set = set(eos_ids)
     out: list[list[Completion]] = []
-    for p in range(P):
+    for p in range(ids.shape[0] // n):
         group = []
         for r in range(p * n, (p + 1) * n):
             row = ids[r].tolist()
