@@ -247,7 +247,7 @@ def lab3() -> list:
             "corrupted, and accuracy and vision gain are plotted against the ratio.\n\n"
             "**Time.** Compute "
             + time_of("lab3")
-            + " on an idle 2-core laptop CPU (7 trainings of 80 steps, 8 models evaluated on 300 "
+            + " on a 2-core laptop CPU shared with another run (7 trainings of 80 steps, 8 models evaluated on 300 "
             "items under 3 conditions): start it, then read on. For a smoke version of a few "
             "minutes, set `SMALL = True` in the first code cell.\n\n"
             "**Background.** Clean GRPO is the 0% end of both lines, and the base model is where "

@@ -64,6 +64,10 @@ def test_readme_validation_numbers_equal_the_committed_files():
         "grpo-skip-steps80",
         "grpo-skip-prompts8",
         "grpo-skip-random-reward",
+        "grpo-skip-beta0.1",
+        "grpo-skip-beta0.1-random-reward",
+        "grpo-skip-lr1e-3",
+        "grpo-skip-lr1e-3-random-reward",
     )
     for name in names:
         grpo = json.loads((ROOT / f"results/validation/{name}.json").read_text())
