@@ -41,7 +41,7 @@ def row_steps(lengths: list[int], max_tokens: int, compact: bool) -> int:
         total += batch
         if i % DONE_CHECK:
             continue
-        unfinished = sum(1 for n in lengths if n > i + 1 or (n == max_tokens and i + 1 < n))
+        unfinished = sum(1 for n in lengths if n > i + 1)  # a row of n ids ends at step n - 1
         if unfinished == 0:
             break
         size = max(COMPACT_MIN_ROWS, 1 << (unfinished - 1).bit_length())

@@ -325,12 +325,12 @@ def _decode_compiled(
         lps.append(lp)
         if i % DONE_CHECK:
             continue
-        # one step behind, so the step just queued keeps the device busy meanwhile
-        if before.all().item():
-            break
         if not compact:
+            # one step behind, so the step just queued keeps the device busy meanwhile
+            if before.all().item():
+                break
             continue
-        finished = np.array(done)
+        finished = np.array(done)  # the step just queued: its rows are the ones to keep
         unfinished = np.flatnonzero(~finished)
         if unfinished.size == 0:  # the step just queued ended the last rows
             break
@@ -389,7 +389,7 @@ def generate(
     equal to float rounding (tested).
     bias: the (V,) additive logit bias; None: logit_bias(model, processor) (the banned tokens).
     compact: the compiled decode drops finished rows from its batch as it goes (the same tokens;
-    False keeps every row to the end, for A/B timing: benchmarks/bench_decode.py).
+    False keeps every row to the end, for A/B timing: benchmarks/bench_rollout_compact.py).
     """
     if fold_lora:
         with lora_folded(model):
