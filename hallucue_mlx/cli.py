@@ -133,10 +133,11 @@ _RERUN_RANKS = (
 def _world() -> Any:
     """This process's distributed.World (mx.distributed.init() only when launched by
     mlx.launch); under several ranks, SIGTERM makes a rank say why it stopped."""
-    from hallucue_mlx.distributed import current, stop_on_sigterm
+    from hallucue_mlx.distributed import current, stop_on_sigterm, watch_launcher
 
     world = current()
     stop_on_sigterm(world)
+    watch_launcher()
     return world
 
 
@@ -369,7 +370,51 @@ def run(
         raise typer.Exit(2) from None
     out = out or run_dir(cfg, quick)
     again = "hallucue-mlx run " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--force")
+    n = _local_processes(cfg, quick)
+    if n > 1:  # the same command as n processes (args as parsed: this may run inside a test);
+        # --force is applied once, here, before they start
+        args = ["run", *(["--config", config] if config else [])]
+        args += [a for s in set_ for a in ("--set", s)]
+        args += (["--quick"] if quick else []) + (["--seeds", str(seeds)] if seeds else [])
+        args += ["--report-to", report_to] if report_to else []
+        _run_or_sweep(cfg, out, quick, force, again, None, trackers, (n, args))
+        return
     _run_or_sweep(cfg, out, quick, force, again, None, trackers)
+
+
+def _local_processes(cfg: Any, quick: bool) -> int:
+    """How many processes this `run` starts (grid.processes): one when a launcher started it
+    or it is a sweep (sweeps run in one process)."""
+    from hallucue_mlx.distributed import launched
+    from hallucue_mlx.grid import local_processes
+    from hallucue_mlx.sweep import config_sweep
+
+    if launched() or config_sweep(cfg) is not None:
+        return 1
+    return local_processes(quick_config(cfg) if quick else cfg)
+
+
+def _launch_ranks(cfg: Any, out: Path, quick: bool, force: bool, n: int, args: list[str]) -> int:
+    """`hallucue-mlx ARGS --out OUT` as n ranks on this machine, each computing whole models,
+    once the run folder is checked and prepared here (one error, not one per process)."""
+    import sys
+
+    from hallucue_mlx.distributed import launch_local
+    from hallucue_mlx.grid import models, owners, prepare_run
+    from hallucue_mlx.runfolder import folder_lock
+
+    own = owners(cfg, n)
+    deal = "; ".join(
+        f"process {r}: {', '.join(m for m in models(cfg) if own[m] == r)}" for r in range(n)
+    )
+    typer.echo(
+        f"{n} processes on this machine's cores (grid.processes; --set grid.processes=1 for "
+        f"one), each computing whole models into {out}: {deal}. Progress below is process 0's.",
+        err=True,
+    )
+    with folder_lock(out, _command("run")):
+        prepare_run(cfg, out, quick, force=force)
+    return launch_local([sys.executable, "-m", "hallucue_mlx.cli", *args, "--out", str(out)], n)
 
 
 def _run_or_sweep(
@@ -380,8 +425,10 @@ def _run_or_sweep(
     again: str,
     sweep: tuple[str, list] | None,
     trackers: tuple[str, ...] = (),
+    launch: tuple[int, list[str]] | None = None,
 ) -> None:
-    """The grid (or a sweep: given, or grid.ratios / grid.seeds), with the errors a run can end in."""
+    """The grid (or a sweep: given, or grid.ratios / grid.seeds), with the errors a run can end
+    in; launch=(n, args): the grid as n local processes running `hallucue-mlx ARGS`."""
     from hallucue_mlx.data.bench import BenchmarkError
     from hallucue_mlx.grid import GridError, GridInterrupted, run_grid
     from hallucue_mlx.models.load import ModelLoadError
@@ -391,6 +438,11 @@ def _run_or_sweep(
     sweep = sweep or config_sweep(cfg)
     world = _world()
     try:
+        if launch is not None:
+            status = _launch_ranks(cfg, out, quick, force, *launch)
+            if status:
+                raise typer.Exit(status)
+            return
         with (
             _main_lock(world, out, _command("sweep" if sweep else "run")),
             mirror_run(out, trackers if world.is_main else ()),
@@ -400,11 +452,14 @@ def _run_or_sweep(
             else:
                 run_sweep(cfg, sweep[0], sweep[1], out, quick=quick, force=force)
     except (GridInterrupted, KeyboardInterrupt) as e:
-        typer.echo(
-            f"\nstopped ({str(e) or 'Ctrl-C'}); finished cells and checkpoints are kept in {out}. "
-            f"Continue with: {again.strip()}",
-            err=True,
-        )
+        if world.is_main:
+            typer.echo(
+                f"\nstopped ({str(e) or 'Ctrl-C'}); finished cells and checkpoints are kept in "
+                f"{out}. Continue with: {again.strip()}",
+                err=True,
+            )
+        else:  # every rank got the Ctrl-C; rank 0 says how to continue
+            typer.echo(f"process {world.rank} stopped ({str(e) or 'Ctrl-C'})", err=True)
         raise typer.Exit(130) from None
     except ModelLoadError as e:
         typer.echo(

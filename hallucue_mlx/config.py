@@ -816,6 +816,16 @@ class GridSection:
         "process ignores it; results do not depend on it.",
         choices=GRID_PARALLEL,
     )
+    processes: int | None = _f(
+        None,
+        "Processes `hallucue-mlx run` starts on this machine, each computing whole models "
+        "(grid.parallel) with its share of the cores. null: on the CPU backend one per core, at "
+        "most one per model and as many as the memory holds (MLX runs a CPU process's "
+        "elementwise work on one core); one on Metal and CUDA. Under mlx.launch the launcher "
+        "decides. Results do not depend on it.",
+        min=1,
+        most=256,
+    )
 
 
 @dataclass
@@ -1203,6 +1213,7 @@ def config_hash(cfg: RunConfig) -> str:
     d = to_dict(cfg)
     d.pop("output", None)
     d["grid"].pop("parallel", None)
+    d["grid"].pop("processes", None)
     # how the loss splits its batch changes the numbers by float summation order only
     d["train"].pop("micro_batch_size_per_device_for_update", None)
     if not d["grid"].get("ratios"):  # no sweep: the hash of folders made before the key existed

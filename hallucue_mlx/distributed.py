@@ -19,11 +19,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -281,8 +286,113 @@ def share_cores(world: World) -> None:
         set_blas_threads((os.cpu_count() or 1) // local)
 
 
+def _free_ports(n: int) -> list[int]:
+    """n distinct ports free on the loopback now (held together, so no two are the same)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+INTERRUPTED = 130  # the exit status of a rank stopped by Ctrl-C (cli)
+INTERRUPT_GRACE_S = 30.0  # how long the other ranks get to stop on their own after one did
+LAUNCHER_ENV = "HALLUCUE_LAUNCHER_PID"  # set by launch_local: the rank dies with its launcher
+
+
+def _die_with_parent() -> None:  # in the rank, before exec (Linux: the kernel's own signal)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere watch_launcher's thread does it
+
+
+def watch_launcher() -> None:
+    """In a rank launch_local started: kill this process when the launcher is gone (a kill -9
+    of `hallucue-mlx run` stops all of its work, as it stops one process's), checked twice a
+    second (Linux also has the kernel's parent-death signal)."""
+    launcher = os.environ.get(LAUNCHER_ENV)
+    if not launcher:
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(launcher):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
+def launch_local(cmd: Sequence[str], n: int, poll_s: float = 0.2) -> int:
+    """Run `cmd` as n ring ranks on this machine, as `mlx.launch -n n --backend ring` would, and
+    return the first non-zero exit status (0 when every rank succeeded).
+
+    Not mlx.launch itself: its output-forwarding threads poll without blocking and take more
+    than a core (measured), the core a rank needed on a small machine. Here the ranks write to
+    this process's terminal and this process sleeps between polls. The ranks run in their own
+    process group, so a Ctrl-C (or kill -INT) reaches this process alone, which passes it on once
+    to each rank (each stops after its current step); SIGTERM is passed on likewise, and a kill -9
+    of this process kills the ranks (watch_launcher). A rank that fails gets the others SIGTERM
+    (stop_on_sigterm makes each say why); one stopped by SIGINT alone gets the others a SIGINT
+    after INTERRUPT_GRACE_S, so none waits for it forever."""
+    ports = _free_ports(n)
+    with tempfile.TemporaryDirectory(prefix="hallucue-ranks-") as tmp:
+        hostfile = Path(tmp) / "hosts.json"
+        hostfile.write_text(json.dumps([[f"127.0.0.1:{p}"] for p in ports]))
+        running: list[subprocess.Popen] = []
+
+        def forward(signum: int, frame: Any) -> None:
+            for proc in running:
+                proc.send_signal(signum)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for rank in range(n):
+                env = {**os.environ, "MLX_RANK": str(rank), "MLX_HOSTFILE": str(hostfile)}
+                env[LAUNCHER_ENV] = str(os.getpid())
+                running.append(
+                    subprocess.Popen(
+                        list(cmd),
+                        env=env,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                    )
+                )
+            status, interrupted_at = 0, None
+            while running:
+                time.sleep(poll_s)
+                for proc in [p for p in running if p.poll() is not None]:
+                    running.remove(proc)
+                    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+                    if code == 0 or status:
+                        continue
+                    status = code
+                    if code == INTERRUPTED:
+                        interrupted_at = time.monotonic()
+                    else:
+                        for other in running:
+                            other.terminate()
+                if interrupted_at is not None and (
+                    time.monotonic() - interrupted_at > INTERRUPT_GRACE_S
+                ):
+                    for other in running:
+                        other.send_signal(signal.SIGINT)
+                    interrupted_at = None
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    return status
+
+
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "INTERRUPTED",
+    "LAUNCHER_ENV",
     "LAUNCH_ENV",
     "MainFailed",
     "PeerLost",
@@ -291,7 +401,9 @@ __all__ = [
     "Terminated",
     "World",
     "current",
+    "launch_local",
     "launched",
     "share_cores",
     "stop_on_sigterm",
+    "watch_launcher",
 ]

@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from hallucue_mlx import atomic, blas, runfolder
-from hallucue_mlx.backend import backend_name, dtype_name, fast_blas_loaded
+from hallucue_mlx import plan as planner  # grid.plan() is the task list
+from hallucue_mlx.backend import backend_name, dtype_name, fast_blas_loaded, usable_cores
 from hallucue_mlx.config import (
     BenchmarkSpec,
     ConfigError,
@@ -323,16 +324,65 @@ def parallel_mode(cfg: RunConfig, world: World) -> str | None:
     return mode
 
 
-def _prepare(
+def local_processes(
     cfg: RunConfig,
-    out: Path,
-    data: GridData,
-    quick: bool,
-    force: bool,
-    quiet: bool,
-    shared: dict[str, Path] | None,
+    *,
+    backend: str | None = None,
+    cores: int | None = None,
+    peak_gb: float | None = None,
+    usable_gb: float | None = None,
+) -> int:
+    """How many processes `hallucue-mlx run` starts on this machine: grid.processes, or (null)
+    on the CPU backend one per core, no more than the models (cells) or than divide the training
+    batch (data), and no more than the memory holds at `plan`'s predicted peak; on Metal and
+    CUDA one (the processes would share one GPU; not measured). The keyword arguments stand in
+    for this machine in tests."""
+    if cfg.grid.processes is not None:
+        return cfg.grid.processes
+    if (backend or backend_name()) != "cpu":
+        return 1
+    n = cores if cores is not None else usable_cores()
+    if cfg.grid.parallel == "data":
+        n = max(k for k in range(1, n + 1) if cfg.train.prompts_per_step % k == 0)
+    else:
+        n = min(n, len(models(cfg)))
+    if n > 1:
+        if peak_gb is None or usable_gb is None:
+            peak_gb, usable_gb = _peak_and_usable_gb(cfg)
+        n = max(1, min(n, int(usable_gb // peak_gb))) if peak_gb > 0 else 1
+    return n
+
+
+def _peak_and_usable_gb(cfg: RunConfig) -> tuple[float, float]:
+    """One process's predicted peak (plan's memory model, training or evaluation) and this
+    machine's usable memory, in GB; (0, 0) when plan cannot read the model (then one process)."""
+    try:
+        mem = planner.physical_memory_gb()
+        here = planner.Speed("here", 1.0, 1.0, 0.0, mem, False)  # speeds do not enter memory
+        peaks = planner.make_plan(cfg, here=here).mem
+    except Exception:  # no prediction: one process, as before
+        return 0.0, 0.0
+    return max(peaks.train_peak, peaks.eval_peak) / planner.GB, planner.usable_gb(mem, gpu=False)
+
+
+def prepare_run(
+    cfg: RunConfig, out_dir: str | Path, quick: bool = False, *, force: bool = False
 ) -> None:
-    """The run folder's checks and manifest, --force, shared models, a new timing session."""
+    """What a run checks and writes before it computes anything (the config, the data, the
+    folder; --force applied; the manifest), for `hallucue-mlx run` to do once before it starts
+    several processes: a mistake then ends in one error, and the processes find the folder
+    ready (run_grid on it again, without force, checks it and goes on)."""
+    cfg = quick_config(cfg) if quick else cfg
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_folder(cfg, out, load_data(cfg), quick, force, quiet=False)
+
+
+def _check_folder(
+    cfg: RunConfig, out: Path, data: GridData, quick: bool, force: bool, quiet: bool
+) -> None:
+    """Not a sweep folder, and not another run's (runfolder.check_resumable); then --force and
+    the manifest."""
     if (out / runfolder.SWEEP).exists() or (out / runfolder.SWEEP).is_symlink():
         raise GridError(
             f"{out} is a sweep folder (it holds {runfolder.SWEEP}), not a run folder; a run there "
@@ -343,6 +393,19 @@ def _prepare(
     if force:  # only now that config and data are good: a failed start deletes nothing
         _clear(out, quiet)
     runfolder.write_manifest(out, manifest, runfolder.check_resumable(out, manifest))
+
+
+def _prepare(
+    cfg: RunConfig,
+    out: Path,
+    data: GridData,
+    quick: bool,
+    force: bool,
+    quiet: bool,
+    shared: dict[str, Path] | None,
+) -> None:
+    """The run folder's checks and manifest, --force, shared models, a new timing session."""
+    _check_folder(cfg, out, data, quick, force, quiet)
     for model, src in (shared or {}).items():
         copied = runfolder.adopt_model(Path(src), out, model, trained=model != BASE)
         if copied and not quiet:
@@ -461,6 +524,10 @@ def run_grid(
         stop_training_at,
     )
     if mode == "cells":  # rank 0 waits for every rank's cells and adds their times
+        if world.is_main and not quiet and world.size > 1:
+            print(
+                f"[grid] waiting for the other {world.size - 1} process(es) to finish their models"
+            )
         finish_cells(world, out, token, timing)
     path = out / runfolder.RESULTS
     if world.is_main:

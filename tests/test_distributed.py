@@ -24,7 +24,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hallucue_mlx.config import ConfigError, TrainConfig, build, load_config  # noqa: E402
+from hallucue_mlx.config import (  # noqa: E402
+    ConfigError,
+    TrainConfig,
+    build,
+    config_hash,
+    load_config,
+)
 from hallucue_mlx.distributed import STUCK_EXIT, PeerLost, World, current  # noqa: E402
 from hallucue_mlx.grid import owners, parallel_mode, plan, rank_tasks  # noqa: E402
 from hallucue_mlx.grpo import BatchTotals, LossConfig, grpo_loss  # noqa: E402
@@ -160,6 +166,136 @@ def test_ranks_on_one_host_share_its_cores(tmp_path, monkeypatch):
     assert local_ranks() == 1
     hosts.write_text("")  # mlx.launch's hostfile for one host
     assert local_ranks() == 1
+
+
+def test_run_starts_one_process_per_core_on_a_cpu_as_memory_allows():
+    from hallucue_mlx.grid import local_processes
+
+    cfg = load_config(None, [])  # five models: base and four trainings
+    here = {"peak_gb": 1.4, "usable_gb": 20.0}
+    assert local_processes(cfg, backend="cpu", cores=2, **here) == 2
+    assert local_processes(cfg, backend="cpu", cores=16, **here) == 5  # at most one per model
+    assert local_processes(cfg, backend="cpu", cores=1, **here) == 1
+    assert local_processes(cfg, backend="cpu", cores=8, peak_gb=8.0, usable_gb=20.0) == 2
+    assert local_processes(cfg, backend="cpu", cores=8, peak_gb=30.0, usable_gb=20.0) == 1
+    assert local_processes(cfg, backend="cpu", cores=8, peak_gb=0.0, usable_gb=0.0) == 1
+    assert local_processes(cfg, backend="gpu", cores=16, **here) == 1  # Metal, CUDA: one
+    # data: every rank trains each model, so the count must divide the batch (16 prompts)
+    data = load_config(None, ["grid.parallel=data"])
+    assert local_processes(data, backend="cpu", cores=6, **here) == 4
+    assert local_processes(load_config(None, ["grid.processes=3"]), backend="gpu") == 3
+    # how the work is shared is not a result: the run folder's config hash ignores it
+    assert config_hash(load_config(None, ["grid.processes=3"])) == config_hash(cfg)
+    with pytest.raises(ConfigError, match="grid.processes"):
+        load_config(None, ["grid.processes=0"])
+
+
+# a rank of launch_local: says it started, then does what $RANK_ACT says for its rank
+_RANK = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    rank, d = os.environ["MLX_RANK"], os.environ["RANK_DIR"]
+    act = os.environ["RANK_ACT"].split(",")[int(rank)]
+    got = []
+    def on_int(signum, frame):
+        got.append(signum)
+        open(os.path.join(d, f"int-{rank}"), "a").write("x")
+    signal.signal(signal.SIGINT, on_int)
+    open(os.path.join(d, f"pid-{rank}"), "w").write(str(os.getpid()))
+    if act.startswith("exit"):
+        time.sleep(0.5)
+        sys.exit(int(act[4:]))
+    deadline = time.time() + 60
+    while time.time() < deadline:  # "wait": until a SIGINT, then stop as the CLI does (130)
+        time.sleep(0.05)
+        if got and act == "wait":
+            time.sleep(0.3)  # a second signal in this while would be counted
+            sys.exit(130)
+    sys.exit(5)
+    """
+)
+
+
+def _pids(d: Path, n: int) -> list[int]:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        files = [d / f"pid-{r}" for r in range(n)]
+        if all(f.exists() and f.read_text() for f in files):
+            return [int(f.read_text()) for f in files]
+        time.sleep(0.05)
+    raise TimeoutError("the ranks did not start")
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by its new parent, is not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    state = next((ln for ln in status.splitlines() if ln.startswith("State:")), "")
+    return "zombie" not in state
+
+
+def test_a_failing_rank_stops_the_others_and_sets_the_exit_status(tmp_path, monkeypatch):
+    from hallucue_mlx.distributed import launch_local
+
+    monkeypatch.setenv("RANK_DIR", str(tmp_path))
+    monkeypatch.setenv("RANK_ACT", "stay,exit3")  # rank 0 would run 60 s
+    start = time.time()
+    assert launch_local([sys.executable, "-c", _RANK], 2) == 3
+    assert time.time() - start < 30  # rank 0 was stopped, not waited for
+    monkeypatch.setenv("RANK_ACT", "exit0,exit0")
+    assert launch_local([sys.executable, "-c", _RANK], 2) == 0
+
+
+def test_a_rank_interrupted_alone_gets_the_others_interrupted(tmp_path, monkeypatch):
+    from hallucue_mlx import distributed
+
+    monkeypatch.setattr(distributed, "INTERRUPT_GRACE_S", 0.5)
+    monkeypatch.setenv("RANK_DIR", str(tmp_path))
+    monkeypatch.setenv("RANK_ACT", "wait,exit130")  # kill -INT of rank 1 alone, as it were
+    assert distributed.launch_local([sys.executable, "-c", _RANK], 2) == 130
+    assert (tmp_path / "int-0").read_text() == "x"  # rank 0 got one Ctrl-C and stopped
+
+
+_LAUNCHER = textwrap.dedent(
+    """
+    import sys
+    from hallucue_mlx.distributed import launch_local
+    sys.exit(launch_local([sys.executable, "-c", sys.argv[1]], 2))
+    """
+)
+
+
+def _start_launcher(tmp_path: Path, act: str) -> subprocess.Popen:
+    env = {**_env(), "RANK_DIR": str(tmp_path), "RANK_ACT": act}
+    return subprocess.Popen([sys.executable, "-c", _LAUNCHER, _RANK], env=env)
+
+
+def test_ctrl_c_reaches_each_rank_once_through_the_launcher(tmp_path):
+    proc = _start_launcher(tmp_path, "wait,wait")
+    try:
+        _pids(tmp_path, 2)
+        proc.send_signal(signal.SIGINT)  # a terminal's Ctrl-C reaches the launcher's group
+        assert proc.wait(30) == 130
+    finally:
+        proc.kill()
+    assert [(tmp_path / f"int-{r}").read_text() for r in range(2)] == ["x", "x"]
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="checks processes in /proc")
+def test_killing_the_launcher_kills_its_ranks(tmp_path):
+    proc = _start_launcher(tmp_path, "stay,stay")
+    try:
+        pids = _pids(tmp_path, 2)
+        proc.kill()
+        proc.wait(10)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids)
+    finally:
+        proc.kill()
 
 
 def test_a_lost_peer_and_a_stuck_one_are_reported(tmp_path):
@@ -430,3 +566,39 @@ def test_run_quick_data_parallel_trains_what_one_process_trains(tmp_path):
     assert max(float(np.abs(wa[k] - wb[k]).max()) for k in wa) < LORA_TOLERANCE
     ca, cb = (json.loads((d / "results.json").read_text())["cells"] for d in (one, two))
     assert ca == cb  # greedy evaluation of weights that differ by float summation order
+
+
+@pytest.mark.slow
+def test_run_on_two_local_processes_interrupted_and_resumed_gives_one_process_cells(tmp_path):
+    """`hallucue-mlx run` with grid.processes=2 (what a 2-core CPU gets by default): Ctrl-C
+    stops both processes with one resume line, and the rerun's results equal one process's."""
+    sets = ["grid.train_conditions=[none,blank]", "grid.eval_conditions=[none,blank]"]
+    sets += ["data.train.n=8", "data.eval=[{name: synth, split: test, n: 8}]"]
+    sets += ["data.train_slice_n=4", "eval.max_tokens=16", "train.max_completion_length=16"]
+    sets += ["train.steps=6", "train.save_every=1", "train.eval_every=0", "train.warmup_steps=0"]
+    sets += ["train.prompts_per_step=2", "train.num_generations=2"]
+    sets = [a for s in sets for a in ("--set", s)]
+    one, two = tmp_path / "one", tmp_path / "two"
+    a = _run(["run", "--out", str(one), *sets, "--set", "grid.processes=1"])
+    assert a.returncode == 0, a.stderr[-3000:]
+    args = ["run", "--out", str(two), *sets, "--set", "grid.processes=2"]
+    proc, stdin = _start(args)
+    latest = two / "train" / "none" / "checkpoints" / "latest"
+    deadline = time.time() + 180
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # the launcher alone, as a terminal's Ctrl-C
+    b = _finish(proc, stdin, 180)
+    assert b.returncode == 130, b.stderr[-3000:]
+    assert "2 processes on this machine's cores" in b.stderr
+    assert b.stderr.count("Continue with:") == 1 and "process 1 stopped" in b.stderr
+    assert not (two / "results.json").exists()
+    c = _run(args)
+    assert c.returncode == 0, c.stdout[-2000:] + c.stderr[-3000:]
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    ra.pop("timing"), rb.pop("timing")
+    assert ra == rb
+    steps = [
+        m["step"] for m in _lines(two / "train" / "none" / "metrics.jsonl") if "event" not in m
+    ]
+    assert steps == list(range(1, 7))  # resumed from its checkpoint, no step twice

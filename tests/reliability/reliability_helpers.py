@@ -88,10 +88,12 @@ def grid_yaml(
     n_test: int = 4,
     max_tokens: int = 6,
     batch_size: int = 4,
+    processes: int | None = None,
     **train_over,
 ) -> Path:
     """A tiny run config: 8 synth training items, n_test test items, trainings under none and
-    blank, evaluations under none and blank, a checkpoint every step."""
+    blank, evaluations under none and blank, a checkpoint every step. processes: grid.processes
+    (None: one per core on a CPU, as a user gets)."""
     import yaml
 
     train = dict(
@@ -116,7 +118,11 @@ def grid_yaml(
         },
         "train": train,
         "eval": {"max_tokens": max_tokens, "batch_size": batch_size, "temperature": 0.0},
-        "grid": {"train_conditions": ["none", "blank"], "eval_conditions": ["none", "blank"]},
+        "grid": {
+            "train_conditions": ["none", "blank"],
+            "eval_conditions": ["none", "blank"],
+            "processes": processes,
+        },
     }
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path

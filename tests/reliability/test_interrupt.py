@@ -23,7 +23,8 @@ def _latest_step(d) -> int:
 
 @pytest.mark.slow
 def test_ctrl_c_in_a_grid_during_training_then_evaluation(tmp_path, tiny_dir, said):
-    cfg = grid_yaml(tmp_path / "tiny.yaml", tiny_dir, steps=12)
+    # one process, whose order of work this test follows (several: test_distributed.py)
+    cfg = grid_yaml(tmp_path / "tiny.yaml", tiny_dir, steps=12, processes=1)
     out = tmp_path / "run"
     args = ["run", "--config", str(cfg), "--out", str(out)]
 
