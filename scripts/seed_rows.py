@@ -83,7 +83,9 @@ def main() -> None:
         per_seed, ci, _ = table(args.runs, args.model, args.versus_runs, args.versus)
         changes = ", ".join(f"{r['change']:+.1f}" for r in per_seed)
         print(f"  minus {args.versus}, seed by seed: {changes}")
-        print(f"  minus {args.versus} over seeds and items: {ci[0]:+.1f} [{ci[1]:.1f}, {ci[2]:.1f}]")
+        print(
+            f"  minus {args.versus} over seeds and items: {ci[0]:+.1f} [{ci[1]:.1f}, {ci[2]:.1f}]"
+        )
         out[f"vs_{args.versus}"] = {"per_seed": [r["change"] for r in per_seed], "ci": ci}
     print(json.dumps(out))
 
