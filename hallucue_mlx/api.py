@@ -28,6 +28,8 @@ Output folders are the commands' folders and hold the same files, so `hallucue-m
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -40,6 +42,7 @@ from hallucue_mlx.config import (
     RunConfig,
     apply_overrides,
     build,
+    dump_yaml,
     eval_config_for,
     from_dict,
     override_strings,
@@ -54,10 +57,18 @@ from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply_one
 from hallucue_mlx.data.bench import load_benchmark as _load_benchmark
 from hallucue_mlx.data.common import BenchmarkError
 from hallucue_mlx.data.item import Item
+from hallucue_mlx.distributed import INTERRUPTED, launch_local, launched
 from hallucue_mlx.distributed import current as _world
 from hallucue_mlx.evaluate import EvalResult, evaluate_benchmark
 from hallucue_mlx.gallery import gallery_for, write_gallery
-from hallucue_mlx.grid import GridInterrupted, load_spec, run_grid, validation_items
+from hallucue_mlx.grid import (
+    GridInterrupted,
+    load_spec,
+    local_processes,
+    prepare_run,
+    run_grid,
+    validation_items,
+)
 from hallucue_mlx.models.load import ModelLoadError
 from hallucue_mlx.models.load import load_model as _load_model
 from hallucue_mlx.prompts import resolve_template
@@ -139,7 +150,9 @@ def run(
     again with the same folder skips finished cells and continues an interrupted training; a
     folder made with other settings is refused (GridError) unless force, which clears the run's
     own files first. quick: a smoke run (a few steps and items, every cell still run). quiet:
-    no live view or printed tables.
+    no live view or printed tables. On a CPU it runs as `grid.processes` processes, as the
+    command does (one per core by default), their output copied to sys.stdout (sys.stderr's
+    only, with quiet); the same results as one process.
 
     The folder holds results.json (every cell: accuracy, CI, ...), report.md, figures/, tables/,
     train/<condition>/ (metrics, adapter) and eval/<model>/<benchmark>-<split>/ (records).
@@ -152,11 +165,48 @@ def run(
     folder = Path(out) if out is not None else run_dir(cfg, quick)
     asked = config_sweep(cfg)
     targets = report_targets(report_to)
+    if asked is None and not launched():
+        n = local_processes(_quick(cfg) if quick else cfg)
+        if n > 1:
+            return _run_processes(cfg, folder, n, quick, force, quiet, targets)
     with _writing(folder, "run"), mirror_run(folder, targets if _world().is_main else ()):
         if asked is None:
             run_grid(cfg, folder, quick=quick, force=force, quiet=quiet)
         else:  # grid.ratios / grid.seeds: a sweep, as `hallucue-mlx run` does
             run_sweep(cfg, *asked, folder, quick=quick, force=force, quiet=quiet)
+    return folder
+
+
+def _run_processes(
+    cfg: RunConfig,
+    folder: Path,
+    n: int,
+    quick: bool,
+    force: bool,
+    quiet: bool,
+    targets: tuple[str, ...],
+) -> Path:
+    """`run` as n processes on this machine (grid.processes), as `hallucue-mlx run` does: the
+    folder checked and prepared here (errors are this call's exceptions), then the command on the
+    resolved config, its output copied to sys.stdout so that a notebook shows it."""
+    with _writing(folder, "run"):
+        prepare_run(cfg, folder, quick, force=force)
+    with tempfile.TemporaryDirectory(prefix="hallucue-run-") as tmp:
+        path = Path(tmp) / "run.yaml"
+        path.write_text(dump_yaml(cfg, comments=False), encoding="utf-8")
+        cmd = [sys.executable, "-m", "hallucue_mlx.cli", "run", "--config", str(path)]
+        cmd += ["--out", str(folder), *(["--quick"] if quick else [])]
+        cmd += ["--report-to", ",".join(targets)] if targets else []
+        status = launch_local(cmd, n, output=sys.stderr if quiet else sys.stdout, quiet=quiet)
+    if status == INTERRUPTED:
+        raise GridInterrupted(
+            f"stopped; finished cells and checkpoints are kept in {folder}: call run again to continue"
+        )
+    if status:
+        raise GridError(
+            f"the run's {n} processes stopped (exit status {status}; the error is above); "
+            f"finished cells are kept in {folder}: call run again to continue"
+        )
     return folder
 
 

@@ -328,7 +328,17 @@ def watch_launcher() -> None:
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
-def launch_local(cmd: Sequence[str], n: int, poll_s: float = 0.2) -> int:
+def _forward(stream: Any, output: Any, lock: threading.Lock) -> None:
+    """Copy a rank's output lines to `output` (a notebook's stdout) as they come."""
+    for line in stream:
+        with lock:
+            output.write(line)
+            output.flush()
+
+
+def launch_local(
+    cmd: Sequence[str], n: int, poll_s: float = 0.2, output: Any = None, quiet: bool = False
+) -> int:
     """Run `cmd` as n ring ranks on this machine, as `mlx.launch -n n --backend ring` would, and
     return the first non-zero exit status (0 when every rank succeeded).
 
@@ -339,7 +349,11 @@ def launch_local(cmd: Sequence[str], n: int, poll_s: float = 0.2) -> int:
     to each rank (each stops after its current step); SIGTERM is passed on likewise, and a kill -9
     of this process kills the ranks (watch_launcher). A rank that fails gets the others SIGTERM
     (stop_on_sigterm makes each say why); one stopped by SIGINT alone gets the others a SIGINT
-    after INTERRUPT_GRACE_S, so none waits for it forever."""
+    after INTERRUPT_GRACE_S, so none waits for it forever.
+
+    output: a text stream the ranks' output is copied to, line by line (the Python API: a
+    notebook shows its own sys.stdout, not the file descriptors its children write to); with
+    quiet only their stderr. None: the ranks write to this process's stdout and stderr."""
     ports = _free_ports(n)
     with tempfile.TemporaryDirectory(prefix="hallucue-ranks-") as tmp:
         hostfile = Path(tmp) / "hosts.json"
@@ -350,19 +364,32 @@ def launch_local(cmd: Sequence[str], n: int, poll_s: float = 0.2) -> int:
             for proc in running:
                 proc.send_signal(signum)
 
-        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # where Python takes signals
+            previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        pipes: dict[str, Any] = {}
+        if output is not None:
+            pipes = {"stdout": subprocess.DEVNULL if quiet else subprocess.PIPE}
+            pipes["stderr"] = subprocess.PIPE if quiet else subprocess.STDOUT
+            pipes.update(text=True, errors="replace", bufsize=1)
+        lock, copiers = threading.Lock(), []
         try:
             for rank in range(n):
                 env = {**os.environ, "MLX_RANK": str(rank), "MLX_HOSTFILE": str(hostfile)}
                 env[LAUNCHER_ENV] = str(os.getpid())
-                running.append(
-                    subprocess.Popen(
-                        list(cmd),
-                        env=env,
-                        start_new_session=True,
-                        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-                    )
+                proc = subprocess.Popen(
+                    list(cmd),
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                    **pipes,
                 )
+                running.append(proc)
+                stream = proc.stderr if quiet else proc.stdout
+                if output is not None and stream is not None:
+                    copier = threading.Thread(target=_forward, args=(stream, output, lock))
+                    copier.start()
+                    copiers.append(copier)
             status, interrupted_at = 0, None
             while running:
                 time.sleep(poll_s)
@@ -386,6 +413,8 @@ def launch_local(cmd: Sequence[str], n: int, poll_s: float = 0.2) -> int:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            for copier in copiers:  # the ranks have ended: their last lines are copied
+                copier.join(timeout=10)
     return status
 
 

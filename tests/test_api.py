@@ -241,3 +241,25 @@ def test_evaluate_takes_an_eval_config():
     cfg = replace(hm.EvalConfig(template="short", max_tokens=8), conditions=("text_removal",))
     res = hm.evaluate(n=2, config=cfg, quiet=True)
     assert list(res.by_condition) == ["text_removal"] and len(res.records) == 2
+
+
+@pytest.mark.slow
+def test_run_on_two_processes_shows_their_output_and_gives_one_process_results(tmp_path, capsys):
+    """A notebook's `run` on a 2-core CPU: two processes, whose progress reaches the notebook's
+    own stdout, and whose results equal one process's."""
+    overrides = {
+        "grid.train_conditions": ["none", "blank"],
+        "grid.eval_conditions": ["none", "blank"],
+        "grid.include_base": False,
+    }
+    one = hm.run(
+        overrides={**overrides, "grid.processes": 1}, out=tmp_path / "one", quick=True, quiet=True
+    )
+    capsys.readouterr()
+    two = hm.run(overrides={**overrides, "grid.processes": 2}, out=tmp_path / "two", quick=True)
+    shown = capsys.readouterr().out
+    assert "GRPO under none" in shown and "GRPO under blank" not in shown  # process 0's view
+    assert "results:" in shown  # process 0's summary, after process 1's models came in
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    ra.pop("timing"), rb.pop("timing")
+    assert ra == rb
