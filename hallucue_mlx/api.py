@@ -57,7 +57,7 @@ from hallucue_mlx.corrupt import Corruption, CorruptionRecord, apply_one
 from hallucue_mlx.data.bench import load_benchmark as _load_benchmark
 from hallucue_mlx.data.common import BenchmarkError
 from hallucue_mlx.data.item import Item
-from hallucue_mlx.distributed import INTERRUPTED, launch_local, launched
+from hallucue_mlx.distributed import INTERRUPTED, launch_local
 from hallucue_mlx.distributed import current as _world
 from hallucue_mlx.evaluate import EvalResult, evaluate_benchmark
 from hallucue_mlx.gallery import gallery_for, write_gallery
@@ -165,10 +165,9 @@ def run(
     folder = Path(out) if out is not None else run_dir(cfg, quick)
     asked = config_sweep(cfg)
     targets = report_targets(report_to)
-    if asked is None and not launched():
-        n = local_processes(_quick(cfg) if quick else cfg)
-        if n > 1:
-            return _run_processes(cfg, folder, n, quick, force, quiet, targets)
+    n = local_processes(_quick(cfg) if quick else cfg)
+    if n > 1:
+        return _run_processes(cfg, folder, n, quick, force, quiet, targets)
     with _writing(folder, "run"), mirror_run(folder, targets if _world().is_main else ()):
         if asked is None:
             run_grid(cfg, folder, quick=quick, force=force, quiet=quiet)

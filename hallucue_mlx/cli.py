@@ -390,14 +390,9 @@ def run(
 
 
 def _local_processes(cfg: Any, quick: bool) -> int:
-    """How many processes this `run` starts (grid.processes): one when a launcher started it
-    or it is a sweep (sweeps run in one process)."""
-    from hallucue_mlx.distributed import launched
+    """How many processes this `run` starts (grid.local_processes)."""
     from hallucue_mlx.grid import local_processes
-    from hallucue_mlx.sweep import config_sweep
 
-    if launched() or config_sweep(cfg) is not None:
-        return 1
     return local_processes(quick_config(cfg) if quick else cfg)
 
 

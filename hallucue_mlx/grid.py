@@ -64,7 +64,7 @@ from hallucue_mlx.config import (
 )
 from hallucue_mlx.data.bench import BenchmarkError, get_adapter, load_benchmark
 from hallucue_mlx.data.subset import SubsetManifest
-from hallucue_mlx.distributed import World, current
+from hallucue_mlx.distributed import World, current, launched
 from hallucue_mlx.evaluate import evaluate, load_records, unchanged_corruptions
 from hallucue_mlx.metrics import summarize
 from hallucue_mlx.models.load import load_model, resolve_model_dir
@@ -336,7 +336,10 @@ def local_processes(
     on the CPU backend one per core, no more than the models (cells) or than divide the training
     batch (data), and no more than the memory holds at `plan`'s predicted peak; on Metal and
     CUDA one (the processes would share one GPU; not measured). The keyword arguments stand in
-    for this machine in tests."""
+    for this machine in tests. One when a launcher (mlx.launch) started this process, and for
+    a sweep (grid.ratios, grid.seeds), which runs in one process."""
+    if launched() or cfg.grid.ratios or cfg.grid.seeds > 1:
+        return 1
     if cfg.grid.processes is not None:
         return cfg.grid.processes
     if (backend or backend_name()) != "cpu":

@@ -184,6 +184,8 @@ def test_run_starts_one_process_per_core_on_a_cpu_as_memory_allows():
     data = load_config(None, ["grid.parallel=data"])
     assert local_processes(data, backend="cpu", cores=6, **here) == 4
     assert local_processes(load_config(None, ["grid.processes=3"]), backend="gpu") == 3
+    sweep = load_config(None, ["grid.seeds=3", "grid.processes=2"])  # sweeps: one process
+    assert local_processes(sweep, backend="cpu", cores=2, **here) == 1
     # how the work is shared is not a result: the run folder's config hash ignores it
     assert config_hash(load_config(None, ["grid.processes=3"])) == config_hash(cfg)
     with pytest.raises(ConfigError, match="grid.processes"):
