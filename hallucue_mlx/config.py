@@ -810,7 +810,8 @@ class GridSection:
     )
     parallel: str = _f(
         "cells",
-        "Under several processes (mlx.launch -n N): cells gives each rank whole models (a "
+        "Under several processes (grid.processes, or mlx.launch -n N): cells gives each rank "
+        "whole models (a "
         "training and its evaluations; the run folder must be on a filesystem every rank "
         "shares); data trains each model data-parallel over all ranks (rank 0 evaluates). One "
         "process ignores it; results do not depend on it.",
@@ -818,11 +819,11 @@ class GridSection:
     )
     processes: int | None = _f(
         None,
-        "Processes `hallucue-mlx run` starts on this machine, each computing whole models "
-        "(grid.parallel) with its share of the cores. null: on the CPU backend one per core, at "
-        "most one per model and as many as the memory holds (MLX runs a CPU process's "
-        "elementwise work on one core); one on Metal and CUDA. Under mlx.launch the launcher "
-        "decides. Results do not depend on it.",
+        "Processes `run` (command or Python API) starts on this machine, each computing whole "
+        "models (grid.parallel) with its share of the cores. null: on the CPU backend one per "
+        "core, at most one per model and as many as the memory holds (MLX runs a CPU process's "
+        "elementwise work on one core); one on Metal and CUDA. A sweep runs in one process; "
+        "under mlx.launch the launcher decides. Results do not depend on it.",
         min=1,
         most=256,
     )
