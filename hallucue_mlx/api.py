@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hallucue_mlx import atomic
 from hallucue_mlx.config import (
     ConfigError,
     EvalConfig,
@@ -76,6 +76,7 @@ from hallucue_mlx.report import ReportError, write_report
 from hallucue_mlx.report.sweep import is_sweep, write_sweep_report
 from hallucue_mlx.rewards import check_golds
 from hallucue_mlx.runfolder import (
+    RUN_CONFIG,
     FolderBusy,
     GridError,
     folder_lock,
@@ -187,16 +188,16 @@ def _run_processes(
 ) -> Path:
     """`run` as n processes on this machine (grid.processes), as `hallucue-mlx run` does: the
     folder checked and prepared here (errors are this call's exceptions), then the command on the
-    resolved config, its output copied to sys.stdout so that a notebook shows it."""
+    resolved config, kept in the folder (runfolder.RUN_CONFIG, so the command the processes
+    print to continue a stopped run works), its output copied to sys.stdout for a notebook."""
     with _writing(folder, "run"):
         prepare_run(cfg, folder, quick, force=force)
-    with tempfile.TemporaryDirectory(prefix="hallucue-run-") as tmp:
-        path = Path(tmp) / "run.yaml"
-        path.write_text(dump_yaml(cfg, comments=False), encoding="utf-8")
-        cmd = [sys.executable, "-m", "hallucue_mlx.cli", "run", "--config", str(path)]
-        cmd += ["--out", str(folder), *(["--quick"] if quick else [])]
-        cmd += ["--report-to", ",".join(targets)] if targets else []
-        status = launch_local(cmd, n, output=sys.stderr if quiet else sys.stdout, quiet=quiet)
+        path = folder / RUN_CONFIG
+        atomic.write_text(path, dump_yaml(cfg, comments=False))
+    cmd = [sys.executable, "-m", "hallucue_mlx.cli", "run", "--config", str(path)]
+    cmd += ["--out", str(folder), *(["--quick"] if quick else [])]
+    cmd += ["--report-to", ",".join(targets)] if targets else []
+    status = launch_local(cmd, n, output=sys.stderr if quiet else sys.stdout, quiet=quiet)
     if status == INTERRUPTED:
         raise GridInterrupted(
             f"stopped; finished cells and checkpoints are kept in {folder}: call run again to continue"

@@ -306,7 +306,7 @@ def plan(
     """Predict peak memory and time of a run config before running it: whether it fits this
     machine (or --chip / --memory), which keys to change if not, the time per GRPO step and per
     evaluation item, and the whole run's total. Exit code 1 when it does not fit."""
-    from hallucue_mlx.plan import PlanError, make_plan, render, render_total, this_machine
+    from hallucue_mlx.plan import GB, PlanError, make_plan, render, render_total, this_machine
 
     cfg = load_config(config, set_)
     size = _image_size(image)
@@ -324,7 +324,12 @@ def plan(
         raise typer.Exit(2) from None
     render(result)
     render_total(result, cfg)
-    n = _local_processes(cfg, False) if chip is None else 1
+    n = 1
+    if chip is None:  # this machine: the plan's own peak decides, as it would for `run`
+        from hallucue_mlx.grid import local_processes
+
+        peak = max(result.mem.train_peak, result.mem.eval_peak) / GB
+        n = local_processes(cfg, peak_gb=peak, usable_gb=result.usable_gb)
     if n > 1:  # the totals above are one process's; `run` spreads them over n
         typer.echo(
             f"  Here `hallucue-mlx run` starts {n} processes (grid.processes), one per core: "

@@ -64,7 +64,19 @@ IMPORTED_MODEL = "model"
 # what the grid writes. figures/ and tables/ stay (the report rewrites its own files there and a
 # rebuild drops figures the data no longer gives), and so does everything else.
 # (the names; runfolder.RUN_TREE says which files inside them)
-OWNED_PATHS = (MANIFEST, RESULTS, TIMING, TRAIN_DIR, EVAL_DIR, REPORT_FILE, IMPORTED, IMPORTED_DIR)
+# The resolved config the Python API's `run` hands its processes (a command that continues it).
+RUN_CONFIG = "run_config.yaml"
+OWNED_PATHS = (
+    MANIFEST,
+    RESULTS,
+    TIMING,
+    TRAIN_DIR,
+    EVAL_DIR,
+    REPORT_FILE,
+    IMPORTED,
+    IMPORTED_DIR,
+    RUN_CONFIG,
+)
 # The one-writer lock of an output folder (folder_lock).
 LOCK = ".hallucue.lock"
 # Written by rank 0 and read back by the others when ranks share a run folder (grid.parallel
