@@ -15,6 +15,12 @@ seed (both trained with the same seed).
         --versus none --versus-runs results/default results/default-clean-seeds/seed=1 \\
         results/default-clean-seeds/seed=2
 
+With --base-samples, an evaluation folder of the base sampled several times per item on the
+same items (`hallucue-mlx eval --split test --n 600 --corruption none --temperature 1.0
+--samples 8 --template short-decline`), the share of the items the base answers right greedily
+that the model keeps is also split by how many of the base's samples were right: items it
+solves reliably (every sample) against items its greedy answer gets right by a narrow margin.
+
 The last line is one JSON object.
 """
 
@@ -35,6 +41,12 @@ def main() -> None:
     ap.add_argument("--versus", default=None, help="also the model minus this one, seed by seed")
     ap.add_argument("--versus-runs", nargs="+", type=Path, default=None)
     ap.add_argument("--condition", default=CLEAN, help="evaluation corruption (default none)")
+    ap.add_argument(
+        "--base-samples",
+        type=Path,
+        default=None,
+        help="evaluation folder of the base sampled N times an item: kept share by its pass count",
+    )
     args = ap.parse_args()
     if args.versus and (not args.versus_runs or len(args.versus_runs) != len(args.runs)):
         ap.error("--versus needs --versus-runs, one folder per folder of --runs")
@@ -53,6 +65,7 @@ def main() -> None:
         return item_scores(recs), {str(r["id"]): record_cluster(r) for r in recs}, seed
 
     base, clusters, _ = scores(args.base, "base")
+    bands = base_bands(args.base_samples, args.condition, base) if args.base_samples else None
 
     def table(runs: list[Path], model: str, against: list[Path] | None, other: str | None):
         import numpy as np
@@ -69,6 +82,8 @@ def main() -> None:
             acc = 100 * float(np.mean([s[k] for k in ids]))
             per_seed.append({"run": str(run_dir), "seed": seed, "accuracy": acc})
             per_seed[-1]["change"] = 100 * float(diff.mean())
+            if against is None:
+                per_seed[-1]["kept"] = kept_shares(s, base, bands)
         mean, lo, hi = seed_cluster_ci(np.stack(rows), [clusters[k] for k in ids])
         return per_seed, (100 * mean, 100 * lo, 100 * hi), len(ids)
 
@@ -77,6 +92,8 @@ def main() -> None:
     print(f"{args.model} under {args.condition}: {n} test items, {len(args.runs)} seeds")
     for r in per_seed:
         print(f"  seed {r['seed']}: {r['accuracy']:.1f}%, {r['change']:+.1f} vs base ({r['run']})")
+        kept = ", ".join(f"{k} {v['kept']:.1f}% of {v['items']}" for k, v in r["kept"].items())
+        print(f"    kept of the items the base solves: {kept}")
     print(f"  vs base over seeds and items: {ci[0]:+.1f} [{ci[1]:.1f}, {ci[2]:.1f}]")
     out.update(items=n, per_seed=per_seed, vs_base=ci)
     if args.versus:
@@ -88,6 +105,56 @@ def main() -> None:
         )
         out[f"vs_{args.versus}"] = {"per_seed": [r["change"] for r in per_seed], "ci": ci}
     print(json.dumps(out))
+
+
+def base_bands(folder: Path, condition: str, greedy: dict[str, float]) -> dict[str, str]:
+    """Per item the base solves greedily, how reliably its samples solve it: 'every sample',
+    'most samples' (at least half), 'few samples' (some, under half) or 'no sample'."""
+    from hallucue_mlx.evaluate import load_records
+
+    recs = [r for r in load_records(folder) if r.get("corruption", CLEAN) == condition]
+    if not recs:
+        raise SystemExit(f"{folder}: no records under {condition}; run `hallucue-mlx eval` there")
+    right: dict[str, list[bool]] = {}
+    for r in recs:
+        right.setdefault(str(r["id"]), []).append(bool(r["correct"]))
+    solved = [k for k, v in greedy.items() if v == 1.0]
+    missing = [k for k in solved if k not in right]
+    if missing:
+        raise SystemExit(
+            f"{folder}: no samples of {len(missing)} items the base solves (first {missing[0]}); "
+            "sample the base on the same benchmark, split and --n as the runs"
+        )
+    bands = {}
+    for k in solved:
+        share = sum(right[k]) / len(right[k])
+        bands[k] = (
+            "every sample"
+            if share == 1
+            else "most samples"
+            if share >= 0.5
+            else "few samples"
+            if share > 0
+            else "no sample"
+        )
+    return bands
+
+
+def kept_shares(
+    model: dict[str, float], base: dict[str, float], bands: dict[str, str] | None
+) -> dict[str, dict[str, float]]:
+    """Share (%) of the items the base solves greedily that the model also solves, overall and,
+    with bands, per band of the base's sampled pass rate."""
+    solved = [k for k, v in base.items() if v == 1.0]
+    groups = {"all": solved}
+    for band in ("every sample", "most samples", "few samples", "no sample"):
+        if bands:
+            groups[band] = [k for k in solved if bands[k] == band]
+    return {
+        name: {"items": len(ids), "kept": 100 * sum(model[k] for k in ids) / max(len(ids), 1)}
+        for name, ids in groups.items()
+        if ids
+    }
 
 
 if __name__ == "__main__":
