@@ -82,7 +82,7 @@ from hallucue_mlx.runfolder import (
     folder_lock,
     latest_checkpoint,
 )
-from hallucue_mlx.sweep import check_sweep, config_sweep, run_sweep
+from hallucue_mlx.sweep import check_sweep, config_sweep, prepare_sweep, run_sweep
 from hallucue_mlx.trackers import mirror, mirror_run, report_targets
 from hallucue_mlx.train import ResumeMismatch, TrainingDiverged, TrainResult, check_new_folder
 from hallucue_mlx.train import train as _train
@@ -168,7 +168,7 @@ def run(
     targets = report_targets(report_to)
     n = local_processes(_quick(cfg) if quick else cfg)
     if n > 1:
-        return _run_processes(cfg, folder, n, quick, force, quiet, targets)
+        return _run_processes(cfg, folder, n, quick, force, quiet, targets, asked)
     with _writing(folder, "run"), mirror_run(folder, targets if _world().is_main else ()):
         if asked is None:
             run_grid(cfg, folder, quick=quick, force=force, quiet=quiet)
@@ -185,13 +185,18 @@ def _run_processes(
     force: bool,
     quiet: bool,
     targets: tuple[str, ...],
+    asked: tuple[str, list[Any]] | None = None,
 ) -> Path:
     """`run` as n processes on this machine (grid.processes), as `hallucue-mlx run` does: the
-    folder checked and prepared here (errors are this call's exceptions), then the command on the
-    resolved config, kept in the folder (runfolder.RUN_CONFIG, so the command the processes
-    print to continue a stopped run works), its output copied to sys.stdout for a notebook."""
-    with _writing(folder, "run"):
-        prepare_run(cfg, folder, quick, force=force)
+    folder checked and prepared here (errors are this call's exceptions; asked: the config's
+    sweep), then the command on the resolved config, kept in the folder (runfolder.RUN_CONFIG,
+    so the command the processes print to continue a stopped run works), its output copied to
+    sys.stdout for a notebook."""
+    with _writing(folder, "sweep" if asked else "run"):
+        if asked:
+            prepare_sweep(cfg, *asked, folder, quick, force=force)
+        else:
+            prepare_run(cfg, folder, quick, force=force)
         path = folder / RUN_CONFIG
         atomic.write_text(path, dump_yaml(cfg, comments=False))
     cmd = [sys.executable, "-m", "hallucue_mlx.cli", "run", "--config", str(path)]

@@ -401,26 +401,42 @@ def _local_processes(cfg: Any, quick: bool) -> int:
     return local_processes(quick_config(cfg) if quick else cfg)
 
 
-def _launch_ranks(cfg: Any, out: Path, quick: bool, force: bool, n: int, args: list[str]) -> int:
-    """`hallucue-mlx ARGS --out OUT` as n ranks on this machine, each computing whole models,
-    once the run folder is checked and prepared here (one error, not one per process)."""
+def _launch_ranks(
+    cfg: Any,
+    out: Path,
+    quick: bool,
+    force: bool,
+    sweep: tuple[str, list] | None,
+    n: int,
+    args: list[str],
+) -> int:
+    """`hallucue-mlx ARGS --out OUT` as n ranks on this machine, each computing whole models (of
+    each value's grid, value after value, for a sweep), once the folder is checked and prepared
+    here (one error, not one per process)."""
     import sys
 
     from hallucue_mlx.distributed import launch_local
     from hallucue_mlx.grid import models, owners, prepare_run
     from hallucue_mlx.runfolder import folder_lock
+    from hallucue_mlx.sweep import prepare_sweep, single
 
-    own = owners(cfg, n)
+    one = single(cfg)  # a sweep's value grid: the models are dealt the same way in each
+    own = owners(one, n)
     deal = "; ".join(
-        f"process {r}: {', '.join(m for m in models(cfg) if own[m] == r)}" for r in range(n)
+        f"process {r}: {', '.join(m for m in models(one) if own[m] == r)}" for r in range(n)
     )
+    each = f", for each {sweep[0]} in turn" if sweep else ""
     typer.echo(
         f"{n} processes on this machine's cores (grid.processes; --set grid.processes=1 for "
-        f"one), each computing whole models into {out}: {deal}. Progress below is process 0's.",
+        f"one), each computing whole models into {out}: {deal}{each}. Progress below is "
+        "process 0's.",
         err=True,
     )
-    with folder_lock(out, _command("run")):
-        prepare_run(cfg, out, quick, force=force)
+    with folder_lock(out, _command("sweep" if sweep else "run")):
+        if sweep:
+            prepare_sweep(cfg, sweep[0], sweep[1], out, quick, force=force)
+        else:
+            prepare_run(cfg, out, quick, force=force)
     return launch_local([sys.executable, "-m", "hallucue_mlx.cli", *args, "--out", str(out)], n)
 
 
@@ -446,7 +462,7 @@ def _run_or_sweep(
     world = _world()
     try:
         if launch is not None:
-            status = _launch_ranks(cfg, out, quick, force, *launch)
+            status = _launch_ranks(cfg, out, quick, force, sweep, *launch)
             if status:
                 raise typer.Exit(status)
             return
@@ -457,7 +473,7 @@ def _run_or_sweep(
             if sweep is None:
                 run_grid(cfg, out, quick=quick, force=force, world=world)
             else:
-                run_sweep(cfg, sweep[0], sweep[1], out, quick=quick, force=force)
+                run_sweep(cfg, sweep[0], sweep[1], out, quick=quick, force=force, world=world)
     except (GridInterrupted, KeyboardInterrupt) as e:
         if world.is_main:
             typer.echo(

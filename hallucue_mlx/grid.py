@@ -336,14 +336,15 @@ def local_processes(
     on the CPU backend one per core, no more than the models (cells) or than divide the training
     batch (data), and no more than the memory holds at `plan`'s predicted peak; on Metal and
     CUDA one (the processes would share one GPU; not measured). The keyword arguments stand in
-    for this machine in tests. One when a launcher (mlx.launch) started this process, and for
-    a sweep (grid.ratios, grid.seeds), which runs in one process."""
-    if launched() or cfg.grid.ratios or cfg.grid.seeds > 1:
+    for this machine in tests. One when a launcher (mlx.launch) started this process. A sweep
+    (grid.ratios, grid.seeds) shares each value's grid in turn, so one value's grid counts."""
+    if launched():
         return 1
     if cfg.grid.processes is not None:
         return cfg.grid.processes
     if (backend or backend_name()) != "cpu":
         return 1
+    cfg = replace(cfg, grid=replace(cfg.grid, ratios=[], seeds=1))  # one value's grid
     n = cores if cores is not None else usable_cores()
     if cfg.grid.parallel == "data":
         n = max(k for k in range(1, n + 1) if cfg.train.prompts_per_step % k == 0)

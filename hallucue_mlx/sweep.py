@@ -42,7 +42,7 @@ from hallucue_mlx.config import (
     train_config_for,
 )
 from hallucue_mlx.config import quick as quick_config
-from hallucue_mlx.distributed import current
+from hallucue_mlx.distributed import World, current
 from hallucue_mlx.grid import BASE, models, run_grid
 from hallucue_mlx.report.sweep import SEED_KEY, write_sweep_report
 from hallucue_mlx.runfolder import GridError
@@ -53,6 +53,7 @@ SWEEP_TREE: dict[str, Any] = {
     runfolder.SWEEP: runfolder.FILE,
     runfolder.REPORT_FILE: runfolder.FILE,
     "report.html": runfolder.FILE,
+    runfolder.RUN_CONFIG: runfolder.FILE,  # the Python API's processes read it (api.run)
     **runfolder.TEMP,
 }
 # grid keys that decide which rows and columns exist: a sweep compares one grid's cells across
@@ -199,6 +200,47 @@ def _check_folder(out: Path, manifest: dict[str, Any], force: bool) -> None:
     runfolder.clear_owned(out, SWEEP_TREE)
 
 
+def _setup(
+    cfg: RunConfig, key: str, values: list[Any], out_dir: str | Path | None, quick: bool
+) -> tuple[list[RunConfig], Path, dict[str, Any]]:
+    """The value grids' configs, the sweep folder and its manifest (the checks first)."""
+    check_sweep(key, values)
+    asked = config_sweep(cfg)
+    if asked is not None and asked[0] != key:
+        raise ConfigError(
+            f"the config asks for a sweep of {asked[0]} itself (grid.ratios or grid.seeds); a "
+            f"sweep varies one key, so {key} cannot be swept with it: set grid.ratios=[] and "
+            "grid.seeds=1, or run the config's own sweep with `hallucue-mlx run`"
+        )
+    if quick:
+        cfg = quick_config(single(cfg))
+    out = Path(out_dir if out_dir is not None else cfg.output.dir)
+    return value_configs(cfg, key, values), out, _manifest(cfg, key, values, quick)
+
+
+def prepare_sweep(
+    cfg: RunConfig,
+    key: str,
+    values: list[Any],
+    out_dir: str | Path | None = None,
+    quick: bool = False,
+    *,
+    force: bool = False,
+) -> None:
+    """What a sweep checks and writes before it computes anything, for `hallucue-mlx run` to do
+    once before it starts several processes (as grid.prepare_run does for one grid): the folder
+    checked, --force applied to it and to every value's run folder, the manifest written."""
+    _cfgs, out, manifest = _setup(cfg, key, values, out_dir, quick)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_folder(out, manifest, force)
+    if force:  # what each value's run_grid(force=True) clears, done here once
+        for v in values:
+            sub = out / value_name(key, v)
+            if runfolder.is_run_folder(sub):
+                runfolder.clear_run(sub)
+    atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
+
+
 def run_sweep(
     cfg: RunConfig,
     key: str,
@@ -209,53 +251,46 @@ def run_sweep(
     force: bool = False,
     quiet: bool = False,
     report: bool = True,
+    world: World | None = None,
 ) -> Path:
     """Run (or continue) the grid once per value of `key` in out_dir; returns sweep.json.
 
     quick: every value's grid is the smoke-run version (applied before the value, so a swept
     training key keeps its values). force: discard earlier results of this sweep folder.
+    world: the processes running it (default: distributed.current()); each value's grid is
+    shared among them as run_grid shares one (grid.parallel), value after value, and rank 0
+    alone writes the sweep's files.
     """
-    check_sweep(key, values)
-    asked = config_sweep(cfg)
-    if asked is not None and asked[0] != key:
-        raise ConfigError(
-            f"the config asks for a sweep of {asked[0]} itself (grid.ratios or grid.seeds); a "
-            f"sweep varies one key, so {key} cannot be swept with it: set grid.ratios=[] and "
-            "grid.seeds=1, or run the config's own sweep with `hallucue-mlx run`"
-        )
-    if current().distributed:
-        raise GridError(
-            "a sweep runs in one process; under mlx.launch run one value's grid at a time "
-            f"(hallucue-mlx run --set {key}=VALUE --out FOLDER), or launch the sweep without "
-            "mlx.launch"
-        )
-    if quick:
-        cfg = quick_config(single(cfg))
-    cfgs = value_configs(cfg, key, values)
-    out = Path(out_dir if out_dir is not None else cfg.output.dir)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = _manifest(cfg, key, values, quick)
-    _check_folder(out, manifest, force)
-    atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
+    world = world or current()
+    cfgs, out, manifest = _setup(cfg, key, values, out_dir, quick)
 
+    def start() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        _check_folder(out, manifest, force)
+        atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
+
+    world.on_main(start, "preparing the sweep folder")
+    loud = not quiet and world.is_main
     done: dict[str, Path] = {}  # recipe -> a finished value folder holding that model
     for i, (v, vcfg) in enumerate(zip(values, cfgs, strict=True)):
         sub = out / value_name(key, v)
         shared = {m: done[recipe(vcfg, m)] for m in models(vcfg) if recipe(vcfg, m) in done}
-        manifest.setdefault("shared", {})[sub.name] = sorted(shared)
-        atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
-        if not quiet:
+        if world.is_main:
+            manifest.setdefault("shared", {})[sub.name] = sorted(shared)
+            atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
+        if loud:
             _announce(i, len(values), key, v, shared)
-        run_grid(vcfg, sub, force=force, quiet=quiet, report=report, shared=shared)
+        run_grid(vcfg, sub, force=force, quiet=quiet, report=report, shared=shared, world=world)
         for m in models(vcfg):
             done.setdefault(recipe(vcfg, m), sub)
 
-    manifest["finished"] = True
-    atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
-    if report:
-        path = write_sweep_report(out)
-        if not quiet:
-            print(f"sweep report: {path}")
+    if world.is_main:
+        manifest["finished"] = True
+        atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
+        if report:
+            path = write_sweep_report(out)
+            if not quiet:
+                print(f"sweep report: {path}")
     return out / runfolder.SWEEP
 
 
@@ -294,6 +329,7 @@ __all__ = [
     "check_sweep",
     "config_sweep",
     "parse_assignment",
+    "prepare_sweep",
     "ratio_sweep",
     "recipe",
     "seed_sweep",

@@ -44,8 +44,8 @@ print("hallucue-mlx", hq.__version__, "| SMALL settings" if SMALL else "| full s
 
 PROGRESS = (
     "Progress shows below the cell while it runs (a line per task with the elapsed time and "
-    "the ETA; on a CPU `run` starts one process per core, a sweep one, and the lines are the "
-    "first one's; on "
+    "the ETA; on a CPU `run` starts one process per core, a sweep too, and the lines are "
+    "the first one's; on "
     'a Mac, a live bar where ipywidgets is installed, which `pip install -e ".[labs]"` does). '
     "Rerunning the cell continues an interrupted run."
 )

@@ -263,3 +263,35 @@ def test_run_on_two_processes_shows_their_output_and_gives_one_process_results(t
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (one, two))
     ra.pop("timing"), rb.pop("timing")
     assert ra == rb
+
+
+@pytest.mark.slow
+def test_a_config_sweep_runs_on_two_processes_and_force_starts_it_over(tmp_path, capsys):
+    """Lab 3's call, `run(config="ratio-sweep")`, on a 2-core CPU: two processes share each
+    ratio's grid; the sweep report is written, and force=True clears the sweep before its
+    processes start (the value folders computed again)."""
+    overrides = {
+        "grid.ratios": [0.5, 1.0],
+        "grid.train_conditions": ["none", "blank"],
+        "grid.eval_conditions": ["none"],
+        "grid.processes": 2,
+    }
+    out = tmp_path / "sweep"
+    folder = hm.run(config="ratio-sweep", overrides=overrides, out=out, quick=True)
+    shown = capsys.readouterr().out
+    assert "sweep report:" in shown
+    sweep = json.loads((folder / "sweep.json").read_text())
+    assert sweep["finished"] and (folder / "report.html").is_file()
+
+    def trained() -> dict[str, int]:  # a finished training is skipped, not rewritten, on resume
+        return {
+            v: (folder / v / "train/blank/metrics.jsonl").stat().st_mtime_ns for v in sweep["runs"]
+        }
+
+    first = trained()
+    assert hm.run(config="ratio-sweep", overrides=overrides, out=out, quick=True) == folder
+    assert trained() == first  # continued: nothing computed again
+    again = hm.run(config="ratio-sweep", overrides=overrides, out=out, quick=True, force=True)
+    assert again == folder
+    later = trained()
+    assert all(later[v] > first[v] for v in first)

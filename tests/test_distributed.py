@@ -184,8 +184,13 @@ def test_run_starts_one_process_per_core_on_a_cpu_as_memory_allows():
     data = load_config(None, ["grid.parallel=data"])
     assert local_processes(data, backend="cpu", cores=6, **here) == 4
     assert local_processes(load_config(None, ["grid.processes=3"]), backend="gpu") == 3
-    sweep = load_config(None, ["grid.seeds=3", "grid.processes=2"])  # sweeps: one process
-    assert local_processes(sweep, backend="cpu", cores=2, **here) == 1
+    # a sweep shares each value's grid in turn: one value's models count
+    seeds = load_config(None, ["grid.seeds=3"])
+    assert local_processes(seeds, backend="cpu", cores=16, **here) == 5
+    ratios = load_config("ratio-sweep", [])  # base, GRPO, GRPO-BI, GRPO-TR at each ratio
+    assert local_processes(ratios, backend="cpu", cores=16, **here) == 4
+    assert local_processes(ratios, backend="cpu", cores=2, **here) == 2
+    assert local_processes(ratios, backend="gpu", cores=16, **here) == 1
     # how the work is shared is not a result: the run folder's config hash ignores it
     assert config_hash(load_config(None, ["grid.processes=3"])) == config_hash(cfg)
     with pytest.raises(ConfigError, match="grid.processes"):
@@ -604,3 +609,28 @@ def test_run_on_two_local_processes_interrupted_and_resumed_gives_one_process_ce
         m["step"] for m in _lines(two / "train" / "none" / "metrics.jsonl") if "event" not in m
     ]
     assert steps == list(range(1, 7))  # resumed from its checkpoint, no step twice
+
+
+@pytest.mark.slow
+def test_a_sweep_on_two_local_processes_gives_one_process_cells(tmp_path):
+    """`hallucue-mlx run --config ratio-sweep` on a 2-core CPU starts two processes, which share
+    each ratio's grid in turn: every value folder's results equal one process's, and the sweep
+    report is written once."""
+    sets = ["grid.ratios=[0.5,1.0]", "grid.train_conditions=[none,blank]"]
+    sets += ["grid.eval_conditions=[none,blank]"]
+    sets = [a for s in sets for a in ("--set", s)]
+    base = ["run", "--config", "ratio-sweep", "--quick", *sets]
+    one, two = tmp_path / "one", tmp_path / "two"
+    a = _run([*base, "--out", str(one), "--set", "grid.processes=1"])
+    assert a.returncode == 0, a.stderr[-3000:]
+    b = _run([*base, "--out", str(two), "--set", "grid.processes=2"])
+    assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-3000:]
+    assert "2 processes on this machine's cores" in b.stderr and "for each grid.ratio" in b.stderr
+    for value in ("grid.ratio=0.5", "grid.ratio=1.0"):
+        ra, rb = (json.loads((d / value / "results.json").read_text()) for d in (one, two))
+        ra.pop("timing"), rb.pop("timing")
+        assert ra == rb, value
+        assert not list((two / value).glob(".hallucue.rank*"))
+    sa, sb = (json.loads((d / "sweep.json").read_text()) for d in (one, two))
+    assert sb["finished"] and sa["shared"] == sb["shared"]  # clean GRPO computed once
+    assert (two / "report.md").is_file() and (two / "report.html").is_file()
