@@ -27,6 +27,7 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 from pathlib import Path
 
@@ -112,7 +113,13 @@ def base_bands(folder: Path, condition: str, greedy: dict[str, float]) -> dict[s
     'most samples' (at least half), 'few samples' (some, under half) or 'no sample'."""
     from hallucue_mlx.evaluate import load_records
 
-    recs = [r for r in load_records(folder) if r.get("corruption", CLEAN) == condition]
+    packed = folder / "records.jsonl.gz"  # as scripts/pack_results.py keeps records
+    if packed.is_file():
+        with gzip.open(packed, "rt", encoding="utf-8") as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+    else:
+        recs = load_records(folder)
+    recs = [r for r in recs if r.get("corruption", CLEAN) == condition]
     if not recs:
         raise SystemExit(f"{folder}: no records under {condition}; run `hallucue-mlx eval` there")
     right: dict[str, list[bool]] = {}

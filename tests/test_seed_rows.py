@@ -4,11 +4,13 @@ README's "kept" numbers)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fake_run import make_fake_run
 
 from hallucue_mlx.report import load_run
@@ -24,7 +26,8 @@ def _seed_rows(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_kept_share_is_split_by_the_base_samples_pass_count(tmp_path):
+@pytest.mark.parametrize("packed", [False, True])
+def test_kept_share_is_split_by_the_base_samples_pass_count(tmp_path, packed):
     run = make_fake_run(tmp_path / "run", n_test={"synth": 80}, n_train=10, steps=4)
     recs = load_run(run).cell("base", "synth", "test", "none")
     model = {
@@ -46,7 +49,11 @@ def test_kept_share_is_split_by_the_base_samples_pass_count(tmp_path):
             json.dumps({"id": k, "corruption": "none", "sample": s, "correct": s < right})
             for s in range(4)
         ]
-    (samples / "records.jsonl").write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if packed:  # as committed under results/ (scripts/pack_results.py's compression)
+        (samples / "records.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    else:
+        (samples / "records.jsonl").write_text(text)
 
     out = _seed_rows(
         "--model", "none", "--base", str(run), "--runs", str(run), "--base-samples", str(samples)
