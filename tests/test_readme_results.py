@@ -56,7 +56,9 @@ def test_readme_validation_numbers_equal_the_committed_files():
     got = [_number(x) for x in m.groups()]
     want = [100 * head[k] for k in ("greedy", "pass1", "pass_at_g", "reward_spread")]
     assert got == pytest.approx(want, abs=0.051)
-    # the validation table: one row per committed run, named by its file
+    # the validation table: one row per recipe, its committed runs named by their files; a row
+    # with two ("A.json; B.json": B the same recipe with a coin-flip reward) gives two results
+    # "base -> A%; B%" and "gain [lo, hi]; gain [lo, hi]", in the files' order
     names = (
         "grpo-filtered",
         "grpo-skip",
@@ -68,17 +70,24 @@ def test_readme_validation_numbers_equal_the_committed_files():
         "grpo-skip-beta0.1-random-reward",
         "grpo-skip-lr1e-3",
         "grpo-skip-lr1e-3-random-reward",
+        "grpo-skip-mlp",
+        "grpo-skip-mlp-random-reward",
+        "grpo-skip-t1.2",
     )
     for name in names:
         grpo = json.loads((ROOT / f"results/validation/{name}.json").read_text())
-        row = re.search(
-            r"^\|[^\n]*`" + re.escape(name) + r"\.json`[^\n]*?\| ([\d.]+)% -> ([\d.]+)% \| "
-            r"([+-]?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\] \|",
-            README,
-            re.M,
+        line = next(
+            (r for r in README.splitlines() if r.startswith("|") and f"`{name}.json`" in r), None
         )
-        assert row, f"the README's validation table has no row for {name}.json: update this test"
-        got = [_number(x) for x in row.groups()]
+        assert line, f"the README's validation table has no row for {name}.json: update this test"
+        i = re.findall(r"`([\w.-]+)\.json`", line).index(name)
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        base, trained = cells[1].split("->")
+        accs = re.findall(r"([\d.]+)%", trained)
+        changes = re.findall(r"([+-]?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", cells[2])
+        assert len(accs) == len(changes) > i, line
+        got = [_number(base.strip().rstrip("%")), _number(accs[i])]
+        got += [_number(x) for x in changes[i]]
         want = [100 * grpo[k] for k in ("base", "trained", "gain")] + [
             100 * x for x in grpo["ci95"]
         ]
