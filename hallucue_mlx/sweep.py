@@ -231,13 +231,18 @@ def prepare_sweep(
     once before it starts several processes (as grid.prepare_run does for one grid): the folder
     checked, --force applied to it and to every value's run folder, the manifest written."""
     _cfgs, out, manifest = _setup(cfg, key, values, out_dir, quick)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_folder(out, manifest, force)
+    _open(out, manifest, force)
     if force:  # what each value's run_grid(force=True) clears, done here once
         for v in values:
             sub = out / value_name(key, v)
             if runfolder.is_run_folder(sub):
                 runfolder.clear_run(sub)
+
+
+def _open(out: Path, manifest: dict[str, Any], force: bool) -> None:
+    """The sweep folder made, checked (--force clears another sweep) and its manifest written."""
+    out.mkdir(parents=True, exist_ok=True)
+    _check_folder(out, manifest, force)
     atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
 
 
@@ -264,12 +269,7 @@ def run_sweep(
     world = world or current()
     cfgs, out, manifest = _setup(cfg, key, values, out_dir, quick)
 
-    def start() -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        _check_folder(out, manifest, force)
-        atomic.write_json(out / runfolder.SWEEP, manifest, indent=2)
-
-    world.on_main(start, "preparing the sweep folder")
+    world.on_main(lambda: _open(out, manifest, force), "preparing the sweep folder")
     loud = not quiet and world.is_main
     done: dict[str, Path] = {}  # recipe -> a finished value folder holding that model
     for i, (v, vcfg) in enumerate(zip(values, cfgs, strict=True)):
