@@ -634,3 +634,47 @@ def test_a_sweep_on_two_local_processes_gives_one_process_cells(tmp_path):
     sa, sb = (json.loads((d / "sweep.json").read_text()) for d in (one, two))
     assert sb["finished"] and sa["shared"] == sb["shared"]  # clean GRPO computed once
     assert (two / "report.md").is_file() and (two / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_on_two_local_processes_interrupted_and_resumed_gives_one_process_cells(
+    tmp_path,
+):
+    """A ratio sweep on two processes, Ctrl-C'd in its second value's training: one resume
+    line, the first value kept, and the rerun's value folders equal one process's."""
+    sets = ["grid.ratios=[0.5,1.0]", "grid.train_conditions=[none,blank]"]
+    sets += ["grid.eval_conditions=[none]", "grid.include_base=false"]
+    sets += ["data.train.n=8", "data.eval=[{name: synth, split: test, n: 8}]"]
+    sets += ["data.train_slice_n=4", "eval.max_tokens=16", "train.max_completion_length=16"]
+    sets += ["train.steps=6", "train.save_every=1", "train.eval_every=0", "train.warmup_steps=0"]
+    sets += ["train.prompts_per_step=2", "train.num_generations=2"]
+    sets = [a for s in sets for a in ("--set", s)]
+    base = ["run", "--config", "ratio-sweep", *sets]
+    one, two = tmp_path / "one", tmp_path / "two"
+    a = _run([*base, "--out", str(one), "--set", "grid.processes=1"])
+    assert a.returncode == 0, a.stderr[-3000:]
+    args = [*base, "--out", str(two), "--set", "grid.processes=2"]
+    proc, stdin = _start(args)
+    latest = two / "grid.ratio=1.0" / "train" / "blank" / "checkpoints" / "latest"
+    deadline = time.time() + 240
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    b = _finish(proc, stdin, 180)
+    assert b.returncode == 130, b.stderr[-3000:]
+    assert b.stderr.count("Continue with:") == 1
+    assert (two / "grid.ratio=0.5" / "results.json").is_file()
+    assert not (two / "grid.ratio=1.0" / "results.json").exists()
+    c = _run(args)
+    assert c.returncode == 0, c.stdout[-2000:] + c.stderr[-3000:]
+    for value in ("grid.ratio=0.5", "grid.ratio=1.0"):
+        ra, rb = (json.loads((d / value / "results.json").read_text()) for d in (one, two))
+        ra.pop("timing"), rb.pop("timing")
+        assert ra == rb, value
+    steps = [
+        m["step"]
+        for m in _lines(two / "grid.ratio=1.0" / "train" / "blank" / "metrics.jsonl")
+        if "event" not in m
+    ]
+    assert steps == list(range(1, 7))  # resumed from its checkpoint, no step twice
+    assert json.loads((two / "sweep.json").read_text())["finished"]
