@@ -529,19 +529,27 @@ def sweep(
     import shlex
     import sys
 
-    from hallucue_mlx.sweep import check_sweep, parse_assignment
+    from hallucue_mlx.sweep import check_sweep, parse_assignment, value_configs
 
     try:
         cfg = load_config(config, set_)
         key, values = parse_assignment(assignment)
         check_sweep(key, values)
         trackers = report_targets(report_to)
+        # as many processes as every value's grid allows (a swept key can change the memory)
+        n = min(_local_processes(v, quick) for v in value_configs(cfg, key, values))
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     out = out or Path(f"{cfg.output.dir}-sweep-{key}" + ("-quick" if quick else ""))
     again = "hallucue-mlx sweep " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--force")
-    _run_or_sweep(cfg, out, quick, force, again, (key, values), trackers)
+    launch = None
+    if n > 1:  # the same command as n processes; --force is applied once, here
+        args = ["sweep", assignment, *(["--config", config] if config else [])]
+        args += [a for s in set_ for a in ("--set", s)] + (["--quick"] if quick else [])
+        args += ["--report-to", report_to] if report_to else []
+        launch = (n, args)
+    _run_or_sweep(cfg, out, quick, force, again, (key, values), trackers, launch)
 
 
 def _command(name: str) -> str:

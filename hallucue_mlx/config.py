@@ -822,9 +822,9 @@ class GridSection:
         "Processes `run` (command or Python API) starts on this machine, each computing whole "
         "models (grid.parallel) with its share of the cores. null: on the CPU backend one per "
         "core, at most one per model and as many as the memory holds (MLX runs a CPU process's "
-        "elementwise work on one core); one on Metal and CUDA. A config sweep (grid.ratios, "
-        "grid.seeds) counts one value's models and shares each value's grid in turn; under "
-        "mlx.launch the launcher decides. Results do not depend on it.",
+        "elementwise work on one core); one on Metal and CUDA. A sweep (grid.ratios, grid.seeds, "
+        "the sweep command) counts one value's models and shares each value's grid in turn; "
+        "under mlx.launch the launcher decides. Results do not depend on it.",
         min=1,
         most=256,
     )

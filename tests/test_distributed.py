@@ -678,3 +678,23 @@ def test_a_sweep_on_two_local_processes_interrupted_and_resumed_gives_one_proces
     ]
     assert steps == list(range(1, 7))  # resumed from its checkpoint, no step twice
     assert json.loads((two / "sweep.json").read_text())["finished"]
+
+
+@pytest.mark.slow
+def test_the_sweep_command_on_two_local_processes_gives_one_process_cells(tmp_path):
+    """`hallucue-mlx sweep train.beta=...` starts one process per core too (grid.processes):
+    each value folder's results equal one process's."""
+    sets = ["grid.train_conditions=[none,blank]", "grid.eval_conditions=[none]"]
+    sets = [a for s in sets for a in ("--set", s)]
+    base = ["sweep", "train.beta=0.0,0.1", "--quick", *sets]
+    one, two = tmp_path / "one", tmp_path / "two"
+    a = _run([*base, "--out", str(one), "--set", "grid.processes=1"])
+    assert a.returncode == 0, a.stderr[-3000:]
+    b = _run([*base, "--out", str(two), "--set", "grid.processes=2"])
+    assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-3000:]
+    assert "2 processes on this machine's cores" in b.stderr and "for each train.beta" in b.stderr
+    for value in json.loads((one / "sweep.json").read_text())["runs"]:
+        ra, rb = (json.loads((d / value / "results.json").read_text()) for d in (one, two))
+        ra.pop("timing"), rb.pop("timing")
+        assert ra == rb, value
+    assert json.loads((two / "sweep.json").read_text())["finished"]
