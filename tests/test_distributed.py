@@ -612,31 +612,6 @@ def test_run_on_two_local_processes_interrupted_and_resumed_gives_one_process_ce
 
 
 @pytest.mark.slow
-def test_a_sweep_on_two_local_processes_gives_one_process_cells(tmp_path):
-    """`hallucue-mlx run --config ratio-sweep` on a 2-core CPU starts two processes, which share
-    each ratio's grid in turn: every value folder's results equal one process's, and the sweep
-    report is written once."""
-    sets = ["grid.ratios=[0.5,1.0]", "grid.train_conditions=[none,blank]"]
-    sets += ["grid.eval_conditions=[none,blank]"]
-    sets = [a for s in sets for a in ("--set", s)]
-    base = ["run", "--config", "ratio-sweep", "--quick", *sets]
-    one, two = tmp_path / "one", tmp_path / "two"
-    a = _run([*base, "--out", str(one), "--set", "grid.processes=1"])
-    assert a.returncode == 0, a.stderr[-3000:]
-    b = _run([*base, "--out", str(two), "--set", "grid.processes=2"])
-    assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-3000:]
-    assert "2 processes on this machine's cores" in b.stderr and "for each grid.ratio" in b.stderr
-    for value in ("grid.ratio=0.5", "grid.ratio=1.0"):
-        ra, rb = (json.loads((d / value / "results.json").read_text()) for d in (one, two))
-        ra.pop("timing"), rb.pop("timing")
-        assert ra == rb, value
-        assert not list((two / value).glob(".hallucue.rank*"))
-    sa, sb = (json.loads((d / "sweep.json").read_text()) for d in (one, two))
-    assert sb["finished"] and sa["shared"] == sb["shared"]  # clean GRPO computed once
-    assert (two / "report.md").is_file() and (two / "report.html").is_file()
-
-
-@pytest.mark.slow
 def test_a_sweep_on_two_local_processes_interrupted_and_resumed_gives_one_process_cells(
     tmp_path,
 ):
@@ -681,20 +656,30 @@ def test_a_sweep_on_two_local_processes_interrupted_and_resumed_gives_one_proces
 
 
 @pytest.mark.slow
-def test_the_sweep_command_on_two_local_processes_gives_one_process_cells(tmp_path):
-    """`hallucue-mlx sweep train.beta=...` starts one process per core too (grid.processes):
-    each value folder's results equal one process's."""
-    sets = ["grid.train_conditions=[none,blank]", "grid.eval_conditions=[none]"]
-    sets = [a for s in sets for a in ("--set", s)]
-    base = ["sweep", "train.beta=0.0,0.1", "--quick", *sets]
+@pytest.mark.parametrize(
+    "command, key",
+    [
+        (["run", "--config", "ratio-sweep", "--set", "grid.ratios=[0.5,1.0]"], "grid.ratio"),
+        (["sweep", "train.beta=0.0,0.1"], "train.beta"),
+    ],
+)
+def test_a_sweep_on_two_local_processes_gives_one_process_cells(tmp_path, command, key):
+    """A config sweep (`run --config ratio-sweep`, lab 3) and the sweep command on a 2-core CPU
+    start two processes, which share each value's grid in turn: every value folder's results
+    equal one process's, and the sweep's files are written once."""
+    sets = ["grid.train_conditions=[none,blank]", "grid.eval_conditions=[none,blank]"]
+    base = [*command, "--quick", *(a for s in sets for a in ("--set", s))]
     one, two = tmp_path / "one", tmp_path / "two"
     a = _run([*base, "--out", str(one), "--set", "grid.processes=1"])
     assert a.returncode == 0, a.stderr[-3000:]
     b = _run([*base, "--out", str(two), "--set", "grid.processes=2"])
     assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-3000:]
-    assert "2 processes on this machine's cores" in b.stderr and "for each train.beta" in b.stderr
-    for value in json.loads((one / "sweep.json").read_text())["runs"]:
+    assert "2 processes on this machine's cores" in b.stderr and f"for each {key}" in b.stderr
+    sa, sb = (json.loads((d / "sweep.json").read_text()) for d in (one, two))
+    for value in sa["runs"]:
         ra, rb = (json.loads((d / value / "results.json").read_text()) for d in (one, two))
         ra.pop("timing"), rb.pop("timing")
         assert ra == rb, value
-    assert json.loads((two / "sweep.json").read_text())["finished"]
+        assert not list((two / value).glob(".hallucue.rank*"))
+    assert sb["finished"] and sa["shared"] == sb["shared"]  # shared models computed once
+    assert (two / "report.md").is_file() and (two / "report.html").is_file()
