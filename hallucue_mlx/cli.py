@@ -426,17 +426,17 @@ def _launch_ranks(
         f"process {r}: {', '.join(m for m in models(one) if own[m] == r)}" for r in range(n)
     )
     each = f", for each {sweep[0]} in turn" if sweep else ""
-    typer.echo(
-        f"{n} processes on this machine's cores (grid.processes; --set grid.processes=1 for "
-        f"one), each computing whole models into {out}: {deal}{each}. Progress below is "
-        "process 0's.",
-        err=True,
-    )
     with folder_lock(out, _command("sweep" if sweep else "run")):
         if sweep:
             prepare_sweep(cfg, sweep[0], sweep[1], out, quick, force=force)
         else:
             prepare_run(cfg, out, quick, force=force)
+    typer.echo(  # once the folder is good: a refused folder is the only line
+        f"{n} processes on this machine's cores (grid.processes; --set grid.processes=1 for "
+        f"one), each computing whole models into {out}: {deal}{each}. Progress below is "
+        "process 0's.",
+        err=True,
+    )
     return launch_local([sys.executable, "-m", "hallucue_mlx.cli", *args, "--out", str(out)], n)
 
 

@@ -118,7 +118,10 @@ def base_bands(folder: Path, condition: str, greedy: dict[str, float]) -> dict[s
         with gzip.open(packed, "rt", encoding="utf-8") as f:
             recs = [json.loads(line) for line in f if line.strip()]
     else:
-        recs = load_records(folder)
+        try:
+            recs = load_records(folder)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"--base-samples: {e}") from None
     recs = [r for r in recs if r.get("corruption", CLEAN) == condition]
     if not recs:
         raise SystemExit(f"{folder}: no records under {condition}; run `hallucue-mlx eval` there")
