@@ -47,7 +47,7 @@ def _number(text: str) -> float:
 
 
 def test_readme_validation_numbers_equal_the_committed_files():
-    head = json.loads((ROOT / "results/validation/headroom-skip.json").read_text())["overall"]
+    head = json.loads((ROOT / "results/validation/headroom-skip85.json").read_text())["overall"]
     m = re.search(
         r"greedy ([\d.]+)%, pass@1\s+([\d.]+)%,\s+pass@8\s+([\d.]+)%, and\s+([\d.]+)% of the groups",
         README,
@@ -66,6 +66,7 @@ def test_readme_validation_numbers_equal_the_committed_files():
         "grpo-skip-steps80",
         "grpo-skip-prompts8",
         "grpo-skip-random-reward",
+        "grpo-skip-random-reward-rerun",
         "grpo-skip-beta0.1",
         "grpo-skip-beta0.1-random-reward",
         "grpo-skip-lr1e-3",
@@ -73,6 +74,16 @@ def test_readme_validation_numbers_equal_the_committed_files():
         "grpo-skip-mlp",
         "grpo-skip-mlp-random-reward",
         "grpo-skip-t1.2",
+        "grpo-skip85",
+        "grpo-skip85-random-reward",
+        "grpo-skip85-steps40",
+        "grpo-skip85-steps40-random-reward",
+        "grpo-skip85-steps20",
+        "grpo-skip85-steps20-seed1",
+        "grpo-skip85-steps20-seed2",
+        "grpo-skip85-steps20-random-reward",
+        "grpo-skip85-steps20-seed1-random-reward",
+        "grpo-skip85-steps20-seed2-random-reward",
     )
     for name in names:
         grpo = json.loads((ROOT / f"results/validation/{name}.json").read_text())
