@@ -174,7 +174,7 @@ def lab2() -> list:
             "base model under every corruption, and read where each gained or lost.\n\n"
             "**Time.** Compute "
             + time_of("lab2")
-            + " on a 2-core laptop CPU shared with other runs (two trainings of 160 steps and three evaluations of "
+            + " on a 2-core laptop CPU (two trainings of 20 steps and three evaluations of "
             "700 items x 4 conditions); start it, then read on while it runs. For a smoke version "
             "of a few minutes, set `SMALL = True` in the first code cell.\n\n"
             "**Background.** The paper's surprise: RL post-training with blank images (so the "
@@ -249,7 +249,7 @@ def lab3() -> list:
             "corrupted, and accuracy and vision gain are plotted against the ratio.\n\n"
             "**Time.** Compute "
             + time_of("lab3")
-            + " on a 2-core laptop CPU shared with another run (7 trainings of 80 steps, 8 models evaluated on 300 "
+            + " on a 2-core laptop CPU shared with other runs (7 trainings of 20 steps, 8 models evaluated on 300 "
             "items under 3 conditions): start it, then read on. For a smoke version of a few "
             "minutes, set `SMALL = True` in the first code cell.\n\n"
             "**Background.** Clean GRPO is the 0% end of both lines, and the base model is where "

@@ -10,10 +10,9 @@ with the interval the seed report uses (metrics.seed_cluster_ci: seeds and items
 items resampled together). With --versus, the same for the model minus another model, seed by
 seed (both trained with the same seed).
 
-    python scripts/seed_rows.py --model blank --base results/default \\
-        --runs results/default results/default-bi-seeds/seed=1 results/default-bi-seeds/seed=2 \\
-        --versus none --versus-runs results/default results/default-clean-seeds/seed=1 \\
-        results/default-clean-seeds/seed=2
+    python scripts/seed_rows.py --model blank --base runs/default \\
+        --runs runs/default runs/bi-seeds/seed=1 runs/bi-seeds/seed=2 \\
+        --versus none --versus-runs runs/default runs/clean-seeds/seed=1 runs/clean-seeds/seed=2
 
 With --base-samples, an evaluation folder of the base sampled several times per item on the
 same items (`hallucue-mlx eval --split test --n 600 --corruption none --temperature 1.0

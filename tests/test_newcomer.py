@@ -40,7 +40,7 @@ def test_train_command_train_function_and_grid_share_the_recipe():
         _, tcfg = train_settings(form, [], {"corruption": "blank"})
         assert tcfg == grid, form
     # the recipe is the default config's, not the dataclass's paper defaults
-    assert (grid.num_generations, grid.prompts_per_step, grid.steps) == (8, 16, 160)
+    assert (grid.num_generations, grid.prompts_per_step, grid.steps) == (8, 16, 20)
     assert grid.drop_zero_std_groups and grid.temperature == 1.0 and grid.learning_rate == 2e-3
 
 
@@ -100,7 +100,7 @@ def test_train_help_is_plain_and_shows_the_grid_defaults():
     assert "<bool>" not in res.output and "<list[str]>" not in res.output
     assert "╭" not in res.output
     text = " ".join(res.output.split())
-    assert re.search(r"--steps INTEGER .*?\[default: 160\]", text)
+    assert re.search(r"--steps INTEGER .*?\[default: 20\]", text)
     assert re.search(r"--num-generations INTEGER .*?\[default: 8\]", text)
 
 
@@ -117,10 +117,10 @@ def test_plan_counts_the_whole_run():
     from hallucue_mlx.plan import run_units
 
     u = run_units(load_config(None))
-    # 4 trainings of 160 steps; 5 models x (600 test + 100 train-slice items) x 4 conditions,
-    # plus the periodic evaluation: 5 points x 32 items x (1 + 2 x 3) conditions
-    assert (u["trainings"], u["steps"], u["models"]) == (4, 640, 5)
-    assert u["eval_items"] == 5 * 700 * 4 + 5 * 32 * 7
+    # 4 trainings of 20 steps; 5 models x (600 test + 100 train-slice items) x 4 conditions,
+    # plus the periodic evaluation: 3 points (steps 0, 10, 20) x 32 items x (1 + 2 x 3) conditions
+    assert (u["trainings"], u["steps"], u["models"]) == (4, 80, 5)
+    assert u["eval_items"] == 5 * 700 * 4 + 3 * 32 * 7
     sweep = run_units(load_config("ratio-sweep"))
     # clean GRPO once, GRPO-BI and GRPO-TR at three ratios; the base model once
     assert (sweep["trainings"], sweep["models"]) == (7, 8)
@@ -137,8 +137,8 @@ def test_plan_prints_a_total_per_machine():
     console = Console(record=True, width=200)
     render_total(plan, load_config(None), console)  # type: ignore[arg-type]
     text = console.export_text()
-    # 640 steps x 2 s + 15,120 item-conditions x 0.1 s = 2,792 s
-    assert "Whole run" in text and "M9 Test: about 46.5 min in all" in text
+    # 80 steps x 2 s + 14,672 item-conditions x 0.1 s = 1,627 s
+    assert "Whole run" in text and "M9 Test: about 27.1 min in all" in text
 
 
 # ---------------------------------------------------------------- reports

@@ -239,10 +239,10 @@ def test_the_new_chips_and_the_whole_run_time():
     cfg = load_config("default", [])
     r = run_time(cfg, Timing(rollout_s=1.0, loss_s=1.0, eval_item_s=0.01))
     assert isinstance(r, RunTime) and r.trainings == 4
-    # 4 trainings x 160 steps x 2 s; answers: 5 models x (600 test + 100 train-slice items) x 4
-    # conditions, plus the periodic evaluations (5 points x 32 items x (1 + 2 x 3) conditions)
-    assert r.train_s == pytest.approx(4 * 160 * 2)
-    assert r.evaluations == 5 * 700 * 4 + 5 * 32 * 7
+    # 4 trainings x 20 steps x 2 s; answers: 5 models x (600 test + 100 train-slice items) x 4
+    # conditions, plus the periodic evaluations (3 points x 32 items x (1 + 2 x 3) conditions)
+    assert r.train_s == pytest.approx(4 * 20 * 2)
+    assert r.evaluations == 5 * 700 * 4 + 3 * 32 * 7
     assert r.eval_s == pytest.approx(r.evaluations * 0.01)
     out = _run("plan", "--config", "paper-qwen25vl-3b", "--chip", "M5")
     assert "M5: about" in out.output and "micro_batch_size" in out.output
