@@ -333,8 +333,8 @@ def plan(
     if n > 1:  # the totals above are one process's; `run` spreads them over n
         typer.echo(
             f"  Here `hallucue-mlx run` starts {n} processes (grid.processes), one per core: "
-            f"the wall clock is about 1/{n} of the total above (the default run: 69 min of work "
-            "in 35 min on an idle 2-core x86-64 CPU)."
+            f"the wall clock is about 1/{n} of the total above (the default run: 17 min of work "
+            "in 10 min on an idle 2-core x86-64 CPU)."
         )
     if not result.fits:
         raise typer.Exit(1)
