@@ -29,7 +29,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import hallucue_mlx  # noqa: E402, F401  (before mlx.core: binds MLX's CPU matmuls to the fast BLAS)
 
 
+def _positive(kind: type, least: float):
+    """An argparse type: a number of `kind` at least `least`, refused by name otherwise."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {text}")
+        return value
+
+    return parse
+
+
+def _fractions(text: str) -> list[float]:
+    return [_positive(float, 0.0)(x) for x in text.split(",") if x]
+
+
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
+    if not run.is_dir():
+        raise SystemExit(f"error: {run} is not a folder; pass a training folder (its --out)")
     ckpts = sorted((run / "checkpoints").glob("step_*"))
     steps = [(int(p.name.split("_")[1]), p) for p in ckpts if (p / "state.json").is_file()]
     if not steps:
@@ -45,16 +66,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="training folders with checkpoints")
     ap.add_argument("--config", default=None, help="run config YAML (default: default.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    ap.add_argument("--n", type=int, default=300, help="validation items (default 300)")
-    ap.add_argument("--every", type=int, default=1, help="evaluate every k-th checkpoint")
-    ap.add_argument("--random", type=int, default=3, help="random directions per size")
     ap.add_argument(
-        "--fractions", default="0.5,1.0", help="sizes of the random updates, x the trained one"
+        "--n", type=_positive(int, 1), default=300, help="validation items (default 300)"
+    )
+    ap.add_argument(
+        "--every", type=_positive(int, 1), default=1, help="evaluate every k-th checkpoint"
+    )
+    ap.add_argument(
+        "--random", type=_positive(int, 0), default=3, help="random directions per size"
+    )
+    ap.add_argument(
+        "--fractions",
+        type=_fractions,
+        default="0.5,1.0",
+        help="sizes of the random updates, x the trained one",
     )
     ap.add_argument("--out", type=Path, default=None, help="write one JSON line per evaluation")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random directions")
     args = ap.parse_args(argv)
-    fractions = [float(x) for x in args.fractions.split(",") if x]
+    fractions = args.fractions
     run_steps = {run: _checkpoints(run) for run in args.runs}
 
     import mlx.core as mx

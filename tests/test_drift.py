@@ -61,3 +61,10 @@ def test_checkpoints_then_random_directions_of_the_same_size(
 def test_a_folder_without_checkpoints_is_named(tmp_path, load_script) -> None:
     with pytest.raises(SystemExit, match="keep_checkpoints"):
         load_script("drift").main([str(tmp_path)])
+
+
+@pytest.mark.parametrize("bad", [["--fractions", "half"], ["--every", "0"], ["--random", "-1"]])
+def test_bad_options_are_refused_by_name(tmp_path, load_script, capsys, bad) -> None:
+    with pytest.raises(SystemExit) as e:
+        load_script("drift").main([str(tmp_path), *bad])
+    assert e.value.code == 2 and bad[0] in capsys.readouterr().err
